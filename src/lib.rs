@@ -1,0 +1,9 @@
+//! berth keeps the workspace containers on one Docker host in line with rows
+//! in PostgreSQL.
+//!
+//! The modules name the pipeline: `desired` (rows) and `observed` (Docker)
+//! feed the pure `plan`, whose actions `act` executes; `controller` joins
+//! them. `config` is the one place flags and environment are read.
+
+pub mod model;
+pub mod plan;
