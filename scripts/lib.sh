@@ -117,8 +117,8 @@ build_agent_images() {
   for spec in v1:v1:health v2:v2:health plain:v1:plain; do
     IFS=: read -r name variant target <<<"$spec"
     docker build -q --target "$target" --build-arg "AGENT_VARIANT=$variant" \
-      --label "$label" -t "$registry/berth-test/agent:$name" "$ctx" >/dev/null \
-      || die "building the test agent image $name failed"
+      --label "$label" -t "$registry/berth-test/agent:$name" "$ctx" >"$ctx/build.log" 2>&1 \
+      || { cat "$ctx/build.log" >&2; die "building the test agent image $name failed"; }
     docker push -q "$registry/berth-test/agent:$name" >/dev/null \
       || die "pushing $registry/berth-test/agent:$name failed"
   done

@@ -5,5 +5,8 @@
 //! feed the pure `plan`, whose actions `act` executes; `controller` joins
 //! them. `config` is the one place flags and environment are read.
 
+pub mod cli;
+pub mod config;
+pub mod desired;
 pub mod model;
 pub mod plan;

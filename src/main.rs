@@ -1,6 +1,6 @@
-use std::process::ExitCode;
+//! The `berth` binary: everything but the process boundary is in the
+//! library.
 
-fn main() -> ExitCode {
-    eprintln!("berth: no commands yet");
-    ExitCode::from(64)
+fn main() -> std::process::ExitCode {
+    berth::cli::main(std::env::args_os())
 }

@@ -1,0 +1,215 @@
+//! The `berth` command line: argv → configuration → command, and the exit
+//! codes scripts rely on.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{Config, SETTINGS, flag_name};
+use crate::desired::{self, SchemaError};
+
+/// The exit codes of DESIGN §1.4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Success = 0,
+    Failure = 1,
+    /// `plan --detailed-exitcode`: actions are pending.
+    Pending = 2,
+    /// Bad usage or configuration.
+    Usage = 64,
+    /// The database schema is incompatible with this berth.
+    Schema = 65,
+    /// The database or the engine is unreachable.
+    Unavailable = 69,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   anything else
+  2   plan --detailed-exitcode: actions are pending
+  64  bad usage or configuration (every bad value is reported)
+  65  the database schema is incompatible with this berth
+  69  the database or the Docker Engine is unreachable
+
+Every setting is read from its environment variable or its flag (the flag
+wins); `berth config` shows the effective values.";
+
+/// berth keeps the workspace containers on one Docker host in line with
+/// rows in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, after_long_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending database migrations (a second run changes nothing).
+    #[command(after_long_help = EXIT_CODES)]
+    Migrate,
+    /// Print the effective configuration, secrets masked, and where each
+    /// value came from.
+    #[command(after_long_help = EXIT_CODES)]
+    Config {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The clap command: the subcommands plus one global flag per setting.
+pub fn command() -> clap::Command {
+    let settings = SETTINGS.iter().map(|s| {
+        Arg::new(s.env)
+            .long(flag_name(s.env))
+            .value_name("VALUE")
+            .action(ArgAction::Set)
+            .global(true)
+            .help_heading("Settings (flag or environment)")
+            .help(format!(
+                "{} [env: {}] [default: {}]",
+                s.help, s.env, s.default
+            ))
+    });
+    Cli::command().args(settings)
+}
+
+/// Runs berth with `args` and returns the process exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let matches = match command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Exit::Success
+                }
+                _ => Exit::Usage,
+            }
+            .into();
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Exit::Usage.into();
+        }
+    };
+    let flags: HashMap<&'static str, String> = SETTINGS
+        .iter()
+        .filter_map(|s| matches.get_one::<String>(s.env).map(|v| (s.env, v.clone())))
+        .collect();
+    let config = match Config::from_process(&flags) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("berth: {errors}");
+            return Exit::Usage.into();
+        }
+    };
+    match cli.command {
+        Command::Config { json } => {
+            print!("{}", render_config(&config, json));
+            Exit::Success.into()
+        }
+        Command::Migrate => block_on(migrate(&config)).into(),
+    }
+}
+
+fn block_on<F: std::future::Future<Output = Exit>>(future: F) -> Exit {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+fn render_config(config: &Config, json: bool) -> String {
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = config
+            .effective
+            .iter()
+            .map(|e| {
+                let value = serde_json::json!({"value": e.value, "source": e.source.to_string()});
+                (e.name.to_string(), value)
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Object(map));
+    }
+    let width = config
+        .effective
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for e in &config.effective {
+        let _ = writeln!(out, "{:width$}  {}  ({})", e.name, e.value, e.source);
+    }
+    out
+}
+
+fn schema_exit(error: &SchemaError) -> Exit {
+    match error {
+        SchemaError::TooOld { .. } => Exit::Schema,
+        SchemaError::Unreachable(_) => Exit::Unavailable,
+        SchemaError::Database(_) | SchemaError::Migrate(_) => Exit::Failure,
+    }
+}
+
+async fn migrate(config: &Config) -> Exit {
+    let pool = match desired::connect(&config.database_url, 2, Duration::from_secs(10)).await {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("berth: {} ({})", e, config.database_url);
+            return schema_exit(&e);
+        }
+    };
+    let result = desired::migrate(&pool).await;
+    pool.close().await;
+    match result {
+        Ok(report) if report.applied.is_empty() => {
+            println!(
+                "schema up to date (berth schema version {}, database floor {})",
+                desired::SCHEMA_VERSION,
+                report.floor
+            );
+            Exit::Success
+        }
+        Ok(report) => {
+            for (version, description) in &report.applied {
+                println!("applied {version} {description}");
+            }
+            println!(
+                "{} migration(s) applied (berth schema version {}, database floor {})",
+                report.applied.len(),
+                desired::SCHEMA_VERSION,
+                report.floor
+            );
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("berth: {e}");
+            schema_exit(&e)
+        }
+    }
+}

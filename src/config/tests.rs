@@ -1,0 +1,295 @@
+use std::collections::HashMap;
+
+use super::*;
+
+const DB: &str = "postgres://berth:s3cret-pw@db.internal:5432/berth";
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    Config::from_sources(&HashMap::new(), env_of(pairs))
+}
+
+fn errors(pairs: &[(&str, &str)]) -> Vec<ConfigError> {
+    match config(pairs) {
+        Ok(c) => panic!("expected errors, got {c:?}"),
+        Err(ConfigErrors(errors)) => errors,
+    }
+}
+
+#[test]
+fn defaults_follow_the_design_table() {
+    let c = config(&[("DATABASE_URL", DB)]).unwrap();
+    assert_eq!(c.host_id, "default");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(c.concurrency, 8);
+    assert_eq!(c.resync_interval, Duration::from_secs(30));
+    assert_eq!(c.orphan_grace, Duration::from_secs(300));
+    assert_eq!(c.delete_guard, DeleteGuard::Default);
+    assert_eq!(c.provision_timeout, Duration::from_secs(600));
+    assert_eq!(c.ready_min_uptime, Duration::from_secs(30));
+    assert_eq!(c.crash_backoff_initial, Duration::from_secs(10));
+    assert_eq!(c.crash_backoff_max, Duration::from_secs(300));
+    assert_eq!(c.crash_loop_restarts, 5);
+    assert_eq!(c.stop_timeout, Duration::from_secs(10));
+    assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.pull_progress_timeout, Duration::from_secs(120));
+    assert_eq!(c.pull_timeout, Duration::from_secs(900));
+    assert_eq!(c.tag_refresh, None);
+    assert_eq!(
+        c.rollout,
+        Rollout {
+            canary: 1,
+            max_parallel: 1,
+            max_failure_ratio: 0.0
+        }
+    );
+    assert_eq!(c.pin_debounce, Duration::from_secs(5));
+    assert_eq!(c.lease_ttl, Duration::from_secs(15));
+    assert_eq!(c.network, "molecule-monorepo-net");
+    assert!(c.workspace_roots.is_empty());
+    assert!(!c.allow_host_root_tier);
+    assert_eq!(c.events_retention, Duration::from_secs(30 * 86400));
+    assert_eq!(c.log_format, LogFormat::Auto);
+    assert!(matches!(c.images, ImageMode::LocalBuild { .. }));
+    assert_eq!(c.tiers, TierOverrides::default());
+    assert!(!c.local_override);
+    assert_eq!(c.registry_auth, None);
+}
+
+#[test]
+fn three_bad_values_are_reported_together() {
+    let errs = errors(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_CONCURRENCY", "lots"),
+        ("BERTH_RESYNC_INTERVAL", "soon"),
+        ("TIER2_MEMORY_MB", "-5"),
+    ]);
+    let names: Vec<&str> = errs.iter().map(|e| e.name).collect();
+    assert_eq!(
+        names,
+        [
+            "BERTH_CONCURRENCY",
+            "BERTH_RESYNC_INTERVAL",
+            "TIER2_MEMORY_MB"
+        ]
+    );
+    let text = ConfigErrors(errs).to_string();
+    assert!(
+        text.contains("BERTH_CONCURRENCY=\"lots\": not a positive whole number"),
+        "{text}"
+    );
+    assert!(
+        text.contains("BERTH_RESYNC_INTERVAL=\"soon\": not a duration"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_database_url_is_an_error() {
+    let errs = errors(&[]);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].name, "DATABASE_URL");
+    assert_eq!(errs[0].message, "is required");
+}
+
+#[test]
+fn a_bad_database_url_is_reported_without_its_password() {
+    let errs = errors(&[("DATABASE_URL", "mysql://root:topsecret@h/db")]);
+    let text = ConfigErrors(errs).to_string();
+    assert!(text.contains("DATABASE_URL"), "{text}");
+    assert!(!text.contains("topsecret"), "{text}");
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output_or_effective_values() {
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("GHCR_USER", "bot"),
+        ("GHCR_TOKEN", "ghp_tokenvalue123"),
+        ("MOLECULE_GITEA_TOKEN", "gitea-tokenvalue-456"),
+        (
+            "MOLECULE_LOCAL_TEMPLATE_REPO_PREFIX",
+            "https://bot:inline-pass-789@git.example/t-",
+        ),
+    ])
+    .unwrap();
+    let debug = format!("{c:?} {c:#?}");
+    let effective = format!("{:?}", c.effective);
+    for secret in [
+        "s3cret-pw",
+        "ghp_tokenvalue123",
+        "gitea-tokenvalue-456",
+        "inline-pass-789",
+    ] {
+        assert!(!effective.contains(secret), "{secret} in {effective}");
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(effective.contains("postgres://berth:***@db.internal:5432/berth"));
+    assert_eq!(c.database_url.expose(), DB);
+}
+
+#[test]
+fn a_flag_wins_over_the_environment() {
+    let flags = HashMap::from([("BERTH_HOST_ID", "from-flag".to_string())]);
+    let c = Config::from_sources(
+        &flags,
+        env_of(&[("DATABASE_URL", DB), ("BERTH_HOST_ID", "from-env")]),
+    )
+    .unwrap();
+    assert_eq!(c.host_id, "from-flag");
+    let shown = c
+        .effective
+        .iter()
+        .find(|e| e.name == "BERTH_HOST_ID")
+        .unwrap();
+    assert_eq!(shown.source, Source::Flag);
+}
+
+#[test]
+fn every_setting_is_shown_exactly_once() {
+    let c = config(&[("DATABASE_URL", DB)]).unwrap();
+    for setting in SETTINGS {
+        let n = c.effective.iter().filter(|e| e.name == setting.env).count();
+        assert_eq!(n, 1, "{} shown {n} times", setting.env);
+    }
+    assert_eq!(c.effective.len(), SETTINGS.len());
+}
+
+#[test]
+fn the_provision_timeout_alias_is_whole_seconds_and_conflicts_with_the_new_name() {
+    let c = config(&[("DATABASE_URL", DB), ("PROVISION_TIMEOUT_SECONDS", "180")]).unwrap();
+    assert_eq!(c.provision_timeout, Duration::from_secs(180));
+    let errs = errors(&[
+        ("DATABASE_URL", DB),
+        ("PROVISION_TIMEOUT_SECONDS", "180"),
+        ("BERTH_PROVISION_TIMEOUT", "3m"),
+    ]);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("set only one"));
+}
+
+#[test]
+fn an_empty_platform_means_no_preference_and_a_bad_one_is_an_error() {
+    let c = config(&[("DATABASE_URL", DB), ("MOLECULE_IMAGE_PLATFORM", "")]).unwrap();
+    assert_eq!(c.platform, None);
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("MOLECULE_IMAGE_PLATFORM", "linux/arm64/v8"),
+    ])
+    .unwrap();
+    assert_eq!(c.platform, Some(Platform("linux/arm64/v8".into())));
+    let errs = errors(&[("DATABASE_URL", DB), ("MOLECULE_IMAGE_PLATFORM", "amd64")]);
+    assert_eq!(errs[0].name, "MOLECULE_IMAGE_PLATFORM");
+}
+
+#[test]
+fn the_registry_decides_the_image_mode() {
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("MOLECULE_IMAGE_REGISTRY", "ghcr.io/molecule-ai/"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.images,
+        ImageMode::Registry {
+            prefix: "ghcr.io/molecule-ai".into()
+        }
+    );
+    let c = config(&[("DATABASE_URL", DB), ("MOLECULE_IMAGE_REGISTRY", "")]).unwrap();
+    match c.images {
+        ImageMode::LocalBuild {
+            repo_prefix,
+            cache_dir,
+            gitea_token,
+        } => {
+            assert_eq!(repo_prefix.expose(), DEFAULT_TEMPLATE_REPO_PREFIX);
+            assert!(cache_dir.is_absolute());
+            assert!(gitea_token.is_none());
+        }
+        other => panic!("expected local-build mode, got {other:?}"),
+    }
+    let errs = errors(&[
+        ("DATABASE_URL", DB),
+        ("MOLECULE_IMAGE_REGISTRY", "https://GHCR.io"),
+    ]);
+    assert_eq!(errs[0].name, "MOLECULE_IMAGE_REGISTRY");
+}
+
+#[test]
+fn registry_credentials_come_in_pairs() {
+    let errs = errors(&[("DATABASE_URL", DB), ("GHCR_TOKEN", "t")]);
+    assert_eq!(errs[0].name, "GHCR_USER");
+    let errs = errors(&[("DATABASE_URL", DB), ("GHCR_USER", "u")]);
+    assert_eq!(errs[0].name, "GHCR_TOKEN");
+}
+
+#[test]
+fn delete_guard_accepts_counts_and_percentages() {
+    let guard = |v: &str| {
+        config(&[("DATABASE_URL", DB), ("BERTH_DELETE_GUARD", v)]).map(|c| c.delete_guard)
+    };
+    assert_eq!(guard("3").unwrap(), DeleteGuard::Count(3));
+    assert_eq!(guard("25%").unwrap(), DeleteGuard::Percent(25));
+    assert!(guard("101%").is_err());
+    assert!(guard("some").is_err());
+}
+
+#[test]
+fn tier_overrides_and_roots_are_parsed() {
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("TIER2_MEMORY_MB", "1024"),
+        ("TIER3_CPU_SHARES", "512"),
+        ("BERTH_WORKSPACE_ROOTS", "/srv/ws:/data/users/"),
+    ])
+    .unwrap();
+    assert_eq!(c.tiers.memory_mb, [None, Some(1024), None, None]);
+    assert_eq!(c.tiers.cpu_shares, [None, None, Some(512), None]);
+    assert_eq!(
+        c.workspace_roots,
+        [PathBuf::from("/srv/ws"), PathBuf::from("/data/users")]
+    );
+    for bad in ["relative/dir", "/srv/../etc", "/"] {
+        let errs = errors(&[("DATABASE_URL", DB), ("BERTH_WORKSPACE_ROOTS", bad)]);
+        assert_eq!(errs[0].name, "BERTH_WORKSPACE_ROOTS", "{bad}");
+    }
+}
+
+#[test]
+fn backoff_bounds_must_be_ordered() {
+    let errs = errors(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_CRASH_BACKOFF_INITIAL", "10m"),
+        ("BERTH_CRASH_BACKOFF_MAX", "1m"),
+    ]);
+    assert_eq!(errs[0].name, "BERTH_CRASH_BACKOFF_INITIAL");
+}
+
+#[test]
+fn mask_url_hides_passwords_only() {
+    assert_eq!(mask_url("postgres://u:p@h/db"), "postgres://u:***@h/db");
+    assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+    assert_eq!(
+        mask_url("postgres://h/db?password=x&sslmode=disable"),
+        "postgres://h/db?password=***&sslmode=disable"
+    );
+    assert_eq!(
+        mask_url("https://tok:x-oauth@git.example/a/b-"),
+        "https://tok:***@git.example/a/b-"
+    );
+    assert_eq!(mask_url("/srv/templates/t-"), "/srv/templates/t-");
+}
+
+#[test]
+fn flag_names_derive_from_the_variable() {
+    assert_eq!(flag_name("BERTH_HOST_ID"), "host-id");
+    assert_eq!(flag_name("TIER2_MEMORY_MB"), "tier2-memory-mb");
+    assert_eq!(flag_name("DATABASE_URL"), "database-url");
+}

@@ -1,0 +1,126 @@
+//! Schema migrations and the compatibility floor (DESIGN §1.1, schema
+//! evolution). Migrations are expand/contract: a berth runs against any
+//! database whose floor is at or below its own [`SCHEMA_VERSION`], including
+//! one migrated further by a newer berth.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::SecretUrl;
+
+/// The schema version this berth is written against. A migration that an
+/// older berth cannot run beside raises the database's floor to the version
+/// that introduced it.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// berth's migrations, embedded at build time. Migrations applied by a newer
+/// berth are not an error (expand/contract keeps them compatible).
+fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true).set_locking(true);
+    migrator
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "the database requires berth schema version {floor} or newer; this berth ({version}) \
+         has schema version {ours}: upgrade berth on this host"
+    )]
+    TooOld {
+        floor: i32,
+        ours: i32,
+        version: &'static str,
+    },
+    #[error("cannot reach the database: {0}")]
+    Unreachable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] MigrateError),
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateReport {
+    /// Migrations applied by this call, as (version, description).
+    pub applied: Vec<(i64, String)>,
+    /// The database's compatibility floor afterwards.
+    pub floor: i32,
+}
+
+/// Opens a pool, failing within `timeout` when the database does not answer.
+pub async fn connect(
+    url: &SecretUrl,
+    max_connections: u32,
+    timeout: Duration,
+) -> Result<PgPool, SchemaError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout)
+        .connect(url.expose())
+        .await
+        .map_err(SchemaError::Unreachable)
+}
+
+/// The database's compatibility floor, or `None` when berth's schema is
+/// not there yet.
+async fn floor(pool: &PgPool) -> Result<Option<i32>, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('berth_schema') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT floor FROM berth_schema")
+        .fetch_optional(pool)
+        .await
+}
+
+/// Refuses (with both versions) a database whose floor is above this berth.
+pub async fn check_compatible(pool: &PgPool) -> Result<Option<i32>, SchemaError> {
+    let floor = floor(pool).await?;
+    match floor {
+        Some(floor) if floor > SCHEMA_VERSION => Err(SchemaError::TooOld {
+            floor,
+            ours: SCHEMA_VERSION,
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+        _ => Ok(floor),
+    }
+}
+
+async fn applied_versions(pool: &PgPool) -> Result<BTreeSet<i64>, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(BTreeSet::new());
+    }
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?;
+    Ok(versions.into_iter().collect())
+}
+
+/// Applies pending migrations, leaving a database whose floor is above this
+/// berth untouched. A second run applies nothing. Migrations a newer berth
+/// applied are not an error.
+pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, SchemaError> {
+    check_compatible(pool).await?;
+    let before = applied_versions(pool).await?;
+    let migrator = migrator();
+    migrator.run(pool).await?;
+    let applied = migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !before.contains(&m.version))
+        .map(|m| (m.version, m.description.to_string()))
+        .collect();
+    let floor = check_compatible(pool).await?.unwrap_or(SCHEMA_VERSION);
+    Ok(MigrateReport { applied, floor })
+}

@@ -1,0 +1,175 @@
+//! The harness's Docker side: the local registry, the test agent image, and
+//! a cleanup that removes exactly a test's objects.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{self, DockerScope};
+
+/// The digest of a test image in the local registry, asked of the registry
+/// through the engine (distribution inspect).
+async fn registry_digest(docker: &Docker, reference: &str) -> String {
+    let info = docker
+        .inspect_registry_image(reference, None)
+        .await
+        .unwrap();
+    info.descriptor
+        .digest
+        .expect("a digest from distribution inspect")
+}
+
+async fn pull(docker: &Docker, image: &str) {
+    let opts = CreateImageOptionsBuilder::new().from_image(image).build();
+    let mut stream = docker.create_image(Some(opts), None, None);
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+}
+
+/// GET `path` from 127.0.0.1:`port`; the body, or None while nothing answers.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_string())
+}
+
+async fn run_agent(scope: &DockerScope, image: &str, name: &str) -> String {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        labels: Some(scope.labels()),
+        exposed_ports: Some(vec!["8000/tcp".to_string()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "8000/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::new().name(name).build();
+    let created = scope
+        .docker
+        .create_container(Some(opts), body)
+        .await
+        .unwrap();
+    scope
+        .docker
+        .start_container(&created.id, None)
+        .await
+        .unwrap();
+    created.id
+}
+
+async fn host_port(docker: &Docker, id: &str) -> u16 {
+    let info = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let ports = info.network_settings.unwrap().ports.unwrap();
+    let binding = ports["8000/tcp"].as_ref().unwrap()[0].clone();
+    assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+    binding.host_port.unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_test_agent_pulled_by_digest_answers_on_its_loopback_port() {
+    let env = harness::env();
+    let scope = DockerScope::new().await;
+    let repository = format!("{}/berth-test/agent", env.registry);
+    let digest = registry_digest(&scope.docker, &format!("{repository}:v1")).await;
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    let other = registry_digest(&scope.docker, &format!("{repository}:v2")).await;
+    assert_ne!(
+        digest, other,
+        "v1 and v2 must differ so promotions can be tested"
+    );
+
+    let by_digest = format!("{repository}@{digest}");
+    pull(&scope.docker, &by_digest).await;
+    let id = run_agent(&scope, &by_digest, &format!("berth-test-{}", scope.test)).await;
+    let port = host_port(&scope.docker, &id).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Some(body) = http_get(port, "/variant").await {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not answer on 127.0.0.1:{port}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body.trim(), "v1");
+}
+
+#[tokio::test]
+async fn a_missing_tag_is_a_404_from_distribution_inspect() {
+    let env = harness::env();
+    let docker = harness::docker::docker().await;
+    let reference = format!("{}/berth-test/agent:no-such-tag", env.registry);
+    match docker.inspect_registry_image(&reference, None).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. }) => {
+            assert_eq!(status_code, 404)
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cleanup_removes_exactly_the_scopes_objects() {
+    let env = harness::env();
+    let image = format!("{}/berth-test/agent:plain", env.registry);
+    pull(&harness::docker::docker().await, &image).await;
+    let ours = DockerScope::new().await;
+    let theirs = DockerScope::new().await;
+
+    let a = run_agent(&ours, &image, &format!("berth-test-a-{}", ours.test)).await;
+    let b = run_agent(&ours, &image, &format!("berth-test-b-{}", ours.test)).await;
+    let volume = bollard::models::VolumeCreateRequest {
+        name: Some(format!("berth-test-{}", ours.test)),
+        labels: Some(ours.labels()),
+        ..Default::default()
+    };
+    let volume = ours.docker.create_volume(volume).await.unwrap().name;
+    let other = run_agent(&theirs, &image, &format!("berth-test-c-{}", theirs.test)).await;
+
+    let removed = ours.cleanup().await;
+    let mut containers = removed.containers.clone();
+    containers.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(containers, expected);
+    assert_eq!(removed.volumes, [volume]);
+
+    // The other scope's container is untouched, and still running.
+    let info = theirs
+        .docker
+        .inspect_container(&other, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    assert_eq!(info.state.unwrap().running, Some(true));
+    assert_eq!(theirs.cleanup().await.containers, [other]);
+}

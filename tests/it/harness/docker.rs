@@ -1,0 +1,133 @@
+//! The Docker Engine, and a scope that removes exactly what a test created.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
+
+pub const RUN_LABEL: &str = "berth.test-run";
+pub const TEST_LABEL: &str = "berth.test";
+
+/// Connects to the local engine and negotiates the API version (the engine
+/// here is Debian's 20.10, API 1.41).
+pub async fn docker() -> Docker {
+    Docker::connect_with_local_defaults()
+        .expect("connecting to the Docker Engine")
+        .negotiate_version()
+        .await
+        .expect("negotiating the Docker API version")
+}
+
+/// What a test creates on the daemon carries the run's label and this
+/// scope's own label; dropping the scope removes objects carrying both, and
+/// nothing else.
+#[derive(Debug)]
+pub struct DockerScope {
+    pub docker: Docker,
+    pub run: String,
+    pub test: String,
+}
+
+/// What a cleanup removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+impl DockerScope {
+    pub async fn new() -> Self {
+        DockerScope {
+            docker: docker().await,
+            run: super::env().run_id,
+            test: super::unique(),
+        }
+    }
+
+    /// The labels every object of this scope carries.
+    pub fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (RUN_LABEL.to_string(), self.run.clone()),
+            (TEST_LABEL.to_string(), self.test.clone()),
+        ])
+    }
+
+    fn filters(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{RUN_LABEL}={}", self.run),
+                format!("{TEST_LABEL}={}", self.test),
+            ],
+        )])
+    }
+
+    /// Removes this scope's containers, volumes and networks.
+    pub async fn cleanup(&self) -> Removed {
+        cleanup(&self.docker, &self.filters()).await
+    }
+}
+
+async fn cleanup(docker: &Docker, filters: &HashMap<String, Vec<String>>) -> Removed {
+    let mut removed = Removed::default();
+    let opts = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(filters)
+        .build();
+    for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
+        let Some(id) = c.id else { continue };
+        let force = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(false)
+            .build();
+        if docker.remove_container(&id, Some(force)).await.is_ok() {
+            removed.containers.push(id);
+        }
+    }
+    let opts = ListVolumesOptionsBuilder::new().filters(filters).build();
+    let volumes = docker
+        .list_volumes(Some(opts))
+        .await
+        .ok()
+        .and_then(|r| r.volumes);
+    for v in volumes.unwrap_or_default() {
+        let force = RemoveVolumeOptionsBuilder::new().force(true).build();
+        if docker.remove_volume(&v.name, Some(force)).await.is_ok() {
+            removed.volumes.push(v.name);
+        }
+    }
+    let opts = ListNetworksOptionsBuilder::new().filters(filters).build();
+    for n in docker.list_networks(Some(opts)).await.unwrap_or_default() {
+        let Some(id) = n.id else { continue };
+        if docker.remove_network(&id).await.is_ok() {
+            removed.networks.push(id);
+        }
+    }
+    removed
+}
+
+impl Drop for DockerScope {
+    fn drop(&mut self) {
+        // Drop may run inside a test's runtime, which cannot be blocked on:
+        // clean up from a thread with a runtime of its own.
+        let filters = self.filters();
+        let result = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup");
+            rt.block_on(async {
+                let docker = docker().await;
+                cleanup(&docker, &filters).await
+            })
+        })
+        .join();
+        if result.is_err() {
+            eprintln!("cleanup of test scope {} failed", self.test);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests on a real PostgreSQL and a real Docker Engine. One
+//! binary, so one process shares the run's services (see `harness`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli_config;
+mod docker_env;
+mod harness;
+mod schema;
