@@ -1,9 +1,27 @@
 //! Domain types shared by every stage of the pipeline.
 //!
-//! The settings types at the top are parsed by `config` and read by the
-//! planner; they hold values that are already valid.
+//! The settings types here are parsed by `config` and read by the planner;
+//! they hold values that are already valid. The submodules hold the
+//! identifiers and names (`ids`), the rows of the database (`row`), what
+//! Docker shows (`observed`), the container spec the planner builds
+//! (`spec`) and the closed status table (`status`).
 
 use std::fmt;
+
+mod ids;
+mod observed;
+mod row;
+mod spec;
+mod status;
+
+pub use ids::{
+    Digest, ImageRef, InvalidValue, LABEL_HOST, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, LABEL_MANAGED,
+    LABEL_RESTART_EPOCH, LABEL_SESSION_EPOCH, LABEL_SPEC_HASH, LABEL_WORKSPACE, WorkspaceId,
+};
+pub use observed::{ContainerState, Health, ObservedContainer, ObservedVolume, ResolvedImage};
+pub use row::{DesiredState, PinRow, RuntimeRow, WorkspaceAccess, WorkspaceRow};
+pub use spec::{ContainerSpec, EnvVar, FilesSpec, ImageSource, Material, Tier, VolumeSpec};
+pub use status::{Reason, Status};
 
 /// A value that must never be printed: `Debug` and `Display` show a mask.
 /// Read it with [`Secret::expose`] at the one place that needs it.

@@ -1,0 +1,178 @@
+//! Rules 6 and 9 for the container that is the workspace's: restart once
+//! per `restart_epoch`, start a stopped container with berth's backoff,
+//! count crash-loop restarts, judge readiness and the provision timeout.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{
+    ContainerSpec, ContainerState, LABEL_RESTART_EPOCH, ObservedContainer, Reason, Status,
+    WorkspaceRow,
+};
+
+use super::action::StatusUpdate;
+use super::ready::{Readiness, crash_looping, delta, readiness, since, track_restarts};
+use super::running::deadline;
+use super::{Facts, Memory, Op, Phase, Plan, Target, Why};
+
+pub(super) fn timed_out(f: &Facts, phase: Phase, p: &mut Plan) {
+    let timeout = super::action::short_duration(f.provision_timeout);
+    let mut detail = format!("not ready within {timeout} of the change: stalled in {phase}");
+    if let Some(fl) = &p.memory.failure {
+        detail.push_str(&format!(" ({})", fl.message));
+    }
+    p.status = Some(StatusUpdate::reason(Reason::ProvisionTimeout, Some(detail)));
+}
+
+/// Rules 6 and 9 for the container that matches the spec (or serves after
+/// a rolled-back change).
+pub(super) fn current(
+    f: &Facts,
+    row: &WorkspaceRow,
+    spec: &ContainerSpec,
+    c: &ObservedContainer,
+    rolled_back: bool,
+    now: DateTime<Utc>,
+    p: &mut Plan,
+) {
+    let s = f.settings;
+    track_restarts(&mut p.memory, c, now);
+    let target = || Target::Id(c.id.clone());
+    let deadline = deadline(f, row, &p.memory);
+    let been_ready = p.memory.ready_container.as_deref() == Some(c.id.as_str())
+        || (row.container_id.as_deref() == Some(c.id.as_str())
+            && matches!(row.status, Some(Status::Online | Status::Degraded)));
+    let timed_out_now = !been_ready && now >= deadline;
+    let label_epoch: i64 = c
+        .label(LABEL_RESTART_EPOCH)
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    let wants_restart = row.restart_epoch > label_epoch
+        && p.memory.restarted_epoch != Some(row.restart_epoch)
+        && c.started_at.is_none_or(|t| t < row.desired_changed_at);
+    let looping = |m: &Memory| crash_looping(m, s);
+    let crash_status = |m: &Memory| {
+        let exit = c
+            .exit_code
+            .map_or(String::new(), |code| format!("; last exit code {code}"));
+        let oom = if c.oom_killed { ", OOM killed" } else { "" };
+        let detail = format!("{} restarts within 10 min{exit}{oom}", m.restarts.len());
+        StatusUpdate::reason(Reason::CrashLoop, Some(detail))
+    };
+    match c.state {
+        ContainerState::Running if wants_restart => {
+            p.push(
+                Op::Restart {
+                    target: target(),
+                    timeout: s.stop_timeout,
+                },
+                Why::RestartEpoch {
+                    from: label_epoch,
+                    to: row.restart_epoch,
+                },
+            );
+            p.memory.restarted_epoch = Some(row.restart_epoch);
+            p.status = Some(StatusUpdate::reason(Reason::Starting, None));
+            p.requeue(s.ready_min_uptime);
+        }
+        ContainerState::Created if c.started_at.is_none() => {
+            if timed_out_now {
+                return timed_out(f, Phase::Start, p);
+            }
+            p.push(
+                Op::WriteFiles {
+                    target: target(),
+                    files: spec.files.clone(),
+                },
+                Why::NotStarted,
+            );
+            p.push(Op::Start { target: target() }, Why::NotStarted);
+            p.status = Some(StatusUpdate::reason(Reason::Starting, None));
+            p.requeue(Duration::from_secs(1));
+        }
+        ContainerState::Created | ContainerState::Exited => {
+            if timed_out_now {
+                return timed_out(f, Phase::Start, p);
+            }
+            if wants_restart {
+                p.memory.restarted_epoch = Some(row.restart_epoch);
+            }
+            match p.memory.next_start_at.filter(|t| *t > now) {
+                Some(at) => p.requeue(since(now, at)),
+                None => {
+                    let attempt = p.memory.own_starts.saturating_add(1);
+                    let why = Why::CrashStart {
+                        attempt,
+                        exit_code: c.exit_code,
+                        oom: c.oom_killed,
+                    };
+                    p.push(Op::Start { target: target() }, why);
+                    p.memory.own_starts = attempt;
+                    let backoff = s.crash_backoff(attempt - 1);
+                    p.memory.next_start_at = Some(now + delta(backoff));
+                    p.memory.restarts.push(now);
+                    p.requeue(backoff);
+                }
+            }
+            p.status = Some(if looping(&p.memory) {
+                crash_status(&p.memory)
+            } else {
+                StatusUpdate::reason(Reason::Starting, None)
+            });
+        }
+        ContainerState::Restarting => {
+            p.status = Some(if looping(&p.memory) {
+                crash_status(&p.memory)
+            } else {
+                StatusUpdate::reason(Reason::Starting, None)
+            });
+            p.requeue(Duration::from_secs(5));
+        }
+        ContainerState::Running => match readiness(c, row.last_heartbeat_at, s, now) {
+            Readiness::Ready => {
+                p.memory.ready_container = Some(c.id.clone());
+                p.memory.own_starts = 0;
+                p.memory.next_start_at = None;
+                p.memory.provisioning_since = None;
+                if !rolled_back {
+                    p.memory.failure = None;
+                }
+                p.status = Some(if looping(&p.memory) {
+                    crash_status(&p.memory)
+                } else if rolled_back {
+                    let detail =
+                        "the wanted change was undone; it is tried again when the row changes";
+                    StatusUpdate::reason(Reason::RolledBack, Some(detail.into()))
+                } else {
+                    StatusUpdate::plain(Status::Online)
+                });
+                if let Some(first) = p.memory.restarts.first() {
+                    p.requeue(since(now, *first + super::ready::CRASH_WINDOW));
+                }
+            }
+            Readiness::NotYet { at } => {
+                if looping(&p.memory) {
+                    p.status = Some(crash_status(&p.memory));
+                } else if timed_out_now {
+                    return timed_out(f, Phase::Readiness, p);
+                } else {
+                    p.status = Some(StatusUpdate::reason(Reason::WaitingReady, None));
+                }
+                if let Some(at) = at {
+                    p.requeue(since(now, at));
+                }
+                if !been_ready {
+                    p.requeue(since(now, deadline));
+                }
+            }
+            Readiness::Down => {}
+        },
+        ContainerState::Paused | ContainerState::Removing | ContainerState::Dead => {
+            p.notes.push(format!(
+                "container is {:?} in Docker: berth leaves it so",
+                c.state
+            ));
+        }
+    }
+}

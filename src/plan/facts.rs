@@ -1,0 +1,161 @@
+//! Everything the rules read for one workspace, and the controller memory
+//! they carry from pass to pass.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{
+    ContainerSpec, Digest, ObservedContainer, ObservedVolume, PinRow, Reason, ResolvedImage,
+    RuntimeRow, WorkspaceId, WorkspaceRow,
+};
+
+use super::{InvalidSpec, Phase, Settings};
+
+/// The runtimes catalogue and the pins, indexed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    runtimes: BTreeMap<String, RuntimeRow>,
+    pins: BTreeMap<(String, String), Digest>,
+}
+
+impl Catalogue {
+    pub fn new(
+        runtimes: impl IntoIterator<Item = RuntimeRow>,
+        pins: impl IntoIterator<Item = PinRow>,
+    ) -> Self {
+        Catalogue {
+            runtimes: runtimes.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            pins: pins
+                .into_iter()
+                .map(|p| ((p.template_name, p.ring), p.digest))
+                .collect(),
+        }
+    }
+
+    /// The nine runtimes the migration seeds, no pins.
+    pub fn seeded() -> Self {
+        let names = [
+            "langgraph",
+            "claude-code",
+            "openclaw",
+            "deepagents",
+            "crewai",
+            "autogen",
+            "hermes",
+            "gemini-cli",
+            "codex",
+        ];
+        Catalogue::new(names.map(RuntimeRow::new), [])
+    }
+
+    pub fn runtime(&self, name: &str) -> Option<&RuntimeRow> {
+        self.runtimes.get(name)
+    }
+
+    pub fn pin(&self, runtime: &str, ring: &str) -> Option<&Digest> {
+        self.pins.get(&(runtime.to_string(), ring.to_string()))
+    }
+
+    pub fn set_pin(&mut self, runtime: &str, ring: &str, digest: Digest) {
+        self.pins.insert((runtime.into(), ring.into()), digest);
+    }
+}
+
+/// A failure the executor reported for this key, and when to try again
+/// (per-key backoff is the controller's; the planner only reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// e.g. `image_not_found`, `registry_auth`, `start_failed`.
+    pub reason: Reason,
+    pub phase: Phase,
+    /// The daemon's words, for `last_error`.
+    pub message: String,
+    pub retry_at: DateTime<Utc>,
+    /// The spec hash that was being applied.
+    pub hash: String,
+}
+
+/// What the controller remembers of a key between passes. Lost on
+/// restart; every field degrades to a safe default when absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// First pass that saw the key as an orphan, and how many have since.
+    pub orphan_since: Option<DateTime<Utc>>,
+    pub orphan_sightings: u32,
+    /// Restarts seen in the last 10 minutes (policy or berth's own).
+    pub restarts: Vec<DateTime<Utc>>,
+    /// The container and Docker restart count last seen.
+    pub restart_seen: Option<(String, u32)>,
+    /// berth's own starts of a stopped container since it was last ready,
+    /// and when the next may happen.
+    pub own_starts: u32,
+    pub next_start_at: Option<DateTime<Utc>>,
+    /// When berth began provisioning without a row change (a vanished
+    /// container, a new tag digest).
+    pub provisioning_since: Option<DateTime<Utc>>,
+    /// The container last seen ready.
+    pub ready_container: Option<String>,
+    pub failure: Option<Failure>,
+    /// The spec hash whose replace was rolled back; not tried again until
+    /// the desired spec changes.
+    pub rolled_back_hash: Option<String>,
+    /// The `restart_epoch` berth last restarted for.
+    pub restarted_epoch: Option<i64>,
+}
+
+/// What the pure code cannot learn, found out by the controller.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// Docker answered this key with an error other than "not found": the
+    /// state is unknown, not absent.
+    pub docker_unknown: bool,
+    /// Whether `template_path` holds a config.yaml; `None` = not looked.
+    pub template_has_config: Option<bool>,
+    /// Whether the configs volume holds config.yaml; `None` = not looked.
+    pub volume_has_config: Option<bool>,
+}
+
+/// The facts for one workspace.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    pub settings: &'a Settings,
+    pub id: WorkspaceId,
+    pub row: Option<&'a WorkspaceRow>,
+    /// The row's spec, or why it has none (`None` without a row).
+    pub spec: Option<Result<ContainerSpec, InvalidSpec>>,
+    /// The runtime's provision timeout, or the default.
+    pub provision_timeout: Duration,
+    /// Containers labelled with this workspace, or holding its names.
+    pub containers: Vec<&'a ObservedContainer>,
+    /// Volumes labelled with this workspace, or holding its names.
+    pub volumes: Vec<&'a ObservedVolume>,
+    /// What is known now of the spec's image reference.
+    pub image: ResolvedImage,
+    pub desired_complete: bool,
+    pub observed_complete: bool,
+    pub memory: Memory,
+    pub probes: Probes,
+}
+
+impl<'a> Facts<'a> {
+    /// Facts for `id` with no row and nothing observed, both snapshots
+    /// complete.
+    pub fn empty(settings: &'a Settings, id: WorkspaceId) -> Self {
+        Facts {
+            settings,
+            id,
+            row: None,
+            spec: None,
+            provision_timeout: settings.provision_timeout,
+            containers: Vec::new(),
+            volumes: Vec::new(),
+            image: ResolvedImage::default(),
+            desired_complete: true,
+            observed_complete: true,
+            memory: Memory::default(),
+            probes: Probes::default(),
+        }
+    }
+}

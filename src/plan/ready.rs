@@ -1,0 +1,91 @@
+//! Readiness (DESIGN §2 rule 9) and the crash-loop window (rule 6).
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::model::{ContainerState, Health, ObservedContainer};
+
+use super::{Memory, Settings};
+
+/// The window restarts are counted in.
+pub const CRASH_WINDOW: TimeDelta = TimeDelta::minutes(10);
+/// At most this many restart times are remembered per key.
+const MAX_REMEMBERED: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Running but not ready; ready by the uptime rule at `at`, if it has
+    /// no other signal.
+    NotYet {
+        at: Option<DateTime<Utc>>,
+    },
+    /// Not running.
+    Down,
+}
+
+/// Health `healthy` when the image has a health check; else a heartbeat
+/// newer than the start; else running for the minimum uptime since its
+/// last (re)start.
+pub fn readiness(
+    c: &ObservedContainer,
+    heartbeat: Option<DateTime<Utc>>,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Readiness {
+    if c.state != ContainerState::Running {
+        return Readiness::Down;
+    }
+    match c.health {
+        Health::Healthy => Readiness::Ready,
+        Health::Starting | Health::Unhealthy => Readiness::NotYet { at: None },
+        Health::None => {
+            let Some(started) = c.started_at else {
+                return Readiness::NotYet { at: None };
+            };
+            if heartbeat.is_some_and(|h| h > started) {
+                return Readiness::Ready;
+            }
+            let at = started + delta(settings.ready_min_uptime);
+            if at <= now {
+                Readiness::Ready
+            } else {
+                Readiness::NotYet { at: Some(at) }
+            }
+        }
+    }
+}
+
+/// Folds Docker's restart count into the remembered restart times and
+/// drops the ones older than the window.
+pub fn track_restarts(memory: &mut Memory, c: &ObservedContainer, now: DateTime<Utc>) {
+    if let Some((id, seen)) = &memory.restart_seen
+        && *id == c.id
+        && c.restart_count > *seen
+    {
+        let new = (c.restart_count - seen).min(MAX_REMEMBERED as u32);
+        memory.restarts.extend((0..new).map(|_| now));
+    }
+    memory.restart_seen = Some((c.id.clone(), c.restart_count));
+    prune(memory, now);
+}
+
+pub fn prune(memory: &mut Memory, now: DateTime<Utc>) {
+    memory.restarts.retain(|t| now - *t < CRASH_WINDOW);
+    let excess = memory.restarts.len().saturating_sub(MAX_REMEMBERED);
+    memory.restarts.drain(..excess);
+}
+
+/// Restarts in the window reach `BERTH_CRASH_LOOP_RESTARTS`.
+pub fn crash_looping(memory: &Memory, settings: &Settings) -> bool {
+    settings.crash_loop_restarts > 0
+        && memory.restarts.len() >= settings.crash_loop_restarts as usize
+}
+
+pub fn delta(d: std::time::Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// `later - earlier` as a std duration, zero when negative.
+pub fn since(earlier: DateTime<Utc>, later: DateTime<Utc>) -> std::time::Duration {
+    (later - earlier).to_std().unwrap_or_default()
+}

@@ -1,0 +1,322 @@
+//! Rules 6–9 for a row that wants its container running: create a missing
+//! container, replace a changed one stop-first, start a stopped one with
+//! backoff, restart once per `restart_epoch`, judge readiness and the
+//! provision timeout.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{
+    ContainerSpec, ContainerState, ImageSource, ObservedContainer, Reason, WorkspaceRow,
+};
+
+use super::change::{change, stale_session};
+use super::current::{current, timed_out};
+
+use super::action::StatusUpdate;
+use super::ready::{delta, since};
+use super::rules::Mine;
+use super::{Change, Facts, Failure, Memory, Op, Phase, Plan, Restore, Target, Why};
+
+/// The provision clock starts at the row's last desired change, or later
+/// when berth began provisioning on its own (a vanished container, a new
+/// tag digest); the deadline is that plus the runtime's timeout.
+pub(super) fn deadline(f: &Facts, row: &WorkspaceRow, memory: &Memory) -> DateTime<Utc> {
+    let start = memory
+        .provisioning_since
+        .map_or(row.desired_changed_at, |s| s.max(row.desired_changed_at));
+    start + delta(f.provision_timeout)
+}
+
+pub(super) fn running(
+    f: &Facts,
+    row: &WorkspaceRow,
+    spec: &ContainerSpec,
+    main: Option<&ObservedContainer>,
+    mine: &Mine,
+    now: DateTime<Utc>,
+    p: &mut Plan,
+) {
+    let Some(c) = main else {
+        return create(f, row, spec, mine, now, p);
+    };
+    match c.state {
+        ContainerState::Removing => {
+            p.requeue(Duration::from_secs(2));
+            return;
+        }
+        ContainerState::Dead => {
+            p.push(
+                Op::RemoveContainer {
+                    target: Target::Id(c.id.clone()),
+                },
+                Why::Dead,
+            );
+            p.status = Some(StatusUpdate::reason(Reason::Creating, None));
+            p.requeue(Duration::from_secs(1));
+            return;
+        }
+        _ => {}
+    }
+    match change(f, row, spec, c, mine) {
+        Some(_) if p.memory.rolled_back_hash.as_deref() == Some(spec.hash.as_str()) => {
+            current(f, row, spec, c, true, now, p);
+        }
+        Some(change) => replace(f, row, spec, c, change, mine, now, p),
+        None => current(f, row, spec, c, false, now, p),
+    }
+}
+
+/// A failure for this spec whose retry time has not come.
+fn backing_off<'m>(
+    memory: &'m Memory,
+    spec: &ContainerSpec,
+    now: DateTime<Utc>,
+) -> Option<&'m Failure> {
+    memory
+        .failure
+        .as_ref()
+        .filter(|fl| fl.hash == spec.hash && fl.retry_at > now)
+}
+
+fn first_phase(spec: &ContainerSpec) -> (Phase, Reason) {
+    match spec.image_source {
+        ImageSource::LocalBuild { .. } => (Phase::Build, Reason::Building),
+        _ => (Phase::Pull, Reason::Pulling),
+    }
+}
+
+/// Rule 7: no container → ensure image, volumes, create, fill, start.
+fn create(
+    f: &Facts,
+    row: &WorkspaceRow,
+    spec: &ContainerSpec,
+    mine: &Mine,
+    now: DateTime<Utc>,
+    p: &mut Plan,
+) {
+    if !f.observed_complete {
+        p.notes
+            .push("create waits for a complete container list".into());
+        p.requeue(Duration::from_secs(2));
+        return;
+    }
+    if let Some(fl) = backing_off(&p.memory, spec, now) {
+        p.status = Some(StatusUpdate::reason(fl.reason, Some(fl.message.clone())));
+        p.requeue(since(now, fl.retry_at));
+        return;
+    }
+    p.memory.provisioning_since.get_or_insert(now);
+    let deadline = deadline(f, row, &p.memory);
+    if now >= deadline {
+        let phase = p
+            .memory
+            .failure
+            .as_ref()
+            .map_or(first_phase(spec).0, |fl| fl.phase);
+        return timed_out(f, phase, p);
+    }
+    if config_missing(f, spec, mine) {
+        let detail = "no config.yaml in config_files, template_path or the configs volume";
+        p.status = Some(StatusUpdate::reason(
+            Reason::ConfigMissing,
+            Some(detail.into()),
+        ));
+        return;
+    }
+    p.push(ensure_image(spec), Why::Missing);
+    if let Some((from, to)) = stale_session(f, row, spec, mine) {
+        let name = f.id.sessions_volume();
+        p.push(
+            Op::RemoveVolume { name },
+            Why::Replace(Change::SessionEpoch { from, to }),
+        );
+    }
+    for v in &spec.volumes {
+        p.push(Op::EnsureVolume(v.clone()), Why::Missing);
+    }
+    let from = p.actions.len();
+    fill_and_start(spec, deadline, Why::Missing, p);
+    let undo = vec![super::Action::new(
+        Op::RemoveContainer {
+            target: Target::Created,
+        },
+        Why::Restore,
+    )];
+    p.restore = Some(Restore {
+        from,
+        actions: undo,
+        previous: None,
+    });
+    p.status = Some(StatusUpdate::reason(first_phase(spec).1, None));
+    p.requeue(since(now, deadline));
+}
+
+fn ensure_image(spec: &ContainerSpec) -> Op {
+    Op::EnsureImage {
+        image: spec.image.clone(),
+        source: spec.image_source.clone(),
+        platform: spec.platform.clone(),
+    }
+}
+
+fn fill_and_start(spec: &ContainerSpec, deadline: DateTime<Utc>, why: Why, p: &mut Plan) {
+    p.push(Op::Create(Box::new(spec.clone())), why.clone());
+    let files = spec.files.clone();
+    p.push(
+        Op::WriteFiles {
+            target: Target::Created,
+            files,
+        },
+        why.clone(),
+    );
+    p.push(
+        Op::Start {
+            target: Target::Created,
+        },
+        why.clone(),
+    );
+    p.push(
+        Op::WaitReady {
+            target: Target::Created,
+            deadline,
+        },
+        why,
+    );
+}
+
+/// `config_missing` only when every source is known to lack config.yaml
+/// (an unprobed source counts as present: no failure on a guess).
+fn config_missing(f: &Facts, spec: &ContainerSpec, mine: &Mine) -> bool {
+    let in_files = spec
+        .files
+        .files
+        .get("config.yaml")
+        .is_some_and(|c| !c.expose().is_empty());
+    let in_template =
+        spec.files.template_path.is_some() && f.probes.template_has_config != Some(false);
+    let volume = mine.volumes.iter().any(|v| v.name == f.id.configs_volume());
+    let in_volume = volume && f.probes.volume_has_config != Some(false);
+    !(in_files || in_template || in_volume)
+}
+
+/// Rule 8: stop-first replace on the same volumes, with its way back.
+#[allow(clippy::too_many_arguments)]
+fn replace(
+    f: &Facts,
+    row: &WorkspaceRow,
+    spec: &ContainerSpec,
+    old: &ObservedContainer,
+    change: Change,
+    mine: &Mine,
+    now: DateTime<Utc>,
+    p: &mut Plan,
+) {
+    if !f.observed_complete {
+        p.notes
+            .push("replace waits for a complete container list".into());
+        return current(f, row, spec, old, false, now, p);
+    }
+    if let Some(fl) = backing_off(&p.memory, spec, now) {
+        let detail = format!("{change} is blocked: {}", fl.message);
+        p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
+        p.requeue(since(now, fl.retry_at));
+        return;
+    }
+    p.memory.provisioning_since.get_or_insert(now);
+    let deadline = deadline(f, row, &p.memory);
+    let why = Why::Replace(change);
+    let old_target = || Target::Id(old.id.clone());
+    let session = stale_session(f, row, spec, mine);
+    p.push(ensure_image(spec), why.clone());
+    let from = p.actions.len();
+    p.push(
+        Op::Stop {
+            target: old_target(),
+            timeout: f.settings.stop_timeout,
+        },
+        why.clone(),
+    );
+    p.push(
+        Op::Rename {
+            target: old_target(),
+            to: f.id.prev_container_name(),
+        },
+        why.clone(),
+    );
+    if let Some((from_epoch, to)) = session {
+        // Docker removes no volume a container still holds: discarding the
+        // sessions means the old container goes first, without a way back.
+        p.push(
+            Op::RemoveContainer {
+                target: old_target(),
+            },
+            why.clone(),
+        );
+        let change = Change::SessionEpoch {
+            from: from_epoch,
+            to,
+        };
+        p.push(
+            Op::RemoveVolume {
+                name: f.id.sessions_volume(),
+            },
+            Why::Replace(change),
+        );
+    }
+    for v in &spec.volumes {
+        p.push(Op::EnsureVolume(v.clone()), why.clone());
+    }
+    let created_at = p.actions.len();
+    fill_and_start(spec, deadline, why.clone(), p);
+    let step = |op, why: &Why| super::Action::new(op, why.clone());
+    p.restore = Some(if session.is_some() {
+        let undo = vec![step(
+            Op::RemoveContainer {
+                target: Target::Created,
+            },
+            &Why::Restore,
+        )];
+        Restore {
+            from: created_at,
+            actions: undo,
+            previous: None,
+        }
+    } else {
+        p.push(
+            Op::RemoveContainer {
+                target: old_target(),
+            },
+            why,
+        );
+        let undo = vec![
+            step(
+                Op::RemoveContainer {
+                    target: Target::Created,
+                },
+                &Why::Restore,
+            ),
+            step(
+                Op::Rename {
+                    target: old_target(),
+                    to: f.id.container_name(),
+                },
+                &Why::Restore,
+            ),
+            step(
+                Op::Start {
+                    target: old_target(),
+                },
+                &Why::Restore,
+            ),
+        ];
+        Restore {
+            from,
+            actions: undo,
+            previous: Some(old.id.clone()),
+        }
+    });
+    p.status = Some(StatusUpdate::reason(first_phase(spec).1, None));
+    p.requeue(since(now, deadline));
+}

@@ -1,0 +1,198 @@
+//! Checks of the row's free-form inputs: env, host paths, config files.
+//! Every failure is an `invalid_spec` with a message that names the field
+//! and never shows a secret value.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::model::{EnvVar, Secret, WorkspaceRow};
+
+use super::Settings;
+use super::spec::InvalidSpec;
+
+/// Largest env value Docker is asked to carry.
+pub const MAX_ENV_VALUE: usize = 128 * 1024;
+/// Largest total environment (`KEY=value` bytes summed).
+pub const MAX_ENV_TOTAL: usize = 1024 * 1024;
+
+/// The container's environment in DESIGN §1.3's order: the defaults, then
+/// the row's keys sorted; a row key equal to a default replaces its value
+/// in place, so no key appears twice.
+pub fn env(row: &WorkspaceRow, settings: &Settings) -> Result<Vec<EnvVar>, InvalidSpec> {
+    let mut env = vec![
+        EnvVar::new("WORKSPACE_ID", &row.id.to_string()),
+        EnvVar::new("WORKSPACE_CONFIG_PATH", "/configs"),
+        EnvVar::new("PLATFORM_URL", &settings.platform_url),
+        EnvVar::new("MOLECULE_URL", &settings.platform_url),
+        // The row's tier as written, as the Go provisioner passes it; the
+        // host config uses the effective tier.
+        EnvVar::new("TIER", &row.tier.to_string()),
+        EnvVar::new("PLUGINS_DIR", "/plugins"),
+        EnvVar::new("PYTHONPATH", "/app"),
+    ];
+    let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    if let (Some(ns), Some(url)) = (
+        non_empty(&row.awareness_namespace),
+        non_empty(&row.awareness_url),
+    ) {
+        env.push(EnvVar::new("AWARENESS_NAMESPACE", &ns));
+        env.push(EnvVar::new("AWARENESS_URL", &url));
+    }
+    let defaults = env.len();
+
+    let object = row
+        .env
+        .expose()
+        .as_object()
+        .ok_or_else(|| InvalidSpec::invalid("env is not a JSON object"))?;
+    let sorted: BTreeMap<&String, &serde_json::Value> = object.iter().collect();
+    for (key, value) in sorted {
+        check_env_key(key)?;
+        let value = value.as_str().ok_or_else(|| {
+            InvalidSpec::invalid(format!("env {} is not a string", shown_key(key)))
+        })?;
+        if value.len() > MAX_ENV_VALUE {
+            return Err(InvalidSpec::invalid(format!(
+                "env {} is {} bytes, over the {} KiB limit",
+                shown_key(key),
+                value.len(),
+                MAX_ENV_VALUE / 1024
+            )));
+        }
+        if value.contains('\0') {
+            return Err(InvalidSpec::invalid(format!(
+                "env {} contains a NUL byte",
+                shown_key(key)
+            )));
+        }
+        match env[..defaults].iter_mut().find(|e| e.key == *key) {
+            Some(default) => default.value = Secret::new(value.to_string()),
+            None => env.push(EnvVar::new(key, value)),
+        }
+    }
+    let total: usize = env
+        .iter()
+        .map(|e| e.key.len() + 1 + e.value.expose().len())
+        .sum();
+    if total > MAX_ENV_TOTAL {
+        return Err(InvalidSpec::invalid(format!(
+            "env totals {total} bytes, over the 1 MiB limit"
+        )));
+    }
+    Ok(env)
+}
+
+fn check_env_key(key: &str) -> Result<(), InvalidSpec> {
+    let problem = if key.is_empty() {
+        "is empty"
+    } else if key.contains('=') {
+        "contains '='"
+    } else if key.contains('\0') {
+        "contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(InvalidSpec::invalid(format!(
+        "env key {} {problem}",
+        shown_key(key)
+    )))
+}
+
+/// A key as it may appear in a message: printable and short.
+fn shown_key(key: &str) -> String {
+    let clean: String = key
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    format!("{clean:?}")
+}
+
+/// An absolute host path made only of normal components, with nothing
+/// Docker's bind syntax would misread (`:`, `,`) and no control character.
+pub fn host_path(field: &str, path: &str) -> Result<PathBuf, InvalidSpec> {
+    let bad = |problem: &str| InvalidSpec::invalid(format!("{field} {:?} {problem}", clip(path)));
+    if !path.starts_with('/') {
+        return Err(bad("is not absolute"));
+    }
+    if path.chars().any(|c| c.is_control() || c == ':' || c == ',') {
+        return Err(bad("contains ':', ',' or a control character"));
+    }
+    if path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
+        return Err(bad("is not in normal form"));
+    }
+    let p = Path::new(path);
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(bad("contains '.' or '..'"));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// `workspace_dir` must lie under one of `BERTH_WORKSPACE_ROOTS`
+/// (component-wise: `/srv/ws2` is not under `/srv/ws`).
+pub fn workspace_dir(dir: &str, settings: &Settings) -> Result<PathBuf, InvalidSpec> {
+    let path = host_path("workspace_dir", dir)?;
+    if settings
+        .workspace_roots
+        .iter()
+        .any(|root| path.starts_with(root))
+    {
+        Ok(path)
+    } else {
+        Err(InvalidSpec::invalid(format!(
+            "workspace_dir {:?} is outside the allowed roots (BERTH_WORKSPACE_ROOTS)",
+            clip(dir)
+        )))
+    }
+}
+
+/// `config_files`: relative paths that stay inside /configs → string
+/// content, CRLF stripped from .sh/.py/.md as the Go copy does.
+pub fn config_files(
+    value: &serde_json::Value,
+) -> Result<BTreeMap<String, Secret<String>>, InvalidSpec> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| InvalidSpec::invalid("config_files is not a JSON object"))?;
+    let mut files = BTreeMap::new();
+    for (path, content) in object {
+        check_config_path(path)?;
+        let content = content.as_str().ok_or_else(|| {
+            InvalidSpec::invalid(format!("config_files {:?} is not a string", clip(path)))
+        })?;
+        files.insert(path.clone(), Secret::new(strip_crlf(path, content)));
+    }
+    Ok(files)
+}
+
+fn check_config_path(path: &str) -> Result<(), InvalidSpec> {
+    let escapes = path.is_empty()
+        || path.starts_with('/')
+        || path.chars().any(char::is_control)
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if escapes {
+        return Err(InvalidSpec::invalid(format!(
+            "config_files path {:?} is not a plain relative path inside /configs",
+            clip(path)
+        )));
+    }
+    Ok(())
+}
+
+/// Scripts and docs lose their CR before LF (a CR in a shebang breaks it).
+pub fn strip_crlf(path: &str, content: &str) -> String {
+    let script = [".sh", ".py", ".md"].iter().any(|ext| path.ends_with(ext));
+    if script {
+        content.replace("\r\n", "\n")
+    } else {
+        content.to_string()
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(120).collect()
+}
