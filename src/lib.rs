@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod config;
 pub mod desired;
+pub mod docker;
 pub mod model;
 pub mod plan;
