@@ -173,3 +173,137 @@ async fn cleanup_removes_exactly_the_scopes_objects() {
     assert_eq!(info.state.unwrap().running, Some(true));
     assert_eq!(theirs.cleanup().await.containers, [other]);
 }
+
+/// Creates and starts an agent with the given env; returns its id.
+async fn agent_with_env(scope: &DockerScope, tag: &str, env: &[&str]) -> String {
+    let image = format!("{}/berth-test/agent:{tag}", harness::env().registry);
+    pull(&scope.docker, &image).await;
+    let body = ContainerCreateBody {
+        image: Some(image),
+        env: Some(env.iter().map(|e| e.to_string()).collect()),
+        labels: Some(scope.labels()),
+        ..Default::default()
+    };
+    let name = format!("berth-test-{}-{}", scope.test, harness::unique());
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    let created = scope
+        .docker
+        .create_container(Some(opts), body)
+        .await
+        .unwrap();
+    scope
+        .docker
+        .start_container(&created.id, None)
+        .await
+        .unwrap();
+    created.id
+}
+
+async fn state(docker: &Docker, id: &str) -> bollard::models::ContainerState {
+    let info = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    info.state.unwrap()
+}
+
+fn health(s: &bollard::models::ContainerState) -> String {
+    s.health
+        .as_ref()
+        .and_then(|h| h.status)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+/// Polls until `done` holds for the container's state, or panics after
+/// `secs` seconds.
+async fn wait_state(
+    docker: &Docker,
+    id: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&bollard::models::ContainerState) -> bool,
+) -> bollard::models::ContainerState {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = state(docker, id).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not reached in {secs}s: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_agent_becomes_healthy_and_one_that_is_slow_only_later() {
+    let scope = DockerScope::new().await;
+    let quick = agent_with_env(&scope, "v1", &[]).await;
+    let slow = agent_with_env(&scope, "v1", &["AGENT_READY_AFTER=4"]).await;
+    let started = Instant::now();
+    wait_state(&scope.docker, &quick, 15, "healthy", |s| {
+        health(s) == "healthy"
+    })
+    .await;
+    assert_ne!(health(&state(&scope.docker, &slow).await), "healthy");
+    wait_state(&scope.docker, &slow, 20, "slow healthy", |s| {
+        health(s) == "healthy"
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn an_agent_told_never_to_be_ready_turns_unhealthy() {
+    let scope = DockerScope::new().await;
+    let id = agent_with_env(&scope, "v1", &["AGENT_NEVER_READY=1"]).await;
+    let s = wait_state(&scope.docker, &id, 15, "unhealthy", |s| {
+        health(s) == "unhealthy"
+    })
+    .await;
+    assert_eq!(s.running, Some(true));
+}
+
+#[tokio::test]
+async fn an_agent_exits_with_the_chosen_code_after_the_chosen_time() {
+    let scope = DockerScope::new().await;
+    let id = agent_with_env(
+        &scope,
+        "plain",
+        &["AGENT_EXIT_AFTER=1", "AGENT_EXIT_CODE=3"],
+    )
+    .await;
+    let s = wait_state(&scope.docker, &id, 15, "exited", |s| {
+        s.running == Some(false)
+    })
+    .await;
+    assert_eq!(s.exit_code, Some(3));
+    assert_eq!(health(&s), "", "the plain image has no healthcheck");
+}
+
+#[tokio::test]
+async fn an_agent_ignoring_sigterm_is_killed_at_the_stop_timeout() {
+    let scope = DockerScope::new().await;
+    let polite = agent_with_env(&scope, "plain", &[]).await;
+    let stubborn = agent_with_env(&scope, "plain", &["AGENT_IGNORE_TERM=1"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stop = |id: String| {
+        let docker = scope.docker.clone();
+        async move {
+            let t = Instant::now();
+            let opts = bollard::query_parameters::StopContainerOptionsBuilder::new()
+                .t(2)
+                .build();
+            docker.stop_container(&id, Some(opts)).await.unwrap();
+            t.elapsed()
+        }
+    };
+    let (polite_took, stubborn_took) = tokio::join!(stop(polite.clone()), stop(stubborn.clone()));
+    assert!(polite_took < Duration::from_secs(2), "{polite_took:?}");
+    assert!(stubborn_took >= Duration::from_secs(2), "{stubborn_took:?}");
+    assert_eq!(state(&scope.docker, &polite).await.exit_code, Some(0));
+    assert_eq!(state(&scope.docker, &stubborn).await.exit_code, Some(137));
+}
