@@ -10,4 +10,5 @@ pub mod config;
 pub mod desired;
 pub mod docker;
 pub mod model;
+pub mod observed;
 pub mod plan;

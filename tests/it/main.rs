@@ -5,4 +5,5 @@
 mod cli_config;
 mod docker_env;
 mod harness;
+mod observed;
 mod schema;

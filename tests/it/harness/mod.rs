@@ -9,6 +9,7 @@
 
 pub mod docker;
 pub mod pg;
+pub mod proxy;
 
 pub use docker::DockerScope;
 pub use pg::TestDb;

@@ -1,0 +1,69 @@
+//! A TCP proxy to the engine's unix socket whose connections a test can
+//! cut, to drop berth's event stream for real.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, UnixStream};
+use tokio::task::AbortHandle;
+
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+#[derive(Debug)]
+pub struct SocketProxy {
+    pub addr: SocketAddr,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl SocketProxy {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let conns = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut unix) = UnixStream::connect(DOCKER_SOCKET).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                    }
+                });
+                conns.lock().unwrap().push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        SocketProxy {
+            addr,
+            connections,
+            accept,
+        }
+    }
+
+    /// A client of the engine through this proxy.
+    pub async fn docker(&self) -> bollard::Docker {
+        bollard::Docker::connect_with_http(
+            &format!("tcp://{}", self.addr),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+    }
+
+    /// Drops every open connection; new ones are still accepted.
+    pub fn cut(&self) {
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

@@ -1,0 +1,262 @@
+//! The observed cache against the real engine: events, a cut stream and
+//! its relist, name clashes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use berth::model::{
+    ContainerState, Health, LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE, ObservedContainer,
+    WorkspaceId,
+};
+use berth::observed::{Observed, Observer, Trigger};
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::proxy::SocketProxy;
+use crate::harness::{self, DockerScope};
+
+struct Running {
+    cache: Observed,
+    triggers: tokio::sync::mpsc::UnboundedReceiver<Trigger>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn observe(docker: Docker, host: &str, relist_every: Duration) -> Running {
+    let (observer, cache, triggers) = Observer::new(docker, host, relist_every);
+    let cancel = CancellationToken::new();
+    tokio::spawn(observer.run(cancel.clone()));
+    let running = Running {
+        cache,
+        triggers,
+        cancel,
+    };
+    wait_for(&running.cache, 10, "the first full list", |c| {
+        c.is_complete()
+    })
+    .await;
+    running
+}
+
+async fn wait_for(cache: &Observed, secs: u64, what: &str, done: impl Fn(&Observed) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done(cache) {
+        assert!(Instant::now() < deadline, "{what}: not within {secs}s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn pull(docker: &Docker, image: &str) {
+    let opts = CreateImageOptionsBuilder::new().from_image(image).build();
+    let mut stream = docker.create_image(Some(opts), None, None);
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+}
+
+/// A workspace-like container owned by `host` (or unlabelled when `host`
+/// is None), started.
+async fn container(scope: &DockerScope, name: &str, host: Option<&str>, tag: &str) -> String {
+    let image = format!("{}/berth-test/agent:{tag}", harness::env().registry);
+    pull(&scope.docker, &image).await;
+    let mut labels = scope.labels();
+    if let Some(host) = host {
+        labels.insert(LABEL_MANAGED.into(), "true".into());
+        labels.insert(LABEL_HOST.into(), host.into());
+        labels.insert(LABEL_WORKSPACE.into(), uuid::Uuid::new_v4().to_string());
+    }
+    let body = ContainerCreateBody {
+        image: Some(image),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::new().name(name).build();
+    let id = scope
+        .docker
+        .create_container(Some(opts), body)
+        .await
+        .unwrap()
+        .id;
+    scope.docker.start_container(&id, None).await.unwrap();
+    id
+}
+
+async fn remove(docker: &Docker, id: &str) {
+    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+    docker.remove_container(id, Some(opts)).await.unwrap();
+}
+
+fn host_id() -> String {
+    format!("t-{}", harness::unique())
+}
+
+/// What must agree between two lists: id, name, state, labels.
+fn essence(containers: &[ObservedContainer], host: &str) -> Vec<String> {
+    let mut v: Vec<String> = containers
+        .iter()
+        .filter(|c| c.label(LABEL_HOST) == Some(host))
+        .map(|c| format!("{} {} {:?} {:?}", c.id, c.name, c.state, c.labels))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_force_removed_container_leaves_the_cache_within_a_second() {
+    let scope = DockerScope::new().await;
+    let host = host_id();
+    let mut running = observe(
+        harness::docker::docker().await,
+        &host,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let id = container(
+        &scope,
+        &format!("berth-test-{}", harness::unique()),
+        Some(&host),
+        "plain",
+    )
+    .await;
+    wait_for(&running.cache, 5, "the new container, running", |c| {
+        c.container(&id)
+            .is_some_and(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    let observed = running.cache.container(&id).unwrap();
+    assert!(observed.owned_by(&host));
+    assert_eq!(observed.state, ContainerState::Running);
+    assert!(observed.started_at.is_some());
+    let workspace: WorkspaceId = observed.label(LABEL_WORKSPACE).unwrap().parse().unwrap();
+    let mut triggered = false;
+    while let Ok(t) = running.triggers.try_recv() {
+        triggered |= t == Trigger::Workspace(workspace);
+    }
+    assert!(triggered, "no trigger for the workspace");
+
+    let t = Instant::now();
+    remove(&scope.docker, &id).await;
+    wait_for(&running.cache, 5, "the removal", |c| {
+        c.container(&id).is_none()
+    })
+    .await;
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the cache learned of the removal after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_event_stream_is_followed_by_a_relist_equal_to_a_fresh_list() {
+    let scope = DockerScope::new().await;
+    let host = host_id();
+    let proxy = SocketProxy::start().await;
+    let running = observe(proxy.docker().await, &host, Duration::from_secs(3600)).await;
+    let doomed = container(
+        &scope,
+        &format!("berth-test-{}", harness::unique()),
+        Some(&host),
+        "plain",
+    )
+    .await;
+    wait_for(&running.cache, 5, "the first container", |c| {
+        c.container(&doomed).is_some()
+    })
+    .await;
+    let relists = running.cache.relists();
+
+    // While the stream is down: one container goes, another comes.
+    proxy.cut();
+    remove(&scope.docker, &doomed).await;
+    let born = container(
+        &scope,
+        &format!("berth-test-{}", harness::unique()),
+        Some(&host),
+        "plain",
+    )
+    .await;
+
+    wait_for(&running.cache, 10, "a relist after the cut", |c| {
+        c.relists() > relists
+            && c.is_complete()
+            && c.container(&doomed).is_none()
+            && c.container(&born).is_some()
+    })
+    .await;
+
+    let (fresh, _, _) = {
+        let (mut observer, cache, _rx) = Observer::new(
+            harness::docker::docker().await,
+            &host,
+            Duration::from_secs(3600),
+        );
+        observer.relist().await.unwrap();
+        cache.snapshot()
+    };
+    let (cached, _, complete) = running.cache.snapshot();
+    assert!(complete);
+    assert_eq!(essence(&cached, &host), essence(&fresh, &host));
+}
+
+#[tokio::test]
+async fn health_changes_arrive_through_events() {
+    let scope = DockerScope::new().await;
+    let host = host_id();
+    let running = observe(
+        harness::docker::docker().await,
+        &host,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let relists = running.cache.relists();
+    let id = container(
+        &scope,
+        &format!("berth-test-{}", harness::unique()),
+        Some(&host),
+        "v1",
+    )
+    .await;
+    wait_for(&running.cache, 15, "healthy", |c| {
+        c.container(&id)
+            .is_some_and(|c| c.health == Health::Healthy)
+    })
+    .await;
+    assert_eq!(
+        running.cache.relists(),
+        relists,
+        "learned by a relist, not an event"
+    );
+}
+
+#[tokio::test]
+async fn an_unlabelled_ws_container_is_listed_but_not_owned() {
+    let scope = DockerScope::new().await;
+    let host = host_id();
+    let name = format!("ws-{}", &harness::unique()[..12]);
+    let id = container(&scope, &name, None, "plain").await;
+    let running = observe(
+        harness::docker::docker().await,
+        &host,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let seen = running
+        .cache
+        .container(&id)
+        .expect("listed by its ws- name");
+    assert_eq!(seen.name, name);
+    assert!(!seen.owned_by(&host));
+    let labels: HashMap<_, _> = seen.labels.into_iter().collect();
+    assert!(!labels.contains_key(LABEL_MANAGED));
+}
