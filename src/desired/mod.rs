@@ -1,5 +1,16 @@
-//! The desired side: the database contract, read and written with sqlx.
+//! The desired side: the database contract, read and written with sqlx,
+//! and the one dedicated tokio-postgres session that holds LISTEN and the
+//! host lease.
 
+mod rows;
 mod schema;
+mod session;
+mod write;
 
+pub use rows::{ReadError, load_catalogue, load_row, load_rows};
 pub use schema::{MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, connect, migrate};
+pub use session::{
+    DesiredTrigger, Lease, Session, acquire, instance_id, parse_notification, release,
+    session_application_name,
+};
+pub use write::{Event, StatusWrite, Written, prune_events, record_events, write_status};

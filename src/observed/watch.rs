@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{
@@ -97,7 +96,7 @@ impl Observer {
     /// on a lost stream, mark the cache incomplete and reconnect with
     /// jittered backoff.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut backoff = reconnect_backoff();
+        let mut backoff = crate::backoff::reconnect();
         loop {
             let since = chrono::Utc::now() - REPLAY;
             let outcome = tokio::select! {
@@ -108,7 +107,7 @@ impl Observer {
             match outcome {
                 Session::Healthy(reason) => {
                     tracing::warn!(%reason, "docker event stream lost; relisting");
-                    backoff = reconnect_backoff();
+                    backoff = crate::backoff::reconnect();
                 }
                 Session::Failed(error) => {
                     tracing::warn!(%error, "docker list failed; retrying");
@@ -280,14 +279,4 @@ enum Session {
     Healthy(String),
     /// A list or inspect failed.
     Failed(DockerError),
-}
-
-fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .map(|d| d.min(Duration::from_secs(30)))
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli_config;
+mod desired;
 mod docker_env;
 mod harness;
 mod observed;

@@ -1,0 +1,252 @@
+//! Reading this host's rows, the runtime catalogue and the pins.
+//!
+//! Queries are checked at run time (`query_as` + `FromRow`), so a fresh
+//! clone builds without a database; the integration tests run them against
+//! the real one.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::model::{
+    DesiredState, Digest, PinRow, Reason, RuntimeRow, Secret, Status, WorkspaceAccess, WorkspaceId,
+    WorkspaceRow,
+};
+use crate::plan::Catalogue;
+
+/// A value in the database that berth cannot read, named by table and
+/// column. The database constrains every such column, so this means a
+/// schema drift, not a bad row.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{table}.{column} of {key} holds {value:?}, which berth cannot read: {problem}")]
+    Unreadable {
+        table: &'static str,
+        column: &'static str,
+        key: String,
+        value: String,
+        problem: String,
+    },
+}
+
+const WORKSPACE_COLUMNS: &str = "id, name, runtime, tier, ring, host, desired_state, env, image, \
+    workspace_dir, workspace_access, template_path, config_files, auth_token, awareness_url, \
+    awareness_namespace, session_epoch, restart_epoch, paused, generation, desired_changed_at, \
+    created_at, status, status_reason, container_id, runtime_image_digest, runtime_image_id, url, \
+    observed_generation, status_changed_at, restart_count, last_error, rollout, last_heartbeat_at";
+
+#[derive(sqlx::FromRow)]
+struct RawWorkspace {
+    id: uuid::Uuid,
+    name: String,
+    runtime: String,
+    tier: i32,
+    ring: String,
+    host: String,
+    desired_state: String,
+    env: serde_json::Value,
+    image: Option<String>,
+    workspace_dir: Option<String>,
+    workspace_access: String,
+    template_path: Option<String>,
+    config_files: serde_json::Value,
+    auth_token: Option<String>,
+    awareness_url: Option<String>,
+    awareness_namespace: Option<String>,
+    session_epoch: i64,
+    restart_epoch: i64,
+    paused: bool,
+    generation: i64,
+    desired_changed_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    status: Option<String>,
+    status_reason: Option<String>,
+    container_id: Option<String>,
+    runtime_image_digest: Option<String>,
+    runtime_image_id: Option<String>,
+    url: Option<String>,
+    observed_generation: Option<i64>,
+    status_changed_at: Option<DateTime<Utc>>,
+    restart_count: i32,
+    last_error: Option<String>,
+    rollout: Option<serde_json::Value>,
+    last_heartbeat_at: Option<DateTime<Utc>>,
+}
+
+fn column<T, E: std::fmt::Display>(
+    table: &'static str,
+    column: &'static str,
+    key: &str,
+    value: &str,
+    parsed: Result<T, E>,
+) -> Result<T, ReadError> {
+    parsed.map_err(|e| ReadError::Unreadable {
+        table,
+        column,
+        key: key.to_string(),
+        value: value.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+impl RawWorkspace {
+    fn into_row(self) -> Result<WorkspaceRow, ReadError> {
+        let key = self.id.to_string();
+        let ws = |name: &'static str, value: &str| (name, value.to_string());
+        let (c, v) = ws("desired_state", &self.desired_state);
+        let desired_state = column("workspaces", c, &key, &v, v.parse::<DesiredState>())?;
+        let (c, v) = ws("workspace_access", &self.workspace_access);
+        let workspace_access = column("workspaces", c, &key, &v, v.parse::<WorkspaceAccess>())?;
+        let status = match &self.status {
+            Some(s) => Some(column(
+                "workspaces",
+                "status",
+                &key,
+                s,
+                s.parse::<Status>(),
+            )?),
+            None => None,
+        };
+        let status_reason = match &self.status_reason {
+            Some(r) => Some(column(
+                "workspaces",
+                "status_reason",
+                &key,
+                r,
+                r.parse::<Reason>(),
+            )?),
+            None => None,
+        };
+        Ok(WorkspaceRow {
+            id: WorkspaceId(self.id),
+            name: self.name,
+            runtime: self.runtime,
+            tier: self.tier,
+            ring: self.ring,
+            host: self.host,
+            desired_state,
+            env: Secret::new(self.env),
+            image: self.image,
+            workspace_dir: self.workspace_dir,
+            workspace_access,
+            template_path: self.template_path,
+            config_files: Secret::new(self.config_files),
+            auth_token: self.auth_token.map(Secret::new),
+            awareness_url: self.awareness_url,
+            awareness_namespace: self.awareness_namespace,
+            session_epoch: self.session_epoch,
+            restart_epoch: self.restart_epoch,
+            paused: self.paused,
+            generation: self.generation,
+            desired_changed_at: self.desired_changed_at,
+            created_at: self.created_at,
+            status,
+            status_reason,
+            container_id: self.container_id,
+            runtime_image_digest: self.runtime_image_digest,
+            runtime_image_id: self.runtime_image_id,
+            url: self.url,
+            observed_generation: self.observed_generation.unwrap_or(0),
+            status_changed_at: self.status_changed_at,
+            restart_count: self.restart_count,
+            last_error: self.last_error,
+            rollout: self.rollout,
+            last_heartbeat_at: self.last_heartbeat_at,
+        })
+    }
+}
+
+/// Every row of `host`.
+pub async fn load_rows(pool: &PgPool, host: &str) -> Result<Vec<WorkspaceRow>, ReadError> {
+    let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE host = $1 ORDER BY id");
+    let raw: Vec<RawWorkspace> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(host)
+        .fetch_all(pool)
+        .await?;
+    raw.into_iter().map(RawWorkspace::into_row).collect()
+}
+
+/// One row of `host`, or `None` when there is none (deleted, or another
+/// host's).
+pub async fn load_row(
+    pool: &PgPool,
+    host: &str,
+    id: WorkspaceId,
+) -> Result<Option<WorkspaceRow>, ReadError> {
+    let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE host = $1 AND id = $2");
+    let raw: Option<RawWorkspace> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(host)
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    raw.map(RawWorkspace::into_row).transpose()
+}
+
+#[derive(sqlx::FromRow)]
+struct RawRuntime {
+    name: String,
+    image_repository: String,
+    provision_timeout_secs: Option<f64>,
+    session_volume: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawPin {
+    template_name: String,
+    ring: String,
+    digest: String,
+    updated_by: String,
+    updated_at: DateTime<Utc>,
+    note: Option<String>,
+}
+
+/// The runtime catalogue and every pin.
+pub async fn load_catalogue(pool: &PgPool) -> Result<Catalogue, ReadError> {
+    let runtimes: Vec<RawRuntime> = sqlx::query_as(
+        "SELECT name, image_repository, session_volume,
+                extract(epoch FROM provision_timeout)::float8 AS provision_timeout_secs
+           FROM runtimes ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let pins: Vec<RawPin> = sqlx::query_as(
+        "SELECT template_name, ring, digest, updated_by, updated_at, note
+           FROM runtime_image_pins ORDER BY template_name, ring",
+    )
+    .fetch_all(pool)
+    .await?;
+    let runtimes = runtimes.into_iter().map(|r| RuntimeRow {
+        name: r.name,
+        image_repository: r.image_repository,
+        provision_timeout: r
+            .provision_timeout_secs
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64),
+        session_volume: r.session_volume,
+    });
+    let pins = pins
+        .into_iter()
+        .map(|p| {
+            let key = format!("{}/{}", p.template_name, p.ring);
+            let digest = column(
+                "runtime_image_pins",
+                "digest",
+                &key,
+                &p.digest,
+                Digest::parse(&p.digest),
+            )?;
+            Ok(PinRow {
+                template_name: p.template_name,
+                ring: p.ring,
+                digest,
+                updated_by: p.updated_by,
+                updated_at: p.updated_at,
+                note: p.note,
+            })
+        })
+        .collect::<Result<Vec<_>, ReadError>>()?;
+    Ok(Catalogue::new(runtimes, pins))
+}

@@ -1,0 +1,287 @@
+//! The one dedicated PostgreSQL session: LISTEN for changes and hold the
+//! host lease (DESIGN §4).
+//!
+//! The session's connection future ends the moment the session dies; that
+//! instant berth stops mutating (the lease is withdrawn before it can
+//! expire in the database), reconnects with backoff, LISTENs again and only
+//! then asks for a full reread, so no change made while it was away is
+//! missed.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SecretUrl;
+use crate::model::WorkspaceId;
+
+/// The `application_name` of the session of `holder`, so an operator can
+/// find it in `pg_stat_activity` (PostgreSQL keeps 63 bytes of it).
+pub fn session_application_name(holder: &str) -> String {
+    let mut name = format!("berth-session {holder}");
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
+/// This instance's hold on its host: every fenced write names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub host: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+/// What a notification (or a reconnect) asks the controller to reread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DesiredTrigger {
+    Workspace(WorkspaceId),
+    Pin {
+        template: String,
+        ring: String,
+    },
+    /// Reread everything: the session (re)connected.
+    All,
+}
+
+/// A name for this process as a lease holder: host name, pid and a random
+/// suffix, so a restarted process is a new holder.
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// The session's settings.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub url: SecretUrl,
+    pub host: String,
+    pub holder: String,
+    pub ttl: Duration,
+}
+
+/// Takes the lease for `host` when it is free, expired, or already
+/// `holder`'s; the epoch moves on whenever the holder changes. `None` when
+/// another live holder has it.
+pub async fn acquire(
+    client: &Client,
+    host: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "INSERT INTO host_leases AS l (host, holder, epoch, renewed_at, acquired_at)
+             VALUES ($1, $2, 1, now(), now())
+             ON CONFLICT (host) DO UPDATE SET
+                 holder = EXCLUDED.holder,
+                 epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
+                 renewed_at = now(),
+                 acquired_at = CASE WHEN l.holder = EXCLUDED.holder THEN l.acquired_at
+                                    ELSE now() END
+              WHERE l.holder = EXCLUDED.holder
+                 OR l.renewed_at < now() - $3::float8 * interval '1 second'
+             RETURNING epoch",
+            &[&host, &holder, &ttl.as_secs_f64()],
+        )
+        .await?;
+    Ok(row.map(|r| Lease {
+        host: host.to_string(),
+        holder: holder.to_string(),
+        epoch: r.get(0),
+    }))
+}
+
+/// Gives the lease up so a standby takes over at once; the epoch stays, so
+/// the next holder's is higher.
+pub async fn release(client: &Client, lease: &Lease) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE host_leases SET renewed_at = '-infinity'
+              WHERE host = $1 AND holder = $2 AND epoch = $3",
+            &[&lease.host, &lease.holder, &lease.epoch],
+        )
+        .await?;
+    Ok(())
+}
+
+impl Session {
+    /// Runs until `cancel`, publishing the lease (or `None` while this
+    /// instance may not mutate) and the triggers the notifications carry.
+    pub async fn run(
+        self,
+        triggers: mpsc::UnboundedSender<DesiredTrigger>,
+        lease: watch::Sender<Option<Lease>>,
+        cancel: CancellationToken,
+    ) {
+        let mut backoff = crate::backoff::reconnect();
+        loop {
+            let outcome = self.connected(&triggers, &lease, &cancel).await;
+            lease.send_replace(None);
+            match outcome {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(%error, "database session lost; reconnecting"),
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One session: connect, LISTEN, ask for a reread, then keep the lease
+    /// until the connection dies (an error) or `cancel` (Ok, lease
+    /// released).
+    async fn connected(
+        &self,
+        triggers: &mpsc::UnboundedSender<DesiredTrigger>,
+        lease_tx: &watch::Sender<Option<Lease>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let mut config: tokio_postgres::Config = self
+            .url
+            .expose()
+            .parse()
+            .map_err(|e| format!("database URL: {e}"))?;
+        config.application_name(session_application_name(&self.holder));
+        let (client, mut connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (dead_tx, mut dead) = oneshot::channel::<String>();
+        let forward = triggers.clone();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let why = loop {
+                match messages.next().await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        if let Some(t) = parse_notification(n.channel(), n.payload()) {
+                            let _ = forward.send(t);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break format!("connection: {e}"),
+                    None => break "connection closed".to_string(),
+                }
+            };
+            let _ = dead_tx.send(why);
+        });
+        // The driver holds the connection: it goes when this session does,
+        // even when this future is dropped half-way.
+        let _driver = AbortOnDrop(driver.abort_handle());
+        self.hold(&client, triggers, lease_tx, cancel, &mut dead)
+            .await
+    }
+
+    async fn hold(
+        &self,
+        client: &Client,
+        triggers: &mpsc::UnboundedSender<DesiredTrigger>,
+        lease_tx: &watch::Sender<Option<Lease>>,
+        cancel: &CancellationToken,
+        dead: &mut oneshot::Receiver<String>,
+    ) -> Result<(), String> {
+        client
+            .batch_execute("LISTEN berth_workspaces; LISTEN berth_pins;")
+            .await
+            .map_err(|e| format!("listen: {e}"))?;
+        let _ = triggers.send(DesiredTrigger::All);
+        let every = self.ttl / 3;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A renewal is tried every ttl/3 and given ttl/3 to answer, so the
+        // lease is withdrawn here at most 2/3 ttl after the last renewal,
+        // before the database could let another instance take it.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    if let Some(lease) = lease_tx.send_replace(None) {
+                        let _ = release(client, &lease).await;
+                    }
+                    return Ok(());
+                }
+                why = &mut *dead => {
+                    return Err(why.unwrap_or_else(|_| "connection driver stopped".into()));
+                }
+                _ = tick.tick() => {
+                    let attempt = tokio::time::timeout(
+                        every,
+                        acquire(client, &self.host, &self.holder, self.ttl),
+                    )
+                    .await;
+                    match attempt {
+                        Ok(Ok(Some(lease))) => {
+                            if lease_tx.borrow().as_ref() != Some(&lease) {
+                                tracing::info!(epoch = lease.epoch, host = %lease.host, "holding the host lease");
+                                lease_tx.send_replace(Some(lease));
+                            }
+                        }
+                        Ok(Ok(None)) => {
+                            if lease_tx.send_replace(None).is_some() {
+                                tracing::warn!(host = %self.host, "another instance took the host lease");
+                            }
+                        }
+                        Ok(Err(e)) => return Err(format!("lease: {e}")),
+                        Err(_) => return Err("lease renewal timed out".into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `berth_workspaces` carries a workspace id, `berth_pins`
+/// `<template_name>/<ring>`. Anything else is ignored.
+pub fn parse_notification(channel: &str, payload: &str) -> Option<DesiredTrigger> {
+    match channel {
+        "berth_workspaces" => payload.parse().ok().map(DesiredTrigger::Workspace),
+        "berth_pins" => {
+            let (template, ring) = payload.split_once('/')?;
+            Some(DesiredTrigger::Pin {
+                template: template.into(),
+                ring: ring.into(),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_parse_into_triggers() {
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        assert_eq!(
+            parse_notification("berth_workspaces", id),
+            Some(DesiredTrigger::Workspace(id.parse().unwrap()))
+        );
+        assert_eq!(
+            parse_notification("berth_pins", "claude-code/stable"),
+            Some(DesiredTrigger::Pin {
+                template: "claude-code".into(),
+                ring: "stable".into()
+            })
+        );
+        assert_eq!(parse_notification("berth_workspaces", "nonsense"), None);
+        assert_eq!(parse_notification("berth_pins", "no-slash"), None);
+        assert_eq!(parse_notification("other", id), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! berth's writes: the row's status columns and the audit trail. Each is
+//! fenced by the host lease: it lands only while `lease` is the current
+//! holder and epoch of the row's host, so a stale instance's writes are
+//! refused by the database (they match no row).
+
+use sqlx::PgPool;
+
+use super::Lease;
+use crate::model::{Reason, Status, WorkspaceId};
+
+/// The controller-owned columns of one row, as one pass observed them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusWrite {
+    pub id: WorkspaceId,
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub container_id: Option<String>,
+    pub runtime_image_digest: Option<String>,
+    pub runtime_image_id: Option<String>,
+    pub url: Option<String>,
+    /// The row generation this status describes.
+    pub observed_generation: i64,
+    pub restart_count: i32,
+    pub last_error: Option<String>,
+    pub rollout: Option<serde_json::Value>,
+}
+
+/// Whether a fenced write landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Yes,
+    /// The lease is not (or no longer) this instance's with this epoch, or
+    /// the row is gone: nothing was written.
+    Refused,
+}
+
+/// Writes the row's status columns. `status_changed_at` moves only when
+/// status or reason changes.
+pub async fn write_status(
+    pool: &PgPool,
+    lease: &Lease,
+    w: &StatusWrite,
+) -> Result<Written, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE workspaces w SET
+            status_changed_at = CASE
+                WHEN (w.status, w.status_reason) IS DISTINCT FROM ($4, $5) THEN now()
+                ELSE w.status_changed_at END,
+            status = $4, status_reason = $5, container_id = $6, runtime_image_digest = $7,
+            runtime_image_id = $8, url = $9, observed_generation = $10, restart_count = $11,
+            last_error = $12, rollout = $13
+          FROM host_leases l
+         WHERE w.id = $1 AND w.host = l.host
+           AND l.host = $2 AND l.holder = $3 AND l.epoch = $14",
+    )
+    .bind(w.id.0)
+    .bind(&lease.host)
+    .bind(&lease.holder)
+    .bind(w.status.as_str())
+    .bind(w.reason.map(|r| r.as_str()))
+    .bind(&w.container_id)
+    .bind(&w.runtime_image_digest)
+    .bind(&w.runtime_image_id)
+    .bind(&w.url)
+    .bind(w.observed_generation)
+    .bind(w.restart_count)
+    .bind(&w.last_error)
+    .bind(&w.rollout)
+    .bind(lease.epoch)
+    .execute(pool)
+    .await?;
+    Ok(if result.rows_affected() == 1 {
+        Written::Yes
+    } else {
+        Written::Refused
+    })
+}
+
+/// One entry of a workspace's audit trail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub workspace: WorkspaceId,
+    /// What was done, e.g. `create`, `remove_container`, `guard_blocked`.
+    pub action: String,
+    /// Why, in words an operator reads (`recreate: digest sha256:ab… →
+    /// sha256:cd…`).
+    pub reason: String,
+    /// Structured detail; never a secret.
+    pub detail: serde_json::Value,
+}
+
+/// Appends events to `workspace_events`, fenced like status writes. The
+/// instance is the lease holder.
+pub async fn record_events(
+    pool: &PgPool,
+    lease: &Lease,
+    events: &[Event],
+) -> Result<Written, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Written::Yes);
+    }
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.workspace.0).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    let details: Vec<serde_json::Value> = events.iter().map(|e| e.detail.clone()).collect();
+    let result = sqlx::query(
+        "INSERT INTO workspace_events (workspace_id, action, reason, detail, host, instance, epoch)
+         SELECT e.id, e.action, e.reason, e.detail, l.host, l.holder, l.epoch
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
+                AS e(id, action, reason, detail)
+           JOIN host_leases l ON l.host = $5 AND l.holder = $6 AND l.epoch = $7",
+    )
+    .bind(&ids)
+    .bind(&actions)
+    .bind(&reasons)
+    .bind(&details)
+    .bind(&lease.host)
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .execute(pool)
+    .await?;
+    Ok(if result.rows_affected() as usize == events.len() {
+        Written::Yes
+    } else {
+        Written::Refused
+    })
+}
+
+/// Deletes events older than `retention`; returns how many went.
+pub async fn prune_events(
+    pool: &PgPool,
+    retention: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM workspace_events WHERE at < now() - $1::float8 * interval '1 second'",
+    )
+    .bind(retention.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,396 @@
+//! The desired side on a real PostgreSQL: rows and catalogue, fenced
+//! status and event writes, the lease and LISTEN session.
+
+use std::time::{Duration, Instant};
+
+use berth::config::SecretUrl;
+use berth::desired::{self, DesiredTrigger, Event, Lease, Session, StatusWrite, Written};
+use berth::model::{DesiredState, Reason, Status, WorkspaceAccess, WorkspaceId};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::TestDb;
+
+async fn insert(pool: &PgPool, host: &str, runtime: &str) -> WorkspaceId {
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO workspaces (name, runtime, host, tier, env, workspace_dir, workspace_access,
+                                 auth_token)
+         VALUES ('n', $1, $2, 3, '{\"K\": \"v\"}', '/srv/ws', 'read_only', 'tok')
+         RETURNING id",
+    )
+    .bind(runtime)
+    .bind(host)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    WorkspaceId(id)
+}
+
+#[tokio::test]
+async fn rows_are_read_per_host_with_every_column_mapped() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let mine = insert(&pool, "h1", "claude-code").await;
+    let other = insert(&pool, "h2", "codex").await;
+    sqlx::query(
+        "UPDATE workspaces SET status = 'degraded', status_reason = 'crash_loop',
+                observed_generation = 1, restart_count = 4 WHERE id = $1",
+    )
+    .bind(mine.0)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let rows = desired::load_rows(&pool, "h1").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.id, mine);
+    assert_eq!(row.runtime, "claude-code");
+    assert_eq!(row.tier, 3);
+    assert_eq!(row.desired_state, DesiredState::Running);
+    assert_eq!(row.workspace_access, WorkspaceAccess::ReadOnly);
+    assert_eq!(row.workspace_dir.as_deref(), Some("/srv/ws"));
+    assert_eq!(row.env.expose(), &serde_json::json!({"K": "v"}));
+    assert_eq!(
+        row.auth_token.as_ref().map(|t| t.expose().as_str()),
+        Some("tok")
+    );
+    assert_eq!(row.status, Some(Status::Degraded));
+    assert_eq!(row.status_reason, Some(Reason::CrashLoop));
+    assert_eq!(row.restart_count, 4);
+    assert_eq!(row.generation, 1);
+
+    assert!(
+        desired::load_row(&pool, "h1", other)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        desired::load_row(&pool, "h2", other)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn the_catalogue_holds_runtimes_their_timeouts_and_pins() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    sqlx::query("INSERT INTO runtimes (name, provision_timeout) VALUES ('slowpoke', '90 seconds')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let digest = format!("sha256:{}", "c".repeat(64));
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'canary', $1)")
+        .bind(&digest)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let catalogue = desired::load_catalogue(&pool).await.unwrap();
+    let slow = catalogue.runtime("slowpoke").unwrap();
+    assert_eq!(slow.provision_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(slow.image_repository, "workspace-template-slowpoke");
+    assert!(catalogue.runtime("claude-code").unwrap().session_volume);
+    assert_eq!(
+        catalogue.runtime("langgraph").unwrap().provision_timeout,
+        None
+    );
+    assert_eq!(
+        catalogue.pin("codex", "canary").map(|d| d.as_str()),
+        Some(digest.as_str())
+    );
+    assert_eq!(catalogue.pin("codex", "stable"), None);
+}
+
+fn status(id: WorkspaceId, status: Status) -> StatusWrite {
+    StatusWrite {
+        id,
+        status,
+        reason: None,
+        container_id: Some("c0ffee".into()),
+        runtime_image_digest: None,
+        runtime_image_id: Some("sha256:img".into()),
+        url: Some("http://127.0.0.1:32768".into()),
+        observed_generation: 1,
+        restart_count: 0,
+        last_error: None,
+        rollout: None,
+    }
+}
+
+async fn lease_for(pool: &PgPool, host: &str, holder: &str) -> Lease {
+    sqlx::query("INSERT INTO host_leases (host, holder, epoch) VALUES ($1, $2, 7)")
+        .bind(host)
+        .bind(holder)
+        .execute(pool)
+        .await
+        .unwrap();
+    Lease {
+        host: host.into(),
+        holder: holder.into(),
+        epoch: 7,
+    }
+}
+
+#[tokio::test]
+async fn status_and_event_writes_land_only_under_the_current_lease() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let id = insert(&pool, "h1", "langgraph").await;
+    let lease = lease_for(&pool, "h1", "me").await;
+
+    assert_eq!(
+        desired::write_status(&pool, &lease, &status(id, Status::Online))
+            .await
+            .unwrap(),
+        Written::Yes
+    );
+    let first: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT status_changed_at FROM workspaces WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // The same status again keeps its time; the generation is berth's to
+    // leave alone.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    desired::write_status(&pool, &lease, &status(id, Status::Online))
+        .await
+        .unwrap();
+    let (again, generation): (chrono::DateTime<chrono::Utc>, i64) =
+        sqlx::query_as("SELECT status_changed_at, generation FROM workspaces WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(generation, 1);
+
+    let stale = Lease {
+        epoch: 6,
+        ..lease.clone()
+    };
+    let stranger = Lease {
+        holder: "someone".into(),
+        ..lease.clone()
+    };
+    let other_host = Lease {
+        host: "h2".into(),
+        ..lease.clone()
+    };
+    for bad in [&stale, &stranger, &other_host] {
+        assert_eq!(
+            desired::write_status(&pool, bad, &status(id, Status::Stopped))
+                .await
+                .unwrap(),
+            Written::Refused,
+            "{bad:?}"
+        );
+        let event = Event {
+            workspace: id,
+            action: "stop".into(),
+            reason: "desired stopped".into(),
+            detail: serde_json::json!({}),
+        };
+        assert_eq!(
+            desired::record_events(&pool, bad, &[event]).await.unwrap(),
+            Written::Refused
+        );
+    }
+    let shown: String = sqlx::query_scalar("SELECT status FROM workspaces WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(shown, "online");
+
+    let event = Event {
+        workspace: id,
+        action: "create".into(),
+        reason: "no container".into(),
+        detail: serde_json::json!({"image": "x"}),
+    };
+    assert_eq!(
+        desired::record_events(&pool, &lease, &[event])
+            .await
+            .unwrap(),
+        Written::Yes
+    );
+    let (instance, epoch): (String, i64) =
+        sqlx::query_as("SELECT instance, epoch FROM workspace_events WHERE workspace_id = $1")
+            .bind(id.0)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((instance.as_str(), epoch), ("me", 7));
+}
+
+struct Running {
+    lease: watch::Receiver<Option<Lease>>,
+    triggers: mpsc::UnboundedReceiver<DesiredTrigger>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn start(db: &TestDb, host: &str, holder: &str, ttl: Duration) -> Running {
+    let (tx, triggers) = mpsc::unbounded_channel();
+    let (lease_tx, lease) = watch::channel(None);
+    let cancel = CancellationToken::new();
+    let session = Session {
+        url: SecretUrl::new(&db.url),
+        host: host.into(),
+        holder: holder.into(),
+        ttl,
+    };
+    let task = tokio::spawn(session.run(tx, lease_tx, cancel.clone()));
+    Running {
+        lease,
+        triggers,
+        cancel,
+        task,
+    }
+}
+
+async fn wait_lease(
+    r: &mut Running,
+    secs: u64,
+    want: impl Fn(&Option<Lease>) -> bool,
+) -> Option<Lease> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = r.lease.borrow().clone();
+        if want(&now) {
+            return now;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "lease state not reached in {secs}s: {now:?}"
+        );
+        let _ = tokio::time::timeout(left, r.lease.changed()).await;
+    }
+}
+
+async fn next_trigger(r: &mut Running, want: &DesiredTrigger) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = tokio::time::timeout(left, r.triggers.recv())
+            .await
+            .expect("a trigger in 5s");
+        if got.as_ref() == Some(want) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_session_stops_mutations_at_once_and_the_live_holder_resumes() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let ttl = Duration::from_secs(3);
+    let mut a = start(&db, "h1", "a", ttl);
+    let first = wait_lease(&mut a, 5, Option::is_some).await.unwrap();
+    let b = start(&db, "h1", "b", ttl);
+
+    let killed_at = Instant::now();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(desired::session_application_name("a"))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true]);
+    wait_lease(&mut a, 2, Option::is_none).await;
+    assert!(killed_at.elapsed() < Duration::from_secs(2));
+    // The process is alive: its new session takes its own lease back.
+    let again = wait_lease(&mut a, 5, Option::is_some).await.unwrap();
+    assert_eq!(again, first);
+    assert!(b.lease.borrow().is_none(), "the standby must stay passive");
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_when_the_holder_dies_and_fences_its_writes() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let ttl = Duration::from_secs(3);
+    let mut a = start(&db, "h1", "a", ttl);
+    let first = wait_lease(&mut a, 5, Option::is_some).await.unwrap();
+    let mut b = start(&db, "h1", "b", ttl);
+    tokio::time::sleep(ttl / 2).await;
+    assert!(b.lease.borrow().is_none(), "the standby must stay passive");
+
+    // The holder's process dies without releasing anything.
+    let died_at = Instant::now();
+    a.task.abort();
+    let taken = wait_lease(&mut b, 10, Option::is_some).await.unwrap();
+    assert_eq!(taken.holder, "b");
+    assert_eq!(taken.epoch, first.epoch + 1);
+    assert!(
+        died_at.elapsed() >= ttl / 2,
+        "taken before the lease could expire"
+    );
+
+    let id = insert(&pool, "h1", "codex").await;
+    assert_eq!(
+        desired::write_status(&pool, &first, &status(id, Status::Online))
+            .await
+            .unwrap(),
+        Written::Refused
+    );
+    assert_eq!(
+        desired::write_status(&pool, &taken, &status(id, Status::Online))
+            .await
+            .unwrap(),
+        Written::Yes
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_holder_releases_so_the_standby_takes_over_at_once() {
+    let db = TestDb::migrated().await;
+    let ttl = Duration::from_secs(30);
+    let mut a = start(&db, "h1", "a", ttl);
+    let first = wait_lease(&mut a, 5, Option::is_some).await.unwrap();
+    let mut b = start(&db, "h1", "b", Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(b.lease.borrow().is_none());
+    a.cancel.cancel();
+    let taken = wait_lease(&mut b, 5, Option::is_some).await.unwrap();
+    assert_eq!(taken.holder, "b");
+    assert_eq!(taken.epoch, first.epoch + 1);
+}
+
+#[tokio::test]
+async fn notifications_reach_the_session_as_triggers() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let mut r = start(&db, "h1", "a", Duration::from_secs(15));
+    next_trigger(&mut r, &DesiredTrigger::All).await;
+    let id = insert(&pool, "h1", "codex").await;
+    next_trigger(&mut r, &DesiredTrigger::Workspace(id)).await;
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'stable', $1)")
+        .bind(format!("sha256:{}", "d".repeat(64)))
+        .execute(&pool)
+        .await
+        .unwrap();
+    next_trigger(
+        &mut r,
+        &DesiredTrigger::Pin {
+            template: "codex".into(),
+            ring: "stable".into(),
+        },
+    )
+    .await;
+}
