@@ -223,6 +223,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What the planner needs, from the same parsed values.
+    pub fn plan_settings(&self) -> crate::plan::Settings {
+        crate::plan::Settings {
+            host_id: self.host_id.clone(),
+            registry_prefix: match &self.images {
+                ImageMode::Registry { prefix } => Some(prefix.clone()),
+                ImageMode::LocalBuild { .. } => None,
+            },
+            local_override: self.local_override,
+            platform: self.platform.clone(),
+            platform_url: self.platform_url.clone(),
+            network: self.network.clone(),
+            workspace_roots: self.workspace_roots.clone(),
+            allow_host_root_tier: self.allow_host_root_tier,
+            tiers: self.tiers,
+            delete_guard: self.delete_guard,
+            orphan_grace: self.orphan_grace,
+            ready_min_uptime: self.ready_min_uptime,
+            provision_timeout: self.provision_timeout,
+            crash_backoff_initial: self.crash_backoff_initial,
+            crash_backoff_max: self.crash_backoff_max,
+            crash_loop_restarts: self.crash_loop_restarts,
+            stop_timeout: self.stop_timeout,
+        }
+    }
+}
+
 fn parse(r: &mut Resolver<'_>) -> Option<Config> {
     let database_url = r.required("DATABASE_URL", database_url, |u| u.masked());
     let docker_host = r.optional("DOCKER_HOST", docker_host, |h| h.clone());

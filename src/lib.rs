@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod desired;
 pub mod docker;
 pub mod model;

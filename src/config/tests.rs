@@ -293,3 +293,23 @@ fn flag_names_derive_from_the_variable() {
     assert_eq!(flag_name("TIER2_MEMORY_MB"), "tier2-memory-mb");
     assert_eq!(flag_name("DATABASE_URL"), "database-url");
 }
+
+#[test]
+fn plan_settings_carry_the_parsed_values() {
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_HOST_ID", "tenant-3"),
+        ("MOLECULE_IMAGE_REGISTRY", "127.0.0.1:5000/team"),
+        ("BERTH_ALLOW_HOST_ROOT_TIER", "yes"),
+        ("TIER4_MEMORY_MB", "8192"),
+    ])
+    .unwrap();
+    let s = c.plan_settings();
+    assert_eq!(s.host_id, "tenant-3");
+    assert_eq!(s.registry_prefix.as_deref(), Some("127.0.0.1:5000/team"));
+    assert!(s.allow_host_root_tier);
+    assert_eq!(s.tiers.memory_mb[3], Some(8192));
+    assert_eq!(s.provision_timeout, c.provision_timeout);
+    let local = config(&[("DATABASE_URL", DB)]).unwrap().plan_settings();
+    assert_eq!(local.registry_prefix, None);
+}
