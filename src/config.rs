@@ -55,6 +55,8 @@ pub struct Config {
     pub allow_host_root_tier: bool,
     pub events_retention: Duration,
     pub log_format: LogFormat,
+    /// `RUST_LOG`: the log filter, checked at parse time.
+    pub log_filter: String,
     pub images: ImageMode,
     /// Passed to pull and create; `None` is no preference.
     pub platform: Option<Platform>,
@@ -312,6 +314,7 @@ fn parse(r: &mut Resolver<'_>) -> Option<Config> {
         }
         .into()
     });
+    let log_filter = r.value("RUST_LOG", "info", log_filter, |f| f.clone());
     let images = image_mode(r);
     let platform = platform(r);
     let tiers = tier_overrides(r);
@@ -374,6 +377,7 @@ fn parse(r: &mut Resolver<'_>) -> Option<Config> {
         allow_host_root_tier: allow_host_root_tier?,
         events_retention: events_retention?,
         log_format: log_format?,
+        log_filter: log_filter?,
         images: images?,
         platform: platform?,
         tiers: tiers?,

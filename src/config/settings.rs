@@ -175,6 +175,11 @@ pub const SETTINGS: &[Setting] = &[
         "log format: pretty or json",
     ),
     s(
+        "RUST_LOG",
+        "info",
+        "log filter (tracing's EnvFilter syntax, e.g. info,berth=debug)",
+    ),
+    s(
         "MOLECULE_IMAGE_REGISTRY",
         "unset: local-build mode",
         "image registry prefix, e.g. ghcr.io/molecule-ai",

@@ -167,6 +167,12 @@ pub fn log_format(raw: &str) -> Result<crate::config::LogFormat, String> {
     }
 }
 
+pub fn log_filter(raw: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(raw)
+        .map(|_| raw.to_string())
+        .map_err(|e| format!("not a log filter: {e}"))
+}
+
 pub fn absolute_path(raw: &str) -> Result<PathBuf, String> {
     let path = Path::new(raw);
     if !path.is_absolute() {
