@@ -96,22 +96,25 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     }
     if row.desired_state == DesiredState::Removed {
         for c in &mine.containers {
-            p.push(
-                Op::RemoveContainer {
-                    target: Target::Id(c.id.clone()),
-                },
-                Why::Removed,
-            );
+            let target = Target::Id(c.id.clone());
+            p.push(Op::RemoveContainer { target }, Why::Removed);
         }
-        for v in &mine.volumes {
-            p.push(
-                Op::RemoveVolume {
-                    name: v.name.clone(),
-                },
-                Why::Removed,
-            );
+        if mine.conflicts.is_empty() {
+            for v in &mine.volumes {
+                p.push(
+                    Op::RemoveVolume {
+                        name: v.name.clone(),
+                    },
+                    Why::Removed,
+                );
+            }
+            p.status = Some(StatusUpdate::plain(Status::Removed));
+        } else {
+            // An object berth does not own holds one of the names and may
+            // hold the volumes too: they stay until it is gone.
+            let detail = format!("volumes kept while {}", mine.conflicts.join("; "));
+            p.status = Some(StatusUpdate::reason(Reason::NameConflict, Some(detail)));
         }
-        p.status = Some(StatusUpdate::plain(Status::Removed));
         return p;
     }
     if !mine.conflicts.is_empty() {

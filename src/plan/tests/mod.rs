@@ -2,6 +2,7 @@
 
 mod bad_rows;
 mod hash_golden;
+mod host_model;
 mod pass;
 mod props;
 mod rules_removal;
