@@ -29,6 +29,22 @@ pub(super) fn deadline(f: &Facts, row: &WorkspaceRow, memory: &Memory) -> DateTi
     start + delta(f.provision_timeout)
 }
 
+/// Marks the start of a provisioning attempt. A desired change berth has
+/// not yet acted on (`observed_generation` behind `generation`) keeps its
+/// own time, so queueing does not stretch the timeout; anything else (a
+/// vanished container, a new tag digest, a change whose deadline passed
+/// while no berth ran) starts the clock now.
+fn start_clock(f: &Facts, row: &WorkspaceRow, memory: &mut Memory, now: DateTime<Utc>) {
+    let unobserved = row.observed_generation < row.generation;
+    let in_time = row.desired_changed_at + delta(f.provision_timeout) > now;
+    let start = if unobserved && in_time {
+        row.desired_changed_at
+    } else {
+        now
+    };
+    memory.provisioning_since.get_or_insert(start);
+}
+
 pub(super) fn running(
     f: &Facts,
     row: &WorkspaceRow,
@@ -107,7 +123,7 @@ fn create(
         p.requeue(since(now, fl.retry_at));
         return;
     }
-    p.memory.provisioning_since.get_or_insert(now);
+    start_clock(f, row, &mut p.memory, now);
     let deadline = deadline(f, row, &p.memory);
     if now >= deadline {
         let phase = p
@@ -224,7 +240,7 @@ fn replace(
         p.requeue(since(now, fl.retry_at));
         return;
     }
-    p.memory.provisioning_since.get_or_insert(now);
+    start_clock(f, row, &mut p.memory, now);
     let deadline = deadline(f, row, &p.memory);
     let why = Why::Replace(change);
     let old_target = || Target::Id(old.id.clone());

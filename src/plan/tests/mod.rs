@@ -6,6 +6,7 @@ mod host_model;
 mod pass;
 mod props;
 mod rules_removal;
+mod rules_replace;
 mod rules_running;
 mod spec_invalid;
 mod spec_parity;
