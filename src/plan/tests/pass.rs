@@ -163,3 +163,20 @@ fn a_pass_uses_the_runtimes_provision_timeout() {
     let pass = plan_pass(&snap, &s, t0() + mins(2));
     assert_eq!(reason_of(&pass, wid(1)), Some(Reason::ProvisionTimeout));
 }
+
+#[test]
+fn planning_one_key_equals_that_keys_plan_in_the_pass() {
+    let s = Settings::test();
+    let stale = container_for(&built(&row(2), &s), "c2");
+    let snap = snapshot(
+        vec![row(1), row(2).with_env(serde_json::json!({"A": "1"}))],
+        vec![stale],
+    );
+    let pass = plan_pass(&snap, &s, t0());
+    for id in [wid(1), wid(2)] {
+        assert_eq!(
+            &crate::plan::plan_key(&snap, &s, id, t0()),
+            plan_of(&pass, id)
+        );
+    }
+}
