@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    DesiredState, ObservedContainer, ObservedVolume, Reason, ResolvedImage, Tier, WorkspaceId,
-    WorkspaceRow,
+    DesiredState, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, ObservedContainer, ObservedVolume, Reason,
+    ResolvedImage, Tier, WorkspaceId, WorkspaceRow,
 };
 
 use super::{Catalogue, Facts, InvalidSpec, Memory, Plan, Probes, Settings, plan, spec};
@@ -176,13 +176,21 @@ impl<'s> PassIndex<'s> {
             }
             let built = pass_guards(row, &self.by_id12, self.t4_holder)
                 .and_then(|()| spec(row, &s.catalogue, settings));
-            if let Ok(spec) = &built {
+            let built = built.map(|mut spec| {
                 facts.image = s
                     .images
                     .get(spec.image.as_str())
                     .cloned()
                     .unwrap_or_default();
-            }
+                if let Some(digest) = &facts.image.digest {
+                    spec.labels
+                        .insert(LABEL_IMAGE_DIGEST.into(), digest.to_string());
+                }
+                if let Some(image_id) = &facts.image.id {
+                    spec.labels.insert(LABEL_IMAGE_ID.into(), image_id.clone());
+                }
+                spec
+            });
             facts.spec = Some(built);
         }
         facts

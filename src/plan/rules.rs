@@ -294,8 +294,12 @@ fn interrupted_replace(
                 Why::Restore,
             );
         }
-        let detail = "an interrupted replace was undone; the change is tried again".to_string();
-        p.status = Some(StatusUpdate::reason(Reason::Starting, Some(detail)));
+        p.status = Some(if row.desired_state == DesiredState::Running {
+            let detail = "an interrupted replace was undone; the change is tried again";
+            StatusUpdate::reason(Reason::Starting, Some(detail.to_string()))
+        } else {
+            StatusUpdate::plain(Status::Stopped)
+        });
         p.requeue(Duration::from_secs(1));
         return;
     };

@@ -180,3 +180,36 @@ fn planning_one_key_equals_that_keys_plan_in_the_pass() {
         );
     }
 }
+
+#[test]
+fn a_pass_labels_the_spec_with_the_image_digest_and_id_it_knows() {
+    let s = Settings::test();
+    let mut snap = snapshot(vec![row(1)], vec![]);
+    let image = "registry.test/ws/workspace-template-langgraph:latest".to_string();
+    let digest =
+        crate::model::Digest::parse(&format!("sha256:{}", "e".repeat(64))).expect("digest");
+    snap.images.insert(
+        image,
+        crate::model::ResolvedImage {
+            digest: Some(digest.clone()),
+            id: Some("sha256:id".into()),
+        },
+    );
+    let pass = plan_pass(&snap, &s, t0());
+    let created = plan_of(&pass, wid(1))
+        .actions
+        .iter()
+        .find_map(|a| match &a.op {
+            crate::plan::Op::Create(spec) => Some(spec.labels.clone()),
+            _ => None,
+        });
+    let labels = created.expect("a create");
+    assert_eq!(
+        labels.get(crate::model::LABEL_IMAGE_DIGEST),
+        Some(&digest.to_string())
+    );
+    assert_eq!(
+        labels.get(crate::model::LABEL_IMAGE_ID).map(String::as_str),
+        Some("sha256:id")
+    );
+}

@@ -282,3 +282,16 @@ fn a_legacy_container_is_adopted_and_replaced_onto_berths_spec() {
         "its volumes are adopted with their data"
     );
 }
+
+#[test]
+fn an_interrupted_replace_of_a_stopped_row_renames_the_old_container_without_starting_it() {
+    let s = Settings::test();
+    let r = row(1).with_state(crate::model::DesiredState::Stopped);
+    let mut old = container_for(&built(&row(1), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [old];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&p), ["rename"]);
+    assert_eq!(p.status.map(|s| s.status), Some(Status::Stopped));
+}
