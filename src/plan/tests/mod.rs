@@ -10,6 +10,7 @@ mod rules_replace;
 mod rules_running;
 mod spec_invalid;
 mod spec_parity;
+mod world;
 
 use std::collections::BTreeMap;
 
