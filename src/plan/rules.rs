@@ -117,9 +117,23 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
         }
         return p;
     }
-    if !mine.conflicts.is_empty() {
+    let stopped = row.desired_state == DesiredState::Stopped;
+    let conflicted = !mine.conflicts.is_empty();
+    if stopped && (conflicted || !matches!(f.spec, Some(Ok(_)))) {
+        // Stopping needs neither a spec nor the names: its own containers
+        // stop whatever else is wrong with the row.
+        for c in mine.containers.iter().filter(|c| is_up(c)) {
+            let (target, timeout) = (Target::Id(c.id.clone()), f.settings.stop_timeout);
+            p.push(Op::Stop { target, timeout }, Why::Stopped);
+        }
+        p.status = Some(StatusUpdate::plain(Status::Stopped));
+    }
+    if conflicted {
         let detail = mine.conflicts.join("; ");
         p.status = Some(StatusUpdate::reason(Reason::NameConflict, Some(detail)));
+        return p;
+    }
+    if p.status.is_some() {
         return p;
     }
     let spec = match &f.spec {
@@ -139,12 +153,7 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     };
     match row.desired_state {
         DesiredState::Stopped => {
-            if let Some(c) = main.filter(|c| {
-                matches!(
-                    c.state,
-                    ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
-                )
-            }) {
+            if let Some(c) = main.filter(|c| is_up(c)) {
                 let timeout = f.settings.stop_timeout;
                 p.push(
                     Op::Stop {
@@ -160,6 +169,14 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
         _ => running::running(f, row, spec, main, &mine, now, &mut p),
     }
     p
+}
+
+/// Up, or coming up: what `stopped` stops.
+fn is_up(c: &ObservedContainer) -> bool {
+    matches!(
+        c.state,
+        ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+    )
 }
 
 /// Rule 5: an owned container without a row goes after the grace period

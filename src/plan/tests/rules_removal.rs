@@ -224,3 +224,15 @@ fn a_duplicate_is_not_removed_on_incomplete_knowledge() {
     f.desired_complete = false;
     assert_eq!(plan_at(&f, t0()).guarded_removals(), 0);
 }
+
+#[test]
+fn a_stopped_row_that_cannot_make_a_spec_still_stops_its_container() {
+    let s = Settings::test();
+    let r = row(1)
+        .with_state(DesiredState::Stopped)
+        .with_env(serde_json::json!({"": "x"}));
+    let cs = [container_for(&built(&row(1), &s), "c1")];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(whys(&p), ["stop: desired_state is stopped"]);
+    assert_eq!(p.status, Some(StatusUpdate::plain(Status::Stopped)));
+}
