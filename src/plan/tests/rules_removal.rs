@@ -236,3 +236,25 @@ fn a_stopped_row_that_cannot_make_a_spec_still_stops_its_container() {
     assert_eq!(whys(&p), ["stop: desired_state is stopped"]);
     assert_eq!(p.status, Some(StatusUpdate::plain(Status::Stopped)));
 }
+
+#[test]
+fn a_removed_row_whose_name_a_stranger_holds_keeps_its_volumes() {
+    // Found by the fixpoint property: the stranger may mount the volumes.
+    let s = Settings::test();
+    let r = row(1).with_state(DesiredState::Removed);
+    let mut stranger = container_for(&built(&row(1), &s), "f1");
+    stranger.labels.clear();
+    let cs = [stranger];
+    let vs = [volume(wid(1), &wid(1).configs_volume(), "default")];
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert!(p.actions.is_empty());
+    assert_eq!(
+        status(&p),
+        Some((Status::Failed, Some(Reason::NameConflict)))
+    );
+    let detail = p.status.and_then(|s| s.detail).unwrap_or_default();
+    assert!(
+        detail.starts_with("volumes kept while container"),
+        "{detail}"
+    );
+}
