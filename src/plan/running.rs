@@ -15,7 +15,7 @@ use super::change::{change, stale_session};
 use super::current::{current, timed_out};
 
 use super::action::StatusUpdate;
-use super::ready::{delta, since};
+use super::ready::{after, since};
 use super::rules::Mine;
 use super::{Change, Facts, Failure, Memory, Op, Phase, Plan, Restore, Target, Why};
 
@@ -26,7 +26,7 @@ pub(super) fn deadline(f: &Facts, row: &WorkspaceRow, memory: &Memory) -> DateTi
     let start = memory
         .provisioning_since
         .map_or(row.desired_changed_at, |s| s.max(row.desired_changed_at));
-    start + delta(f.provision_timeout)
+    after(start, f.provision_timeout)
 }
 
 /// Marks the start of a provisioning attempt. A desired change berth has
@@ -36,7 +36,7 @@ pub(super) fn deadline(f: &Facts, row: &WorkspaceRow, memory: &Memory) -> DateTi
 /// while no berth ran) starts the clock now.
 fn start_clock(f: &Facts, row: &WorkspaceRow, memory: &mut Memory, now: DateTime<Utc>) {
     let unobserved = row.observed_generation < row.generation;
-    let in_time = row.desired_changed_at + delta(f.provision_timeout) > now;
+    let in_time = after(row.desired_changed_at, f.provision_timeout) > now;
     let start = if unobserved && in_time {
         row.desired_changed_at
     } else {

@@ -268,3 +268,30 @@ fn a_vanished_container_of_an_observed_row_starts_the_clock_when_berth_notices()
     assert_eq!(wait_deadline(&p), Some(t0() + mins(10)));
     assert_eq!(p.memory.provisioning_since, Some(t0()));
 }
+
+#[test]
+fn durations_beyond_the_calendar_make_deadlines_that_never_come_not_panics() {
+    let forever = std::time::Duration::from_secs(u64::MAX / 4);
+    let s = Settings {
+        provision_timeout: forever,
+        ready_min_uptime: forever,
+        crash_backoff_initial: forever,
+        crash_backoff_max: forever,
+        orphan_grace: forever,
+        ..Settings::test()
+    };
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.health = crate::model::Health::None;
+    let cs = [c.clone()];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    c.state = ContainerState::Exited;
+    let cs = [c];
+    assert_eq!(ops(&plan_at(&facts_for(&s, &r, &cs, &[]), t0())), ["start"]);
+    assert!(
+        !plan_at(&facts_for(&s, &r, &[], &[]), t0())
+            .actions
+            .is_empty()
+    );
+}
