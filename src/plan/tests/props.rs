@@ -199,4 +199,38 @@ proptest! {
             prop_assert_eq!(p.status.as_ref().map(|s| s.status), Some(Status::Paused));
         }
     }
+
+    /// Any env object either makes a spec whose environment starts with
+    /// the defaults and never repeats a key, or is `invalid_spec`.
+    #[test]
+    fn any_env_object_makes_unique_keys_or_an_invalid_spec(
+        env in prop::collection::btree_map(
+            "[A-Z_=\u{0}a-z]{0,6}",
+            prop_oneof![
+                4 => "[ -~\u{0}]{0,12}".prop_map(serde_json::Value::from),
+                1 => any::<i64>().prop_map(serde_json::Value::from),
+            ],
+            0..8,
+        )
+    ) {
+        let r = row(1).with_env(serde_json::Value::Object(env.into_iter().collect()));
+        match spec(&r, &Catalogue::seeded(), &Settings::test()) {
+            Ok(s) => {
+                let keys: Vec<&str> = s.material.env.iter().map(|e| e.key.as_str()).collect();
+                let unique: std::collections::BTreeSet<&&str> = keys.iter().collect();
+                prop_assert_eq!(unique.len(), keys.len());
+                prop_assert_eq!(&keys[..3], &["WORKSPACE_ID", "WORKSPACE_CONFIG_PATH", "PLATFORM_URL"]);
+            }
+            Err(e) => prop_assert_eq!(e.reason, crate::model::Reason::InvalidSpec),
+        }
+    }
+
+    /// Image reference parsing never panics, and what it accepts it
+    /// prints back unchanged.
+    #[test]
+    fn image_references_parse_without_panic_and_round_trip(text in "[a-zA-Z0-9:/@._\\- ]{0,40}") {
+        if let Ok(image) = crate::model::ImageRef::parse(&text) {
+            prop_assert_eq!(image.as_str(), text.as_str());
+        }
+    }
 }
