@@ -12,7 +12,7 @@ use crate::model::{
 };
 
 use super::action::StatusUpdate;
-use super::ready::{Readiness, crash_looping, delta, readiness, since, track_restarts};
+use super::ready::{Readiness, after, crash_looping, readiness, since, track_restarts};
 use super::running::deadline;
 use super::{Facts, Memory, Op, Phase, Plan, Target, Why};
 
@@ -110,7 +110,7 @@ pub(super) fn current(
                     p.push(Op::Start { target: target() }, why);
                     p.memory.own_starts = attempt;
                     let backoff = s.crash_backoff(attempt - 1);
-                    p.memory.next_start_at = Some(now + delta(backoff));
+                    p.memory.next_start_at = Some(after(now, backoff));
                     p.memory.restarts.push(now);
                     p.requeue(backoff);
                 }
@@ -148,7 +148,12 @@ pub(super) fn current(
                     StatusUpdate::plain(Status::Online)
                 });
                 if let Some(first) = p.memory.restarts.first() {
-                    p.requeue(since(now, *first + super::ready::CRASH_WINDOW));
+                    p.requeue(since(
+                        now,
+                        first
+                            .checked_add_signed(super::ready::CRASH_WINDOW)
+                            .unwrap_or(now),
+                    ));
                 }
             }
             Readiness::NotYet { at } => {

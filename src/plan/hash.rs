@@ -6,6 +6,12 @@
 //! berth upgrade that changes the encoding recreates nothing that did not
 //! really change. Changing the encoding or the whitelist means a new
 //! version; the golden tests catch an accidental change.
+//!
+//! The image enters as its reference: a pinned reference carries its
+//! digest, so a new pin is a new hash. A moving tag's digest is known only
+//! once pulled; it is compared through the `berth.image-digest` label
+//! instead (a new digest for the same tag is a change, an unknown one is
+//! not).
 
 use sha2::{Digest as _, Sha256};
 

@@ -24,7 +24,7 @@ mod validate;
 
 pub use action::{Action, Change, Op, Phase, Plan, Restore, StatusUpdate, Target, Why};
 pub use facts::{Catalogue, Facts, Failure, Memory, Probes};
-pub use pass::{PassPlan, Snapshot, apply_delete_guard, plan_pass};
+pub use pass::{PassIndex, PassPlan, Snapshot, apply_delete_guard, plan_key, plan_pass};
 pub use rules::plan;
 pub use settings::Settings;
 pub use spec::{InvalidSpec, spec};

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    DesiredState, ObservedContainer, ObservedVolume, Reason, ResolvedImage, Tier, WorkspaceId,
-    WorkspaceRow,
+    DesiredState, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, ObservedContainer, ObservedVolume, Reason,
+    ResolvedImage, Tier, WorkspaceId, WorkspaceRow,
 };
 
 use super::{Catalogue, Facts, InvalidSpec, Memory, Plan, Probes, Settings, plan, spec};
@@ -50,89 +50,123 @@ fn id12_of(name: &str) -> Option<&str> {
         .filter(|_| rest.len() == 12 || rest[12..].starts_with('-'))
 }
 
-pub fn plan_pass(s: &Snapshot, settings: &Settings, now: DateTime<Utc>) -> PassPlan {
-    let rows: Vec<&WorkspaceRow> = s
-        .rows
-        .iter()
-        .filter(|r| r.host == settings.host_id)
-        .collect();
-    let by_id12 = claims(&rows);
+/// The indexes of a snapshot, built once per pass: which rows, containers
+/// and volumes belong to each key, who keeps a contested name, which row
+/// holds the host's one T4.
+#[derive(Debug)]
+pub struct PassIndex<'s> {
+    snapshot: &'s Snapshot,
+    settings: &'s Settings,
+    rows: BTreeMap<WorkspaceId, &'s WorkspaceRow>,
+    by_id12: BTreeMap<String, Vec<&'s WorkspaceRow>>,
+    containers: BTreeMap<WorkspaceId, Vec<&'s ObservedContainer>>,
+    volumes: BTreeMap<WorkspaceId, Vec<&'s ObservedVolume>>,
+    t4_holder: Option<WorkspaceId>,
+    /// Owned objects that name no workspace berth can tell.
+    pub unattributed: Vec<String>,
+}
 
-    let mut containers: BTreeMap<WorkspaceId, Vec<&ObservedContainer>> = BTreeMap::new();
-    let mut volumes: BTreeMap<WorkspaceId, Vec<&ObservedVolume>> = BTreeMap::new();
-    let mut unattributed = Vec::new();
-    let legacy_owner = |name: &str| -> Option<WorkspaceId> {
-        let id12 = id12_of(name)?;
-        match by_id12.get(id12).map(Vec::as_slice) {
+impl<'s> PassIndex<'s> {
+    pub fn new(s: &'s Snapshot, settings: &'s Settings) -> Self {
+        let rows: Vec<&WorkspaceRow> = s
+            .rows
+            .iter()
+            .filter(|r| r.host == settings.host_id)
+            .collect();
+        let mut ix = PassIndex {
+            snapshot: s,
+            settings,
+            by_id12: claims(&rows),
+            t4_holder: rows
+                .iter()
+                .filter(|r| Tier::from_row(r.tier) == Tier::T4)
+                .filter(|r| r.desired_state != DesiredState::Removed)
+                .min_by_key(|r| (r.created_at, r.id))
+                .map(|r| r.id),
+            rows: rows.iter().map(|r| (r.id, *r)).collect(),
+            containers: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            unattributed: Vec::new(),
+        };
+        for c in &s.containers {
+            let legacy = || ix.legacy_owner(&c.name);
+            let key = c
+                .workspace()
+                .or_else(|| c.is_legacy().then(legacy).flatten());
+            // A container holding a row's name under another label is that
+            // row's conflict as well.
+            let named = ix.named_owner(&c.name).filter(|id| Some(*id) != key);
+            match key {
+                Some(id) => ix.containers.entry(id).or_default().push(c),
+                None if c.owned_by(&settings.host_id) => ix.unattributed.push(c.name.clone()),
+                None => {}
+            }
+            if let Some(id) = named {
+                ix.containers.entry(id).or_default().push(c);
+            }
+        }
+        for v in &s.volumes {
+            let full = v
+                .name
+                .strip_prefix("ws-")
+                .and_then(|n| n.strip_suffix("-workspace"))
+                .and_then(|f| f.parse::<WorkspaceId>().ok());
+            let legacy = || full.or_else(|| ix.legacy_owner(&v.name));
+            let key = v
+                .workspace()
+                .or_else(|| v.is_legacy().then(legacy).flatten());
+            let named = full
+                .or_else(|| ix.named_owner(&v.name))
+                .filter(|id| Some(*id) != key);
+            match key {
+                Some(id) => ix.volumes.entry(id).or_default().push(v),
+                None if v.owned_by(&settings.host_id) => ix.unattributed.push(v.name.clone()),
+                None => {}
+            }
+            if let Some(id) = named {
+                ix.volumes.entry(id).or_default().push(v);
+            }
+        }
+        ix.unattributed.sort();
+        ix.unattributed.dedup();
+        ix
+    }
+
+    /// A legacy object belongs to the row its name names, when exactly one
+    /// row of this host matches.
+    fn legacy_owner(&self, name: &str) -> Option<WorkspaceId> {
+        match self.by_id12.get(id12_of(name)?).map(Vec::as_slice) {
             Some([only]) => Some(only.id),
             _ => None,
         }
-    };
-    let named_owner = |name: &str| -> Option<WorkspaceId> {
-        let id12 = id12_of(name)?;
-        by_id12.get(id12)?.first().map(|r| r.id)
-    };
-    for c in &s.containers {
-        let key = c
-            .workspace()
-            .or_else(|| c.is_legacy().then(|| legacy_owner(&c.name)).flatten());
-        match key {
-            Some(id) => containers.entry(id).or_default().push(c),
-            None if c.owned_by(&settings.host_id) => unattributed.push(c.name.clone()),
-            None => {}
-        }
-        // A container holding a row's name under another label is that
-        // row's conflict.
-        if let Some(id) = named_owner(&c.name).filter(|id| Some(*id) != key) {
-            containers.entry(id).or_default().push(c);
-        }
-    }
-    for v in &s.volumes {
-        let full = v
-            .name
-            .strip_prefix("ws-")
-            .and_then(|n| n.strip_suffix("-workspace"));
-        let by_full = full.and_then(|f| f.parse::<WorkspaceId>().ok());
-        let legacy = || by_full.or_else(|| legacy_owner(&v.name));
-        let key = v
-            .workspace()
-            .or_else(|| v.is_legacy().then(legacy).flatten());
-        match key {
-            Some(id) => volumes.entry(id).or_default().push(v),
-            None if v.owned_by(&settings.host_id) => unattributed.push(v.name.clone()),
-            None => {}
-        }
-        let named = by_full
-            .or_else(|| named_owner(&v.name))
-            .filter(|id| Some(*id) != key);
-        if let Some(id) = named {
-            volumes.entry(id).or_default().push(v);
-        }
     }
 
-    let t4_holder = rows
-        .iter()
-        .filter(|r| Tier::from_row(r.tier) == Tier::T4 && r.desired_state != DesiredState::Removed)
-        .min_by_key(|r| (r.created_at, r.id))
-        .map(|r| r.id);
+    /// The row that holds a name (the oldest of those that share it).
+    fn named_owner(&self, name: &str) -> Option<WorkspaceId> {
+        self.by_id12.get(id12_of(name)?)?.first().map(|r| r.id)
+    }
 
-    let row_by_id: BTreeMap<WorkspaceId, &WorkspaceRow> = rows.iter().map(|r| (r.id, *r)).collect();
-    let keys: BTreeSet<WorkspaceId> = row_by_id
-        .keys()
-        .chain(containers.keys())
-        .chain(volumes.keys())
-        .copied()
-        .collect();
+    /// Every key of the pass: this host's rows and the workspaces its
+    /// objects name, in order.
+    pub fn keys(&self) -> BTreeSet<WorkspaceId> {
+        self.rows
+            .keys()
+            .chain(self.containers.keys())
+            .chain(self.volumes.keys())
+            .copied()
+            .collect()
+    }
 
-    let mut plans = Vec::with_capacity(keys.len());
-    for id in keys {
-        let row = row_by_id.get(&id).copied();
+    /// The facts for one key.
+    pub fn facts(&self, id: WorkspaceId) -> Facts<'s> {
+        let (s, settings) = (self.snapshot, self.settings);
+        let row = self.rows.get(&id).copied();
         let mut facts = Facts::empty(settings, id);
         facts.row = row;
         facts.desired_complete = s.desired_complete;
         facts.observed_complete = s.observed_complete;
-        facts.containers = containers.remove(&id).unwrap_or_default();
-        facts.volumes = volumes.remove(&id).unwrap_or_default();
+        facts.containers = self.containers.get(&id).cloned().unwrap_or_default();
+        facts.volumes = self.volumes.get(&id).cloned().unwrap_or_default();
         facts.memory = s.memory.get(&id).cloned().unwrap_or_default();
         facts.probes = s.probes.get(&id).cloned().unwrap_or_default();
         if let Some(row) = row {
@@ -140,28 +174,51 @@ pub fn plan_pass(s: &Snapshot, settings: &Settings, now: DateTime<Utc>) -> PassP
                 facts.provision_timeout =
                     rt.provision_timeout.unwrap_or(settings.provision_timeout);
             }
-            let built = pass_guards(row, &by_id12, t4_holder)
+            let built = pass_guards(row, &self.by_id12, self.t4_holder)
                 .and_then(|()| spec(row, &s.catalogue, settings));
-            if let Ok(spec) = &built {
+            let built = built.map(|mut spec| {
                 facts.image = s
                     .images
                     .get(spec.image.as_str())
                     .cloned()
                     .unwrap_or_default();
-            }
+                if let Some(digest) = &facts.image.digest {
+                    spec.labels
+                        .insert(LABEL_IMAGE_DIGEST.into(), digest.to_string());
+                }
+                if let Some(image_id) = &facts.image.id {
+                    spec.labels.insert(LABEL_IMAGE_ID.into(), image_id.clone());
+                }
+                spec
+            });
             facts.spec = Some(built);
         }
-        plans.push(plan(&facts, now));
+        facts
     }
+}
+
+/// Plans every key of the snapshot and applies the delete guard.
+pub fn plan_pass(s: &Snapshot, settings: &Settings, now: DateTime<Utc>) -> PassPlan {
+    let ix = PassIndex::new(s, settings);
+    let mut plans: Vec<Plan> = ix
+        .keys()
+        .into_iter()
+        .map(|id| plan(&ix.facts(id), now))
+        .collect();
     let limit = settings.delete_guard.limit(plans.len());
     let guard_blocked = apply_delete_guard(&mut plans, limit);
-    unattributed.sort();
-    unattributed.dedup();
     PassPlan {
         plans,
         guard_blocked,
-        unattributed,
+        unattributed: ix.unattributed,
     }
+}
+
+/// Plans one key with the pass-wide name and T4 guards. The delete guard
+/// spans a pass: a caller planning key by key counts
+/// [`Plan::guarded_removals`] itself (or uses [`apply_delete_guard`]).
+pub fn plan_key(s: &Snapshot, settings: &Settings, id: WorkspaceId, now: DateTime<Utc>) -> Plan {
+    plan(&PassIndex::new(s, settings).facts(id), now)
 }
 
 /// Rows by the 12 characters their names share, oldest first.

@@ -45,7 +45,7 @@ pub fn readiness(
             if heartbeat.is_some_and(|h| h > started) {
                 return Readiness::Ready;
             }
-            let at = started + delta(settings.ready_min_uptime);
+            let at = after(started, settings.ready_min_uptime);
             if at <= now {
                 Readiness::Ready
             } else {
@@ -83,6 +83,13 @@ pub fn crash_looping(memory: &Memory, settings: &Settings) -> bool {
 
 pub fn delta(d: std::time::Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// `t + d`, saturating at the end of time (a configured duration of a
+/// thousand years is a deadline that never comes, not a panic).
+pub fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    t.checked_add_signed(delta(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// `later - earlier` as a std duration, zero when negative.

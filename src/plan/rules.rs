@@ -96,27 +96,44 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     }
     if row.desired_state == DesiredState::Removed {
         for c in &mine.containers {
-            p.push(
-                Op::RemoveContainer {
-                    target: Target::Id(c.id.clone()),
-                },
-                Why::Removed,
-            );
+            let target = Target::Id(c.id.clone());
+            p.push(Op::RemoveContainer { target }, Why::Removed);
         }
-        for v in &mine.volumes {
-            p.push(
-                Op::RemoveVolume {
-                    name: v.name.clone(),
-                },
-                Why::Removed,
-            );
+        if mine.conflicts.is_empty() {
+            for v in &mine.volumes {
+                p.push(
+                    Op::RemoveVolume {
+                        name: v.name.clone(),
+                    },
+                    Why::Removed,
+                );
+            }
+            p.status = Some(StatusUpdate::plain(Status::Removed));
+        } else {
+            // An object berth does not own holds one of the names and may
+            // hold the volumes too: they stay until it is gone.
+            let detail = format!("volumes kept while {}", mine.conflicts.join("; "));
+            p.status = Some(StatusUpdate::reason(Reason::NameConflict, Some(detail)));
         }
-        p.status = Some(StatusUpdate::plain(Status::Removed));
         return p;
     }
-    if !mine.conflicts.is_empty() {
+    let stopped = row.desired_state == DesiredState::Stopped;
+    let conflicted = !mine.conflicts.is_empty();
+    if stopped && (conflicted || !matches!(f.spec, Some(Ok(_)))) {
+        // Stopping needs neither a spec nor the names: its own containers
+        // stop whatever else is wrong with the row.
+        for c in mine.containers.iter().filter(|c| is_up(c)) {
+            let (target, timeout) = (Target::Id(c.id.clone()), f.settings.stop_timeout);
+            p.push(Op::Stop { target, timeout }, Why::Stopped);
+        }
+        p.status = Some(StatusUpdate::plain(Status::Stopped));
+    }
+    if conflicted {
         let detail = mine.conflicts.join("; ");
         p.status = Some(StatusUpdate::reason(Reason::NameConflict, Some(detail)));
+        return p;
+    }
+    if p.status.is_some() {
         return p;
     }
     let spec = match &f.spec {
@@ -136,12 +153,7 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     };
     match row.desired_state {
         DesiredState::Stopped => {
-            if let Some(c) = main.filter(|c| {
-                matches!(
-                    c.state,
-                    ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
-                )
-            }) {
+            if let Some(c) = main.filter(|c| is_up(c)) {
                 let timeout = f.settings.stop_timeout;
                 p.push(
                     Op::Stop {
@@ -157,6 +169,14 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
         _ => running::running(f, row, spec, main, &mine, now, &mut p),
     }
     p
+}
+
+/// Up, or coming up: what `stopped` stops.
+fn is_up(c: &ObservedContainer) -> bool {
+    matches!(
+        c.state,
+        ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+    )
 }
 
 /// Rule 5: an owned container without a row goes after the grace period
@@ -291,8 +311,12 @@ fn interrupted_replace(
                 Why::Restore,
             );
         }
-        let detail = "an interrupted replace was undone; the change is tried again".to_string();
-        p.status = Some(StatusUpdate::reason(Reason::Starting, Some(detail)));
+        p.status = Some(if row.desired_state == DesiredState::Running {
+            let detail = "an interrupted replace was undone; the change is tried again";
+            StatusUpdate::reason(Reason::Starting, Some(detail.to_string()))
+        } else {
+            StatusUpdate::plain(Status::Stopped)
+        });
         p.requeue(Duration::from_secs(1));
         return;
     };

@@ -15,7 +15,7 @@ use super::change::{change, stale_session};
 use super::current::{current, timed_out};
 
 use super::action::StatusUpdate;
-use super::ready::{delta, since};
+use super::ready::{after, since};
 use super::rules::Mine;
 use super::{Change, Facts, Failure, Memory, Op, Phase, Plan, Restore, Target, Why};
 
@@ -26,7 +26,23 @@ pub(super) fn deadline(f: &Facts, row: &WorkspaceRow, memory: &Memory) -> DateTi
     let start = memory
         .provisioning_since
         .map_or(row.desired_changed_at, |s| s.max(row.desired_changed_at));
-    start + delta(f.provision_timeout)
+    after(start, f.provision_timeout)
+}
+
+/// Marks the start of a provisioning attempt. A desired change berth has
+/// not yet acted on (`observed_generation` behind `generation`) keeps its
+/// own time, so queueing does not stretch the timeout; anything else (a
+/// vanished container, a new tag digest, a change whose deadline passed
+/// while no berth ran) starts the clock now.
+fn start_clock(f: &Facts, row: &WorkspaceRow, memory: &mut Memory, now: DateTime<Utc>) {
+    let unobserved = row.observed_generation < row.generation;
+    let in_time = after(row.desired_changed_at, f.provision_timeout) > now;
+    let start = if unobserved && in_time {
+        row.desired_changed_at
+    } else {
+        now
+    };
+    memory.provisioning_since.get_or_insert(start);
 }
 
 pub(super) fn running(
@@ -107,7 +123,7 @@ fn create(
         p.requeue(since(now, fl.retry_at));
         return;
     }
-    p.memory.provisioning_since.get_or_insert(now);
+    start_clock(f, row, &mut p.memory, now);
     let deadline = deadline(f, row, &p.memory);
     if now >= deadline {
         let phase = p
@@ -224,7 +240,7 @@ fn replace(
         p.requeue(since(now, fl.retry_at));
         return;
     }
-    p.memory.provisioning_since.get_or_insert(now);
+    start_clock(f, row, &mut p.memory, now);
     let deadline = deadline(f, row, &p.memory);
     let why = Why::Replace(change);
     let old_target = || Target::Id(old.id.clone());

@@ -1,0 +1,215 @@
+//! The pass: keys from both sides, the name and T4 guards, legacy
+//! attribution, the delete guard.
+
+use crate::model::{DeleteGuard, Reason};
+use crate::plan::{Memory, PassPlan, Snapshot, plan_pass};
+
+use super::*;
+
+fn snapshot(rows: Vec<WorkspaceRow>, containers: Vec<ObservedContainer>) -> Snapshot {
+    Snapshot {
+        rows,
+        catalogue: Catalogue::seeded(),
+        containers,
+        desired_complete: true,
+        observed_complete: true,
+        ..Snapshot::default()
+    }
+}
+
+fn plan_of(pass: &PassPlan, id: WorkspaceId) -> &Plan {
+    pass.plans
+        .iter()
+        .find(|p| p.id == id)
+        .expect("a plan for the key")
+}
+
+fn reason_of(pass: &PassPlan, id: WorkspaceId) -> Option<Reason> {
+    plan_of(pass, id).status.as_ref().and_then(|s| s.reason)
+}
+
+#[test]
+fn keys_are_the_union_of_rows_and_owned_containers() {
+    let s = Settings::test();
+    let orphan = container_for(&built(&row(2), &s), "c2");
+    let pass = plan_pass(&snapshot(vec![row(1)], vec![orphan]), &s, t0());
+    let ids: Vec<_> = pass.plans.iter().map(|p| p.id).collect();
+    assert_eq!(ids, [wid(1), wid(2)]);
+}
+
+#[test]
+fn rows_of_other_hosts_are_not_this_hosts() {
+    let s = Settings::test();
+    let mut other = row(1);
+    other.host = "host-b".into();
+    let pass = plan_pass(&snapshot(vec![other], vec![]), &s, t0());
+    assert!(pass.plans.is_empty());
+}
+
+#[test]
+fn the_older_of_two_rows_with_colliding_names_keeps_the_name() {
+    let s = Settings::test();
+    let older = row(1);
+    let mut younger = WorkspaceRow::test(
+        WorkspaceId(uuid::Uuid::from_u128(wid(1).0.as_u128() ^ 0xffff)),
+        t0() + mins(1),
+    );
+    younger.created_at = t0() + mins(1);
+    assert_eq!(younger.id.id12(), older.id.id12());
+    let pass = plan_pass(&snapshot(vec![younger.clone(), older], vec![]), &s, t0());
+    assert_eq!(reason_of(&pass, younger.id), Some(Reason::NameConflict));
+    assert_eq!(reason_of(&pass, wid(1)), Some(Reason::Pulling));
+}
+
+#[test]
+fn only_the_oldest_t4_row_holds_the_hosts_one_t4() {
+    let s = Settings {
+        allow_host_root_tier: true,
+        ..Settings::test()
+    };
+    let first = row(1).with_tier(4);
+    let mut second = row(2).with_tier(4);
+    second.created_at = t0() + mins(1);
+    let pass = plan_pass(&snapshot(vec![first, second], vec![]), &s, t0());
+    assert_eq!(reason_of(&pass, wid(1)), Some(Reason::Pulling));
+    assert_eq!(reason_of(&pass, wid(2)), Some(Reason::TierNotAllowed));
+}
+
+#[test]
+fn a_legacy_container_belongs_to_the_one_row_its_name_matches() {
+    let s = Settings::test();
+    let pass = plan_pass(
+        &snapshot(
+            vec![row(1)],
+            vec![
+                legacy_container(wid(1), "l1"),
+                legacy_container(wid(9), "l9"),
+            ],
+        ),
+        &s,
+        t0(),
+    );
+    assert_eq!(pass.plans.len(), 1);
+    assert_eq!(
+        plan_of(&pass, wid(1)).actions[0].why.to_string(),
+        "recreate: legacy container moves onto berth's spec"
+    );
+    assert_eq!(pass.unattributed, [wid(9).container_name()]);
+}
+
+#[test]
+fn a_foreign_container_holding_a_rows_name_is_that_rows_conflict() {
+    let s = Settings::test();
+    let mut foreign = container_for(&built(&row(1), &s), "f");
+    foreign.labels.clear();
+    let pass = plan_pass(&snapshot(vec![row(1)], vec![foreign]), &s, t0());
+    assert_eq!(reason_of(&pass, wid(1)), Some(Reason::NameConflict));
+    assert!(plan_of(&pass, wid(1)).actions.is_empty());
+}
+
+#[test]
+fn removals_over_the_delete_guard_are_all_withheld_with_an_alarm() {
+    let s = Settings {
+        delete_guard: DeleteGuard::Count(3),
+        ..Settings::test()
+    };
+    let seen = Memory {
+        orphan_since: Some(t0()),
+        orphan_sightings: 1,
+        ..Memory::default()
+    };
+    let containers: Vec<_> = (1..=4)
+        .map(|n| container_for(&built(&row(n), &s), &format!("c{n}")))
+        .collect();
+    let mut snap = snapshot(
+        vec![row(9).with_state(crate::model::DesiredState::Removed)],
+        containers,
+    );
+    snap.containers
+        .push(container_for(&built(&row(9), &s), "c9"));
+    snap.memory = (1..=4).map(|n| (wid(n), seen.clone())).collect();
+    let pass = plan_pass(&snap, &s, t0() + mins(10));
+    assert_eq!(pass.guard_blocked, Some((4, 3)));
+    assert!(pass.plans.iter().all(|p| p.guarded_removals() == 0));
+    assert_eq!(
+        ops(plan_of(&pass, wid(9))),
+        ["remove_container"],
+        "a removed row is not counted"
+    );
+
+    snap.containers.truncate(3);
+    let pass = plan_pass(&snap, &s, t0() + mins(10));
+    assert_eq!(pass.guard_blocked, None);
+    assert_eq!(
+        pass.plans.iter().map(Plan::guarded_removals).sum::<usize>(),
+        3
+    );
+}
+
+#[test]
+fn a_pass_uses_the_runtimes_provision_timeout() {
+    let s = Settings::test();
+    let mut snap = snapshot(vec![row(1)], vec![]);
+    let mut rt = crate::model::RuntimeRow::new("langgraph");
+    rt.provision_timeout = Some(std::time::Duration::from_secs(60));
+    snap.catalogue = Catalogue::new([rt], []);
+    snap.memory.insert(
+        wid(1),
+        Memory {
+            provisioning_since: Some(t0()),
+            ..Memory::default()
+        },
+    );
+    let pass = plan_pass(&snap, &s, t0() + mins(2));
+    assert_eq!(reason_of(&pass, wid(1)), Some(Reason::ProvisionTimeout));
+}
+
+#[test]
+fn planning_one_key_equals_that_keys_plan_in_the_pass() {
+    let s = Settings::test();
+    let stale = container_for(&built(&row(2), &s), "c2");
+    let snap = snapshot(
+        vec![row(1), row(2).with_env(serde_json::json!({"A": "1"}))],
+        vec![stale],
+    );
+    let pass = plan_pass(&snap, &s, t0());
+    for id in [wid(1), wid(2)] {
+        assert_eq!(
+            &crate::plan::plan_key(&snap, &s, id, t0()),
+            plan_of(&pass, id)
+        );
+    }
+}
+
+#[test]
+fn a_pass_labels_the_spec_with_the_image_digest_and_id_it_knows() {
+    let s = Settings::test();
+    let mut snap = snapshot(vec![row(1)], vec![]);
+    let image = "registry.test/ws/workspace-template-langgraph:latest".to_string();
+    let digest =
+        crate::model::Digest::parse(&format!("sha256:{}", "e".repeat(64))).expect("digest");
+    snap.images.insert(
+        image,
+        crate::model::ResolvedImage {
+            digest: Some(digest.clone()),
+            id: Some("sha256:id".into()),
+        },
+    );
+    let pass = plan_pass(&snap, &s, t0());
+    let created = plan_of(&pass, wid(1))
+        .actions
+        .iter()
+        .find_map(|a| match &a.op {
+            crate::plan::Op::Create(spec) => Some(spec.labels.clone()),
+            _ => None,
+        });
+    let labels = created.expect("a create");
+    assert_eq!(
+        labels.get(crate::model::LABEL_IMAGE_DIGEST),
+        Some(&digest.to_string())
+    );
+    assert_eq!(
+        labels.get(crate::model::LABEL_IMAGE_ID).map(String::as_str),
+        Some("sha256:id")
+    );
+}

@@ -1,0 +1,297 @@
+//! Rule 8: what makes a replace, its order and way back, interrupted
+//! replaces, legacy adoption, a blocked or rolled-back change.
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{
+    Digest, LABEL_IMAGE_DIGEST, LABEL_SESSION_EPOCH, LABEL_SPEC_HASH, Reason, ResolvedImage, Status,
+};
+use crate::plan::{Change, Failure, Phase, Target};
+
+fn reason(p: &Plan) -> Option<Reason> {
+    p.status.as_ref().and_then(|s| s.reason)
+}
+
+fn detail(p: &Plan) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.detail.clone())
+        .unwrap_or_default()
+}
+
+fn digest(c: char) -> Digest {
+    Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).expect("digest")
+}
+
+#[test]
+fn a_new_pin_replaces_stop_first_with_a_way_back() {
+    let s = Settings::test();
+    let mut cat = Catalogue::seeded();
+    cat.set_pin("langgraph", "stable", digest('a'));
+    let r = row(1);
+    let old = spec(&r, &cat, &s).expect("spec");
+    cat.set_pin("langgraph", "stable", digest('b'));
+    let cs = [container_for(&old, "old-container-id")];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.spec = Some(spec(&r, &cat, &s));
+    let p = plan_at(&f, t0());
+    assert_eq!(
+        ops(&p),
+        [
+            "ensure_image",
+            "stop",
+            "rename",
+            "ensure_volume",
+            "ensure_volume",
+            "create",
+            "write_files",
+            "start",
+            "wait_ready",
+            "remove_container"
+        ]
+    );
+    assert_eq!(
+        whys(&p)[0],
+        "recreate: digest sha256:aaaaaaaaaaaa… → sha256:bbbbbbbbbbbb…"
+    );
+    let old_id = Target::Id("old-container-id".into());
+    assert_eq!(
+        p.actions[2].op,
+        Op::Rename {
+            target: old_id.clone(),
+            to: wid(1).prev_container_name()
+        }
+    );
+    assert_eq!(p.actions[9].op.target(), Some(&old_id));
+    let restore = p.restore.expect("restore path");
+    assert_eq!(restore.from, 1);
+    assert_eq!(restore.previous.as_deref(), Some("old-container-id"));
+    let undo: Vec<_> = restore.actions.iter().map(|a| a.op.clone()).collect();
+    assert_eq!(
+        undo,
+        [
+            Op::RemoveContainer {
+                target: Target::Created
+            },
+            Op::Rename {
+                target: old_id.clone(),
+                to: wid(1).container_name()
+            },
+            Op::Start { target: old_id },
+        ]
+    );
+}
+
+#[test]
+fn an_env_change_names_the_field_not_the_value() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"KEY": "old-secret"}));
+    let cs = [container_for(&built(&r, &s), "c1")];
+    let changed = row(1).with_env(json!({"KEY": "new-secret"}));
+    let p = plan_at(&facts_for(&s, &changed, &cs, &[]), t0());
+    assert_eq!(whys(&p)[0], "recreate: env changed");
+}
+
+#[test]
+fn a_moving_tag_with_a_new_digest_is_a_spec_change() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.labels
+        .insert(LABEL_IMAGE_DIGEST.into(), digest('c').to_string());
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.image = ResolvedImage {
+        digest: Some(digest('c')),
+        id: None,
+    };
+    assert!(
+        plan_at(&f, t0()).actions.is_empty(),
+        "same digest: nothing to do"
+    );
+    f.image.digest = Some(digest('d'));
+    let p = plan_at(&f, t0());
+    assert_eq!(
+        whys(&p)[0],
+        "recreate: digest sha256:cccccccccccc… → sha256:dddddddddddd…"
+    );
+}
+
+#[test]
+fn another_hash_version_is_compared_field_by_field() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.labels
+        .insert(LABEL_SPEC_HASH.into(), "v0:whatever".into());
+    let cs = [c.clone()];
+    assert!(
+        plan_at(&facts_for(&s, &r, &cs, &[]), t0())
+            .actions
+            .is_empty()
+    );
+    if let Some(m) = c.material.as_mut() {
+        m.memory = 1;
+    }
+    let cs = [c];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(whys(&p)[0], "recreate: memory changed");
+}
+
+#[test]
+fn a_session_epoch_bump_discards_the_session_volume_during_the_replace() {
+    let s = Settings::test();
+    let mut r = row(1).with_runtime("claude-code");
+    let cs = [container_for(&built(&r, &s), "c1")];
+    let mut sessions = volume(wid(1), &wid(1).sessions_volume(), "default");
+    sessions
+        .labels
+        .insert(LABEL_SESSION_EPOCH.into(), "0".into());
+    let vs = [sessions];
+    assert!(
+        plan_at(&facts_for(&s, &r, &cs, &vs), t0())
+            .actions
+            .is_empty()
+    );
+    r.session_epoch = 1;
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert_eq!(whys(&p)[0], "recreate: session_epoch 0 → 1");
+    let i = ops(&p)
+        .iter()
+        .position(|o| *o == "remove_volume")
+        .expect("volume discarded");
+    assert_eq!(
+        p.actions[i].op,
+        Op::RemoveVolume {
+            name: wid(1).sessions_volume()
+        }
+    );
+    assert!(
+        ops(&p)[..i].contains(&"remove_container"),
+        "the old container releases it first"
+    );
+}
+
+#[test]
+fn a_failed_pull_leaves_the_old_container_serving_as_change_blocked() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"A": "2"}));
+    let cs = [container_for(&built(&row(1), &s), "c1")];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    let hash = built(&r, &s).hash;
+    f.memory.failure = Some(Failure {
+        reason: Reason::ImageNotFound,
+        phase: Phase::Pull,
+        message: "manifest unknown".into(),
+        retry_at: t0() + mins(1),
+        hash,
+    });
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty());
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+    assert!(detail(&p).contains("manifest unknown"));
+    assert!(
+        !plan_at(&f, t0() + mins(2)).actions.is_empty(),
+        "retried after the backoff"
+    );
+}
+
+#[test]
+fn a_rolled_back_change_is_not_retried_until_the_row_changes() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"A": "2"}));
+    let cs = [container_for(&built(&row(1), &s), "c1")];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory.rolled_back_hash = Some(built(&r, &s).hash);
+    let p = plan_at(&f, t0() + mins(1));
+    assert!(p.actions.is_empty());
+    assert_eq!(
+        p.status.as_ref().map(|s| (s.status, s.reason)),
+        Some((Status::Online, Some(Reason::RolledBack)))
+    );
+}
+
+#[test]
+fn an_interrupted_replace_finishes_when_the_new_container_is_ready() {
+    let s = Settings::test();
+    let r = row(1);
+    let new = container_for(&built(&r, &s), "new");
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [new, old];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&p), ["remove_container"]);
+    assert_eq!(whys(&p), ["finish replace: the new container is ready"]);
+}
+
+#[test]
+fn an_interrupted_replace_whose_new_container_failed_is_rolled_back() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut new = container_for(&built(&r, &s), "new");
+    new.state = ContainerState::Exited;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [new, old];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&p), ["remove_container", "rename", "start"]);
+    assert_eq!(p.actions[0].op.target(), Some(&Target::Id("new".into())));
+    assert_eq!(reason(&p), Some(Reason::RolledBack));
+    assert_eq!(p.memory.rolled_back_hash, Some(built(&r, &s).hash));
+}
+
+#[test]
+fn a_replace_interrupted_before_create_brings_the_old_container_back() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut old = container_for(&built(&r, &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [old];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&p), ["rename", "start"]);
+    assert_eq!(
+        p.actions[0].op,
+        Op::Rename {
+            target: Target::Id("old".into()),
+            to: wid(1).container_name()
+        }
+    );
+}
+
+#[test]
+fn a_legacy_container_is_adopted_and_replaced_onto_berths_spec() {
+    let s = Settings::test();
+    let r = row(1);
+    let cs = [legacy_container(wid(1), "legacy")];
+    let mut legacy_volume = volume(wid(1), &wid(1).configs_volume(), "default");
+    legacy_volume.labels.retain(|k, _| k == LABEL_MANAGED);
+    let vs = [legacy_volume];
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert_eq!(p.actions[0].why, Why::Replace(Change::Legacy));
+    assert_eq!(
+        whys(&p)[0],
+        "recreate: legacy container moves onto berth's spec"
+    );
+    assert!(ops(&p).contains(&"rename"));
+    assert!(
+        !ops(&p).contains(&"remove_volume"),
+        "its volumes are adopted with their data"
+    );
+}
+
+#[test]
+fn an_interrupted_replace_of_a_stopped_row_renames_the_old_container_without_starting_it() {
+    let s = Settings::test();
+    let r = row(1).with_state(crate::model::DesiredState::Stopped);
+    let mut old = container_for(&built(&row(1), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [old];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&p), ["rename"]);
+    assert_eq!(p.status.map(|s| s.status), Some(Status::Stopped));
+}

@@ -1,0 +1,297 @@
+//! Rules 6, 7 and 9 for a running row: create, crash loop, backoff,
+//! restart epoch, readiness, the provision clock and timeout.
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{Reason, Status};
+use crate::plan::{Failure, Memory, Phase, StatusUpdate, Target};
+
+fn reason(p: &Plan) -> Option<Reason> {
+    p.status.as_ref().and_then(|s| s.reason)
+}
+
+fn detail(p: &Plan) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.detail.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_missing_container_is_provisioned_in_order() {
+    let s = Settings::test();
+    let r = row(1);
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    assert_eq!(
+        ops(&p),
+        [
+            "ensure_image",
+            "ensure_volume",
+            "ensure_volume",
+            "create",
+            "write_files",
+            "start",
+            "wait_ready"
+        ]
+    );
+    assert_eq!(whys(&p)[0], "create: no container");
+    assert_eq!(reason(&p), Some(Reason::Pulling));
+    let restore = p.restore.expect("a failed create leaves nothing half-made");
+    assert_eq!(restore.from, 3);
+    assert_eq!(restore.actions[0].op.target(), Some(&Target::Created));
+}
+
+#[test]
+fn local_build_mode_reports_building() {
+    let s = Settings {
+        registry_prefix: None,
+        ..Settings::test()
+    };
+    let r = row(1);
+    assert_eq!(
+        reason(&plan_at(&facts_for(&s, &r, &[], &[]), t0())),
+        Some(Reason::Building)
+    );
+}
+
+#[test]
+fn no_config_yaml_from_any_source_is_config_missing() {
+    let s = Settings::test();
+    let r = row(1).with_config_files(json!({}));
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    assert!(p.actions.is_empty());
+    assert_eq!(reason(&p), Some(Reason::ConfigMissing));
+
+    let vs = [volume(wid(1), &wid(1).configs_volume(), "default")];
+    let mut f = facts_for(&s, &r, &[], &vs);
+    assert!(
+        !plan_at(&f, t0()).actions.is_empty(),
+        "an unprobed volume may hold it"
+    );
+    f.probes.volume_has_config = Some(false);
+    assert_eq!(reason(&plan_at(&f, t0())), Some(Reason::ConfigMissing));
+}
+
+#[test]
+fn a_create_waits_for_a_complete_container_list() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut f = facts_for(&s, &r, &[], &[]);
+    f.observed_complete = false;
+    assert!(plan_at(&f, t0()).actions.is_empty());
+}
+
+#[test]
+fn restarts_within_ten_minutes_make_a_crash_loop_and_ten_minutes_up_clears_it() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.state = ContainerState::Restarting;
+    c.exit_code = Some(137);
+    c.oom_killed = true;
+    let mut memory = Memory::default();
+    for n in 0..=5u32 {
+        c.restart_count = n;
+        let cs = [c.clone()];
+        let mut f = facts_for(&s, &r, &cs, &[]);
+        f.memory = memory;
+        let p = plan_at(&f, t0() + mins(i64::from(n)));
+        memory = p.memory.clone();
+        let want = if n == 5 {
+            Reason::CrashLoop
+        } else {
+            Reason::Starting
+        };
+        assert_eq!(reason(&p), Some(want), "after {n} restarts");
+        assert!(p.actions.is_empty(), "the restart policy restarts it");
+    }
+    c.state = ContainerState::Running;
+    c.started_at = Some(t0() + mins(5));
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory = memory;
+    let p = plan_at(&f, t0() + mins(16));
+    assert_eq!(p.status, Some(StatusUpdate::plain(Status::Online)));
+}
+
+#[test]
+fn a_stopped_container_is_started_with_berths_backoff() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.state = ContainerState::Exited;
+    c.exit_code = Some(1);
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    let p1 = plan_at(&f, t0());
+    assert_eq!(
+        whys(&p1),
+        ["start: container is stopped (exit code 1), berth's attempt 1"]
+    );
+    f.memory = p1.memory;
+    assert!(
+        plan_at(&f, t0() + TimeDelta::seconds(5)).actions.is_empty(),
+        "inside 10s"
+    );
+    let p2 = plan_at(&f, t0() + TimeDelta::seconds(11));
+    assert_eq!(
+        whys(&p2),
+        ["start: container is stopped (exit code 1), berth's attempt 2"]
+    );
+    f.memory = p2.memory;
+    assert!(
+        plan_at(&f, t0() + TimeDelta::seconds(25))
+            .actions
+            .is_empty(),
+        "now 20s"
+    );
+}
+
+#[test]
+fn a_restart_epoch_bump_restarts_once() {
+    let s = Settings::test();
+    let mut r = row(1);
+    let cs = [container_for(&built(&r, &s), "c1")];
+    r.restart_epoch = 1;
+    r.desired_changed_at = t0() + mins(1);
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    let p = plan_at(&f, t0() + mins(2));
+    assert_eq!(ops(&p), ["restart"]);
+    assert_eq!(whys(&p), ["restart: restart_epoch 0 → 1"]);
+    f.memory = p.memory;
+    assert!(plan_at(&f, t0() + mins(3)).actions.is_empty());
+}
+
+#[test]
+fn readiness_uses_health_then_heartbeat_then_uptime() {
+    let s = Settings::test();
+    let mut r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.health = crate::model::Health::None;
+    let cs = [c.clone()];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + TimeDelta::seconds(10));
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    r.last_heartbeat_at = Some(t0() + TimeDelta::seconds(5));
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + TimeDelta::seconds(10));
+    assert_eq!(p.status, Some(StatusUpdate::plain(Status::Online)));
+    r.last_heartbeat_at = None;
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + TimeDelta::seconds(31));
+    assert_eq!(p.status, Some(StatusUpdate::plain(Status::Online)));
+    c.health = crate::model::Health::Starting;
+    let cs = [c];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + mins(5));
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+}
+
+#[test]
+fn not_ready_within_the_provision_timeout_names_the_stalled_phase() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.health = crate::model::Health::Unhealthy;
+    let cs = [c];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + mins(11));
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
+    assert!(
+        detail(&p).contains("stalled in readiness"),
+        "{}",
+        detail(&p)
+    );
+
+    let mut f = facts_for(&s, &r, &[], &[]);
+    f.memory.provisioning_since = Some(t0());
+    f.memory.failure = Some(Failure {
+        reason: Reason::RegistryRateLimited,
+        phase: Phase::Pull,
+        message: "toomanyrequests".into(),
+        retry_at: t0() + mins(10),
+        hash: "v1:other".into(),
+    });
+    let p = plan_at(&f, t0() + mins(10));
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
+    assert!(detail(&p).contains("stalled in pull"), "{}", detail(&p));
+}
+
+#[test]
+fn a_dead_container_is_removed_to_be_created_again() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.state = ContainerState::Dead;
+    let cs = [c];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(whys(&p), ["remove: container is dead"]);
+}
+
+#[test]
+fn an_invalid_row_is_failed_and_its_container_left_alone() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"": "x"}));
+    let cs = [container_for(&built(&row(1), &s), "c1")];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert!(p.actions.is_empty());
+    assert_eq!(reason(&p), Some(Reason::InvalidSpec));
+}
+
+fn wait_deadline(p: &Plan) -> Option<chrono::DateTime<chrono::Utc>> {
+    p.actions.iter().find_map(|a| match a.op {
+        Op::WaitReady { deadline, .. } => Some(deadline),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_provision_clock_starts_at_the_rows_change_not_when_berth_picks_it_up() {
+    let s = Settings::test();
+    let r = row(1);
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0() + mins(4));
+    assert_eq!(wait_deadline(&p), Some(t0() + mins(10)));
+}
+
+#[test]
+fn a_change_whose_deadline_passed_while_no_berth_ran_gets_a_full_attempt() {
+    let s = Settings::test();
+    let r = row(1);
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0() + mins(30));
+    assert_eq!(reason(&p), Some(Reason::Pulling));
+    assert_eq!(wait_deadline(&p), Some(t0() + mins(40)));
+}
+
+#[test]
+fn a_vanished_container_of_an_observed_row_starts_the_clock_when_berth_notices() {
+    let s = Settings::test();
+    let mut r = row(1);
+    r.observed_generation = r.generation;
+    r.desired_changed_at = t0() - TimeDelta::days(1);
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    assert_eq!(wait_deadline(&p), Some(t0() + mins(10)));
+    assert_eq!(p.memory.provisioning_since, Some(t0()));
+}
+
+#[test]
+fn durations_beyond_the_calendar_make_deadlines_that_never_come_not_panics() {
+    let forever = std::time::Duration::from_secs(u64::MAX / 4);
+    let s = Settings {
+        provision_timeout: forever,
+        ready_min_uptime: forever,
+        crash_backoff_initial: forever,
+        crash_backoff_max: forever,
+        orphan_grace: forever,
+        ..Settings::test()
+    };
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.health = crate::model::Health::None;
+    let cs = [c.clone()];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    c.state = ContainerState::Exited;
+    let cs = [c];
+    assert_eq!(ops(&plan_at(&facts_for(&s, &r, &cs, &[]), t0())), ["start"]);
+    assert!(
+        !plan_at(&facts_for(&s, &r, &[], &[]), t0())
+            .actions
+            .is_empty()
+    );
+}
