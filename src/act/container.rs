@@ -136,6 +136,21 @@ impl Executor {
             .map_err(DockerError::from)
     }
 
+    /// The host's CPUs as NanoCPUs, asked of the engine once.
+    async fn host_nano_cpus(&self) -> Result<i64, ActError> {
+        self.host_cpus
+            .get_or_try_init(|| async {
+                let info = self
+                    .docker
+                    .info()
+                    .await
+                    .map_err(|e| ActError::docker("engine info", e))?;
+                Ok(info.ncpu.unwrap_or(1).max(1) * 1_000_000_000)
+            })
+            .await
+            .copied()
+    }
+
     /// Inspects container `id` and checks that it is this host's.
     pub(super) async fn owned_container(
         &self,
@@ -180,7 +195,14 @@ impl Executor {
         if let Some(p) = &spec.platform {
             opts = opts.platform(&p.0);
         }
-        let body = container_body(spec, image);
+        let mut body = container_body(spec, image);
+        // The engine refuses NanoCPUs above the host's CPU count; a tier's
+        // CPUs are a cap, so on a smaller host the cap is the whole host.
+        if let Some(host) = body.host_config.as_mut()
+            && let Some(nano) = host.nano_cpus
+        {
+            host.nano_cpus = Some(nano.min(self.host_nano_cpus().await?));
+        }
         let err = match self.docker.create_container(Some(opts.build()), body).await {
             Ok(created) => return Ok(created.id),
             Err(e) => DockerError::from(e),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::{Config, ImageMode, RegistryAuth};
 use crate::model::{LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE, WorkspaceId};
@@ -84,6 +84,8 @@ pub struct Executor {
     settings: ExecutorSettings,
     /// Serializes the network's check-then-create.
     network_lock: Arc<Mutex<()>>,
+    /// The host's CPU count as NanoCPUs, asked of the engine once.
+    host_cpus: Arc<OnceCell<i64>>,
 }
 
 impl Executor {
@@ -92,6 +94,7 @@ impl Executor {
             docker,
             settings,
             network_lock: Arc::default(),
+            host_cpus: Arc::default(),
         }
     }
 
