@@ -5,6 +5,7 @@
 //! feed the pure `plan`, whose actions `act` executes; `controller` joins
 //! them. `config` is the one place flags and environment are read.
 
+pub mod act;
 pub mod backoff;
 pub mod cli;
 pub mod config;

@@ -2,6 +2,7 @@
 //! binary, so one process shares the run's services (see `harness`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod act;
 mod cli_config;
 mod desired;
 mod docker_env;

@@ -1,0 +1,300 @@
+//! Registry credentials for a pull or a distribution inspect (DESIGN §1.3):
+//! GHCR_USER/GHCR_TOKEN for the registry host of the configured prefix,
+//! else the docker CLI config file for the image's host — a credential
+//! helper (`credHelpers`, then `credsStore`) or an `auths` entry. No entry
+//! means an anonymous request.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bollard::auth::DockerCredentials;
+use tokio::io::AsyncWriteExt;
+
+use crate::model::Secret;
+
+use super::{ActError, Executor};
+
+/// Docker Hub's key in the config file, as the docker CLI writes it.
+const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The docker CLI config file: `$DOCKER_CONFIG/config.json`, else
+/// `$HOME/.docker/config.json`. The caller reads the environment (config
+/// is the one place that does) and passes the two values.
+pub fn docker_config_path(docker_config: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+    match (docker_config.filter(|s| !s.is_empty()), home) {
+        (Some(dir), _) => Some(Path::new(dir).join("config.json")),
+        (None, Some(home)) if !home.is_empty() => Some(Path::new(home).join(".docker/config.json")),
+        _ => None,
+    }
+}
+
+/// The registry host of a reference: its first component when that looks
+/// like a host (has `.` or `:`, or is `localhost`), else Docker Hub.
+pub(crate) fn registry_host(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
+        _ => "docker.io",
+    }
+}
+
+/// A config-file key (`https://ghcr.io`, `ghcr.io/v2/`, `ghcr.io`) as a
+/// bare host, with Docker Hub's aliases folded into `docker.io`.
+fn key_host(key: &str) -> &str {
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = key.split('/').next().unwrap_or(key);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    }
+}
+
+impl Executor {
+    /// The credentials for `reference`'s registry, or `None` (anonymous).
+    pub(crate) async fn credentials(
+        &self,
+        reference: &str,
+    ) -> Result<Option<Secret<DockerCredentials>>, ActError> {
+        let host = registry_host(reference);
+        let prefix_host = self.settings.registry_prefix.as_deref().map(registry_host);
+        if let (Some(auth), Some(prefix_host)) = (&self.settings.registry_auth, prefix_host)
+            && prefix_host == host
+        {
+            return Ok(Some(Secret::new(DockerCredentials {
+                username: Some(auth.user.clone()),
+                password: Some(auth.token.expose().clone()),
+                serveraddress: Some(host.to_string()),
+                ..Default::default()
+            })));
+        }
+        let Some(path) = &self.settings.docker_config else {
+            return Ok(None);
+        };
+        let bad = |message: String| ActError::RegistryAuth {
+            image: reference.to_string(),
+            message,
+        };
+        let text = match tokio::fs::read_to_string(path).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(bad(format!("reading {}: {e}", path.display()))),
+        };
+        let file: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("{} is not JSON: {e}", path.display())))?;
+        let helper = file["credHelpers"]
+            .as_object()
+            .and_then(|m| m.iter().find(|(k, _)| key_host(k) == host))
+            .and_then(|(_, v)| v.as_str())
+            .or_else(|| file["credsStore"].as_str())
+            .filter(|s| !s.is_empty());
+        if let Some(helper) = helper {
+            return run_helper(helper, host).await.map_err(bad);
+        }
+        let entry = file["auths"]
+            .as_object()
+            .and_then(|m| m.iter().find(|(k, _)| key_host(k) == host))
+            .map(|(_, v)| v);
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let field = |name: &str| entry[name].as_str().filter(|s| !s.is_empty());
+        let mut creds = DockerCredentials {
+            serveraddress: Some(host.to_string()),
+            identitytoken: field("identitytoken").map(str::to_string),
+            username: field("username").map(str::to_string),
+            password: field("password").map(str::to_string),
+            ..Default::default()
+        };
+        if let Some(auth) = field("auth") {
+            let decoded = base64_decode(auth)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| bad(format!("the auths entry for {host} is not base64")))?;
+            let (user, pass) = decoded
+                .split_once(':')
+                .ok_or_else(|| bad(format!("the auths entry for {host} lacks user:password")))?;
+            creds.username = Some(user.to_string());
+            creds.password = Some(pass.to_string());
+        }
+        let empty = creds.username.is_none() && creds.identitytoken.is_none();
+        Ok((!empty).then(|| Secret::new(creds)))
+    }
+}
+
+/// `docker-credential-<helper> get` with the server on stdin; its JSON
+/// answer `{"Username", "Secret"}` (`<token>` as user = identity token).
+/// A helper that knows no credentials for the server means anonymous.
+async fn run_helper(helper: &str, host: &str) -> Result<Option<Secret<DockerCredentials>>, String> {
+    if !helper
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(format!(
+            "credential helper name {helper:?} is not a plain name"
+        ));
+    }
+    let server = if host == "docker.io" {
+        DOCKER_HUB_KEY
+    } else {
+        host
+    };
+    let program = format!("docker-credential-{helper}");
+    let mut child = tokio::process::Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(server.as_bytes())
+            .await
+            .map_err(|e| format!("writing to {program}: {e}"))?;
+    }
+    let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{program} did not answer within {HELPER_TIMEOUT:?}"))?
+        .map_err(|e| format!("running {program}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // The helper protocol's answer for an unknown server.
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(format!("{program} failed ({})", out.status));
+    }
+    let answer: serde_json::Value =
+        serde_json::from_str(&stdout).map_err(|_| format!("{program} answered no JSON"))?;
+    let user = answer["Username"].as_str().unwrap_or_default();
+    let secret = answer["Secret"].as_str().unwrap_or_default().to_string();
+    let mut creds = DockerCredentials {
+        serveraddress: Some(host.to_string()),
+        ..Default::default()
+    };
+    if user == "<token>" {
+        creds.identitytoken = Some(secret);
+    } else {
+        creds.username = Some(user.to_string());
+        creds.password = Some(secret);
+    }
+    Ok(Some(Secret::new(creds)))
+}
+
+/// Standard base64 with optional padding (the config file's `auth`).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let text = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        acc = (acc << 6) | u32::from(value(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_come_from_the_first_component_when_it_looks_like_one() {
+        assert_eq!(registry_host("ghcr.io/org/img:latest"), "ghcr.io");
+        assert_eq!(
+            registry_host("127.0.0.1:5000/a/b@sha256:x"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(registry_host("localhost/x"), "localhost");
+        assert_eq!(registry_host("library/busybox"), "docker.io");
+        assert_eq!(registry_host("busybox"), "docker.io");
+        assert_eq!(key_host("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(key_host("https://ghcr.io"), "ghcr.io");
+        assert_eq!(key_host("ghcr.io"), "ghcr.io");
+    }
+
+    #[test]
+    fn base64_decodes_the_auth_field() {
+        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(base64_decode("dTpw").unwrap(), b"u:p");
+        assert_eq!(base64_decode("dTpwMQ==").unwrap(), b"u:p1");
+        assert!(base64_decode("not base64!").is_none());
+    }
+
+    #[test]
+    fn the_config_file_is_found_where_the_docker_cli_looks() {
+        assert_eq!(
+            docker_config_path(Some("/etc/d"), Some("/root")),
+            Some(PathBuf::from("/etc/d/config.json"))
+        );
+        assert_eq!(
+            docker_config_path(None, Some("/root")),
+            Some(PathBuf::from("/root/.docker/config.json"))
+        );
+        assert_eq!(docker_config_path(Some(""), None), None);
+    }
+
+    async fn creds_for(file: &str, reference: &str) -> Option<DockerCredentials> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, file).unwrap();
+        let docker = Docker::connect_with_local_defaults().unwrap();
+        let mut settings = super::super::tests::settings();
+        settings.docker_config = Some(path);
+        let exec = Executor::new(docker, settings);
+        exec.credentials(reference)
+            .await
+            .unwrap()
+            .map(|s| s.expose().clone())
+    }
+
+    use bollard::Docker;
+
+    #[tokio::test]
+    async fn auths_entries_give_user_and_password_for_the_images_host() {
+        let file = r#"{"auths": {"https://reg.example:5000": {"auth": "dXNlcjpwYXNz"}}}"#;
+        let creds = creds_for(file, "reg.example:5000/a/b:v1").await.unwrap();
+        assert_eq!(creds.username.as_deref(), Some("user"));
+        assert_eq!(creds.password.as_deref(), Some("pass"));
+        assert!(creds_for(file, "other.example/a:v1").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn ghcr_credentials_serve_the_prefix_host_and_only_it() {
+        let docker = Docker::connect_with_local_defaults().unwrap();
+        let mut settings = super::super::tests::settings();
+        settings.registry_prefix = Some("ghcr.io/molecule-ai".into());
+        settings.registry_auth = Some(crate::config::RegistryAuth {
+            user: "bot".into(),
+            token: Secret::new("ghp_x".into()),
+        });
+        let exec = Executor::new(docker, settings);
+        let creds = exec
+            .credentials("ghcr.io/molecule-ai/workspace-template-codex:latest")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(format!("{creds:?}"), "Secret(***)");
+        assert_eq!(creds.expose().username.as_deref(), Some("bot"));
+        assert_eq!(creds.expose().password.as_deref(), Some("ghp_x"));
+        assert!(exec.credentials("quay.io/x/y:1").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,207 @@
+//! Ensure image: resolve a moving tag with distribution inspect (a 404
+//! there is "not found", and nothing is touched), pull by digest only when
+//! the local store lacks it, under a no-progress and a total deadline.
+
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use futures::StreamExt;
+
+use crate::docker::DockerError;
+use crate::model::{Digest, ImageRef, ImageSource, Platform, Secret};
+
+use super::{ActError, Executor};
+
+/// An image present in the local store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnsuredImage {
+    /// What the container is created from: `<repository>@<digest>` when a
+    /// digest is known (so a tag moving meanwhile cannot change it), else
+    /// the reference as given (local build, local override).
+    pub reference: String,
+    /// The manifest digest it was pulled by; `None` for a local image.
+    pub digest: Option<Digest>,
+    /// The local image ID.
+    pub id: String,
+    /// Whether this call pulled it.
+    pub pulled: bool,
+}
+
+/// `[registry/]path` of a reference, without tag or digest.
+pub(crate) fn repository(image: &ImageRef) -> &str {
+    let text = image.as_str();
+    let text = text.split_once('@').map_or(text, |(name, _)| name);
+    match image.tag() {
+        Some(tag) => &text[..text.len() - tag.len() - 1],
+        None => text,
+    }
+}
+
+/// Registry answers as executor errors: not found, auth and rate limit
+/// keep their reasons; anything else stays a classified Docker error.
+fn registry_error(action: &'static str, image: &str, e: DockerError) -> ActError {
+    let image = image.to_string();
+    match e {
+        DockerError::NotFound { message } => ActError::ImageNotFound { image, message },
+        DockerError::Auth { message } => ActError::RegistryAuth { image, message },
+        DockerError::RateLimited { message } => ActError::RegistryRateLimited { image, message },
+        other => ActError::docker(action, other),
+    }
+}
+
+fn expose(creds: Option<Secret<DockerCredentials>>) -> Option<DockerCredentials> {
+    creds.map(|c| c.expose().clone())
+}
+
+impl Executor {
+    /// The manifest digest the registry gives `image` now (distribution
+    /// inspect; pulls nothing).
+    pub async fn resolve(&self, image: &ImageRef) -> Result<Digest, ActError> {
+        let creds = self.credentials(image.as_str()).await?;
+        let info = self
+            .docker
+            .inspect_registry_image(image.as_str(), expose(creds))
+            .await
+            .map_err(|e| registry_error("distribution inspect", image.as_str(), e.into()))?;
+        let digest = info.descriptor.digest.unwrap_or_default();
+        Digest::parse(&digest).map_err(|e| {
+            ActError::docker(
+                "distribution inspect",
+                DockerError::Other {
+                    message: e.to_string(),
+                },
+            )
+        })
+    }
+
+    /// The local image `reference` names, or `None` when the store lacks it.
+    async fn local_id(&self, reference: &str) -> Result<Option<String>, ActError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(info) => Ok(Some(info.id.unwrap_or_default())),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound { .. } => Ok(None),
+                other => Err(ActError::docker("inspect image", other)),
+            },
+        }
+    }
+
+    /// Makes `image` local. Registry sources are resolved to a digest and
+    /// pulled by it unless already local; `LocalOnly` only looks; a
+    /// local-build image must already have been built.
+    pub async fn ensure_image(
+        &self,
+        image: &ImageRef,
+        source: &ImageSource,
+        platform: Option<&Platform>,
+    ) -> Result<EnsuredImage, ActError> {
+        if let ImageSource::LocalOnly | ImageSource::LocalBuild { .. } = source {
+            let Some(id) = self.local_id(image.as_str()).await? else {
+                let message = "not in the local image store".to_string();
+                return Err(match source {
+                    ImageSource::LocalOnly => ActError::ImageNotFound {
+                        image: image.to_string(),
+                        message: format!("{message} (WORKSPACE_IMAGE_LOCAL_OVERRIDE never pulls)"),
+                    },
+                    _ => ActError::BuildFailed {
+                        image: image.to_string(),
+                        message: format!("{message}; this executor does not build images"),
+                    },
+                });
+            };
+            return Ok(EnsuredImage {
+                reference: image.to_string(),
+                digest: None,
+                id,
+                pulled: false,
+            });
+        }
+        let digest = match image.digest() {
+            Some(d) => d.clone(),
+            None => self.resolve(image).await?,
+        };
+        let reference = format!("{}@{digest}", repository(image));
+        if let Some(id) = self.local_id(&reference).await? {
+            return Ok(EnsuredImage {
+                reference,
+                digest: Some(digest),
+                id,
+                pulled: false,
+            });
+        }
+        if !image.is_moving() {
+            // A pull of a missing manifest fails as a 500 inside the
+            // stream; distribution inspect answers 404 and touches nothing.
+            self.resolve(image).await?;
+        }
+        self.pull(&reference, platform).await?;
+        let id = self
+            .local_id(&reference)
+            .await?
+            .ok_or_else(|| ActError::Gone {
+                object: super::Object::Image,
+                name: reference.clone(),
+            })?;
+        Ok(EnsuredImage {
+            reference,
+            digest: Some(digest),
+            id,
+            pulled: true,
+        })
+    }
+
+    /// Pulls `reference` (which carries a digest: an empty tag would pull
+    /// every tag). The stream is dropped — and the daemon's pull with it —
+    /// when no message arrives within the progress timeout or the whole
+    /// pull passes the total timeout; an error inside the stream is an
+    /// error even though the answer began with 200.
+    async fn pull(&self, reference: &str, platform: Option<&Platform>) -> Result<(), ActError> {
+        let creds = self.credentials(reference).await?;
+        let mut opts = CreateImageOptionsBuilder::new().from_image(reference);
+        if let Some(p) = platform {
+            opts = opts.platform(&p.0);
+        }
+        let mut stream = self
+            .docker
+            .create_image(Some(opts.build()), None, expose(creds));
+        let progress = self.settings.pull_progress_timeout;
+        let total = self.settings.pull_timeout;
+        let drain = async {
+            loop {
+                match tokio::time::timeout(progress, stream.next()).await {
+                    Err(_) => {
+                        return Err(ActError::Timeout {
+                            what: "pull without progress",
+                            after: progress,
+                        });
+                    }
+                    Ok(None) => return Ok(()),
+                    Ok(Some(Err(e))) => return Err(registry_error("pull", reference, e.into())),
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+        };
+        tokio::time::timeout(total, drain)
+            .await
+            .map_err(|_| ActError::Timeout {
+                what: "pull",
+                after: total,
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_drops_tag_and_digest_but_keeps_the_registry_port() {
+        let d = format!("sha256:{}", "c".repeat(64));
+        let r = |s: &str| ImageRef::parse(s).unwrap();
+        assert_eq!(
+            repository(&r("127.0.0.1:5000/a/b:v1")),
+            "127.0.0.1:5000/a/b"
+        );
+        assert_eq!(repository(&r("127.0.0.1:5000/a/b")), "127.0.0.1:5000/a/b");
+        assert_eq!(repository(&r(&format!("reg:5000/x@{d}"))), "reg:5000/x");
+        assert_eq!(repository(&r(&format!("reg/x:v2@{d}"))), "reg/x");
+    }
+}

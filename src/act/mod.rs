@@ -1,0 +1,186 @@
+//! The executor: the only code that changes anything on the Docker host.
+//!
+//! One method per planner action ([`crate::plan::Op`]), each idempotent
+//! against the state it expects, and [`Executor::apply`] to run a plan's
+//! op. Every mutating call first inspects the object and checks that it
+//! carries berth's managed label and this host's id (or no host id: a
+//! legacy object); an object that fails the check is a
+//! [`ActError::NameConflict`] and is never touched.
+
+mod apply;
+mod auth;
+mod container;
+mod error;
+mod files;
+mod image;
+mod network;
+mod volume;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::config::{Config, ImageMode, RegistryAuth};
+use crate::model::{LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE, WorkspaceId};
+
+pub use apply::{Outcome, Run};
+pub use auth::docker_config_path;
+pub use container::container_body;
+pub use error::{ActError, Object};
+pub use files::build_archive;
+pub use image::EnsuredImage;
+
+/// What the executor needs of the configuration.
+#[derive(Clone, Debug)]
+pub struct ExecutorSettings {
+    /// `BERTH_HOST_ID`.
+    pub host_id: String,
+    /// The registry prefix (`MOLECULE_IMAGE_REGISTRY`), whose host the
+    /// GHCR credentials are for.
+    pub registry_prefix: Option<String>,
+    /// `GHCR_USER`/`GHCR_TOKEN`.
+    pub registry_auth: Option<RegistryAuth>,
+    /// The docker CLI config file (`auths`, `credHelpers`, `credsStore`),
+    /// read at each registry call that needs credentials; `None` = none.
+    pub docker_config: Option<PathBuf>,
+    /// `BERTH_PULL_PROGRESS_TIMEOUT`: a pull with no message for this long
+    /// is abandoned.
+    pub pull_progress_timeout: Duration,
+    /// `BERTH_PULL_TIMEOUT`: the most one pull may take.
+    pub pull_timeout: Duration,
+    /// Labels added to the workspace network when berth creates it, beside
+    /// the managed and host labels.
+    pub network_labels: BTreeMap<String, String>,
+}
+
+impl ExecutorSettings {
+    /// The settings from the parsed configuration; `docker_config` is where
+    /// the caller found the docker CLI config file (see
+    /// [`docker_config_path`]).
+    pub fn from_config(config: &Config, docker_config: Option<PathBuf>) -> Self {
+        ExecutorSettings {
+            host_id: config.host_id.clone(),
+            registry_prefix: match &config.images {
+                ImageMode::Registry { prefix } => Some(prefix.clone()),
+                ImageMode::LocalBuild { .. } => None,
+            },
+            registry_auth: config.registry_auth.clone(),
+            docker_config,
+            pull_progress_timeout: config.pull_progress_timeout,
+            pull_timeout: config.pull_timeout,
+            network_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// The Docker client and what every action needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    docker: Docker,
+    settings: ExecutorSettings,
+    /// Serializes the network's check-then-create.
+    network_lock: Arc<Mutex<()>>,
+    /// The host's CPU count as NanoCPUs, asked of the engine once.
+    host_cpus: Arc<OnceCell<i64>>,
+}
+
+impl Executor {
+    pub fn new(docker: Docker, settings: ExecutorSettings) -> Self {
+        Executor {
+            docker,
+            settings,
+            network_lock: Arc::default(),
+            host_cpus: Arc::default(),
+        }
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.settings.host_id
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Why `labels` do not make an object of this host's (and, when given,
+    /// of this workspace's), or `None` when they do. Ownership is the
+    /// managed label and `berth.host` equal to this host or absent (legacy).
+    fn not_owned(
+        &self,
+        labels: Option<&HashMap<String, String>>,
+        workspace: Option<WorkspaceId>,
+    ) -> Option<String> {
+        let empty = HashMap::new();
+        let labels = labels.unwrap_or(&empty);
+        if labels.get(LABEL_MANAGED).map(String::as_str) != Some("true") {
+            return Some(format!("it lacks the label {LABEL_MANAGED}=true"));
+        }
+        if let Some(host) = labels.get(LABEL_HOST)
+            && host != &self.settings.host_id
+        {
+            return Some(format!("it belongs to host {host:?}"));
+        }
+        if let (Some(want), Some(have)) = (workspace, labels.get(LABEL_WORKSPACE))
+            && have != &want.to_string()
+        {
+            return Some(format!("it belongs to workspace {have}"));
+        }
+        None
+    }
+}
+
+/// Labels as Docker takes them.
+fn docker_labels(labels: &BTreeMap<String, String>) -> HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn settings() -> ExecutorSettings {
+        ExecutorSettings {
+            host_id: "h1".into(),
+            registry_prefix: None,
+            registry_auth: None,
+            docker_config: None,
+            pull_progress_timeout: Duration::from_secs(5),
+            pull_timeout: Duration::from_secs(60),
+            network_labels: BTreeMap::new(),
+        }
+    }
+
+    fn executor() -> Executor {
+        let docker = Docker::connect_with_local_defaults().expect("a client (no connection yet)");
+        Executor::new(docker, settings())
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ownership_is_the_managed_label_and_this_host_or_none() {
+        let exec = executor();
+        let id: WorkspaceId = "0f8fad5b-d9cb-469f-a165-70867728950e".parse().unwrap();
+        let owned = labels(&[(LABEL_MANAGED, "true"), (LABEL_HOST, "h1")]);
+        assert_eq!(exec.not_owned(Some(&owned), None), None);
+        let legacy = labels(&[(LABEL_MANAGED, "true")]);
+        assert_eq!(exec.not_owned(Some(&legacy), Some(id)), None);
+        assert!(exec.not_owned(None, None).is_some());
+        let unmanaged = labels(&[(LABEL_HOST, "h1")]);
+        assert!(exec.not_owned(Some(&unmanaged), None).is_some());
+        let other_host = labels(&[(LABEL_MANAGED, "true"), (LABEL_HOST, "h2")]);
+        assert!(exec.not_owned(Some(&other_host), None).is_some());
+        let other_ws = labels(&[(LABEL_MANAGED, "true"), (LABEL_WORKSPACE, "x")]);
+        assert!(exec.not_owned(Some(&other_ws), Some(id)).is_some());
+        assert_eq!(exec.not_owned(Some(&other_ws), None), None);
+    }
+}

@@ -1,0 +1,71 @@
+//! Volumes: ensure (create labelled, then judge the labels the engine
+//! answers with — it keeps an existing volume's old labels silently) and
+//! remove (only a volume of this host's).
+
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::RemoveVolumeOptionsBuilder;
+
+use crate::docker::DockerError;
+use crate::model::{LABEL_WORKSPACE, VolumeSpec, WorkspaceId};
+
+use super::{ActError, Executor, Object, docker_labels};
+
+impl Executor {
+    /// Creates the volume if absent. The engine answers a create of an
+    /// existing name with that volume as it is, so its labels are judged
+    /// here: a volume without berth's label, of another host or of another
+    /// workspace is a `name_conflict`, left as it was.
+    pub async fn ensure_volume(&self, spec: &VolumeSpec) -> Result<(), ActError> {
+        let request = VolumeCreateRequest {
+            name: Some(spec.name.clone()),
+            labels: Some(docker_labels(&spec.labels)),
+            ..Default::default()
+        };
+        let volume = self
+            .docker
+            .create_volume(request)
+            .await
+            .map_err(|e| ActError::docker("create volume", e))?;
+        let workspace = spec
+            .labels
+            .get(LABEL_WORKSPACE)
+            .and_then(|w| w.parse::<WorkspaceId>().ok());
+        match self.not_owned(Some(&volume.labels), workspace) {
+            Some(detail) => Err(ActError::NameConflict {
+                object: Object::Volume,
+                name: spec.name.clone(),
+                detail,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the volume when it is this host's; gone already is done. A
+    /// volume still in use is a conflict (the container goes first).
+    pub async fn remove_volume(&self, name: &str) -> Result<(), ActError> {
+        let volume = match self.docker.inspect_volume(name).await {
+            Ok(v) => v,
+            Err(e) => {
+                return match DockerError::from(e) {
+                    DockerError::NotFound { .. } => Ok(()),
+                    other => Err(ActError::docker("inspect volume", other)),
+                };
+            }
+        };
+        if let Some(detail) = self.not_owned(Some(&volume.labels), None) {
+            return Err(ActError::NameConflict {
+                object: Object::Volume,
+                name: name.to_string(),
+                detail,
+            });
+        }
+        let opts = RemoveVolumeOptionsBuilder::new().force(false).build();
+        match self.docker.remove_volume(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound { .. } => Ok(()),
+                other => Err(ActError::docker("remove volume", other)),
+            },
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Error classification over real engine answers: what each repeated or
+//! impossible action comes back as.
+
+use std::time::Duration;
+
+use berth::act::{Executor, ExecutorSettings};
+use berth::model::{ImageRef, ImageSource};
+
+use super::{Fixture, kind};
+
+#[tokio::test]
+async fn engine_answers_classify_into_the_executors_kinds() {
+    let f = Fixture::new().await;
+    let exec = &f.exec;
+    let second = Duration::from_secs(1);
+    let row = f.row();
+    let spec = f.spec(&row);
+    let (id, image) = f.create(&spec).await;
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+
+    seen.push((
+        "create again, same spec",
+        kind(&exec.create(&spec, &image).await),
+    ));
+    assert_eq!(
+        exec.create(&spec, &image).await.unwrap(),
+        id,
+        "a retried create"
+    );
+    let mut changed = spec.clone();
+    changed.hash = "v1:other".into();
+    seen.push((
+        "create, name held by own other spec",
+        kind(&exec.create(&changed, &image).await),
+    ));
+    for v in &spec.volumes {
+        seen.push(("ensure volume again", kind(&exec.ensure_volume(v).await)));
+    }
+    seen.push(("start", kind(&exec.start(&id).await)));
+    seen.push(("start again (304)", kind(&exec.start(&id).await)));
+    let configs = &spec.volumes[0].name;
+    seen.push((
+        "remove volume in use (409)",
+        kind(&exec.remove_volume(configs).await),
+    ));
+    seen.push(("stop", kind(&exec.stop(&id, second).await)));
+    seen.push(("stop again (304)", kind(&exec.stop(&id, second).await)));
+    let prev = row.id.prev_container_name();
+    seen.push(("rename", kind(&exec.rename(&id, &prev).await)));
+    seen.push((
+        "rename to its own name",
+        kind(&exec.rename(&id, &prev).await),
+    ));
+    seen.push(("remove", kind(&exec.remove(&id).await)));
+    seen.push(("remove again (404)", kind(&exec.remove(&id).await)));
+    seen.push(("start a removed one (404)", kind(&exec.start(&id).await)));
+    seen.push((
+        "stop a removed one (404)",
+        kind(&exec.stop(&id, second).await),
+    ));
+    seen.push(("remove volume", kind(&exec.remove_volume(configs).await)));
+    seen.push((
+        "remove volume again (404)",
+        kind(&exec.remove_volume(configs).await),
+    ));
+    let missing = ImageRef::parse(&f.agent(&format!("missing-{}", f.scope.test))).unwrap();
+    let tag = ImageSource::Tag;
+    seen.push((
+        "missing tag (404)",
+        kind(&exec.ensure_image(&missing, &tag, None).await),
+    ));
+    let far = ImageRef::parse("127.0.0.1:1/berth-test/agent:v1").unwrap();
+    seen.push((
+        "unreachable registry (500)",
+        kind(&exec.ensure_image(&far, &tag, None).await),
+    ));
+
+    // A dropped or absent engine connection is transient, never "gone".
+    let nowhere =
+        bollard::Docker::connect_with_http("tcp://127.0.0.1:1", 5, bollard::API_DEFAULT_VERSION)
+            .unwrap();
+    let settings = ExecutorSettings {
+        host_id: super::HOST.into(),
+        registry_prefix: None,
+        registry_auth: None,
+        docker_config: None,
+        pull_progress_timeout: second,
+        pull_timeout: second,
+        network_labels: Default::default(),
+    };
+    let cut = Executor::new(nowhere, settings);
+    seen.push(("no engine: start", kind(&cut.start(&id).await)));
+    seen.push(("no engine: remove", kind(&cut.remove(&id).await)));
+
+    let expected = [
+        ("create again, same spec", "ok"),
+        ("create, name held by own other spec", "in_the_way"),
+        ("ensure volume again", "ok"),
+        ("ensure volume again", "ok"),
+        ("start", "ok"),
+        ("start again (304)", "ok"),
+        ("remove volume in use (409)", "conflict"),
+        ("stop", "ok"),
+        ("stop again (304)", "ok"),
+        ("rename", "ok"),
+        ("rename to its own name", "ok"),
+        ("remove", "ok"),
+        ("remove again (404)", "ok"),
+        ("start a removed one (404)", "gone"),
+        ("stop a removed one (404)", "gone"),
+        ("remove volume", "ok"),
+        ("remove volume again (404)", "ok"),
+        ("missing tag (404)", "image_not_found"),
+        ("unreachable registry (500)", "transient"),
+        ("no engine: start", "transient"),
+        ("no engine: remove", "transient"),
+    ];
+    assert_eq!(seen, expected);
+}

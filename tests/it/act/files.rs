@@ -1,0 +1,101 @@
+//! /configs is written into the created container as one archive, before
+//! it starts; nothing escapes /configs.
+
+use std::collections::BTreeMap;
+
+use berth::act::ActError;
+use berth::model::{FilesSpec, Reason, Secret};
+use berth::plan::{self, Catalogue};
+
+use super::Fixture;
+
+#[tokio::test]
+async fn files_are_in_configs_before_start_with_crlf_stripped_and_the_token_private() {
+    let f = Fixture::new().await;
+    let template = f.root.path().join("template");
+    std::fs::create_dir_all(template.join("bin")).unwrap();
+    std::fs::write(template.join("bin/start.py"), "print(1)\r\nprint(2)\r\n").unwrap();
+    std::fs::write(template.join("data.csv"), "a,b\r\n1,2\r\n").unwrap();
+    std::fs::write(template.join("config.yaml"), "from: template\n").unwrap();
+    let mut row = f.row().with_config_files(serde_json::json!({
+        "config.yaml": "name: row\r\n",
+        "scripts/setup.sh": "#!/bin/sh\r\necho ready\r\n",
+        "README.md": "# hi\r\nthere\r\n",
+    }));
+    row.template_path = Some(template.to_str().unwrap().into());
+    row.auth_token = Some(Secret::new("tok-123".into()));
+    let spec = f.spec(&row);
+    let (id, _) = f.create(&spec).await;
+
+    f.exec.write_files(&id, &spec.files).await.unwrap();
+    let state = f.inspect(&id).await.state.unwrap();
+    assert_eq!(state.running, Some(false), "written before start");
+
+    let files: BTreeMap<String, (u32, Vec<u8>)> = f
+        .download(&id, "/configs")
+        .await
+        .into_iter()
+        .filter(|(name, ..)| !name.ends_with('/'))
+        .map(|(name, mode, content)| (name, (mode, content)))
+        .collect();
+    let text = |name: &str| String::from_utf8(files[name].1.clone()).unwrap();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [
+            "configs/.auth_token",
+            "configs/README.md",
+            "configs/bin/start.py",
+            "configs/config.yaml",
+            "configs/data.csv",
+            "configs/scripts/setup.sh",
+        ]
+    );
+    assert_eq!(text("configs/bin/start.py"), "print(1)\nprint(2)\n");
+    assert_eq!(text("configs/scripts/setup.sh"), "#!/bin/sh\necho ready\n");
+    assert_eq!(text("configs/README.md"), "# hi\nthere\n");
+    assert_eq!(
+        text("configs/data.csv"),
+        "a,b\r\n1,2\r\n",
+        "only scripts and docs"
+    );
+    assert_eq!(text("configs/config.yaml"), "name: row\r\n", "the row wins");
+    assert_eq!(text("configs/.auth_token"), "tok-123");
+    assert_eq!(files["configs/.auth_token"].0 & 0o777, 0o600);
+
+    // The same files again change nothing, and the container then starts
+    // with them in place.
+    f.exec.write_files(&id, &spec.files).await.unwrap();
+    f.exec.start(&id).await.unwrap();
+    let after = f.download(&id, "/configs/.auth_token").await;
+    assert_eq!(after[0].2, b"tok-123");
+}
+
+#[tokio::test]
+async fn a_path_that_escapes_configs_is_refused_and_nothing_is_written() {
+    let f = Fixture::new().await;
+    let row = f.row();
+    let escaping = row
+        .clone()
+        .with_config_files(serde_json::json!({"../../etc/passwd": "root::0:0::/:/bin/sh"}));
+    let refused = plan::spec(&escaping, &Catalogue::seeded(), &f.settings).unwrap_err();
+    assert_eq!(refused.reason, Reason::InvalidSpec);
+
+    let spec = f.spec(&row);
+    let (id, _) = f.create(&spec).await;
+    let files = FilesSpec {
+        files: BTreeMap::from([
+            ("config.yaml".to_string(), Secret::new("ok".into())),
+            (
+                "../../etc/passwd".to_string(),
+                Secret::new("root::0:0".into()),
+            ),
+        ]),
+        ..FilesSpec::default()
+    };
+    let err = f.exec.write_files(&id, &files).await.unwrap_err();
+    assert!(matches!(err, ActError::InvalidFiles { .. }), "{err}");
+    assert_eq!(err.reason(), Some(Reason::InvalidSpec));
+    let configs = f.download(&id, "/configs").await;
+    let names: Vec<&str> = configs.iter().map(|(n, ..)| n.as_str()).collect();
+    assert_eq!(names, ["configs/"], "not even config.yaml was written");
+}

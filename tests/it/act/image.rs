@@ -1,0 +1,167 @@
+//! Ensure image against the run's local registry: resolve, pull by digest
+//! once, typed errors that touch nothing.
+
+use berth::act::ActError;
+use berth::model::{ImageRef, ImageSource, Reason};
+
+use super::{Fixture, docker_cli};
+
+fn image(text: &str) -> ImageRef {
+    ImageRef::parse(text).unwrap()
+}
+
+/// Pushes local image `source` as `target` (test code may use the CLI).
+async fn push_as(source: &str, target: &str) {
+    docker_cli(&["tag", source, target]).await;
+    docker_cli(&["push", target]).await;
+}
+
+/// Removes the local references a test made (images carry no scope label).
+async fn forget(references: &[&str]) {
+    for r in references {
+        let _ = tokio::process::Command::new("docker")
+            .args(["rmi", r])
+            .output()
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn an_image_is_pulled_by_digest_once_then_found_locally() {
+    let f = Fixture::new().await;
+    let plain = f
+        .exec
+        .ensure_image(&image(&f.agent("plain")), &ImageSource::Explicit, None)
+        .await
+        .unwrap();
+    // A repository of this test's own, so the local store cannot have it.
+    let repo = format!("{}/berth-test/pull-{}", f.registry, f.scope.test);
+    let tagged = format!("{repo}:t");
+    push_as(&plain.id, &tagged).await;
+    let digest = f.exec.resolve(&image(&tagged)).await.unwrap();
+    assert_eq!(
+        digest,
+        plain.digest.clone().unwrap(),
+        "same content, same manifest"
+    );
+    forget(&[&tagged, &format!("{repo}@{digest}")]).await;
+
+    let pinned = image(&format!("{repo}@{digest}"));
+    let source = ImageSource::Pinned {
+        ring: "stable".into(),
+    };
+    let first = f.exec.ensure_image(&pinned, &source, None).await.unwrap();
+    assert!(first.pulled);
+    assert_eq!(first.reference, pinned.as_str());
+    assert_eq!(first.digest.as_ref(), Some(&digest));
+    assert_eq!(first.id, plain.id);
+    let again = f.exec.ensure_image(&pinned, &source, None).await.unwrap();
+    assert!(!again.pulled, "already local: no pull");
+    assert_eq!(again.id, first.id);
+    forget(&[pinned.as_str()]).await;
+}
+
+#[tokio::test]
+async fn a_missing_digest_or_tag_is_image_not_found_and_pulls_nothing() {
+    let f = Fixture::new().await;
+    let repo = format!("{}/berth-test/agent", f.registry);
+    let missing_digest = image(&format!("{repo}@sha256:{}", "0".repeat(64)));
+    let missing_tag = image(&format!("{repo}:no-such-{}", f.scope.test));
+    for (missing, source) in [
+        (
+            &missing_digest,
+            ImageSource::Pinned {
+                ring: "stable".into(),
+            },
+        ),
+        (&missing_tag, ImageSource::Tag),
+        (&missing_tag, ImageSource::Explicit),
+    ] {
+        let err = f
+            .exec
+            .ensure_image(missing, &source, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ActError::ImageNotFound { .. }), "{err}");
+        assert_eq!(err.reason(), Some(Reason::ImageNotFound));
+        assert!(!err.is_transient());
+        let local = f.scope.docker.inspect_image(missing.as_str()).await;
+        assert!(local.is_err(), "{missing} must not be local");
+    }
+}
+
+#[tokio::test]
+async fn a_re_pushed_moving_tag_resolves_to_the_new_digest() {
+    let f = Fixture::new().await;
+    let ensure = |text: String| {
+        let exec = f.exec.clone();
+        async move {
+            exec.ensure_image(&image(&text), &ImageSource::Tag, None)
+                .await
+                .unwrap()
+        }
+    };
+    let v1 = ensure(f.agent("v1")).await;
+    let v2 = ensure(f.agent("v2")).await;
+    let moving = format!("{}/berth-test/moving-{}:latest", f.registry, f.scope.test);
+
+    push_as(&v1.id, &moving).await;
+    let first = ensure(moving.clone()).await;
+    assert_eq!(first.digest, v1.digest);
+    assert_eq!(first.id, v1.id);
+    let unchanged = ensure(moving.clone()).await;
+    assert!(!unchanged.pulled, "an unchanged tag costs no pull");
+
+    push_as(&v2.id, &moving).await;
+    let moved = ensure(moving.clone()).await;
+    assert_eq!(moved.digest, v2.digest, "the tag's new digest");
+    assert_eq!(moved.id, v2.id);
+    assert_ne!(moved.digest, first.digest);
+    let repo = moving.trim_end_matches(":latest");
+    let by_digest = |e: &berth::act::EnsuredImage| format!("{repo}@{}", e.digest.as_ref().unwrap());
+    forget(&[&moving, &by_digest(&first), &by_digest(&moved)]).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_transient() {
+    let f = Fixture::new().await;
+    let unreachable = image("127.0.0.1:1/berth-test/agent:v1");
+    let err = f
+        .exec
+        .ensure_image(&unreachable, &ImageSource::Tag, None)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(err.reason(), None);
+    assert_eq!(err.kind(), "transient");
+}
+
+#[tokio::test]
+async fn the_local_override_only_looks_in_the_local_store() {
+    let f = Fixture::new().await;
+    let tag = f.agent("plain");
+    f.exec
+        .ensure_image(&image(&tag), &ImageSource::Explicit, None)
+        .await
+        .unwrap();
+    let local = f.scope.docker.inspect_image(&tag).await;
+    let missing = image(&format!(
+        "{}/berth-test/none-{}:latest",
+        f.registry, f.scope.test
+    ));
+    let err = f
+        .exec
+        .ensure_image(&missing, &ImageSource::LocalOnly, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::ImageNotFound));
+    if local.is_ok() {
+        let found = f
+            .exec
+            .ensure_image(&image(&tag), &ImageSource::LocalOnly, None)
+            .await
+            .unwrap();
+        assert_eq!((found.pulled, found.digest), (false, None));
+        assert_eq!(found.reference, tag);
+    }
+}

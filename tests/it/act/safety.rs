@@ -1,0 +1,140 @@
+//! berth never touches what it does not own (DESIGN §2 rule 1), even an
+//! object that holds a workspace's name.
+
+use std::time::Duration;
+
+use berth::act::{ActError, Object};
+use berth::model::{LABEL_HOST, LABEL_MANAGED, Reason};
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
+
+use super::{Fixture, kind};
+
+/// Every container action on `id` is refused as a name conflict, and the
+/// container is as it was: same name, never started.
+async fn assert_untouchable(f: &Fixture, id: &str, name: &str) {
+    let spec = f.spec(&f.row());
+    let exec = &f.exec;
+    let outcomes = [
+        ("start", kind(&exec.start(id).await)),
+        ("stop", kind(&exec.stop(id, Duration::from_secs(1)).await)),
+        (
+            "restart",
+            kind(&exec.restart(id, Duration::from_secs(1)).await),
+        ),
+        (
+            "rename",
+            kind(&exec.rename(id, &format!("{name}-prev")).await),
+        ),
+        (
+            "write_files",
+            kind(&exec.write_files(id, &spec.files).await),
+        ),
+        ("remove", kind(&exec.remove(id).await)),
+    ];
+    for (action, outcome) in outcomes {
+        assert_eq!(outcome, "name_conflict", "{action} on {name}");
+    }
+    let info = f.inspect(id).await;
+    assert_eq!(info.name.as_deref(), Some(format!("/{name}").as_str()));
+    assert_eq!(info.state.unwrap().status.unwrap().to_string(), "created");
+    let opts = ContainerArchiveInfoOptionsBuilder::new()
+        .path("/configs")
+        .build();
+    let configs = f
+        .scope
+        .docker
+        .get_container_archive_info(id, Some(opts))
+        .await;
+    assert!(configs.is_err(), "no /configs was written: {configs:?}");
+}
+
+#[tokio::test]
+async fn an_unlabelled_container_named_like_a_workspace_is_never_mutated() {
+    let f = Fixture::new().await;
+    let row = f.row();
+    let name = row.id.container_name();
+    let id = f.foreign_container(&name, &[]).await;
+
+    let spec = f.spec(&row);
+    let image = f
+        .exec
+        .ensure_image(&spec.image, &spec.image_source, None)
+        .await
+        .unwrap();
+    match f.exec.create(&spec, &image).await {
+        Err(ActError::NameConflict {
+            object,
+            name: n,
+            detail,
+        }) => {
+            assert_eq!((object, n.as_str()), (Object::Container, name.as_str()));
+            assert!(detail.contains(LABEL_MANAGED), "{detail}");
+        }
+        other => panic!("expected name_conflict, got {other:?}"),
+    }
+    assert_untouchable(&f, &id, &name).await;
+}
+
+#[tokio::test]
+async fn a_container_of_another_host_is_never_mutated() {
+    let f = Fixture::new().await;
+    let row = f.row();
+    let name = row.id.container_name();
+    let ws = row.id.to_string();
+    let labels = [
+        (LABEL_MANAGED, "true"),
+        (LABEL_HOST, "another-host"),
+        ("berth.workspace", ws.as_str()),
+    ];
+    let id = f.foreign_container(&name, &labels).await;
+    let spec = f.spec(&row);
+    let image = f
+        .exec
+        .ensure_image(&spec.image, &spec.image_source, None)
+        .await
+        .unwrap();
+    let err = f.exec.create(&spec, &image).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::NameConflict), "{err}");
+    assert_untouchable(&f, &id, &name).await;
+}
+
+#[tokio::test]
+async fn a_volume_with_berths_name_but_not_its_labels_is_a_name_conflict_left_alone() {
+    let f = Fixture::new().await;
+    let row = f.row();
+    let spec = f.spec(&row);
+    let configs = &spec.volumes[0];
+    assert_eq!(configs.name, row.id.configs_volume());
+    let mut labels = f.scope.labels();
+    labels.insert("owner".into(), "someone-else".into());
+    f.scope
+        .docker
+        .create_volume(VolumeCreateRequest {
+            name: Some(configs.name.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let err = f.exec.ensure_volume(configs).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ActError::NameConflict {
+                object: Object::Volume,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.reason(), Some(Reason::NameConflict));
+    assert_eq!(
+        kind(&f.exec.remove_volume(&configs.name).await),
+        "name_conflict"
+    );
+
+    let after = f.scope.docker.inspect_volume(&configs.name).await.unwrap();
+    assert_eq!(after.labels, labels, "labels as they were");
+}
