@@ -57,6 +57,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller: keep this host's containers in line with its
+    /// rows (applies pending migrations first).
+    #[command(after_long_help = EXIT_CODES)]
+    Run {
+        /// Do not apply pending migrations; refuse an incompatible schema.
+        #[arg(long)]
+        no_migrate: bool,
+    },
     /// Apply pending database migrations (a second run changes nothing).
     #[command(after_long_help = EXIT_CODES)]
     Migrate,
@@ -126,6 +134,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Exit::Success.into()
         }
         Command::Migrate => block_on(migrate(&config)).into(),
+        Command::Run { no_migrate } => {
+            crate::telemetry::init(config.log_format, &config.log_filter);
+            block_on(crate::serve::run(&config, !no_migrate)).into()
+        }
     }
 }
 

@@ -30,6 +30,9 @@ pub const DEFAULT_TEMPLATE_REPO_PREFIX: &str =
 pub struct Config {
     pub database_url: SecretUrl,
     pub docker_host: Option<String>,
+    /// The docker CLI config file (registry auths, credential helpers):
+    /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
+    pub docker_config_file: Option<PathBuf>,
     pub host_id: String,
     pub listen: SocketAddr,
     pub concurrency: usize,
@@ -256,6 +259,23 @@ impl Config {
 fn parse(r: &mut Resolver<'_>) -> Option<Config> {
     let database_url = r.required("DATABASE_URL", database_url, |u| u.masked());
     let docker_host = r.optional("DOCKER_HOST", docker_host, |h| h.clone());
+    let home = r.raw("HOME").filter(|h| h.starts_with('/'));
+    let default_docker_config = home.map(|h| format!("{h}/.docker")).unwrap_or_default();
+    let docker_config_file = r.value(
+        "DOCKER_CONFIG",
+        &default_docker_config,
+        |raw| {
+            if raw.is_empty() {
+                Ok(None)
+            } else {
+                absolute_path(raw).map(|dir| Some(dir.join("config.json")))
+            }
+        },
+        |file| {
+            file.as_ref()
+                .map_or("(none: no HOME)".into(), |f| f.display().to_string())
+        },
+    );
     let host_id = r.value("BERTH_HOST_ID", "default", host_id, |h| h.clone());
     let listen = r.value("BERTH_LISTEN", "127.0.0.1:9464", socket_addr, |a| {
         a.to_string()
@@ -349,6 +369,7 @@ fn parse(r: &mut Resolver<'_>) -> Option<Config> {
     Some(Config {
         database_url: database_url?,
         docker_host: docker_host?,
+        docker_config_file: docker_config_file?,
         host_id: host_id?,
         listen: listen?,
         concurrency: concurrency?,

@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod model;
 pub mod observed;
 pub mod plan;
+pub mod serve;
 pub mod telemetry;

@@ -44,6 +44,11 @@ pub const SETTINGS: &[Setting] = &[
         "Docker Engine endpoint (unix://, tcp://, http://)",
     ),
     s(
+        "DOCKER_CONFIG",
+        "$HOME/.docker",
+        "docker CLI config dir whose config.json has registry auths and credential helpers",
+    ),
+    s(
         "BERTH_HOST_ID",
         "default",
         "which rows and containers are this host's",

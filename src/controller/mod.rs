@@ -1,6 +1,322 @@
-//! The controller: triggers feed a keyed queue; each pass rereads both
-//! sides, plans, executes and writes the status back.
+//! The controller: triggers feed a keyed queue; each pass rereads the row
+//! and the observed facts, plans, executes and writes the status back.
+//!
+//! Triggers carry only keys ("this workspace" or "everything"). The loop
+//! owns the queue and the per-key memory; passes run as tasks, at most
+//! `concurrency` at once and one per key, only while this instance holds
+//! the host lease.
 
 mod queue;
+mod round;
+mod work;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 pub use queue::WorkQueue;
+pub use work::{Done, Failed, Work, carry_out};
+
+use crate::act::Executor;
+use crate::desired::{self, DesiredTrigger, Lease};
+use crate::http::Readiness;
+use crate::metrics::Metrics;
+use crate::model::{ResolvedImage, Status, WorkspaceId, WorkspaceRow};
+use crate::observed::{Observed, Trigger};
+use crate::plan::{Catalogue, Failure, Memory, Settings};
+
+/// What the controller is made of; `main` assembles it.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    pub settings: Settings,
+    pub concurrency: usize,
+    pub resync_interval: Duration,
+    pub events_retention: Duration,
+    pub pool: PgPool,
+    pub executor: Executor,
+    pub observed: Observed,
+    pub metrics: Metrics,
+    pub readiness: Arc<Readiness>,
+}
+
+/// The trigger sources and the lease.
+#[derive(Debug)]
+pub struct Inputs {
+    pub desired: mpsc::UnboundedReceiver<DesiredTrigger>,
+    pub observed: mpsc::UnboundedReceiver<Trigger>,
+    pub lease: watch::Receiver<Option<Lease>>,
+}
+
+/// What the loop knows between passes.
+#[derive(Debug, Default)]
+struct State {
+    rows: BTreeMap<WorkspaceId, WorkspaceRow>,
+    catalogue: Catalogue,
+    desired_complete: bool,
+    memory: BTreeMap<WorkspaceId, Memory>,
+    /// What is known of each image reference now (digest, local id).
+    images: BTreeMap<String, ResolvedImage>,
+    last_prune: Option<tokio::time::Instant>,
+}
+
+impl Controller {
+    /// Runs until `stop`; then lets passes in flight finish within `grace`.
+    pub async fn run(self, mut inputs: Inputs, stop: CancellationToken, grace: Duration) {
+        let mut state = State::default();
+        let mut queue: WorkQueue<WorkspaceId> = WorkQueue::new();
+        let mut workers: JoinSet<Done> = JoinSet::new();
+        let mut resync = tokio::time::interval(self.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.on_lease(&inputs.lease.borrow().clone());
+        loop {
+            if inputs.lease.borrow().is_some() {
+                self.dispatch(&mut state, &mut queue, &mut workers, &inputs.lease)
+                    .await;
+            }
+            self.metrics.workqueue_depth.set(queue.depth() as i64);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(t) = inputs.desired.recv() => match t {
+                    DesiredTrigger::Workspace(id) => queue.add(id),
+                    DesiredTrigger::Pin { .. } | DesiredTrigger::All => {
+                        self.reread(&mut state, &mut queue).await;
+                    }
+                },
+                Some(t) = inputs.observed.recv() => match t {
+                    Trigger::Workspace(id) => queue.add(id),
+                    Trigger::All => self.enqueue_all(&state, &mut queue),
+                },
+                _ = resync.tick() => {
+                    // Jitter keeps many hosts from rereading in step.
+                    let jitter = self.resync_interval.mul_f64(fastrand::f64() * 0.1);
+                    tokio::time::sleep(jitter).await;
+                    self.reread(&mut state, &mut queue).await;
+                }
+                _ = queue.next_timer() => {}
+                Some(joined) = workers.join_next() => match joined {
+                    Ok(done) => self.finish(&mut state, &mut queue, done),
+                    Err(e) => tracing::error!(error = %e, "a reconcile task failed"),
+                },
+                Ok(()) = inputs.lease.changed() => {
+                    let lease = inputs.lease.borrow().clone();
+                    self.on_lease(&lease);
+                    if lease.is_some() {
+                        self.reread(&mut state, &mut queue).await;
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            in_flight = workers.len(),
+            "stopping: no new passes; waiting for those in flight"
+        );
+        let drained = tokio::time::timeout(grace, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = workers.len(),
+                "shutdown grace over; abandoning passes in flight"
+            );
+            workers.abort_all();
+        }
+    }
+
+    fn on_lease(&self, lease: &Option<Lease>) {
+        self.metrics.leader.set(i64::from(lease.is_some()));
+        self.readiness.set_leader(lease.is_some());
+    }
+
+    /// Rereads every row of this host and the catalogue, then queues every
+    /// key. A failed read leaves the desired side incomplete (no deletions)
+    /// and is retried at the next resync.
+    async fn reread(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
+        let host = &self.settings.host_id;
+        let read = async {
+            let rows = desired::load_rows(&self.pool, host).await?;
+            let catalogue = desired::load_catalogue(&self.pool).await?;
+            Ok::<_, desired::ReadError>((rows, catalogue))
+        };
+        match read.await {
+            Ok((rows, catalogue)) => {
+                state.rows = rows.into_iter().map(|r| (r.id, r)).collect();
+                state.catalogue = catalogue;
+                state.desired_complete = true;
+                self.count_rows(state);
+            }
+            Err(error) => {
+                tracing::error!(%error, "reading the desired state failed");
+                state.desired_complete = false;
+            }
+        }
+        self.readiness.set_desired_complete(state.desired_complete);
+        self.metrics
+            .snapshot_complete
+            .with_label_values(&["desired"])
+            .set(i64::from(state.desired_complete));
+        self.enqueue_all(state, queue);
+        self.prune(state).await;
+    }
+
+    /// Every key: this host's rows and every workspace its objects name.
+    fn enqueue_all(&self, state: &State, queue: &mut WorkQueue<WorkspaceId>) {
+        let (containers, volumes, complete) = self.observed.snapshot();
+        self.readiness.set_observed_complete(complete);
+        self.metrics
+            .snapshot_complete
+            .with_label_values(&["observed"])
+            .set(i64::from(complete));
+        let mut keys: BTreeSet<WorkspaceId> = state.rows.keys().copied().collect();
+        keys.extend(containers.iter().filter_map(|c| c.workspace()));
+        keys.extend(volumes.iter().filter_map(|v| v.workspace()));
+        for key in keys {
+            queue.add(key);
+        }
+        self.metrics.workqueue_adds_total.reset();
+        self.metrics.workqueue_adds_total.inc_by(queue.adds());
+    }
+
+    /// `workspaces{status}`, unconverged rows and the oldest of them.
+    fn count_rows(&self, state: &State) {
+        let now = Utc::now();
+        let mut by_status: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut unconverged = 0;
+        let mut oldest = 0i64;
+        for row in state.rows.values() {
+            let status = row.status.map_or("unknown", |s| s.as_str());
+            *by_status.entry(status).or_default() += 1;
+            if row.observed_generation < row.generation {
+                unconverged += 1;
+                oldest = oldest.max((now - row.desired_changed_at).num_seconds());
+            }
+        }
+        self.metrics.workspaces.reset();
+        for (status, n) in by_status {
+            self.metrics.workspaces.with_label_values(&[status]).set(n);
+        }
+        self.metrics.unconverged_workspaces.set(unconverged);
+        self.metrics.oldest_unconverged_age_seconds.set(oldest);
+    }
+
+    /// Deletes events past retention, at most hourly.
+    async fn prune(&self, state: &mut State) {
+        let due = state
+            .last_prune
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(3600));
+        if !due {
+            return;
+        }
+        state.last_prune = Some(tokio::time::Instant::now());
+        match desired::prune_events(&self.pool, self.events_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned old workspace events"),
+            Err(error) => tracing::warn!(%error, "pruning workspace events failed"),
+        }
+    }
+
+    /// Takes a finished pass's outcome into memory and the queue.
+    fn finish(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>, done: Done) {
+        let id = done.id;
+        queue.done(&id);
+        let was_timed_out = state.rows.get(&id).and_then(|r| r.status_reason)
+            == Some(crate::model::Reason::ProvisionTimeout);
+        for (image, known) in done.images {
+            state.images.insert(image.as_str().to_string(), known);
+        }
+        if done.lost_lease {
+            return;
+        }
+        let memory = state.memory.entry(id).or_default();
+        let result = match (&done.failure, &done.write_error) {
+            (Some(failed), _) => {
+                let delay = queue.retry(id);
+                self.metrics.workqueue_retries_total.inc();
+                self.metrics
+                    .reconcile_errors_total
+                    .with_label_values(&[failed.error.kind()])
+                    .inc();
+                if let (Some(reason), Some(hash)) = (failed.error.reason(), &done.hash) {
+                    memory.failure = Some(Failure {
+                        reason,
+                        phase: failed.phase,
+                        message: failed.error.to_string(),
+                        retry_at: Utc::now()
+                            + chrono::TimeDelta::from_std(delay).unwrap_or_default(),
+                        hash: hash.clone(),
+                    });
+                    // Plan again at once: that pass only reports the
+                    // failure on the row; the retry waits for the backoff.
+                    queue.add(id);
+                }
+                if failed.restored {
+                    if let Some(hash) = &done.hash {
+                        // That spec is not tried again until the row changes.
+                        memory.rolled_back_hash = Some(hash.clone());
+                        memory.provisioning_since = None;
+                    }
+                    self.metrics
+                        .rollbacks_total
+                        .with_label_values(&[failed.phase.to_string().as_str()])
+                        .inc();
+                }
+                "error"
+            }
+            (None, Some(error)) => {
+                tracing::error!(workspace = %id, %error, "writing the outcome failed");
+                queue.retry(id);
+                self.metrics.workqueue_retries_total.inc();
+                self.metrics
+                    .reconcile_errors_total
+                    .with_label_values(&["database"])
+                    .inc();
+                "error"
+            }
+            (None, None) => {
+                queue.forget(&id);
+                memory.failure = None;
+                if done.plan.requeue_after.is_some() {
+                    "requeue"
+                } else {
+                    "success"
+                }
+            }
+        };
+        if let Some(after) = done.plan.requeue_after {
+            queue.add_after(id, after);
+        }
+        self.metrics
+            .reconcile_total
+            .with_label_values(&[result])
+            .inc();
+        if let Some(update) = &done.plan.status
+            && update.status == Status::Failed
+            && update.reason == Some(crate::model::Reason::ProvisionTimeout)
+            && !was_timed_out
+        {
+            // Counted when a row turns provision_timeout.
+            let phase = update
+                .detail
+                .as_deref()
+                .and_then(|d| d.split_whitespace().find_map(phase_word))
+                .unwrap_or("readiness");
+            self.metrics
+                .provision_timeouts_total
+                .with_label_values(&[phase])
+                .inc();
+        }
+    }
+}
+
+fn phase_word(word: &str) -> Option<&'static str> {
+    let word = word.trim_matches(|c: char| !c.is_ascii_alphabetic());
+    ["pull", "build", "create", "start", "readiness"]
+        .into_iter()
+        .find(|p| *p == word)
+}

@@ -7,7 +7,7 @@ mod schema;
 mod session;
 mod write;
 
-pub use rows::{ReadError, load_catalogue, load_row, load_rows};
+pub use rows::{ReadError, load_catalogue, load_row, load_rows, load_rows_by_id};
 pub use schema::{MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, connect, migrate};
 pub use session::{
     DesiredTrigger, Lease, Session, acquire, instance_id, parse_notification, release,

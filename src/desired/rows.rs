@@ -185,6 +185,25 @@ pub async fn load_row(
     raw.map(RawWorkspace::into_row).transpose()
 }
 
+/// The rows of `host` among `ids`; ids without one (deleted, or another
+/// host's) are absent from the answer.
+pub async fn load_rows_by_id(
+    pool: &PgPool,
+    host: &str,
+    ids: &[WorkspaceId],
+) -> Result<Vec<WorkspaceRow>, ReadError> {
+    let sql = format!(
+        "SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE host = $1 AND id = ANY($2) ORDER BY id"
+    );
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    let raw: Vec<RawWorkspace> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(host)
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?;
+    raw.into_iter().map(RawWorkspace::into_row).collect()
+}
+
 #[derive(sqlx::FromRow)]
 struct RawRuntime {
     name: String,

@@ -1,0 +1,203 @@
+//! One round of dispatch: take the keys that may run now, reread their
+//! rows, plan the whole host (the delete guard spans the pass), and start
+//! a pass for each taken key that has something to do.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::work::{Done, Work, carry_out};
+use super::{Controller, State, WorkQueue};
+use crate::desired::{self, Event, Lease};
+use crate::model::{LABEL_WORKSPACE, ObservedContainer, WorkspaceId, WorkspaceRow};
+use crate::plan::{self, Plan, Probes, Snapshot};
+
+impl Controller {
+    pub(super) async fn dispatch(
+        &self,
+        state: &mut State,
+        queue: &mut WorkQueue<WorkspaceId>,
+        workers: &mut JoinSet<Done>,
+        lease_rx: &watch::Receiver<Option<Lease>>,
+    ) {
+        let Some(lease) = lease_rx.borrow().clone() else {
+            return;
+        };
+        let free = self.concurrency.saturating_sub(workers.len());
+        let mut taken = Vec::new();
+        while taken.len() < free {
+            let Some((id, waited)) = queue.pop() else {
+                break;
+            };
+            self.metrics
+                .workqueue_queue_duration_seconds
+                .observe(waited.as_secs_f64());
+            taken.push(id);
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+
+        // Each pass rereads its row; a row that is gone is gone from the
+        // snapshot too.
+        match desired::load_rows_by_id(&self.pool, &self.settings.host_id, &taken).await {
+            Ok(rows) => {
+                for id in &taken {
+                    state.rows.remove(id);
+                }
+                state.rows.extend(rows.into_iter().map(|r| (r.id, r)));
+            }
+            Err(error) => {
+                tracing::error!(%error, "rereading rows failed; retrying those keys");
+                for id in taken {
+                    queue.done(&id);
+                    queue.retry(id);
+                }
+                return;
+            }
+        }
+
+        let (containers, volumes, observed_complete) = self.observed.snapshot();
+        self.readiness.set_observed_complete(observed_complete);
+        let probes: BTreeMap<WorkspaceId, Probes> = taken
+            .iter()
+            .filter_map(|id| state.rows.get(id))
+            .map(|row| (row.id, probe(row)))
+            .collect();
+        let snapshot = Snapshot {
+            rows: state.rows.values().cloned().collect(),
+            catalogue: state.catalogue.clone(),
+            containers,
+            volumes,
+            images: state.images.clone(),
+            desired_complete: state.desired_complete,
+            observed_complete,
+            memory: state.memory.clone(),
+            probes,
+        };
+        let now = Utc::now();
+        let pass = plan::plan_pass(&snapshot, &self.settings, now);
+        let mut plans: BTreeMap<WorkspaceId, Plan> =
+            pass.plans.into_iter().map(|p| (p.id, p)).collect();
+        if let Some((wanted, limit)) = pass.guard_blocked {
+            tracing::error!(
+                wanted,
+                limit,
+                "delete guard: this pass's orphan/duplicate removals exceed the limit; none made"
+            );
+            self.metrics.delete_guard_blocked_total.inc();
+        }
+
+        for id in taken {
+            let Some(plan) = plans.remove(&id) else {
+                // Nothing names this key any more.
+                state.memory.remove(&id);
+                queue.done(&id);
+                continue;
+            };
+            state.memory.insert(id, plan.memory.clone());
+            let row = state.rows.get(&id).cloned();
+            let guard_events: Vec<Event> = plan
+                .notes
+                .iter()
+                .map(|note| Event {
+                    workspace: id,
+                    action: "note".into(),
+                    reason: note.clone(),
+                    detail: serde_json::json!({}),
+                })
+                .collect();
+            if plan.actions.is_empty() && unchanged(row.as_ref(), &plan) && guard_events.is_empty()
+            {
+                // Steady state: nothing to do, nothing new to write.
+                queue.done(&id);
+                queue.forget(&id);
+                if let Some(after) = plan.requeue_after {
+                    queue.add_after(id, after);
+                }
+                self.metrics
+                    .reconcile_total
+                    .with_label_values(&["success"])
+                    .inc();
+                continue;
+            }
+            let spec = row
+                .as_ref()
+                .and_then(|r| plan::spec(r, &state.catalogue, &self.settings).ok());
+            let current = main_container(&snapshot.containers, id);
+            let work = Work {
+                plan,
+                row,
+                spec,
+                current,
+                lease: lease.clone(),
+            };
+            let (executor, pool, lease_rx, metrics) = (
+                self.executor.clone(),
+                self.pool.clone(),
+                lease_rx.clone(),
+                self.metrics.clone(),
+            );
+            let held = lease.clone();
+            workers.spawn(async move {
+                if !guard_events.is_empty() {
+                    let _ = desired::record_events(&pool, &held, &guard_events).await;
+                }
+                let begun = std::time::Instant::now();
+                let span = tracing::info_span!("reconcile", workspace = %id);
+                let done = tracing::Instrument::instrument(
+                    carry_out(work, &executor, &pool, &lease_rx, &metrics),
+                    span,
+                )
+                .await;
+                metrics
+                    .workqueue_work_duration_seconds
+                    .observe(begun.elapsed().as_secs_f64());
+                done
+            });
+        }
+        self.metrics
+            .reconcile_time_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// What the pure planner cannot see: whether the template dir holds a
+/// config.yaml.
+fn probe(row: &WorkspaceRow) -> Probes {
+    Probes {
+        template_has_config: row
+            .template_path
+            .as_deref()
+            .map(|dir| Path::new(dir).join("config.yaml").is_file()),
+        ..Probes::default()
+    }
+}
+
+/// Whether the row already shows what the plan would write.
+fn unchanged(row: Option<&WorkspaceRow>, plan: &Plan) -> bool {
+    match (row, &plan.status) {
+        (_, None) => true,
+        (None, Some(_)) => true,
+        (Some(row), Some(update)) => {
+            row.status == Some(update.status)
+                && row.status_reason == update.reason
+                && row.last_error == update.detail
+                && row.observed_generation == row.generation
+        }
+    }
+}
+
+/// The workspace's own container (by name and label), if observed.
+fn main_container(containers: &[ObservedContainer], id: WorkspaceId) -> Option<ObservedContainer> {
+    let name = id.container_name();
+    let label = id.to_string();
+    containers
+        .iter()
+        .find(|c| c.name == name && c.label(LABEL_WORKSPACE) == Some(label.as_str()))
+        .cloned()
+}

@@ -1,0 +1,232 @@
+//! Carrying out one workspace's plan: its actions in order through the
+//! executor, the restore path when a step of a replace fails, then the
+//! row's status and one event per action taken.
+
+use std::time::Instant;
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::act::{ActError, EnsuredImage, Executor, Outcome, Run};
+use crate::desired::{self, Event, Lease, StatusWrite};
+use crate::metrics::Metrics;
+use crate::model::{
+    ContainerSpec, ImageRef, ObservedContainer, ResolvedImage, Status, WorkspaceId, WorkspaceRow,
+};
+use crate::plan::{Action, Op, Phase, Plan};
+
+/// Everything one pass needs, moved into its task.
+#[derive(Debug)]
+pub struct Work {
+    pub plan: Plan,
+    pub row: Option<WorkspaceRow>,
+    /// The spec the plan was made for (for the URL and the hash).
+    pub spec: Option<ContainerSpec>,
+    /// The workspace's container as observed, for the status columns.
+    pub current: Option<ObservedContainer>,
+    pub lease: Lease,
+}
+
+/// How a pass ended.
+#[derive(Debug)]
+pub struct Done {
+    pub id: WorkspaceId,
+    pub plan: Plan,
+    /// Images made local, by the reference the plan asked for.
+    pub images: Vec<(ImageRef, ResolvedImage)>,
+    pub failure: Option<Failed>,
+    /// The spec hash the plan worked towards.
+    pub hash: Option<String>,
+    /// The lease was lost before or during the pass: nothing more was done.
+    pub lost_lease: bool,
+    /// A status write or event write failed (the database is the problem).
+    pub write_error: Option<String>,
+}
+
+/// An action that failed, and what the restore path did.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: ActError,
+    pub phase: Phase,
+    /// The restore path ran (a replace was undone).
+    pub restored: bool,
+}
+
+/// The phase an op belongs to, for `provision_timeout` and failures.
+fn phase(op: &Op) -> Phase {
+    match op {
+        Op::EnsureImage { .. } => Phase::Pull,
+        Op::EnsureVolume(_) | Op::Create(_) | Op::WriteFiles { .. } | Op::Rename { .. } => {
+            Phase::Create
+        }
+        Op::WaitReady { .. } => Phase::Readiness,
+        _ => Phase::Start,
+    }
+}
+
+fn event(id: WorkspaceId, action: &Action, result: Result<(), &ActError>) -> Event {
+    let mut detail = serde_json::json!({"op": action.op.name()});
+    if let Some(target) = action.op.target() {
+        detail["target"] = serde_json::Value::String(target.to_string());
+    }
+    if let Err(e) = result {
+        detail["error"] = serde_json::Value::String(e.to_string());
+    }
+    Event {
+        workspace: id,
+        action: action.op.name().to_string(),
+        reason: action.why.to_string(),
+        detail,
+    }
+}
+
+/// Runs `work` to its end. Mutations stop as soon as `lease` says this
+/// instance no longer holds the host.
+pub async fn carry_out(
+    work: Work,
+    executor: &Executor,
+    pool: &PgPool,
+    lease: &watch::Receiver<Option<Lease>>,
+    metrics: &Metrics,
+) -> Done {
+    let Work {
+        plan,
+        row,
+        spec,
+        current,
+        lease: held,
+    } = work;
+    let id = plan.id;
+    let mut done = Done {
+        id,
+        plan,
+        images: Vec::new(),
+        failure: None,
+        hash: spec.as_ref().map(|s| s.hash.clone()),
+        lost_lease: false,
+        write_error: None,
+    };
+    let mut events = Vec::new();
+    let mut run = Run::default();
+    let still_held = || lease.borrow().as_ref() == Some(&held);
+
+    let actions = done.plan.actions.clone();
+    for (index, action) in actions.iter().enumerate() {
+        if !still_held() {
+            done.lost_lease = true;
+            return done;
+        }
+        let started = Instant::now();
+        let result = executor.apply(&action.op, &mut run).await;
+        let label = if result.is_ok() { "success" } else { "error" };
+        metrics
+            .docker_actions_total
+            .with_label_values(&[action.op.name(), label])
+            .inc();
+        tracing::debug!(workspace = %id, action = %action, took_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "action");
+        match result {
+            Ok(Outcome::Image(EnsuredImage {
+                digest,
+                id: image_id,
+                ..
+            })) => {
+                if let Op::EnsureImage { image, .. } = &action.op {
+                    let known = ResolvedImage {
+                        digest,
+                        id: Some(image_id),
+                    };
+                    done.images.push((image.clone(), known));
+                }
+                events.push(event(id, action, Ok(())));
+            }
+            // Readiness is judged by the next pass, which the plan
+            // requeues: the pass ends here.
+            Ok(Outcome::WaitReady { .. }) => break,
+            Ok(_) => events.push(event(id, action, Ok(()))),
+            Err(error) => {
+                events.push(event(id, action, Err(&error)));
+                let mut restored = false;
+                if let Some(restore) = done.plan.restore.clone()
+                    && index >= restore.from
+                {
+                    for step in &restore.actions {
+                        let result = executor.apply(&step.op, &mut run).await;
+                        events.push(event(id, step, result.as_ref().map(|_| ())));
+                    }
+                    restored = restore.previous.is_some();
+                }
+                tracing::warn!(workspace = %id, action = %action, %error, restored, "action failed");
+                done.failure = Some(Failed {
+                    error,
+                    phase: phase(&action.op),
+                    restored,
+                });
+                break;
+            }
+        }
+    }
+
+    if !still_held() {
+        done.lost_lease = true;
+        return done;
+    }
+    if let Err(e) = desired::record_events(pool, &held, &events).await {
+        done.write_error = Some(format!("events: {e}"));
+    }
+    // After a failure the status comes from the next (planning) pass,
+    // which sees the failure in memory.
+    if done.failure.is_none()
+        && let (Some(row), Some(update)) = (&row, &done.plan.status)
+    {
+        let container = run
+            .created
+            .clone()
+            .or_else(|| current.as_ref().map(|c| c.id.clone()));
+        let url = match (&container, &spec, update.status) {
+            (Some(c), Some(spec), Status::Online | Status::Provisioning | Status::Degraded) => {
+                executor.url(c, spec).await.ok().flatten()
+            }
+            _ => None,
+        };
+        let image = done.images.last().map(|(_, r)| r.clone());
+        let converged = done.plan.actions.is_empty();
+        let write = StatusWrite {
+            id,
+            status: update.status,
+            reason: update.reason,
+            container_id: if update.status == Status::Removed {
+                None
+            } else {
+                container
+            },
+            runtime_image_digest: image
+                .as_ref()
+                .and_then(|i| i.digest.as_ref())
+                .map(|d| d.to_string())
+                .or_else(|| row.runtime_image_digest.clone())
+                .filter(|_| update.status != Status::Removed),
+            runtime_image_id: image
+                .and_then(|i| i.id)
+                .or_else(|| current.as_ref().map(|c| c.image_id.clone()))
+                .filter(|_| update.status != Status::Removed),
+            url,
+            observed_generation: if converged {
+                row.generation
+            } else {
+                row.observed_generation
+            },
+            restart_count: current
+                .as_ref()
+                .map(|c| c.restart_count.min(i32::MAX as u32) as i32)
+                .unwrap_or(0),
+            last_error: update.detail.clone(),
+            rollout: row.rollout.clone(),
+        };
+        match desired::write_status(pool, &held, &write).await {
+            Ok(desired::Written::Yes) => {}
+            Ok(desired::Written::Refused) => done.lost_lease = true,
+            Err(e) => done.write_error = Some(format!("status: {e}")),
+        }
+    }
+    done
+}
