@@ -20,14 +20,16 @@ mod rules;
 mod running;
 mod settings;
 mod spec;
+mod status;
 mod validate;
 
-pub use action::{Action, Change, Op, Phase, Plan, Restore, StatusUpdate, Target, Why};
+pub use action::{Action, Change, Op, Plan, Restore, Target, Why};
 pub use facts::{Catalogue, Facts, Failure, Memory, Probes};
 pub use pass::{PassIndex, PassPlan, Snapshot, apply_delete_guard, plan_key, plan_pass};
 pub use rules::plan;
 pub use settings::Settings;
 pub use spec::{InvalidSpec, spec};
+pub use status::{Phase, StatusUpdate};
 
 #[cfg(test)]
 mod tests;

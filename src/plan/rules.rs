@@ -12,7 +12,7 @@ use crate::model::{
     Reason, Status, WorkspaceRow,
 };
 
-use super::action::StatusUpdate;
+use super::StatusUpdate;
 use super::ready::{Readiness, crash_looping, readiness, since};
 use super::{Facts, Op, Plan, Target, Why, running};
 

@@ -14,7 +14,7 @@ use crate::model::{
 use super::change::{change, stale_session};
 use super::current::{current, timed_out};
 
-use super::action::StatusUpdate;
+use super::StatusUpdate;
 use super::ready::{after, since};
 use super::rules::Mine;
 use super::{Change, Facts, Failure, Memory, Op, Phase, Plan, Restore, Target, Why};

@@ -102,7 +102,8 @@ proptest! {
 
     /// No action, restore path included, addresses an object the
     /// workspace does not own; no volume goes unless its row says
-    /// `removed` or the session epoch moved.
+    /// `removed` or the session epoch moved; every status is one of the
+    /// closed table's pairs.
     #[test]
     fn actions_touch_only_owned_objects_and_volumes_only_on_removal(w in world(false)) {
         let settings = Settings::test();
@@ -111,6 +112,16 @@ proptest! {
         for p in &pass.plans {
             let (containers, volumes) = owned_ids(&host, p.id, &settings);
             let row = rows.iter().find(|r| r.id == p.id);
+            // The status stays inside the closed table of DESIGN §1.2.
+            if let Some(st) = &p.status {
+                match st.reason {
+                    Some(reason) => prop_assert_eq!(reason.status(), st.status),
+                    None => prop_assert!(matches!(
+                        st.status,
+                        Status::Online | Status::Stopped | Status::Paused | Status::Removed
+                    )),
+                }
+            }
             let restore = p.restore.iter().flat_map(|r| r.actions.iter());
             for a in p.actions.iter().chain(restore) {
                 if let Some(Target::Id(id)) = a.op.target() {

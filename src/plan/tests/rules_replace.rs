@@ -295,3 +295,23 @@ fn an_interrupted_replace_of_a_stopped_row_renames_the_old_container_without_sta
     assert_eq!(ops(&p), ["rename"]);
     assert_eq!(p.status.map(|s| s.status), Some(Status::Stopped));
 }
+
+#[test]
+fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"A": "2"}));
+    let cs = [container_for(&built(&row(1), &s), "c1")];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    let p = plan_at(&f, t0());
+    let hash = p.desired_hash().expect("the replace creates a container");
+    assert_eq!(hash, built(&r, &s).hash);
+    let mut memory = p.memory.clone();
+    memory.record_rollback(hash);
+    f.memory = memory;
+    let again = plan_at(&f, t0() + mins(1));
+    assert!(again.actions.is_empty());
+    assert_eq!(
+        again.status.and_then(|s| s.reason),
+        Some(Reason::RolledBack)
+    );
+}
