@@ -43,8 +43,9 @@ pub enum Op {
     },
     /// Create the volume if absent, then check its labels (the engine keeps
     /// old labels on create): other labels are a `name_conflict`, except a
-    /// legacy volume (the managed label and no `berth.*` label), which is
-    /// adopted with its data as it is.
+    /// legacy volume (the managed label and no `berth.*` label, or no label
+    /// at all on the /workspace volume the Go bind made), which is adopted
+    /// with its data as it is.
     EnsureVolume(VolumeSpec),
     RemoveVolume {
         name: String,

@@ -18,6 +18,10 @@
 //! - A row that cannot make a spec leaves its container alone and shows
 //!   `failed`; a `stopped` row still stops. A `removed` row whose name a
 //!   stranger holds keeps its volumes (the stranger may mount them).
+//! - The Go provisioner's /workspace volume carries no label (Docker made
+//!   it through the bind); its name holds the full id, so it is adopted
+//!   as the workspace's. Other unlabelled volumes under a workspace's
+//!   names are a stranger's: `name_conflict`.
 //! - An orphan's age counts from the first pass that saw it without a row.
 //!   Legacy objects naming no row, or several, are never touched: they
 //!   are listed in [`PassPlan::unattributed`].

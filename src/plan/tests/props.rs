@@ -23,20 +23,16 @@ fn loose() -> Settings {
 
 /// The objects of `id` berth owns in `host`.
 fn owned_ids(host: &Host, id: WorkspaceId, settings: &Settings) -> (Vec<String>, Vec<String>) {
-    let names = [id.container_name(), id.prev_container_name()];
     let containers = host
         .containers
         .iter()
-        .filter(|c| c.owned_by(&settings.host_id))
-        .filter(|c| c.workspace() == Some(id) || (c.is_legacy() && names.contains(&c.name)))
+        .filter(|c| c.belongs_to(id, &settings.host_id))
         .map(|c| c.id.clone())
         .collect();
-    let vnames = id.volume_names();
     let volumes = host
         .volumes
         .iter()
-        .filter(|v| v.owned_by(&settings.host_id))
-        .filter(|v| v.workspace() == Some(id) || (v.is_legacy() && vnames.contains(&v.name)))
+        .filter(|v| v.belongs_to(id, &settings.host_id))
         .map(|v| v.name.clone())
         .collect();
     (containers, volumes)

@@ -315,3 +315,36 @@ fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
         Some(Reason::RolledBack)
     );
 }
+
+#[test]
+fn the_go_provisioners_unlabelled_workspace_volume_is_adopted_not_a_conflict() {
+    let s = Settings::test();
+    let r = row(1);
+    let implicit = crate::model::ObservedVolume {
+        name: wid(1).workspace_volume(),
+        labels: Default::default(),
+    };
+    let cs = [legacy_container(wid(1), "legacy")];
+    let vs = [implicit];
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert_eq!(p.actions[0].why, Why::Replace(Change::Legacy));
+    let removed = plan_at(
+        &facts_for(
+            &s,
+            &r.clone().with_state(crate::model::DesiredState::Removed),
+            &cs,
+            &vs,
+        ),
+        t0(),
+    );
+    assert_eq!(ops(&removed), ["remove_container", "remove_volume"]);
+    let mut stranger = vs[0].clone();
+    stranger.name = wid(1).configs_volume();
+    let vs = [stranger];
+    let p = plan_at(&facts_for(&s, &r, &[], &vs), t0());
+    assert_eq!(
+        reason(&p),
+        Some(Reason::NameConflict),
+        "an unlabelled configs volume is a stranger's"
+    );
+}
