@@ -11,10 +11,9 @@ use crate::model::{
     ContainerSpec, ContainerState, ImageSource, ObservedContainer, Reason, Status, WorkspaceRow,
 };
 
+use super::StatusUpdate;
 use super::change::{change, stale_session};
 use super::current::{current, timed_out};
-
-use super::StatusUpdate;
 use super::ready::{after, since};
 use super::rules::Mine;
 use super::{Change, Facts, Failure, Memory, Op, Phase, Plan, Restore, Target, Why};
