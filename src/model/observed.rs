@@ -82,6 +82,13 @@ impl ObservedContainer {
         legacy(&self.labels)
     }
 
+    /// Whether the container is `id`'s on `host`: owned and labelled with
+    /// it, or a legacy container under its name.
+    pub fn belongs_to(&self, id: WorkspaceId, host: &str) -> bool {
+        let named = self.name == id.container_name() || self.name == id.prev_container_name();
+        self.owned_by(host) && (self.workspace() == Some(id) || (self.is_legacy() && named))
+    }
+
     /// The workspace the `berth.workspace` label names, if it parses.
     pub fn workspace(&self) -> Option<WorkspaceId> {
         workspace_label(&self.labels)
@@ -125,6 +132,22 @@ impl ObservedVolume {
 
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
+    }
+
+    /// Whether the volume is `id`'s on `host`: owned and labelled with it,
+    /// a legacy volume under one of its names, or the Go provisioner's
+    /// /workspace volume, which Docker made without labels through the
+    /// bind and whose name carries the full id.
+    pub fn belongs_to(&self, id: WorkspaceId, host: &str) -> bool {
+        let named = id.volume_names().contains(&self.name);
+        let labelled =
+            self.owned_by(host) && (self.workspace() == Some(id) || (self.is_legacy() && named));
+        labelled || self.is_implicit_workspace_volume(id)
+    }
+
+    /// The Go provisioner's unlabelled `ws-<full id>-workspace`.
+    pub fn is_implicit_workspace_volume(&self, id: WorkspaceId) -> bool {
+        self.labels.is_empty() && self.name == id.workspace_volume()
     }
 }
 

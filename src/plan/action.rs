@@ -6,11 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    ContainerSpec, Digest, FilesSpec, ImageRef, ImageSource, Platform, Reason, Status, VolumeSpec,
-    WorkspaceId,
+    ContainerSpec, Digest, FilesSpec, ImageRef, ImageSource, Platform, VolumeSpec, WorkspaceId,
 };
 
-use super::Memory;
+use super::{Memory, StatusUpdate};
 
 /// The container an action addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +43,9 @@ pub enum Op {
     },
     /// Create the volume if absent, then check its labels (the engine keeps
     /// old labels on create): other labels are a `name_conflict`, except a
-    /// legacy volume (the managed label and no `berth.*` label), which is
-    /// adopted with its data as it is.
+    /// legacy volume (the managed label and no `berth.*` label, or no label
+    /// at all on the /workspace volume the Go bind made), which is adopted
+    /// with its data as it is.
     EnsureVolume(VolumeSpec),
     RemoveVolume {
         name: String,
@@ -288,54 +288,6 @@ pub struct Restore {
     pub previous: Option<String>,
 }
 
-/// The stalled phase a `provision_timeout` names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Pull,
-    Build,
-    Create,
-    Start,
-    Readiness,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Pull => "pull",
-            Phase::Build => "build",
-            Phase::Create => "create",
-            Phase::Start => "start",
-            Phase::Readiness => "readiness",
-        })
-    }
-}
-
-/// The status, reason and `last_error` the row should show.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusUpdate {
-    pub status: Status,
-    pub reason: Option<Reason>,
-    pub detail: Option<String>,
-}
-
-impl StatusUpdate {
-    pub fn plain(status: Status) -> Self {
-        StatusUpdate {
-            status,
-            reason: None,
-            detail: None,
-        }
-    }
-
-    pub fn reason(reason: Reason, detail: Option<String>) -> Self {
-        StatusUpdate {
-            status: reason.status(),
-            reason: Some(reason),
-            detail,
-        }
-    }
-}
-
 /// The decision for one workspace.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -368,6 +320,15 @@ impl Plan {
 
     pub fn push(&mut self, op: Op, why: Why) {
         self.actions.push(Action::new(op, why));
+    }
+
+    /// The spec hash this plan creates, if it creates a container: what a
+    /// failure or a rollback of the plan is recorded against.
+    pub fn desired_hash(&self) -> Option<&str> {
+        self.actions.iter().find_map(|a| match &a.op {
+            Op::Create(spec) => Some(spec.hash.as_str()),
+            _ => None,
+        })
     }
 
     pub fn guarded_removals(&self) -> usize {

@@ -11,7 +11,7 @@ use crate::model::{
     WorkspaceRow,
 };
 
-use super::action::StatusUpdate;
+use super::StatusUpdate;
 use super::ready::{Readiness, after, crash_looping, readiness, since, track_restarts};
 use super::running::deadline;
 use super::{Facts, Memory, Op, Phase, Plan, Target, Why};

@@ -105,6 +105,23 @@ pub struct Memory {
     pub restarted_epoch: Option<i64>,
 }
 
+impl Memory {
+    /// Records a failure the executor reported while carrying out a plan
+    /// for the spec `hash`; the planner reports it and retries the same
+    /// spec only from `retry_at` (the controller's per-key backoff).
+    pub fn record_failure(&mut self, failure: Failure) {
+        self.failure = Some(failure);
+    }
+
+    /// Records that a replace towards `hash` was undone by its restore
+    /// path: the old container serves, and that spec is not tried again
+    /// until the desired spec changes.
+    pub fn record_rollback(&mut self, hash: &str) {
+        self.rolled_back_hash = Some(hash.to_string());
+        self.provisioning_since = None;
+    }
+}
+
 /// What the pure code cannot learn, found out by the controller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Probes {

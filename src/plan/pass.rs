@@ -112,8 +112,10 @@ impl<'s> PassIndex<'s> {
                 .and_then(|n| n.strip_suffix("-workspace"))
                 .and_then(|f| f.parse::<WorkspaceId>().ok());
             let legacy = || full.or_else(|| ix.legacy_owner(&v.name));
+            let implicit = full.filter(|id| v.is_implicit_workspace_volume(*id));
             let key = v
                 .workspace()
+                .or(implicit)
                 .or_else(|| v.is_legacy().then(legacy).flatten());
             let named = full
                 .or_else(|| ix.named_owner(&v.name))

@@ -12,7 +12,7 @@ use crate::model::{
     Reason, Status, WorkspaceRow,
 };
 
-use super::action::StatusUpdate;
+use super::StatusUpdate;
 use super::ready::{Readiness, crash_looping, readiness, since};
 use super::{Facts, Op, Plan, Target, Why, running};
 
@@ -25,8 +25,10 @@ pub(super) struct Mine<'a> {
 
 impl<'a> Mine<'a> {
     /// Rule 1: only objects with the managed label and this host (or no
-    /// host, for legacy objects) that name this workspace are its own; any
-    /// other object holding one of its names is a conflict, never touched.
+    /// host, for legacy objects) that name this workspace are its own (and
+    /// the Go provisioner's unlabelled /workspace volume, whose name holds
+    /// the full id); any other object holding one of its names is a
+    /// conflict, never touched.
     pub fn classify(f: &Facts<'a>) -> Self {
         let host = f.settings.host_id.as_str();
         let names = [f.id.container_name(), f.id.prev_container_name()];
@@ -41,8 +43,7 @@ impl<'a> Mine<'a> {
                 continue;
             }
             let named = names.contains(&c.name);
-            let labelled = c.workspace() == Some(f.id) || (c.is_legacy() && named);
-            if c.owned_by(host) && labelled {
+            if c.belongs_to(f.id, host) {
                 mine.containers.push(c);
             } else if named {
                 let whose = owner_of(c.label(LABEL_MANAGED), c.owned_by(host));
@@ -54,8 +55,7 @@ impl<'a> Mine<'a> {
                 continue;
             }
             let named = volume_names.contains(&v.name);
-            let labelled = v.workspace() == Some(f.id) || (v.is_legacy() && named);
-            if v.owned_by(host) && labelled {
+            if v.belongs_to(f.id, host) {
                 mine.volumes.push(v);
             } else if named {
                 let whose = owner_of(v.label(LABEL_MANAGED), v.owned_by(host));

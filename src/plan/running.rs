@@ -8,13 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    ContainerSpec, ContainerState, ImageSource, ObservedContainer, Reason, WorkspaceRow,
+    ContainerSpec, ContainerState, ImageSource, ObservedContainer, Reason, Status, WorkspaceRow,
 };
 
+use super::StatusUpdate;
 use super::change::{change, stale_session};
 use super::current::{current, timed_out};
-
-use super::action::StatusUpdate;
 use super::ready::{after, since};
 use super::rules::Mine;
 use super::{Change, Facts, Failure, Memory, Op, Phase, Plan, Restore, Target, Why};
@@ -126,6 +125,18 @@ fn create(
     start_clock(f, row, &mut p.memory, now);
     let deadline = deadline(f, row, &p.memory);
     if now >= deadline {
+        // A failure that is itself final (the daemon refused to start it)
+        // stays the reason; otherwise the stalled phase is named.
+        if let Some(fl) = p
+            .memory
+            .failure
+            .as_ref()
+            .filter(|fl| fl.reason.status() == Status::Failed)
+        {
+            let detail = format!("{} (given up after the provision timeout)", fl.message);
+            p.status = Some(StatusUpdate::reason(fl.reason, Some(detail)));
+            return;
+        }
         let phase = p
             .memory
             .failure

@@ -12,9 +12,10 @@ use crate::model::{
 
 use super::{Catalogue, Settings, hash, image, validate};
 
-/// Why a row cannot make a safe container: one of `invalid_spec`,
-/// `tier_not_allowed`, `name_conflict`, `config_missing`, and the human
-/// detail for `last_error`.
+/// Why a row cannot make a safe container, and the human detail for
+/// `last_error`. [`spec()`] judges `invalid_spec` and `tier_not_allowed`;
+/// the pass adds `name_conflict` (a contested name) and `tier_not_allowed`
+/// (a second T4); `config_missing` needs probes and is judged by the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidSpec {
     pub reason: Reason,

@@ -213,3 +213,19 @@ fn a_pass_labels_the_spec_with_the_image_digest_and_id_it_knows() {
         Some("sha256:id")
     );
 }
+
+#[test]
+fn an_unlabelled_workspace_volume_belongs_to_the_workspace_its_full_id_names() {
+    let s = Settings::test();
+    let mut snap = snapshot(
+        vec![row(1).with_state(crate::model::DesiredState::Removed)],
+        vec![],
+    );
+    snap.volumes.push(crate::model::ObservedVolume {
+        name: wid(1).workspace_volume(),
+        labels: Default::default(),
+    });
+    let pass = plan_pass(&snap, &s, t0());
+    assert_eq!(ops(plan_of(&pass, wid(1))), ["remove_volume"]);
+    assert!(pass.unattributed.is_empty());
+}

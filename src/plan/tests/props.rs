@@ -23,20 +23,16 @@ fn loose() -> Settings {
 
 /// The objects of `id` berth owns in `host`.
 fn owned_ids(host: &Host, id: WorkspaceId, settings: &Settings) -> (Vec<String>, Vec<String>) {
-    let names = [id.container_name(), id.prev_container_name()];
     let containers = host
         .containers
         .iter()
-        .filter(|c| c.owned_by(&settings.host_id))
-        .filter(|c| c.workspace() == Some(id) || (c.is_legacy() && names.contains(&c.name)))
+        .filter(|c| c.belongs_to(id, &settings.host_id))
         .map(|c| c.id.clone())
         .collect();
-    let vnames = id.volume_names();
     let volumes = host
         .volumes
         .iter()
-        .filter(|v| v.owned_by(&settings.host_id))
-        .filter(|v| v.workspace() == Some(id) || (v.is_legacy() && vnames.contains(&v.name)))
+        .filter(|v| v.belongs_to(id, &settings.host_id))
         .map(|v| v.name.clone())
         .collect();
     (containers, volumes)
@@ -102,7 +98,8 @@ proptest! {
 
     /// No action, restore path included, addresses an object the
     /// workspace does not own; no volume goes unless its row says
-    /// `removed` or the session epoch moved.
+    /// `removed` or the session epoch moved; every status is one of the
+    /// closed table's pairs.
     #[test]
     fn actions_touch_only_owned_objects_and_volumes_only_on_removal(w in world(false)) {
         let settings = Settings::test();
@@ -111,6 +108,16 @@ proptest! {
         for p in &pass.plans {
             let (containers, volumes) = owned_ids(&host, p.id, &settings);
             let row = rows.iter().find(|r| r.id == p.id);
+            // The status stays inside the closed table of DESIGN §1.2.
+            if let Some(st) = &p.status {
+                match st.reason {
+                    Some(reason) => prop_assert_eq!(reason.status(), st.status),
+                    None => prop_assert!(matches!(
+                        st.status,
+                        Status::Online | Status::Stopped | Status::Paused | Status::Removed
+                    )),
+                }
+            }
             let restore = p.restore.iter().flat_map(|r| r.actions.iter());
             for a in p.actions.iter().chain(restore) {
                 if let Some(Target::Id(id)) = a.op.target() {

@@ -295,3 +295,56 @@ fn an_interrupted_replace_of_a_stopped_row_renames_the_old_container_without_sta
     assert_eq!(ops(&p), ["rename"]);
     assert_eq!(p.status.map(|s| s.status), Some(Status::Stopped));
 }
+
+#[test]
+fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"A": "2"}));
+    let cs = [container_for(&built(&row(1), &s), "c1")];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    let p = plan_at(&f, t0());
+    let hash = p.desired_hash().expect("the replace creates a container");
+    assert_eq!(hash, built(&r, &s).hash);
+    let mut memory = p.memory.clone();
+    memory.record_rollback(hash);
+    f.memory = memory;
+    let again = plan_at(&f, t0() + mins(1));
+    assert!(again.actions.is_empty());
+    assert_eq!(
+        again.status.and_then(|s| s.reason),
+        Some(Reason::RolledBack)
+    );
+}
+
+#[test]
+fn the_go_provisioners_unlabelled_workspace_volume_is_adopted_not_a_conflict() {
+    let s = Settings::test();
+    let r = row(1);
+    let implicit = crate::model::ObservedVolume {
+        name: wid(1).workspace_volume(),
+        labels: Default::default(),
+    };
+    let cs = [legacy_container(wid(1), "legacy")];
+    let vs = [implicit];
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert_eq!(p.actions[0].why, Why::Replace(Change::Legacy));
+    let removed = plan_at(
+        &facts_for(
+            &s,
+            &r.clone().with_state(crate::model::DesiredState::Removed),
+            &cs,
+            &vs,
+        ),
+        t0(),
+    );
+    assert_eq!(ops(&removed), ["remove_container", "remove_volume"]);
+    let mut stranger = vs[0].clone();
+    stranger.name = wid(1).configs_volume();
+    let vs = [stranger];
+    let p = plan_at(&facts_for(&s, &r, &[], &vs), t0());
+    assert_eq!(
+        reason(&p),
+        Some(Reason::NameConflict),
+        "an unlabelled configs volume is a stranger's"
+    );
+}

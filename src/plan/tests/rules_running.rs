@@ -295,3 +295,29 @@ fn durations_beyond_the_calendar_make_deadlines_that_never_come_not_panics() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_start_the_daemon_refuses_stays_start_failed_with_its_words() {
+    let s = Settings::test();
+    let r = row(1).with_tier(3);
+    let mut f = facts_for(&s, &r, &[], &[]);
+    f.memory.provisioning_since = Some(t0());
+    f.memory.failure = Some(Failure {
+        reason: Reason::StartFailed,
+        phase: Phase::Start,
+        message: "unable to apply caps: operation not permitted".into(),
+        retry_at: t0() + mins(1),
+        hash: built(&r, &s).hash,
+    });
+    let backing_off = plan_at(&f, t0());
+    assert!(backing_off.actions.is_empty());
+    assert_eq!(reason(&backing_off), Some(Reason::StartFailed));
+    assert!(detail(&backing_off).contains("unable to apply caps"));
+    assert!(
+        !plan_at(&f, t0() + mins(2)).actions.is_empty(),
+        "retried after the backoff"
+    );
+    let given_up = plan_at(&f, t0() + mins(11));
+    assert!(given_up.actions.is_empty());
+    assert_eq!(reason(&given_up), Some(Reason::StartFailed));
+}

@@ -54,6 +54,8 @@ pub(super) struct WsGen {
     pub(super) containers: Vec<ContainerGen>,
     pub(super) configs_volume: bool,
     pub(super) sessions_epoch: Option<i64>,
+    /// The Go provisioner's unlabelled /workspace volume.
+    pub(super) implicit_workspace_volume: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -131,13 +133,17 @@ pub(super) fn world(complete: bool) -> impl Strategy<Value = World> {
         prop::collection::vec(container_gen(), 0..4),
         any::<bool>(),
         prop::option::of(0..3i64),
+        prop::bool::weighted(0.2),
     )
-        .prop_map(|(row, containers, configs_volume, sessions_epoch)| WsGen {
-            row,
-            containers,
-            configs_volume,
-            sessions_epoch,
-        });
+        .prop_map(
+            |(row, containers, configs_volume, sessions_epoch, implicit)| WsGen {
+                row,
+                containers,
+                configs_volume,
+                sessions_epoch,
+                implicit_workspace_volume: implicit,
+            },
+        );
     let flags = if complete {
         Just((true, true)).boxed()
     } else {
@@ -229,6 +235,12 @@ pub(super) fn build(w: &World, settings: &Settings) -> (Vec<WorkspaceRow>, Host)
             v.labels
                 .insert(LABEL_SESSION_EPOCH.into(), epoch.to_string());
             host.volumes.push(v);
+        }
+        if g.implicit_workspace_volume {
+            host.volumes.push(crate::model::ObservedVolume {
+                name: id.workspace_volume(),
+                labels: BTreeMap::new(),
+            });
         }
         rows.extend(r);
     }
