@@ -243,7 +243,7 @@ impl Controller {
                     .with_label_values(&[failed.error.kind()])
                     .inc();
                 if let (Some(reason), Some(hash)) = (failed.error.reason(), &done.hash) {
-                    memory.failure = Some(Failure {
+                    memory.record_failure(Failure {
                         reason,
                         phase: failed.phase,
                         message: failed.error.to_string(),
@@ -257,9 +257,7 @@ impl Controller {
                 }
                 if failed.restored {
                     if let Some(hash) = &done.hash {
-                        // That spec is not tried again until the row changes.
-                        memory.rolled_back_hash = Some(hash.clone());
-                        memory.provisioning_since = None;
+                        memory.record_rollback(hash);
                     }
                     self.metrics
                         .rollbacks_total

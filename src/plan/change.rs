@@ -59,7 +59,7 @@ pub(super) fn change(
 }
 
 pub(super) fn describe(spec: &ContainerSpec, c: &ObservedContainer, label: &str) -> Change {
-    if c.image != spec.image.as_str() {
+    if !hash::same_image(spec.image.as_str(), &c.image) {
         let from = c
             .image
             .split_once('@')

@@ -82,6 +82,29 @@ impl Encoder {
     }
 }
 
+/// Whether a container created from `observed` runs the image `desired`
+/// names. The executor creates a container for a moving tag from the
+/// digest it resolved (`repo@sha256:…`), so that reference is the tag's
+/// image as far as the material is concerned; whether the tag has moved
+/// since is a question of the digest labels, not of this text.
+pub fn same_image(desired: &str, observed: &str) -> bool {
+    if desired == observed {
+        return true;
+    }
+    let Some((observed_repo, _digest)) = observed.split_once('@') else {
+        return false;
+    };
+    if desired.contains('@') {
+        return false;
+    }
+    let slash = desired.rfind('/').map_or(0, |i| i + 1);
+    let repo = match desired[slash..].rfind(':') {
+        Some(i) => &desired[..slash + i],
+        None => desired,
+    };
+    repo == observed_repo
+}
+
 /// The names of the material fields that differ, in a fixed order.
 pub fn changed_fields(desired: &Material, observed: &Material) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -90,7 +113,7 @@ pub fn changed_fields(desired: &Material, observed: &Material) -> Vec<&'static s
             out.push(name);
         }
     };
-    check("image", desired.image != observed.image);
+    check("image", !same_image(&desired.image, &observed.image));
     check("env", desired.env != observed.env);
     check("binds", desired.binds != observed.binds);
     check("tmpfs", desired.tmpfs != observed.tmpfs);
@@ -112,4 +135,31 @@ pub fn changed_fields(desired: &Material, observed: &Material) -> Vec<&'static s
     );
     check("ports", desired.ports != observed.ports);
     out
+}
+
+#[cfg(test)]
+mod same_image_tests {
+    use super::same_image;
+
+    #[test]
+    fn a_tag_matches_the_digest_reference_it_was_created_from() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert!(same_image(
+            "reg:5000/ws/agent:v1",
+            &format!("reg:5000/ws/agent@{digest}")
+        ));
+        assert!(same_image(
+            "reg:5000/ws/agent",
+            &format!("reg:5000/ws/agent@{digest}")
+        ));
+        assert!(same_image("reg:5000/ws/agent:v1", "reg:5000/ws/agent:v1"));
+        assert!(!same_image(
+            "reg:5000/ws/agent:v1",
+            &format!("reg:5000/ws/other@{digest}")
+        ));
+        assert!(!same_image("reg:5000/ws/agent:v1", "reg:5000/ws/agent:v2"));
+        let pinned = format!("reg:5000/ws/agent@{digest}");
+        let other = format!("reg:5000/ws/agent@sha256:{}", "b".repeat(64));
+        assert!(!same_image(&pinned, &other));
+    }
 }
