@@ -126,6 +126,27 @@ build_agent_images() {
   log "test images pushed: $registry/berth-test/agent:{v1,v2,plain}"
 }
 
+# remove_berth_hosts PREFIX: remove the containers, volumes and networks
+# berth made for test host ids starting with PREFIX (their berth.host label).
+remove_berth_hosts() {
+  local prefix=$1 kind ids
+  for kind in container volume network; do
+    case $kind in
+      container) ids=$(docker ps -a --filter label=berth.host --format '{{.ID}} {{.Label "berth.host"}}') ;;
+      volume) ids=$(docker volume ls --filter label=berth.host --format '{{.Name}} {{.Label "berth.host"}}') ;;
+      network) ids=$(docker network ls --filter label=berth.host --format '{{.ID}} {{.Label "berth.host"}}') ;;
+    esac
+    ids=$(printf '%s\n' "$ids" | awk -v p="$prefix" 'index($2, p) == 1 {print $1}')
+    [ -z "$ids" ] && continue
+    case $kind in
+      container) docker rm -f $ids >/dev/null 2>&1 ;;
+      volume) docker volume rm -f $ids >/dev/null 2>&1 ;;
+      network) docker network rm $ids >/dev/null 2>&1 ;;
+    esac
+  done
+  return 0
+}
+
 # remove_labelled LABEL: remove the containers, volumes, networks and images
 # carrying LABEL (key=value), and nothing else.
 remove_labelled() {

@@ -4,6 +4,7 @@
 
 mod act;
 mod cli_config;
+mod controller;
 mod desired;
 mod docker_env;
 mod harness;

@@ -29,6 +29,9 @@ pub struct DockerScope {
     pub docker: Docker,
     pub run: String,
     pub test: String,
+    /// berth host ids this test runs berth as: what berth creates for them
+    /// (labelled `berth.host=<id>`) goes too.
+    pub hosts: Vec<String>,
 }
 
 /// What a cleanup removed.
@@ -45,7 +48,17 @@ impl DockerScope {
             docker: docker().await,
             run: super::env().run_id,
             test: super::unique(),
+            hosts: Vec::new(),
         }
+    }
+
+    /// A berth host id for this test, unique and carrying the run's id (so
+    /// `scripts/testenv down` finds what berth made for it); its objects
+    /// are removed with the scope.
+    pub fn host(&mut self) -> String {
+        let host = format!("t{}-{}", self.run, &super::unique()[..8]);
+        self.hosts.push(host.clone());
+        host
     }
 
     /// The labels every object of this scope carries.
@@ -66,9 +79,27 @@ impl DockerScope {
         )])
     }
 
+    fn all_filters(&self) -> Vec<HashMap<String, Vec<String>>> {
+        let mut all = vec![self.filters()];
+        for host in &self.hosts {
+            all.push(HashMap::from([(
+                "label".to_string(),
+                vec![format!("berth.host={host}")],
+            )]));
+        }
+        all
+    }
+
     /// Removes this scope's containers, volumes and networks.
     pub async fn cleanup(&self) -> Removed {
-        cleanup(&self.docker, &self.filters()).await
+        let mut removed = Removed::default();
+        for filters in self.all_filters() {
+            let r = cleanup(&self.docker, &filters).await;
+            removed.containers.extend(r.containers);
+            removed.volumes.extend(r.volumes);
+            removed.networks.extend(r.networks);
+        }
+        removed
     }
 }
 
@@ -114,7 +145,7 @@ impl Drop for DockerScope {
     fn drop(&mut self) {
         // Drop may run inside a test's runtime, which cannot be blocked on:
         // clean up from a thread with a runtime of its own.
-        let filters = self.filters();
+        let all = self.all_filters();
         let result = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -122,7 +153,9 @@ impl Drop for DockerScope {
                 .expect("a runtime for cleanup");
             rt.block_on(async {
                 let docker = docker().await;
-                cleanup(&docker, &filters).await
+                for filters in &all {
+                    cleanup(&docker, filters).await;
+                }
             })
         })
         .join();

@@ -9,6 +9,7 @@
 
 pub mod docker;
 pub mod pg;
+pub mod process;
 pub mod proxy;
 
 pub use docker::DockerScope;

@@ -1,0 +1,327 @@
+//! A workspace's life: created, changed, stopped, started, removed, and
+//! what happens to it by hand meanwhile.
+
+use std::time::Duration;
+
+use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
+use serde_json::json;
+
+use super::{World, running};
+
+#[tokio::test]
+async fn a_row_goes_online_and_an_env_edit_replaces_it_keeping_volume_bytes() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({"GREETING": "hello"})).await;
+    let row = w
+        .wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    assert!(
+        row.url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+        "{row:?}"
+    );
+    assert_eq!(row.runtime_image_digest.as_deref(), Some(w.v1.as_str()));
+    let first = w.container(id).await.unwrap();
+    assert_eq!(row.runtime_image_id, first.image);
+    assert_eq!(row.container_id.as_deref(), first.id.as_deref());
+    let env = first.config.as_ref().unwrap().env.clone().unwrap();
+    assert!(env.contains(&"GREETING=hello".to_string()), "{env:?}");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM workspace_events WHERE workspace_id = $1")
+            .bind(id.0)
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert!(events >= 4, "expected the create's events, found {events}");
+
+    w.sh(id, "echo precious > /workspace/keep && cat /workspace/keep")
+        .await;
+    w.exec(
+        "UPDATE workspaces SET env = '{\"GREETING\": \"bye\"}' WHERE id = $1",
+        id,
+    )
+    .await;
+    let row = w
+        .wait_row(id, 60, "replaced and online", |r| {
+            r.is("online", None) && r.converged() && r.container_id != first.id
+        })
+        .await;
+    let second = w.container(id).await.unwrap();
+    assert_eq!(row.container_id.as_deref(), second.id.as_deref());
+    let env = second.config.as_ref().unwrap().env.clone().unwrap();
+    assert!(env.contains(&"GREETING=bye".to_string()), "{env:?}");
+    assert_eq!(w.sh(id, "cat /workspace/keep").await.trim(), "precious");
+    // The old container is gone, not left beside the new one.
+    let prev = w
+        .scope
+        .docker
+        .inspect_container(
+            &id.prev_container_name(),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await;
+    assert!(prev.is_err(), "the -prev container was left behind");
+}
+
+#[tokio::test]
+async fn stopped_keeps_the_container_running_starts_it_again_and_removed_deletes_everything() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    let created = w.container(id).await.unwrap().id;
+
+    w.exec(
+        "UPDATE workspaces SET desired_state = 'stopped' WHERE id = $1",
+        id,
+    )
+    .await;
+    w.wait_row(id, 30, "stopped", |r| {
+        r.is("stopped", None) && r.converged()
+    })
+    .await;
+    let c = w
+        .container(id)
+        .await
+        .expect("a stopped workspace keeps its container");
+    assert_eq!(c.state.unwrap().running, Some(false));
+
+    w.exec(
+        "UPDATE workspaces SET desired_state = 'running' WHERE id = $1",
+        id,
+    )
+    .await;
+    w.wait_row(id, 30, "online again", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+    let c = w.container(id).await.unwrap();
+    assert_eq!(c.id, created, "the same container starts again");
+    assert_eq!(c.state.unwrap().running, Some(true));
+
+    w.exec(
+        "UPDATE workspaces SET desired_state = 'removed' WHERE id = $1",
+        id,
+    )
+    .await;
+    let row = w
+        .wait_row(id, 30, "removed", |r| r.is("removed", None))
+        .await;
+    assert_eq!(row.container_id, None);
+    assert!(w.container(id).await.is_none());
+    let volumes = w
+        .scope
+        .docker
+        .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+        .await
+        .unwrap();
+    let names: Vec<String> = volumes
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    for name in id.volume_names() {
+        assert!(!names.contains(&name), "volume {name} survived removal");
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_row_fails_while_the_others_converge() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let bad = w.insert(json!({"BAD=KEY": "x"})).await;
+    let good = w.insert(json!({"OK": "1"})).await;
+    let row = w
+        .wait_row(bad, 30, "invalid", |r| r.is("failed", Some("invalid_spec")))
+        .await;
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("BAD=KEY")),
+        "{row:?}"
+    );
+    w.wait_row(good, 60, "good online", |r| r.is("online", None))
+        .await;
+    assert!(w.container(bad).await.is_none());
+}
+
+#[tokio::test]
+async fn a_paused_rows_container_is_left_alone_even_when_removed_by_hand() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    w.exec("UPDATE workspaces SET paused = true WHERE id = $1", id)
+        .await;
+    w.wait_row(id, 30, "paused", |r| r.is("paused", None)).await;
+    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+    w.scope
+        .docker
+        .remove_container(&id.container_name(), Some(opts))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        w.container(id).await.is_none(),
+        "berth acted on a paused workspace"
+    );
+    assert!(w.row(id).await.is("paused", None));
+
+    w.exec("UPDATE workspaces SET paused = false WHERE id = $1", id)
+        .await;
+    w.wait_row(id, 60, "online after unpause", |r| r.is("online", None))
+        .await;
+}
+
+#[tokio::test]
+async fn a_container_removed_or_stopped_by_hand_comes_back() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    let first = w.container(id).await.unwrap().id;
+
+    let stop = StopContainerOptionsBuilder::new().t(1).build();
+    w.scope
+        .docker
+        .stop_container(&id.container_name(), Some(stop))
+        .await
+        .unwrap();
+    let c = w
+        .wait_container(id, 30, "started again", running)
+        .await
+        .unwrap();
+    assert_eq!(c.id, first, "a stopped container is started, not replaced");
+
+    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+    w.scope
+        .docker
+        .remove_container(&id.container_name(), Some(opts))
+        .await
+        .unwrap();
+    let c = w
+        .wait_container(id, 60, "recreated", running)
+        .await
+        .unwrap();
+    assert_ne!(c.id, first);
+    w.wait_row(id, 60, "online", |r| {
+        r.is("online", None) && r.container_id == c.id
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn berth_killed_and_started_again_adopts_every_container() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let a = w.insert(json!({})).await;
+    let b = w.insert(json!({"X": "y"})).await;
+    for id in [a, b] {
+        w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+            .await;
+    }
+    let before: Vec<(Option<String>, Option<String>)> = {
+        let mut v = Vec::new();
+        for id in [a, b] {
+            let c = w.container(id).await.unwrap();
+            v.push((c.id.clone(), c.state.unwrap().started_at));
+        }
+        v
+    };
+    w.berth.take().unwrap().kill().await;
+    w.start(&[]);
+    // Two resyncs of the new instance.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    for (id, (cid, started)) in [a, b].into_iter().zip(before) {
+        let c = w.container(id).await.unwrap();
+        assert_eq!(c.id, cid, "recreated");
+        assert_eq!(c.state.unwrap().started_at, started, "restarted");
+        assert!(w.row(id).await.is("online", None));
+    }
+}
+
+#[tokio::test]
+async fn a_pin_change_replaces_onto_the_new_digest() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    let row = w
+        .wait_row(id, 60, "online on v1", |r| r.is("online", None))
+        .await;
+    assert_eq!(row.runtime_image_digest.as_deref(), Some(w.v1.as_str()));
+    sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'agent'")
+        .bind(&w.v2)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    let v2 = w.v2.clone();
+    w.wait_row(id, 60, "online on v2", |r| {
+        r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    assert_eq!(w.sh(id, "cat /www/variant").await.trim(), "v2");
+}
+
+async fn holder(w: &World) -> Option<String> {
+    sqlx::query_scalar("SELECT holder FROM host_leases WHERE host = $1 AND renewed_at > now() - interval '3 seconds'")
+        .bind(&w.host)
+        .fetch_optional(&w.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_drains_releases_the_lease_and_leaves_containers_running() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    let mut berth = w.berth.take().unwrap();
+    let pid = berth.pid();
+    assert!(
+        holder(&w)
+            .await
+            .is_some_and(|h| h.contains(&format!(":{pid}:")))
+    );
+    berth.signal("TERM").await;
+    assert_eq!(
+        berth.wait(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        berth.tail()
+    );
+    assert_eq!(holder(&w).await, None, "the lease was not released");
+    assert!(
+        running(w.container(id).await.as_ref()),
+        "the container must outlive berth"
+    );
+}
+
+#[tokio::test]
+async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first_dies() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let first = w.insert(json!({})).await;
+    w.wait_row(first, 60, "online", |r| r.is("online", None))
+        .await;
+    let a = w.berth.take().unwrap();
+    let b = crate::harness::process::Berth::start(&w.env());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let held = holder(&w).await.unwrap_or_default();
+    assert!(held.contains(&format!(":{}:", a.pid())), "holder {held}");
+
+    let b_pid = b.pid();
+    a.kill().await;
+    w.berth = Some(b);
+    let second = w.insert(json!({})).await;
+    w.wait_row(second, 60, "converged by the standby", |r| {
+        r.is("online", None)
+    })
+    .await;
+    let held = holder(&w).await.unwrap_or_default();
+    assert!(held.contains(&format!(":{b_pid}:")), "holder {held}");
+    assert!(w.row(first).await.is("online", None));
+}
