@@ -38,12 +38,14 @@ impl RowView {
 }
 
 /// One test's database, Docker scope, berth host id and berth process.
+/// Fields drop in order: berth is killed before the scope cleans up, so
+/// it cannot recreate what the cleanup removes.
 pub struct World {
+    pub berth: Option<Berth>,
     pub db: TestDb,
     pub pool: PgPool,
     pub scope: DockerScope,
     pub host: String,
-    pub berth: Option<Berth>,
     /// The digests of the test agent's v1 and v2 images.
     pub v1: String,
     pub v2: String,
@@ -84,11 +86,11 @@ impl World {
         .await
         .unwrap();
         World {
+            berth: None,
             db,
             pool,
             scope,
             host,
-            berth: None,
             v1,
             v2,
         }

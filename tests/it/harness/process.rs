@@ -103,3 +103,20 @@ impl Berth {
             .and_then(|s| s.code())
     }
 }
+
+impl Drop for Berth {
+    /// Kills berth and waits until it is gone (and a request it sent just
+    /// before has landed), so a cleanup after this cannot race it.
+    fn drop(&mut self) {
+        if self.child.start_kill().is_err() {
+            return;
+        }
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
