@@ -108,6 +108,12 @@ async fn a_re_pushed_moving_tag_resolves_to_the_new_digest() {
     push_as(&v1.id, &moving).await;
     let first = ensure(moving.clone()).await;
     assert_eq!(first.digest, v1.digest);
+    let digest = first.digest.as_ref().unwrap();
+    assert_eq!(
+        first.reference,
+        format!("{moving}@{digest}"),
+        "tag kept, digest decides"
+    );
     assert_eq!(first.id, v1.id);
     let unchanged = ensure(moving.clone()).await;
     assert!(!unchanged.pulled, "an unchanged tag costs no pull");
@@ -117,6 +123,13 @@ async fn a_re_pushed_moving_tag_resolves_to_the_new_digest() {
     assert_eq!(moved.digest, v2.digest, "the tag's new digest");
     assert_eq!(moved.id, v2.id);
     assert_ne!(moved.digest, first.digest);
+
+    // A container created from what was ensured before the tag moved runs
+    // the image of that digest, not the tag's new one.
+    let spec = f.spec(&f.row().with_image(&moving));
+    let id = f.exec.create(&spec, &first).await.unwrap();
+    assert_eq!(f.inspect(&id).await.image.unwrap(), v1.id);
+    f.exec.remove(&id).await.unwrap();
     let repo = moving.trim_end_matches(":latest");
     let by_digest = |e: &berth::act::EnsuredImage| format!("{repo}@{}", e.digest.as_ref().unwrap());
     forget(&[&moving, &by_digest(&first), &by_digest(&moved)]).await;
