@@ -138,7 +138,7 @@ impl Executor {
             // stream; distribution inspect answers 404 and touches nothing.
             self.resolve(image).await?;
         }
-        self.pull(&by_digest, platform).await?;
+        self.pull(image, &digest, platform).await?;
         let id = self
             .local_id(&by_digest)
             .await?
@@ -154,12 +154,18 @@ impl Executor {
         })
     }
 
-    /// Pulls `reference` (which carries a digest: an empty tag would pull
-    /// every tag). The stream is dropped — and the daemon's pull with it —
-    /// when no message arrives within the progress timeout or the whole
-    /// pull passes the total timeout; an error inside the stream is an
-    /// error even though the answer began with 200.
-    async fn pull(&self, reference: &str, platform: Option<&Platform>) -> Result<(), ActError> {
+    /// Pulls `<repository of image>@<digest>`, always by digest (an empty
+    /// tag would pull every tag). The stream is dropped — and the daemon's
+    /// pull with it — when no message arrives within the progress timeout
+    /// or the whole pull passes the total timeout; an error inside the
+    /// stream is an error even though the answer began with 200.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+        platform: Option<&Platform>,
+    ) -> Result<(), ActError> {
+        let reference = &format!("{}@{digest}", repository(image));
         let creds = self.credentials(reference).await?;
         let mut opts = CreateImageOptionsBuilder::new().from_image(reference);
         if let Some(p) = platform {

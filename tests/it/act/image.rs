@@ -178,3 +178,52 @@ async fn the_local_override_only_looks_in_the_local_store() {
         assert_eq!(found.reference, tag);
     }
 }
+
+/// A registry that accepts connections and never answers.
+async fn silent_registry() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (format!("127.0.0.1:{port}"), task)
+}
+
+#[tokio::test]
+async fn a_pull_is_abandoned_at_its_progress_and_total_deadlines() {
+    let f = Fixture::new().await;
+    let (registry, task) = silent_registry().await;
+    let stuck = image(&format!("{registry}/berth-test/agent:v1"));
+    let digest = berth::model::Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+    let second = std::time::Duration::from_secs(1);
+    for (progress, total, what) in [
+        (second, 10 * second, "pull without progress"),
+        (10 * second, second, "pull"),
+    ] {
+        let mut settings = f.exec_settings();
+        settings.pull_progress_timeout = progress;
+        settings.pull_timeout = total;
+        let exec = berth::act::Executor::new(f.scope.docker.clone(), settings);
+        let started = std::time::Instant::now();
+        let err = exec.pull(&stuck, &digest, None).await.unwrap_err();
+        assert!(started.elapsed() < 5 * second, "{:?}", started.elapsed());
+        match &err {
+            ActError::Timeout { what: w, after } => assert_eq!((*w, *after), (what, second)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(err.is_transient());
+    }
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_pull_of_a_missing_manifest_is_image_not_found() {
+    let f = Fixture::new().await;
+    let agent = image(&f.agent("v1"));
+    let missing = berth::model::Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap();
+    let err = f.exec.pull(&agent, &missing, None).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::ImageNotFound), "{err:?}");
+}
