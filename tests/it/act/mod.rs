@@ -4,6 +4,7 @@
 //! fixtures, so the tests cover the path the controller takes. Each test
 //! has its own scope, workspace ids and network, so tests run in parallel.
 
+mod apply;
 mod errors;
 mod files;
 mod image;
