@@ -34,10 +34,23 @@ pub fn docker_config_path(docker_config: Option<&str>, home: Option<&str>) -> Op
 /// like a host (has `.` or `:`, or is `localhost`), else Docker Hub.
 pub(crate) fn registry_host(reference: &str) -> &str {
     match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
-        }
+        Some((first, _)) if looks_like_host(first) => first,
         _ => "docker.io",
+    }
+}
+
+fn looks_like_host(s: &str) -> bool {
+    s.contains('.') || s.contains(':') || s == "localhost"
+}
+
+/// The registry host of the configured prefix, which may be a bare host
+/// (`ghcr.io`) or a host and a namespace (`ghcr.io/molecule-ai`).
+fn prefix_host(prefix: &str) -> &str {
+    let first = prefix.split('/').next().unwrap_or(prefix);
+    if looks_like_host(first) {
+        first
+    } else {
+        "docker.io"
     }
 }
 
@@ -62,7 +75,7 @@ impl Executor {
         reference: &str,
     ) -> Result<Option<Secret<DockerCredentials>>, ActError> {
         let host = registry_host(reference);
-        let prefix_host = self.settings.registry_prefix.as_deref().map(registry_host);
+        let prefix_host = self.settings.registry_prefix.as_deref().map(prefix_host);
         if let (Some(auth), Some(prefix_host)) = (&self.settings.registry_auth, prefix_host)
             && prefix_host == host
         {
@@ -235,6 +248,9 @@ mod tests {
         assert_eq!(registry_host("localhost/x"), "localhost");
         assert_eq!(registry_host("library/busybox"), "docker.io");
         assert_eq!(registry_host("busybox"), "docker.io");
+        assert_eq!(prefix_host("ghcr.io"), "ghcr.io");
+        assert_eq!(prefix_host("ghcr.io/molecule-ai"), "ghcr.io");
+        assert_eq!(prefix_host("molecule-ai"), "docker.io");
         assert_eq!(key_host("https://index.docker.io/v1/"), "docker.io");
         assert_eq!(key_host("https://ghcr.io"), "ghcr.io");
         assert_eq!(key_host("ghcr.io"), "ghcr.io");
