@@ -227,3 +227,26 @@ async fn a_pull_of_a_missing_manifest_is_image_not_found() {
     let err = f.exec.pull(&agent, &missing, None).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::ImageNotFound), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_configured_platform_reaches_create() {
+    let f = Fixture::new().await;
+    let (native, foreign) = match std::env::consts::ARCH {
+        "aarch64" => ("linux/arm64", "linux/amd64"),
+        _ => ("linux/amd64", "linux/arm64"),
+    };
+    let mut spec = f.spec(&f.row());
+    let image = f
+        .exec
+        .ensure_image(&spec.image, &spec.image_source, None)
+        .await
+        .unwrap();
+    spec.platform = Some(berth::model::Platform(foreign.into()));
+    let err = f.exec.create(&spec, &image).await.unwrap_err();
+    assert!(err.to_string().contains(foreign), "{err}");
+    spec.platform = Some(berth::model::Platform(native.into()));
+    for v in &spec.volumes {
+        f.exec.ensure_volume(v).await.unwrap();
+    }
+    f.exec.create(&spec, &image).await.unwrap();
+}
