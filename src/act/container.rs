@@ -129,7 +129,7 @@ fn start_error(action: &'static str, id: &str, e: DockerError) -> ActError {
 }
 
 impl Executor {
-    async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
+    pub(super) async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
         self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
