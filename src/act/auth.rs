@@ -34,10 +34,23 @@ pub fn docker_config_path(docker_config: Option<&str>, home: Option<&str>) -> Op
 /// like a host (has `.` or `:`, or is `localhost`), else Docker Hub.
 pub(crate) fn registry_host(reference: &str) -> &str {
     match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
-        }
+        Some((first, _)) if looks_like_host(first) => first,
         _ => "docker.io",
+    }
+}
+
+fn looks_like_host(s: &str) -> bool {
+    s.contains('.') || s.contains(':') || s == "localhost"
+}
+
+/// The registry host of the configured prefix, which may be a bare host
+/// (`ghcr.io`) or a host and a namespace (`ghcr.io/molecule-ai`).
+fn prefix_host(prefix: &str) -> &str {
+    let first = prefix.split('/').next().unwrap_or(prefix);
+    if looks_like_host(first) {
+        first
+    } else {
+        "docker.io"
     }
 }
 
@@ -62,7 +75,7 @@ impl Executor {
         reference: &str,
     ) -> Result<Option<Secret<DockerCredentials>>, ActError> {
         let host = registry_host(reference);
-        let prefix_host = self.settings.registry_prefix.as_deref().map(registry_host);
+        let prefix_host = self.settings.registry_prefix.as_deref().map(prefix_host);
         if let (Some(auth), Some(prefix_host)) = (&self.settings.registry_auth, prefix_host)
             && prefix_host == host
         {
@@ -138,13 +151,22 @@ async fn run_helper(helper: &str, host: &str) -> Result<Option<Secret<DockerCred
             "credential helper name {helper:?} is not a plain name"
         ));
     }
+    ask_helper(&format!("docker-credential-{helper}"), host, HELPER_TIMEOUT).await
+}
+
+/// The helper protocol's `get`, with `program` found on PATH (or given as
+/// a path).
+async fn ask_helper(
+    program: &str,
+    host: &str,
+    timeout: Duration,
+) -> Result<Option<Secret<DockerCredentials>>, String> {
     let server = if host == "docker.io" {
         DOCKER_HUB_KEY
     } else {
         host
     };
-    let program = format!("docker-credential-{helper}");
-    let mut child = tokio::process::Command::new(&program)
+    let mut child = tokio::process::Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -158,9 +180,9 @@ async fn run_helper(helper: &str, host: &str) -> Result<Option<Secret<DockerCred
             .await
             .map_err(|e| format!("writing to {program}: {e}"))?;
     }
-    let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .map_err(|_| format!("{program} did not answer within {HELPER_TIMEOUT:?}"))?
+        .map_err(|_| format!("{program} did not answer within {timeout:?}"))?
         .map_err(|e| format!("running {program}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -226,6 +248,9 @@ mod tests {
         assert_eq!(registry_host("localhost/x"), "localhost");
         assert_eq!(registry_host("library/busybox"), "docker.io");
         assert_eq!(registry_host("busybox"), "docker.io");
+        assert_eq!(prefix_host("ghcr.io"), "ghcr.io");
+        assert_eq!(prefix_host("ghcr.io/molecule-ai"), "ghcr.io");
+        assert_eq!(prefix_host("molecule-ai"), "docker.io");
         assert_eq!(key_host("https://index.docker.io/v1/"), "docker.io");
         assert_eq!(key_host("https://ghcr.io"), "ghcr.io");
         assert_eq!(key_host("ghcr.io"), "ghcr.io");
@@ -296,5 +321,59 @@ mod tests {
         assert_eq!(creds.expose().username.as_deref(), Some("bot"));
         assert_eq!(creds.expose().password.as_deref(), Some("ghp_x"));
         assert!(exec.credentials("quay.io/x/y:1").await.unwrap().is_none());
+    }
+
+    /// A helper script answering `get` with `body` and exit code `code`,
+    /// after recording what it was asked on stdin.
+    fn helper(dir: &Path, body: &str, code: i32) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(format!("docker-credential-t{code}"));
+        let script = format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 9\ncat > {}/asked\necho '{body}'\nexit {code}\n",
+            dir.display()
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    #[tokio::test]
+    async fn credential_helpers_answer_users_tokens_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(5);
+        let user = helper(
+            dir.path(),
+            r#"{"ServerURL":"x","Username":"u","Secret":"s"}"#,
+            0,
+        );
+        let creds = ask_helper(&user, "ghcr.io", t).await.unwrap().unwrap();
+        assert_eq!(creds.expose().username.as_deref(), Some("u"));
+        assert_eq!(creds.expose().password.as_deref(), Some("s"));
+        let asked = std::fs::read_to_string(dir.path().join("asked")).unwrap();
+        assert_eq!(asked, "ghcr.io");
+
+        ask_helper(&user, "docker.io", t).await.unwrap();
+        let asked = std::fs::read_to_string(dir.path().join("asked")).unwrap();
+        assert_eq!(asked, DOCKER_HUB_KEY);
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = helper(dir.path(), r#"{"Username":"<token>","Secret":"idt"}"#, 0);
+        let creds = ask_helper(&token, "ghcr.io", t).await.unwrap().unwrap();
+        assert_eq!(creds.expose().identitytoken.as_deref(), Some("idt"));
+        assert_eq!(creds.expose().username, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let unknown = helper(dir.path(), "credentials not found in native keychain", 1);
+        assert!(ask_helper(&unknown, "ghcr.io", t).await.unwrap().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let broken = helper(dir.path(), "boom", 2);
+        assert!(ask_helper(&broken, "ghcr.io", t).await.is_err());
+        assert!(
+            ask_helper("/nonexistent/helper", "ghcr.io", t)
+                .await
+                .is_err()
+        );
+        assert!(run_helper("../evil", "ghcr.io").await.is_err());
     }
 }

@@ -129,11 +129,24 @@ fn start_error(action: &'static str, id: &str, e: DockerError) -> ActError {
 }
 
 impl Executor {
-    async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
+    pub(super) async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
         self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
             .map_err(DockerError::from)
+    }
+
+    /// The container holding `name` after a 409; gone meanwhile is
+    /// `InTheWay` (the name was held a moment ago: plan again).
+    async fn name_holder(&self, name: &str) -> Result<ContainerInspectResponse, ActError> {
+        self.inspect(name).await.map_err(|e| match e {
+            DockerError::NotFound { .. } => ActError::InTheWay {
+                object: Object::Container,
+                name: name.to_string(),
+                detail: "the name was taken and freed meanwhile".into(),
+            },
+            other => ActError::docker("inspect container", other),
+        })
     }
 
     /// The host's CPUs as NanoCPUs, asked of the engine once.
@@ -210,10 +223,7 @@ impl Executor {
         if !err.is_conflict() {
             return Err(ActError::docker("create container", err));
         }
-        let info = self
-            .inspect(&spec.name)
-            .await
-            .map_err(|e| ActError::docker("inspect container", e))?;
+        let info = self.name_holder(&spec.name).await?;
         let labels = info.config.as_ref().and_then(|c| c.labels.clone());
         if let Some(detail) = self.not_owned(labels.as_ref(), Some(spec.workspace)) {
             return Err(ActError::NameConflict {
@@ -287,10 +297,7 @@ impl Executor {
         if !err.is_conflict() {
             return Err(container_error("rename container", id, err));
         }
-        let holder = self
-            .inspect(to)
-            .await
-            .map_err(|e| ActError::docker("inspect container", e))?;
+        let holder = self.name_holder(to).await?;
         let labels = holder.config.as_ref().and_then(|c| c.labels.as_ref());
         Err(match self.not_owned(labels, None) {
             Some(detail) => ActError::NameConflict {
@@ -357,3 +364,6 @@ impl Executor {
         Ok(port.map(|p| format!("http://127.0.0.1:{p}")))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -113,6 +113,13 @@ impl ActError {
         }
     }
 
+    /// The state is known and other than the plan assumed (the object is
+    /// gone, or another of the workspace's containers holds the name):
+    /// plan again from a fresh observation, without a backoff of its own.
+    pub fn needs_replan(&self) -> bool {
+        matches!(self, ActError::Gone { .. } | ActError::InTheWay { .. })
+    }
+
     /// A bounded label for metrics (`docker_actions_total{result}`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -172,5 +179,13 @@ mod tests {
         };
         assert!(stalled.is_transient());
         assert_eq!(stalled.reason(), None);
+        assert!(!stalled.needs_replan());
+
+        let gone = ActError::Gone {
+            object: Object::Container,
+            name: "abc".into(),
+        };
+        assert!(gone.needs_replan() && !gone.is_transient());
+        assert_eq!(gone.reason(), None);
     }
 }

@@ -12,7 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bollard::query_parameters::UploadToContainerOptionsBuilder;
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+
+use crate::docker::DockerError;
 
 use crate::model::FilesSpec;
 
@@ -179,6 +183,27 @@ impl Executor {
             .upload_to_container(id, Some(opts), bollard::body_full(archive.into()))
             .await
             .map_err(|e| super::container::container_error("upload to container", id, e.into()))
+    }
+}
+
+impl Executor {
+    /// Whether /configs of container `id` holds `config.yaml` (the probe
+    /// behind `config_missing`). Reads only; a missing container is
+    /// `Gone`, not "no config".
+    pub async fn has_config(&self, id: &str) -> Result<bool, ActError> {
+        self.inspect(id)
+            .await
+            .map_err(|e| super::container::container_error("inspect container", id, e))?;
+        let opts = ContainerArchiveInfoOptionsBuilder::new()
+            .path(&format!("/{ROOT}/config.yaml"))
+            .build();
+        match self.docker.get_container_archive_info(id, Some(opts)).await {
+            Ok(_) => Ok(true),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound { .. } => Ok(false),
+                other => Err(ActError::docker("stat in container", other)),
+            },
+        }
     }
 }
 

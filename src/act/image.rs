@@ -14,9 +14,11 @@ use super::{ActError, Executor};
 /// An image present in the local store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnsuredImage {
-    /// What the container is created from: `<repository>@<digest>` when a
-    /// digest is known (so a tag moving meanwhile cannot change it), else
-    /// the reference as given (local build, local override).
+    /// What the container is created from: when a digest is known,
+    /// `<repository>[:<tag>]@<digest>` — the engine looks such a reference
+    /// up by its digest, so a tag moving meanwhile cannot change it, and
+    /// `Config.Image` still shows the tag; else the reference as given
+    /// (local build, local override).
     pub reference: String,
     /// The manifest digest it was pulled by; `None` for a local image.
     pub digest: Option<Digest>,
@@ -118,8 +120,12 @@ impl Executor {
             Some(d) => d.clone(),
             None => self.resolve(image).await?,
         };
-        let reference = format!("{}@{digest}", repository(image));
-        if let Some(id) = self.local_id(&reference).await? {
+        let by_digest = format!("{}@{digest}", repository(image));
+        let reference = match image.tag() {
+            Some(tag) => format!("{}:{tag}@{digest}", repository(image)),
+            None => by_digest.clone(),
+        };
+        if let Some(id) = self.local_id(&by_digest).await? {
             return Ok(EnsuredImage {
                 reference,
                 digest: Some(digest),
@@ -132,13 +138,13 @@ impl Executor {
             // stream; distribution inspect answers 404 and touches nothing.
             self.resolve(image).await?;
         }
-        self.pull(&reference, platform).await?;
+        self.pull(image, &digest, platform).await?;
         let id = self
-            .local_id(&reference)
+            .local_id(&by_digest)
             .await?
             .ok_or_else(|| ActError::Gone {
                 object: super::Object::Image,
-                name: reference.clone(),
+                name: by_digest.clone(),
             })?;
         Ok(EnsuredImage {
             reference,
@@ -148,12 +154,18 @@ impl Executor {
         })
     }
 
-    /// Pulls `reference` (which carries a digest: an empty tag would pull
-    /// every tag). The stream is dropped — and the daemon's pull with it —
-    /// when no message arrives within the progress timeout or the whole
-    /// pull passes the total timeout; an error inside the stream is an
-    /// error even though the answer began with 200.
-    async fn pull(&self, reference: &str, platform: Option<&Platform>) -> Result<(), ActError> {
+    /// Pulls `<repository of image>@<digest>`, always by digest (an empty
+    /// tag would pull every tag). The stream is dropped — and the daemon's
+    /// pull with it — when no message arrives within the progress timeout
+    /// or the whole pull passes the total timeout; an error inside the
+    /// stream is an error even though the answer began with 200.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+        platform: Option<&Platform>,
+    ) -> Result<(), ActError> {
+        let reference = &format!("{}@{digest}", repository(image));
         let creds = self.credentials(reference).await?;
         let mut opts = CreateImageOptionsBuilder::new().from_image(reference);
         if let Some(p) = platform {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth::act::{Executor, ExecutorSettings};
+use berth::act::Executor;
 use berth::model::{ImageRef, ImageSource};
 
 use super::{Fixture, kind};
@@ -75,22 +75,26 @@ async fn engine_answers_classify_into_the_executors_kinds() {
         kind(&exec.ensure_image(&far, &tag, None).await),
     ));
 
-    // A dropped or absent engine connection is transient, never "gone".
-    let nowhere =
-        bollard::Docker::connect_with_http("tcp://127.0.0.1:1", 5, bollard::API_DEFAULT_VERSION)
-            .unwrap();
-    let settings = ExecutorSettings {
-        host_id: super::HOST.into(),
-        registry_prefix: None,
-        registry_auth: None,
-        docker_config: None,
-        pull_progress_timeout: second,
-        pull_timeout: second,
-        network_labels: Default::default(),
-    };
-    let cut = Executor::new(nowhere, settings);
-    seen.push(("no engine: start", kind(&cut.start(&id).await)));
-    seen.push(("no engine: remove", kind(&cut.remove(&id).await)));
+    // An absent engine, or one that drops the connection, is transient,
+    // never "gone".
+    let dropping = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dropping_at = format!("tcp://{}", dropping.local_addr().unwrap());
+    let hang_up = tokio::spawn(async move {
+        while let Ok((socket, _)) = dropping.accept().await {
+            drop(socket);
+        }
+    });
+    for (engine, what) in [
+        ("tcp://127.0.0.1:1".to_string(), "no engine"),
+        (dropping_at, "dropped connection"),
+    ] {
+        let docker =
+            bollard::Docker::connect_with_http(&engine, 5, bollard::API_DEFAULT_VERSION).unwrap();
+        let cut = Executor::new(docker, f.exec_settings());
+        seen.push((what, kind(&cut.start(&id).await)));
+        seen.push((what, kind(&cut.remove(&id).await)));
+    }
+    hang_up.abort();
 
     let expected = [
         ("create again, same spec", "ok"),
@@ -112,8 +116,10 @@ async fn engine_answers_classify_into_the_executors_kinds() {
         ("remove volume again (404)", "ok"),
         ("missing tag (404)", "image_not_found"),
         ("unreachable registry (500)", "transient"),
-        ("no engine: start", "transient"),
-        ("no engine: remove", "transient"),
+        ("no engine", "transient"),
+        ("no engine", "transient"),
+        ("dropped connection", "transient"),
+        ("dropped connection", "transient"),
     ];
     assert_eq!(seen, expected);
 }

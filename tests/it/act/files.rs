@@ -27,7 +27,12 @@ async fn files_are_in_configs_before_start_with_crlf_stripped_and_the_token_priv
     let spec = f.spec(&row);
     let (id, _) = f.create(&spec).await;
 
+    assert!(
+        !f.exec.has_config(&id).await.unwrap(),
+        "nothing written yet"
+    );
     f.exec.write_files(&id, &spec.files).await.unwrap();
+    assert!(f.exec.has_config(&id).await.unwrap());
     let state = f.inspect(&id).await.state.unwrap();
     assert_eq!(state.running, Some(false), "written before start");
 

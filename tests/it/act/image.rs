@@ -108,6 +108,12 @@ async fn a_re_pushed_moving_tag_resolves_to_the_new_digest() {
     push_as(&v1.id, &moving).await;
     let first = ensure(moving.clone()).await;
     assert_eq!(first.digest, v1.digest);
+    let digest = first.digest.as_ref().unwrap();
+    assert_eq!(
+        first.reference,
+        format!("{moving}@{digest}"),
+        "tag kept, digest decides"
+    );
     assert_eq!(first.id, v1.id);
     let unchanged = ensure(moving.clone()).await;
     assert!(!unchanged.pulled, "an unchanged tag costs no pull");
@@ -117,6 +123,13 @@ async fn a_re_pushed_moving_tag_resolves_to_the_new_digest() {
     assert_eq!(moved.digest, v2.digest, "the tag's new digest");
     assert_eq!(moved.id, v2.id);
     assert_ne!(moved.digest, first.digest);
+
+    // A container created from what was ensured before the tag moved runs
+    // the image of that digest, not the tag's new one.
+    let spec = f.spec(&f.row().with_image(&moving));
+    let id = f.exec.create(&spec, &first).await.unwrap();
+    assert_eq!(f.inspect(&id).await.image.unwrap(), v1.id);
+    f.exec.remove(&id).await.unwrap();
     let repo = moving.trim_end_matches(":latest");
     let by_digest = |e: &berth::act::EnsuredImage| format!("{repo}@{}", e.digest.as_ref().unwrap());
     forget(&[&moving, &by_digest(&first), &by_digest(&moved)]).await;
@@ -164,4 +177,76 @@ async fn the_local_override_only_looks_in_the_local_store() {
         assert_eq!((found.pulled, found.digest), (false, None));
         assert_eq!(found.reference, tag);
     }
+}
+
+/// A registry that accepts connections and never answers.
+async fn silent_registry() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (format!("127.0.0.1:{port}"), task)
+}
+
+#[tokio::test]
+async fn a_pull_is_abandoned_at_its_progress_and_total_deadlines() {
+    let f = Fixture::new().await;
+    let (registry, task) = silent_registry().await;
+    let stuck = image(&format!("{registry}/berth-test/agent:v1"));
+    let digest = berth::model::Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+    let second = std::time::Duration::from_secs(1);
+    for (progress, total, what) in [
+        (second, 10 * second, "pull without progress"),
+        (10 * second, second, "pull"),
+    ] {
+        let mut settings = f.exec_settings();
+        settings.pull_progress_timeout = progress;
+        settings.pull_timeout = total;
+        let exec = berth::act::Executor::new(f.scope.docker.clone(), settings);
+        let started = std::time::Instant::now();
+        let err = exec.pull(&stuck, &digest, None).await.unwrap_err();
+        assert!(started.elapsed() < 5 * second, "{:?}", started.elapsed());
+        match &err {
+            ActError::Timeout { what: w, after } => assert_eq!((*w, *after), (what, second)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(err.is_transient());
+    }
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_pull_of_a_missing_manifest_is_image_not_found() {
+    let f = Fixture::new().await;
+    let agent = image(&f.agent("v1"));
+    let missing = berth::model::Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap();
+    let err = f.exec.pull(&agent, &missing, None).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::ImageNotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_configured_platform_reaches_create() {
+    let f = Fixture::new().await;
+    let (native, foreign) = match std::env::consts::ARCH {
+        "aarch64" => ("linux/arm64", "linux/amd64"),
+        _ => ("linux/amd64", "linux/arm64"),
+    };
+    let mut spec = f.spec(&f.row());
+    let image = f
+        .exec
+        .ensure_image(&spec.image, &spec.image_source, None)
+        .await
+        .unwrap();
+    spec.platform = Some(berth::model::Platform(foreign.into()));
+    let err = f.exec.create(&spec, &image).await.unwrap_err();
+    assert!(err.to_string().contains(foreign), "{err}");
+    spec.platform = Some(berth::model::Platform(native.into()));
+    for v in &spec.volumes {
+        f.exec.ensure_volume(v).await.unwrap();
+    }
+    f.exec.create(&spec, &image).await.unwrap();
 }

@@ -4,6 +4,7 @@
 //! fixtures, so the tests cover the path the controller takes. Each test
 //! has its own scope, workspace ids and network, so tests run in parallel.
 
+mod apply;
 mod errors;
 mod files;
 mod image;
@@ -41,18 +42,7 @@ impl Fixture {
         let registry = harness::env().registry;
         let scope = DockerScope::new().await;
         let root = tempfile::tempdir().unwrap();
-        let exec = Executor::new(
-            scope.docker.clone(),
-            ExecutorSettings {
-                host_id: HOST.into(),
-                registry_prefix: Some(format!("{registry}/berth-test")),
-                registry_auth: None,
-                docker_config: None,
-                pull_progress_timeout: Duration::from_secs(30),
-                pull_timeout: Duration::from_secs(120),
-                network_labels: scope.labels().into_iter().collect(),
-            },
-        );
+        let exec = Executor::new(scope.docker.clone(), exec_settings(&scope, &registry));
         let mut settings = plan::Settings::test();
         settings.host_id = HOST.into();
         settings.network = format!("berth-test-net-{}", scope.test);
@@ -65,6 +55,11 @@ impl Fixture {
             registry,
             root,
         }
+    }
+
+    /// The settings of this fixture's executor, to vary.
+    pub fn exec_settings(&self) -> ExecutorSettings {
+        exec_settings(&self.scope, &self.registry)
     }
 
     /// `<registry>/berth-test/agent:<tag>`.
@@ -164,6 +159,18 @@ impl Fixture {
             out.push((name, mode, content));
         }
         out
+    }
+}
+
+fn exec_settings(scope: &DockerScope, registry: &str) -> ExecutorSettings {
+    ExecutorSettings {
+        host_id: HOST.into(),
+        registry_prefix: Some(format!("{registry}/berth-test")),
+        registry_auth: None,
+        docker_config: None,
+        pull_progress_timeout: Duration::from_secs(30),
+        pull_timeout: Duration::from_secs(120),
+        network_labels: scope.labels().into_iter().collect(),
     }
 }
 

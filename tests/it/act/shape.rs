@@ -36,6 +36,14 @@ fn assert_common(
         assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
     }
     assert_eq!(info.image.as_deref(), Some(image.id.as_str()));
+    let created_from = config.image.as_deref().unwrap();
+    assert_eq!(created_from, image.reference);
+    let digest = image.digest.as_ref().unwrap();
+    assert_eq!(
+        created_from,
+        format!("{}@{digest}", spec.image),
+        "the spec's tag, pinned"
+    );
 
     // The image adds its own ENV; ours keep the spec's order among them.
     let env = config.env.as_ref().unwrap();
