@@ -4,7 +4,6 @@
 //! helper (`credHelpers`, then `credsStore`) or an `auths` entry. No entry
 //! means an anonymous request.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,17 +17,6 @@ use super::{ActError, Executor};
 /// Docker Hub's key in the config file, as the docker CLI writes it.
 const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The docker CLI config file: `$DOCKER_CONFIG/config.json`, else
-/// `$HOME/.docker/config.json`. The caller reads the environment (config
-/// is the one place that does) and passes the two values.
-pub fn docker_config_path(docker_config: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
-    match (docker_config.filter(|s| !s.is_empty()), home) {
-        (Some(dir), _) => Some(Path::new(dir).join("config.json")),
-        (None, Some(home)) if !home.is_empty() => Some(Path::new(home).join(".docker/config.json")),
-        _ => None,
-    }
-}
 
 /// The registry host of a reference: its first component when that looks
 /// like a host (has `.` or `:`, or is `localhost`), else Docker Hub.
@@ -210,33 +198,16 @@ async fn ask_helper(
 }
 
 /// Standard base64 with optional padding (the config file's `auth`).
+/// The `auth` field of the docker config file: base64 of `user:password`.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let text = text.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in text {
-        acc = (acc << 6) | u32::from(value(c)?);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn hosts_come_from_the_first_component_when_it_looks_like_one() {
@@ -262,19 +233,6 @@ mod tests {
         assert_eq!(base64_decode("dTpw").unwrap(), b"u:p");
         assert_eq!(base64_decode("dTpwMQ==").unwrap(), b"u:p1");
         assert!(base64_decode("not base64!").is_none());
-    }
-
-    #[test]
-    fn the_config_file_is_found_where_the_docker_cli_looks() {
-        assert_eq!(
-            docker_config_path(Some("/etc/d"), Some("/root")),
-            Some(PathBuf::from("/etc/d/config.json"))
-        );
-        assert_eq!(
-            docker_config_path(None, Some("/root")),
-            Some(PathBuf::from("/root/.docker/config.json"))
-        );
-        assert_eq!(docker_config_path(Some(""), None), None);
     }
 
     async fn creds_for(file: &str, reference: &str) -> Option<DockerCredentials> {

@@ -28,7 +28,6 @@ use crate::config::{Config, ImageMode, RegistryAuth};
 use crate::model::{LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE, WorkspaceId};
 
 pub use apply::{Outcome, Run};
-pub use auth::docker_config_path;
 pub use container::container_body;
 pub use error::{ActError, Object};
 pub use files::build_archive;

@@ -313,3 +313,24 @@ fn plan_settings_carry_the_parsed_values() {
     let local = config(&[("DATABASE_URL", DB)]).unwrap().plan_settings();
     assert_eq!(local.registry_prefix, None);
 }
+
+#[test]
+fn the_docker_config_file_is_found_where_the_docker_cli_looks() {
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("DOCKER_CONFIG", "/etc/d"),
+        ("HOME", "/root"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.docker_config_file,
+        Some(PathBuf::from("/etc/d/config.json"))
+    );
+    let c = config(&[("DATABASE_URL", DB), ("HOME", "/root")]).unwrap();
+    assert_eq!(
+        c.docker_config_file,
+        Some(PathBuf::from("/root/.docker/config.json"))
+    );
+    let c = config(&[("DATABASE_URL", DB)]).unwrap();
+    assert_eq!(c.docker_config_file, None);
+}

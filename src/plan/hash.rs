@@ -91,18 +91,23 @@ pub fn same_image(desired: &str, observed: &str) -> bool {
     if desired == observed {
         return true;
     }
-    let Some((observed_repo, _digest)) = observed.split_once('@') else {
+    // `repo:tag@digest` or `repo@digest`, for a desired `repo:tag` (or
+    // `repo`, the implicit latest).
+    let Some((named, _digest)) = observed.split_once('@') else {
         return false;
     };
     if desired.contains('@') {
         return false;
+    }
+    if named == desired {
+        return true;
     }
     let slash = desired.rfind('/').map_or(0, |i| i + 1);
     let repo = match desired[slash..].rfind(':') {
         Some(i) => &desired[..slash + i],
         None => desired,
     };
-    repo == observed_repo
+    repo == named
 }
 
 /// The names of the material fields that differ, in a fixed order.
@@ -153,6 +158,14 @@ mod same_image_tests {
             &format!("reg:5000/ws/agent@{digest}")
         ));
         assert!(same_image("reg:5000/ws/agent:v1", "reg:5000/ws/agent:v1"));
+        assert!(same_image(
+            "reg:5000/ws/agent:v1",
+            &format!("reg:5000/ws/agent:v1@{digest}")
+        ));
+        assert!(!same_image(
+            "reg:5000/ws/agent:v1",
+            &format!("reg:5000/ws/agent:v2@{digest}")
+        ));
         assert!(!same_image(
             "reg:5000/ws/agent:v1",
             &format!("reg:5000/ws/other@{digest}")
