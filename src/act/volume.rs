@@ -30,6 +30,14 @@ impl Executor {
             .labels
             .get(LABEL_WORKSPACE)
             .and_then(|w| w.parse::<WorkspaceId>().ok());
+        // The Go provisioner's /workspace volume was made by its bind, with
+        // no labels; its name carries the full workspace id, so it is that
+        // workspace's, adopted with its data.
+        if let Some(id) = workspace
+            && implicit_workspace_volume(&spec.name, &volume.labels) == Some(id)
+        {
+            return Ok(());
+        }
         match self.not_owned(Some(&volume.labels), workspace) {
             Some(detail) => Err(ActError::NameConflict {
                 object: Object::Volume,
@@ -52,7 +60,11 @@ impl Executor {
                 };
             }
         };
-        if let Some(detail) = self.not_owned(Some(&volume.labels), None) {
+        let implicit = implicit_workspace_volume(name, &volume.labels).is_some();
+        if let Some(detail) = self
+            .not_owned(Some(&volume.labels), None)
+            .filter(|_| !implicit)
+        {
             return Err(ActError::NameConflict {
                 object: Object::Volume,
                 name: name.to_string(),
@@ -67,5 +79,47 @@ impl Executor {
                 other => Err(ActError::docker("remove volume", other)),
             },
         }
+    }
+}
+
+/// The workspace whose Go-era, unlabelled `ws-<full id>-workspace` volume
+/// this is, if it is one.
+fn implicit_workspace_volume(
+    name: &str,
+    labels: &std::collections::HashMap<String, String>,
+) -> Option<WorkspaceId> {
+    if !labels.is_empty() {
+        return None;
+    }
+    let id: WorkspaceId = name
+        .strip_prefix("ws-")?
+        .strip_suffix("-workspace")?
+        .parse()
+        .ok()?;
+    (id.workspace_volume() == name).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unlabelled_full_id_workspace_volume_is_implicit() {
+        let id: WorkspaceId = "0f8fad5b-d9cb-469f-a165-70867728950e".parse().unwrap();
+        let none = std::collections::HashMap::new();
+        assert_eq!(
+            implicit_workspace_volume(&id.workspace_volume(), &none),
+            Some(id)
+        );
+        assert_eq!(implicit_workspace_volume(&id.configs_volume(), &none), None);
+        assert_eq!(
+            implicit_workspace_volume("ws-nonsense-workspace", &none),
+            None
+        );
+        let labelled = std::collections::HashMap::from([("x".to_string(), "y".to_string())]);
+        assert_eq!(
+            implicit_workspace_volume(&id.workspace_volume(), &labelled),
+            None
+        );
     }
 }

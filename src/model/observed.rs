@@ -63,10 +63,14 @@ fn owned(labels: &BTreeMap<String, String>, host: &str) -> bool {
         && labels.get(LABEL_HOST).is_none_or(|h| h == host)
 }
 
-/// Legacy: managed, and no `berth.*` label at all.
+/// Legacy: managed, and none of the labels berth puts on what it creates
+/// (workspace, host, spec hash). Other labels do not count: a container
+/// also carries its image's labels, whatever their names.
 fn legacy(labels: &BTreeMap<String, String>) -> bool {
     labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
-        && !labels.keys().any(|k| k.starts_with("berth."))
+        && ![LABEL_WORKSPACE, LABEL_HOST, LABEL_SPEC_HASH]
+            .iter()
+            .any(|k| labels.contains_key(*k))
 }
 
 fn workspace_label(labels: &BTreeMap<String, String>) -> Option<WorkspaceId> {

@@ -32,6 +32,10 @@ pub struct DockerScope {
     /// berth host ids this test runs berth as: what berth creates for them
     /// (labelled `berth.host=<id>`) goes too.
     pub hosts: Vec<String>,
+    /// Objects the test made without the scope's labels (a legacy Go
+    /// object must carry no `berth.*` label), removed by name.
+    pub named_containers: Vec<String>,
+    pub named_volumes: Vec<String>,
 }
 
 /// What a cleanup removed.
@@ -49,6 +53,8 @@ impl DockerScope {
             run: super::env().run_id,
             test: super::unique(),
             hosts: Vec::new(),
+            named_containers: Vec::new(),
+            named_volumes: Vec::new(),
         }
     }
 
@@ -146,6 +152,7 @@ impl Drop for DockerScope {
         // Drop may run inside a test's runtime, which cannot be blocked on:
         // clean up from a thread with a runtime of its own.
         let all = self.all_filters();
+        let (containers, volumes) = (self.named_containers.clone(), self.named_volumes.clone());
         let result = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -155,6 +162,14 @@ impl Drop for DockerScope {
                 let docker = docker().await;
                 for filters in &all {
                     cleanup(&docker, filters).await;
+                }
+                for name in &containers {
+                    let force = RemoveContainerOptionsBuilder::new().force(true).build();
+                    let _ = docker.remove_container(name, Some(force)).await;
+                }
+                for name in &volumes {
+                    let force = RemoveVolumeOptionsBuilder::new().force(true).build();
+                    let _ = docker.remove_volume(name, Some(force)).await;
                 }
             })
         })

@@ -67,3 +67,65 @@ impl Drop for SocketProxy {
         self.cut();
     }
 }
+
+/// A TCP proxy to `target` that a test can take down (cut every connection
+/// and refuse new ones) and bring back, to stage an outage of a real
+/// server without stopping it for everyone else.
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    accept: AbortHandle,
+}
+
+impl TcpProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (conns, is_down) = (connections.clone(), down.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns.lock().unwrap().push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        TcpProxy {
+            addr,
+            connections,
+            down,
+            accept,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones until [`TcpProxy::up`].
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.down();
+    }
+}

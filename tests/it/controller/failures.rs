@@ -1,0 +1,290 @@
+//! What goes wrong: crash loops, images that never become ready, a replace
+//! onto such an image, orphans, the Go provisioner's leftovers, and a
+//! database outage.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use berth::model::{LABEL_HOST, LABEL_MANAGED, WorkspaceId};
+use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListVolumesOptions, StopContainerOptionsBuilder,
+};
+use serde_json::json;
+
+use super::{World, running};
+use crate::harness::proxy::TcpProxy;
+
+#[tokio::test]
+async fn an_image_that_exits_after_a_second_is_a_crash_loop() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_CRASH_LOOP_RESTARTS", "3")]);
+    let id = w.insert(json!({"AGENT_EXIT_AFTER": "1"})).await;
+    let row = w
+        .wait_row(id, 90, "crash_loop", |r| {
+            r.is("degraded", Some("crash_loop"))
+        })
+        .await;
+    assert!(row.last_error.is_some(), "{row:?}");
+}
+
+#[tokio::test]
+async fn an_image_that_never_becomes_ready_is_a_provision_timeout_naming_the_phase() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_PROVISION_TIMEOUT", "8s")]);
+    let id = w.insert(json!({"AGENT_NEVER_READY": "1"})).await;
+    let row = w
+        .wait_row(id, 60, "provision_timeout", |r| {
+            r.is("failed", Some("provision_timeout"))
+        })
+        .await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains("readiness"), "{error}");
+}
+
+#[tokio::test]
+async fn a_replace_onto_an_image_that_never_becomes_ready_rolls_back() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_PROVISION_TIMEOUT", "8s")]);
+    let id = w.insert(json!({})).await;
+    let row = w
+        .wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    let serving = row.container_id.clone();
+    w.sh(id, "echo precious > /workspace/keep").await;
+
+    w.exec(
+        "UPDATE workspaces SET env = '{\"AGENT_NEVER_READY\": \"1\"}' WHERE id = $1",
+        id,
+    )
+    .await;
+    let row = w
+        .wait_row(id, 90, "rolled back", |r| {
+            r.is("online", Some("rolled_back"))
+        })
+        .await;
+    assert_eq!(
+        row.container_id, serving,
+        "the previous container serves again"
+    );
+    let c = w.container(id).await.unwrap();
+    assert_eq!(c.id, serving);
+    assert!(running(Some(&c)));
+    assert_eq!(w.sh(id, "cat /workspace/keep").await.trim(), "precious");
+    // It is not tried again until the row changes.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(w.container(id).await.unwrap().id, serving);
+}
+
+#[tokio::test]
+async fn a_deleted_rows_container_goes_after_the_grace_period_and_its_volumes_stay() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_ORPHAN_GRACE", "6s")]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    w.exec("DELETE FROM workspaces WHERE id = $1", id).await;
+    let deleted = std::time::Instant::now();
+    w.wait_container(id, 60, "orphan removed", |c| c.is_none())
+        .await;
+    assert!(
+        deleted.elapsed() >= Duration::from_secs(5),
+        "removed {:?} after the row went, before the grace period",
+        deleted.elapsed()
+    );
+    let volumes = w
+        .scope
+        .docker
+        .list_volumes(None::<ListVolumesOptions>)
+        .await
+        .unwrap()
+        .volumes
+        .unwrap_or_default();
+    let names: Vec<String> = volumes.into_iter().map(|v| v.name).collect();
+    assert!(
+        names.contains(&id.configs_volume()),
+        "the orphan's volumes must stay"
+    );
+    assert!(names.contains(&id.workspace_volume()));
+}
+
+#[tokio::test]
+async fn the_go_provisioners_container_is_replaced_once_and_its_volumes_keep_their_bytes() {
+    let mut w = World::new().await;
+    let id = WorkspaceId(uuid::Uuid::new_v4());
+    let managed = HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]);
+    // The Go way: managed-labelled configs volume, an unlabelled workspace
+    // volume made by the bind, a container with only the managed label.
+    for (name, labels) in [
+        (id.configs_volume(), Some(managed.clone())),
+        (id.workspace_volume(), None),
+    ] {
+        w.scope.named_volumes.push(name.clone());
+        let req = VolumeCreateRequest {
+            name: Some(name),
+            labels,
+            ..Default::default()
+        };
+        w.scope.docker.create_volume(req).await.unwrap();
+    }
+    let image = format!(
+        "{}/berth-test/agent@{}",
+        crate::harness::env().registry,
+        w.v1
+    );
+    pull(&w, &image).await;
+    w.scope.named_containers.push(id.container_name());
+    let body = ContainerCreateBody {
+        image: Some(image),
+        labels: Some(managed.clone()),
+        host_config: Some(HostConfig {
+            binds: Some(vec![
+                format!("{}:/configs", id.configs_volume()),
+                format!("{}:/workspace", id.workspace_volume()),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::new()
+        .name(&id.container_name())
+        .build();
+    let legacy = w
+        .scope
+        .docker
+        .create_container(Some(opts), body)
+        .await
+        .unwrap()
+        .id;
+    w.scope.docker.start_container(&legacy, None).await.unwrap();
+    w.sh(
+        id,
+        "echo go-data > /workspace/keep && echo 'name: go' > /configs/config.yaml",
+    )
+    .await;
+
+    sqlx::query(
+        "INSERT INTO workspaces (id, name, runtime, host) VALUES ($1, 'legacy', 'agent', $2)",
+    )
+    .bind(id.0)
+    .bind(&w.host)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    w.start(&[]);
+    let row = w
+        .wait_row(id, 90, "adopted", |r| r.is("online", None) && r.converged())
+        .await;
+    assert_ne!(
+        row.container_id.as_deref(),
+        Some(legacy.as_str()),
+        "replaced once"
+    );
+    let c = w.container(id).await.unwrap();
+    let labels = c.config.unwrap().labels.unwrap();
+    assert_eq!(labels.get(LABEL_HOST), Some(&w.host));
+    assert_eq!(w.sh(id, "cat /workspace/keep").await.trim(), "go-data");
+    let first = c.id;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        w.container(id).await.unwrap().id,
+        first,
+        "replaced more than once"
+    );
+}
+
+async fn pull(w: &World, image: &str) {
+    use futures::StreamExt;
+    let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
+        .from_image(image)
+        .build();
+    let mut stream = w.scope.docker.create_image(Some(opts), None, None);
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_stops_every_mutation_until_it_is_over() {
+    let mut w = World::new().await;
+    let pg: std::net::SocketAddr = {
+        let url = url_addr(&w.db.url);
+        url.parse().unwrap()
+    };
+    let proxy = TcpProxy::start(pg).await;
+    let proxied =
+        w.db.url
+            .replace(&url_addr(&w.db.url), &proxy.addr.to_string());
+    w.start(&[("DATABASE_URL", proxied.as_str())]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stop = StopContainerOptionsBuilder::new().t(1).build();
+    w.scope
+        .docker
+        .stop_container(&id.container_name(), Some(stop))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        !running(w.container(id).await.as_ref()),
+        "berth started the container while the database was away"
+    );
+
+    proxy.up();
+    w.wait_container(id, 30, "started after the outage", running)
+        .await;
+}
+
+/// `host:port` of a postgres URL.
+fn url_addr(url: &str) -> String {
+    let rest = url.split_once('@').map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn two_hosts_on_one_daemon_and_database_each_converge_only_their_own_rows() {
+    let mut w = World::new().await;
+    let other_host = w.scope.host();
+    w.start(&[]);
+    let mut other_env = w.env();
+    for (k, v) in other_env.iter_mut() {
+        if k == "BERTH_HOST_ID" {
+            *v = other_host.clone();
+        }
+    }
+    let _other = crate::harness::process::Berth::start(&other_env);
+    let mine = w.insert(json!({})).await;
+    let theirs: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO workspaces (name, runtime, host, config_files)
+         VALUES ('o', 'agent', $1, '{\"config.yaml\": \"name: o\\n\"}') RETURNING id",
+    )
+    .bind(&other_host)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    let theirs = WorkspaceId(theirs);
+    for id in [mine, theirs] {
+        w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    }
+    for (id, host) in [(mine, &w.host), (theirs, &other_host)] {
+        let labels = w
+            .container(id)
+            .await
+            .unwrap()
+            .config
+            .unwrap()
+            .labels
+            .unwrap();
+        assert_eq!(labels.get(LABEL_HOST), Some(host));
+        let hosts: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT host FROM workspace_events WHERE workspace_id = $1",
+        )
+        .bind(id.0)
+        .fetch_all(&w.pool)
+        .await
+        .unwrap();
+        assert_eq!(hosts, vec![host.clone()], "another host acted on {id}");
+    }
+}
