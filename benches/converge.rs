@@ -1,0 +1,326 @@
+//! Row committed → container running and row online, through `berth run`,
+//! next to the raw Docker API doing the same create + start work in the
+//! same run. It prints figures; it asserts nothing.
+//!
+//! Needs a running test environment:
+//!   scripts/testenv up .berth/test && . .berth/test/env
+//!   cargo bench --bench converge
+//! BENCH_ONE_AT_A_TIME (default 50) and BENCH_BATCH (default 100) size it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
+use sqlx::{Connection, Executor, PgPool};
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source a testenv env file"))
+}
+
+fn count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(name: &str, mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let (p50, p99) = (percentile(&v, 0.5), percentile(&v, 0.99));
+    println!(
+        "{name:<40} n={:<4} p50 {:>8.1} ms  p99 {:>8.1} ms",
+        v.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    (p50, p99)
+}
+
+async fn running(docker: &Docker, name: &str) -> bool {
+    docker
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|s| s.running)
+        == Some(true)
+}
+
+struct Setup {
+    pool: PgPool,
+    url: String,
+    host: String,
+    image: String,
+}
+
+async fn setup(docker: &Docker) -> Setup {
+    let admin = var("BERTH_TEST_PG_URL");
+    let registry = var("BERTH_TEST_REGISTRY");
+    let run = var("BERTH_TEST_RUN_ID");
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let name = format!("bench_{suffix}");
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let pool = PgPool::connect(&url).await.unwrap();
+    berth::desired::migrate(&pool).await.unwrap();
+    let reference = format!("{registry}/berth-test/agent:v1");
+    let digest = docker
+        .inspect_registry_image(&reference, None)
+        .await
+        .unwrap()
+        .descriptor
+        .digest
+        .unwrap();
+    sqlx::query("INSERT INTO runtimes (name, image_repository) VALUES ('agent', 'agent')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, digest) VALUES ('agent', $1)")
+        .bind(&digest)
+        .execute(&pool)
+        .await
+        .unwrap();
+    Setup {
+        pool,
+        url,
+        host: format!("t{run}-bench-{suffix}"),
+        image: format!("{registry}/berth-test/agent@{digest}"),
+    }
+}
+
+async fn insert(pool: &PgPool, host: &str, n: usize) -> Vec<uuid::Uuid> {
+    let mut tx = pool.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO workspaces (name, runtime, host, config_files)
+             VALUES ('b', 'agent', $1, '{\"config.yaml\": \"name: b\\n\"}') RETURNING id",
+        )
+        .bind(host)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+fn container_name(id: &uuid::Uuid) -> String {
+    format!("ws-{}", &id.hyphenated().to_string()[..12])
+}
+
+/// Waits until every id is running (first time) and online (second).
+async fn converge(
+    docker: &Docker,
+    pool: &PgPool,
+    ids: &[uuid::Uuid],
+    t0: Instant,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let mut ran: HashMap<uuid::Uuid, Duration> = HashMap::new();
+    let mut online: HashMap<uuid::Uuid, Duration> = HashMap::new();
+    let deadline = t0 + Duration::from_secs(600);
+    while online.len() < ids.len() && Instant::now() < deadline {
+        for id in ids {
+            if !ran.contains_key(id) && running(docker, &container_name(id)).await {
+                ran.insert(*id, t0.elapsed());
+            }
+        }
+        let rows: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM workspaces WHERE id = ANY($1) AND status = 'online'",
+        )
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        for id in rows {
+            online.entry(id).or_insert_with(|| t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (ran.into_values().collect(), online.into_values().collect())
+}
+
+/// The raw API: two volumes, a container with the workspace's shape, start.
+async fn raw_one(docker: &Docker, image: &str, label: &HashMap<String, String>) -> Duration {
+    let name = format!(
+        "bench-raw-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let t0 = Instant::now();
+    for v in ["configs", "workspace"] {
+        let req = VolumeCreateRequest {
+            name: Some(format!("{name}-{v}")),
+            labels: Some(label.clone()),
+            ..Default::default()
+        };
+        docker.create_volume(req).await.unwrap();
+    }
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        labels: Some(label.clone()),
+        env: Some(vec!["WORKSPACE_ID=x".into()]),
+        exposed_ports: Some(vec!["8000/tcp".into()]),
+        host_config: Some(HostConfig {
+            binds: Some(vec![
+                format!("{name}-configs:/configs"),
+                format!("{name}-workspace:/workspace"),
+            ]),
+            memory: Some(512 << 20),
+            nano_cpus: Some(1_000_000_000),
+            port_bindings: Some(HashMap::from([(
+                "8000/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    let id = docker.create_container(Some(opts), body).await.unwrap().id;
+    docker.start_container(&id, None).await.unwrap();
+    t0.elapsed()
+}
+
+async fn cleanup(docker: &Docker, label: &str) {
+    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let opts = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
+        let force = RemoveContainerOptionsBuilder::new().force(true).build();
+        let _ = docker
+            .remove_container(&c.id.unwrap_or_default(), Some(force))
+            .await;
+    }
+    let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
+    let volumes = docker
+        .list_volumes(Some(opts))
+        .await
+        .ok()
+        .and_then(|v| v.volumes);
+    for v in volumes.unwrap_or_default() {
+        let force = RemoveVolumeOptionsBuilder::new().force(true).build();
+        let _ = docker.remove_volume(&v.name, Some(force)).await;
+    }
+    let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    for n in docker.list_networks(Some(opts)).await.unwrap_or_default() {
+        let _ = docker.remove_network(&n.id.unwrap_or_default()).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let (one, batch) = (count("BENCH_ONE_AT_A_TIME", 50), count("BENCH_BATCH", 100));
+    let docker = Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    let s = setup(&docker).await;
+    let host_label = format!("berth.host={}", s.host);
+    let raw_label = HashMap::from([
+        ("berth.test-run".to_string(), var("BERTH_TEST_RUN_ID")),
+        ("berth.bench".to_string(), s.host.clone()),
+    ]);
+    let raw_filter = format!("berth.bench={}", s.host);
+
+    let mut berth = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("run")
+        .env("DATABASE_URL", &s.url)
+        .env("BERTH_HOST_ID", &s.host)
+        .env(
+            "MOLECULE_IMAGE_REGISTRY",
+            format!("{}/berth-test", var("BERTH_TEST_REGISTRY")),
+        )
+        .env("BERTH_NETWORK", format!("bn-{}", s.host))
+        .env("BERTH_LISTEN", "127.0.0.1:0")
+        .env("BERTH_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    println!("one at a time ({one} rows; the image is local, concurrency 8):");
+    let (mut ran, mut online, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..one {
+        let t0 = Instant::now();
+        let ids = insert(&s.pool, &s.host, 1).await;
+        let (r, o) = converge(&docker, &s.pool, &ids, t0).await;
+        ran.extend(r);
+        online.extend(o);
+        raw.push(raw_one(&docker, &s.image, &raw_label).await);
+    }
+    let (berth_run, _) = summary("berth: row committed → container running", ran);
+    summary("berth: row committed → row online", online);
+    let (raw_p50, _) = summary("raw API: volumes + create + start", raw);
+    println!(
+        "ratio berth running / raw p50: {:.2}",
+        berth_run.as_secs_f64() / raw_p50.as_secs_f64()
+    );
+
+    println!("\n{batch} rows in one transaction:");
+    let t0 = Instant::now();
+    let ids = insert(&s.pool, &s.host, batch).await;
+    let (r, o) = converge(&docker, &s.pool, &ids, t0).await;
+    let all_running = r.iter().max().copied().unwrap_or_default();
+    let all_online = o.iter().max().copied().unwrap_or_default();
+    println!(
+        "berth: all {} running after {:.1} s, all online after {:.1} s",
+        r.len(),
+        all_running.as_secs_f64(),
+        all_online.as_secs_f64()
+    );
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    for _ in 0..batch {
+        let (docker, image, label, sem) = (
+            docker.clone(),
+            s.image.clone(),
+            raw_label.clone(),
+            sem.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = sem.acquire().await.unwrap();
+            raw_one(&docker, &image, &label).await
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let raw_batch = t0.elapsed();
+    println!(
+        "raw API, 8 at a time: all {batch} running after {:.1} s",
+        raw_batch.as_secs_f64()
+    );
+    println!(
+        "ratio berth all running / raw: {:.2}",
+        all_running.as_secs_f64() / raw_batch.as_secs_f64()
+    );
+
+    let _ = berth.kill().await;
+    cleanup(&docker, &host_label).await;
+    cleanup(&docker, &raw_filter).await;
+}
