@@ -107,14 +107,14 @@ stop_registry() {
 
 # build_agent_images REGISTRY LABEL: build the test agent images FROM scratch
 # with Debian's static busybox, label them, and push them to REGISTRY as
-# berth-test/agent:{v1,v2,plain}. Prints nothing on stdout.
+# berth-test/agent:{v1,v2,plain,broken}. Prints nothing on stdout.
 build_agent_images() {
   local registry=$1 label=$2 ctx
   ctx=$(mktemp -d)
   cp -r "$(dirname "${BASH_SOURCE[0]}")/../tests/images/agent/." "$ctx/"
   cp /bin/busybox "$ctx/busybox"
   local name variant target
-  for spec in v1:v1:health v2:v2:health plain:v1:plain; do
+  for spec in v1:v1:health v2:v2:health plain:v1:plain broken:v3:broken; do
     IFS=: read -r name variant target <<<"$spec"
     docker build -q --target "$target" --build-arg "AGENT_VARIANT=$variant" \
       --label "$label" -t "$registry/berth-test/agent:$name" "$ctx" >"$ctx/build.log" 2>&1 \
@@ -123,7 +123,7 @@ build_agent_images() {
       || die "pushing $registry/berth-test/agent:$name failed"
   done
   rm -rf "$ctx"
-  log "test images pushed: $registry/berth-test/agent:{v1,v2,plain}"
+  log "test images pushed: $registry/berth-test/agent:{v1,v2,plain,broken}"
 }
 
 # remove_berth_hosts PREFIX: remove the containers, volumes and networks

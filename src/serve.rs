@@ -109,6 +109,8 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
         concurrency: config.concurrency,
         resync_interval: config.resync_interval,
         events_retention: config.events_retention,
+        rollout: config.rollout,
+        pin_debounce: config.pin_debounce,
         pool,
         executor,
         observed,

@@ -7,6 +7,7 @@
 //! the host lease.
 
 mod queue;
+mod rollout;
 mod round;
 mod work;
 
@@ -21,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use queue::WorkQueue;
+pub use rollout::{Gate, Rollouts};
 pub use work::{Done, Failed, Work, carry_out};
 
 use crate::act::Executor;
@@ -38,6 +40,9 @@ pub struct Controller {
     pub concurrency: usize,
     pub resync_interval: Duration,
     pub events_retention: Duration,
+    /// Pin rollout waves and the debounce a pin must hold for.
+    pub rollout: crate::config::Rollout,
+    pub pin_debounce: Duration,
     pub pool: PgPool,
     pub executor: Executor,
     pub observed: Observed,
@@ -63,6 +68,7 @@ struct State {
     /// What is known of each image reference now (digest, local id).
     images: BTreeMap<String, ResolvedImage>,
     last_prune: Option<tokio::time::Instant>,
+    rollouts: Rollouts,
 }
 
 impl Controller {
@@ -100,7 +106,7 @@ impl Controller {
                 }
                 _ = queue.next_timer() => {}
                 Some(joined) = workers.join_next() => match joined {
-                    Ok(done) => self.finish(&mut state, &mut queue, done),
+                    Ok(done) => self.finish(&mut state, &mut queue, done).await,
                     Err(e) => tracing::error!(error = %e, "a reconcile task failed"),
                 },
                 Ok(()) = inputs.lease.changed() => {
@@ -221,10 +227,12 @@ impl Controller {
         }
     }
 
-    /// Takes a finished pass's outcome into memory and the queue.
-    fn finish(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>, done: Done) {
+    /// Takes a finished pass's outcome into memory, the queue and the
+    /// rollouts.
+    async fn finish(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>, done: Done) {
         let id = done.id;
         queue.done(&id);
+        self.follow_rollouts(state, &done).await;
         let was_timed_out = state.rows.get(&id).and_then(|r| r.status_reason)
             == Some(crate::model::Reason::ProvisionTimeout);
         for (image, known) in done.images {
@@ -308,6 +316,70 @@ impl Controller {
                 .provision_timeouts_total
                 .with_label_values(&[phase])
                 .inc();
+        }
+    }
+}
+
+impl Controller {
+    /// What a finished pass means for the rollouts: a replace finished
+    /// ready, one undone (a readiness failure, which may halt its rollout),
+    /// or one that did not start after all.
+    async fn follow_rollouts(&self, state: &mut State, done: &Done) {
+        use crate::plan::Why;
+        let id = done.id;
+        let whys = || done.plan.actions.iter().map(|a| &a.why);
+        let restored = done.failure.as_ref().is_some_and(|f| f.restored)
+            || (done.failure.is_none() && whys().any(|w| *w == Why::Restore));
+        if restored {
+            for (key, from, failed, tried) in state.rollouts.failed(id, &self.rollout) {
+                self.metrics.rollout_halts_total.inc();
+                let (runtime, ring, to) = &key;
+                let note = format!(
+                    "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness",
+                    self.settings.host_id,
+                    to.short()
+                );
+                tracing::error!(runtime, ring, to = %to, failed, tried, "pin rollout halted");
+                match from {
+                    Some(from) => {
+                        match desired::halt_pin(
+                            &self.pool,
+                            runtime,
+                            ring,
+                            to.as_str(),
+                            from.as_str(),
+                            &note,
+                        )
+                        .await
+                        {
+                            Ok(true) => {
+                                tracing::warn!(runtime, ring, back_to = %from, "pin written back")
+                            }
+                            Ok(false) => tracing::warn!(
+                                runtime,
+                                ring,
+                                "pin already changed; not written back"
+                            ),
+                            Err(error) => tracing::error!(%error, "writing the pin back failed"),
+                        }
+                    }
+                    None => tracing::error!(
+                        runtime,
+                        ring,
+                        "no previous digest known: the pin stays; nothing more rolls out"
+                    ),
+                }
+            }
+        } else if done
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.phase == crate::plan::Phase::Pull)
+        {
+            // The image could not be made local: nothing was touched, the
+            // slot goes to the next workspace.
+            state.rollouts.release(id);
+        } else if whys().any(|w| *w == Why::FinishReplace) {
+            state.rollouts.succeeded(id);
         }
     }
 }

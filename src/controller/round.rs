@@ -9,6 +9,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::rollout::{Gate, RolloutKey, pin_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
@@ -81,6 +82,24 @@ impl Controller {
         };
         let now = Utc::now();
         let pass = plan::plan_pass(&snapshot, &self.settings, now);
+        // Rollouts still wanted by some workspace of the host this round;
+        // one no longer wanted, with work done and none running, completed.
+        let wanted: std::collections::BTreeSet<RolloutKey> = pass
+            .plans
+            .iter()
+            .filter_map(|p| {
+                let row = state.rows.get(&p.id)?;
+                pin_replace(p, &row.runtime).map(|(key, _)| key)
+            })
+            .collect();
+        for (runtime, ring, digest) in state.rollouts.completed(&wanted) {
+            tracing::info!(runtime, ring, digest = %digest, "pin rollout complete: digest is stable");
+            if let Err(error) =
+                desired::mark_stable(&self.pool, &runtime, &ring, digest.as_str()).await
+            {
+                tracing::error!(%error, "marking the pin stable failed");
+            }
+        }
         let mut plans: BTreeMap<WorkspaceId, Plan> =
             pass.plans.into_iter().map(|p| (p.id, p)).collect();
         if let Some((wanted, limit)) = pass.guard_blocked {
@@ -99,8 +118,29 @@ impl Controller {
                 queue.done(&id);
                 continue;
             };
-            state.memory.insert(id, plan.memory.clone());
             let row = state.rows.get(&id).cloned();
+            // A replace onto a new pin waits for its wave.
+            if let Some(row) = &row
+                && let Some((key, from)) = pin_replace(&plan, &row.runtime)
+            {
+                match state
+                    .rollouts
+                    .gate(&key, from, id, &self.rollout, self.pin_debounce)
+                {
+                    Gate::Go => {}
+                    Gate::Wait(after) => {
+                        queue.done(&id);
+                        queue.add_after(id, after);
+                        continue;
+                    }
+                    Gate::Halted => {
+                        queue.done(&id);
+                        queue.add_after(id, std::time::Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            state.memory.insert(id, plan.memory.clone());
             let guard_events: Vec<Event> = plan
                 .notes
                 .iter()
@@ -136,11 +176,12 @@ impl Controller {
                 current,
                 lease: lease.clone(),
             };
-            let (executor, pool, lease_rx, metrics) = (
+            let (executor, pool, lease_rx, metrics, observed) = (
                 self.executor.clone(),
                 self.pool.clone(),
                 lease_rx.clone(),
                 self.metrics.clone(),
+                self.observed.clone(),
             );
             let held = lease.clone();
             workers.spawn(async move {
@@ -150,7 +191,7 @@ impl Controller {
                 let begun = std::time::Instant::now();
                 let span = tracing::info_span!("reconcile", workspace = %id);
                 let done = tracing::Instrument::instrument(
-                    carry_out(work, &executor, &pool, &lease_rx, &metrics),
+                    carry_out(work, &executor, &pool, &lease_rx, &metrics, &observed),
                     span,
                 )
                 .await;

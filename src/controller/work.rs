@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::model::{
     ContainerSpec, ImageRef, ObservedContainer, ResolvedImage, Status, WorkspaceId, WorkspaceRow,
 };
+use crate::observed::Observed;
 use crate::plan::{Action, Op, Phase, Plan};
 
 /// Everything one pass needs, moved into its task.
@@ -88,6 +89,7 @@ pub async fn carry_out(
     pool: &PgPool,
     lease: &watch::Receiver<Option<Lease>>,
     metrics: &Metrics,
+    observed: &Observed,
 ) -> Done {
     let Work {
         plan,
@@ -166,6 +168,15 @@ pub async fn carry_out(
         }
     }
 
+    // The next pass plans on what this one did, not on events still on
+    // their way.
+    if !done.plan.actions.is_empty()
+        && let Err(error) =
+            crate::observed::sync_workspace(executor.docker(), observed, executor.host_id(), id)
+                .await
+    {
+        tracing::warn!(workspace = %id, %error, "refreshing the observed containers failed");
+    }
     if !still_held() {
         done.lost_lease = true;
         return done;

@@ -13,4 +13,6 @@ pub use session::{
     DesiredTrigger, Lease, Session, acquire, instance_id, parse_notification, release,
     session_application_name,
 };
-pub use write::{Event, StatusWrite, Written, prune_events, record_events, write_status};
+pub use write::{
+    Event, StatusWrite, Written, halt_pin, mark_stable, prune_events, record_events, write_status,
+};

@@ -139,3 +139,50 @@ pub async fn prune_events(
     .await?;
     Ok(result.rows_affected())
 }
+
+/// Halts a pin rollout everywhere: puts `from` back into the pin of
+/// (`runtime`, `ring`) when it still names `to` (an operator's newer edit
+/// wins), recorded in the history as by berth with `note`. Whether it did.
+pub async fn halt_pin(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    to: &str,
+    from: &str,
+    note: &str,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE runtime_image_pins SET digest = $4, updated_by = 'berth', note = $5
+          WHERE template_name = $1 AND ring = $2 AND digest = $3",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(to)
+    .bind(from)
+    .bind(note)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Marks the latest history entry that set (`runtime`, `ring`) to `digest`
+/// stable: a rollout of it completed.
+pub async fn mark_stable(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    digest: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runtime_image_pin_history SET stable_at = now()
+          WHERE id = (SELECT max(id) FROM runtime_image_pin_history
+                       WHERE template_name = $1 AND ring = $2 AND new_digest = $3)
+            AND stable_at IS NULL",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(digest)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

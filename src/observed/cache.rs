@@ -90,6 +90,18 @@ impl Observed {
         self.write(|c| c.containers.remove(id))
     }
 
+    /// Ids of the cached containers labelled with workspace `id`.
+    pub(super) fn workspace_containers(&self, id: WorkspaceId) -> Vec<String> {
+        let label = id.to_string();
+        self.read(|c| {
+            c.containers
+                .values()
+                .filter(|o| o.label(crate::model::LABEL_WORKSPACE) == Some(label.as_str()))
+                .map(|o| o.id.clone())
+                .collect()
+        })
+    }
+
     pub(super) fn mark_incomplete(&self) {
         self.write(|c| c.complete = false);
     }

@@ -13,4 +13,4 @@ mod convert;
 mod watch;
 
 pub use cache::{Observed, Trigger};
-pub use watch::Observer;
+pub use watch::{Observer, sync_workspace};

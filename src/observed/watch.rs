@@ -209,32 +209,7 @@ impl Observer {
     }
 
     async fn inspect(&mut self, id: &str) -> Result<Option<ObservedContainer>, DockerError> {
-        let info = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await?;
-        let image_id = info.image.clone().unwrap_or_default();
-        if !self.image_env.contains_key(&image_id) {
-            let env = match self
-                .docker
-                .inspect_image(&image_id)
-                .await
-                .map_err(DockerError::from)
-            {
-                Ok(image) => image.config.and_then(|c| c.env).unwrap_or_default(),
-                // An image removed under a container leaves nothing to
-                // subtract.
-                Err(e) if e.is_not_found() => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            self.image_env.insert(image_id.clone(), env);
-        }
-        let env = self
-            .image_env
-            .get(&image_id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        Ok(convert::from_inspect(&info, env))
+        inspect(&self.docker, id, &mut self.image_env).await
     }
 
     /// Applies one event: re-inspect the container (or drop it when it is
@@ -279,4 +254,78 @@ enum Session {
     Healthy(String),
     /// A list or inspect failed.
     Failed(DockerError),
+}
+
+/// Inspects one container into the model, with the env its image sets
+/// (cached by image id in `image_env`) left out of its material.
+async fn inspect(
+    docker: &Docker,
+    id: &str,
+    image_env: &mut HashMap<String, Vec<String>>,
+) -> Result<Option<ObservedContainer>, DockerError> {
+    let info = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await?;
+    let image_id = info.image.clone().unwrap_or_default();
+    if !image_env.contains_key(&image_id) {
+        let env = match docker
+            .inspect_image(&image_id)
+            .await
+            .map_err(DockerError::from)
+        {
+            Ok(image) => image.config.and_then(|c| c.env).unwrap_or_default(),
+            // An image removed under a container leaves nothing to subtract.
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        image_env.insert(image_id.clone(), env);
+    }
+    let env = image_env.get(&image_id).map(Vec::as_slice).unwrap_or(&[]);
+    Ok(convert::from_inspect(&info, env))
+}
+
+/// Brings the cache up to date with one workspace's containers now: the
+/// controller calls it after a pass changed them, so the next pass plans
+/// on what the pass did, not on events still on their way (read your own
+/// writes). Only this host's containers are inspected.
+pub async fn sync_workspace(
+    docker: &Docker,
+    cache: &Observed,
+    host: &str,
+    id: WorkspaceId,
+) -> Result<(), DockerError> {
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_WORKSPACE}={id}")])]);
+    let opts = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = docker.list_containers(Some(opts)).await?;
+    let mut image_env = HashMap::new();
+    let mut seen = Vec::new();
+    for summary in &listed {
+        let labels = summary.labels.clone().unwrap_or_default();
+        let owned = labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
+            && labels.get(LABEL_HOST).is_none_or(|h| h == host);
+        let Some(cid) = summary.id.as_deref() else {
+            continue;
+        };
+        if !owned {
+            continue;
+        }
+        match inspect(docker, cid, &mut image_env).await {
+            Ok(Some(c)) => {
+                seen.push(c.id.clone());
+                cache.upsert(c);
+            }
+            Ok(None) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for gone in cache.workspace_containers(id) {
+        if !seen.contains(&gone) {
+            cache.remove(&gone);
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod failures;
 mod lifecycle;
+mod rollout;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,226 @@
+//! Pin rollouts in waves: a bad pin touches only the canary and is written
+//! back, a good one goes at most max-parallel at a time and becomes stable,
+//! and a pin that does not hold replaces nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth::model::WorkspaceId;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::World;
+
+async fn digest(w: &World, tag: &str) -> String {
+    let reference = format!("{}/berth-test/agent:{tag}", crate::harness::env().registry);
+    w.scope
+        .docker
+        .inspect_registry_image(&reference, None)
+        .await
+        .unwrap()
+        .descriptor
+        .digest
+        .unwrap()
+}
+
+async fn pin(w: &World, digest: &str) {
+    sqlx::query("UPDATE runtime_image_pins SET digest = $1, updated_by = 'test' WHERE template_name = 'agent'")
+        .bind(digest)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+}
+
+/// (container id, start time) of each workspace's container.
+async fn containers(w: &World, ids: &[WorkspaceId]) -> Vec<(Option<String>, Option<String>)> {
+    let mut out = Vec::new();
+    for id in ids {
+        let c = w.container(*id).await.unwrap();
+        out.push((c.id.clone(), c.state.unwrap().started_at));
+    }
+    out
+}
+
+async fn online_all(w: &World, n: usize) -> Vec<WorkspaceId> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(w.insert(json!({})).await);
+    }
+    for id in &ids {
+        w.wait_row(*id, 90, "online", |r| r.is("online", None) && r.converged())
+            .await;
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
+    let mut w = World::new().await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    let ids = online_all(&w, 5).await;
+    let before = containers(&w, &ids).await;
+    let broken = digest(&w, "broken").await;
+    pin(&w, &broken).await;
+
+    let v1 = w.v1.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let back: String = sqlx::query_scalar(
+            "SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'",
+        )
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        if back == v1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin was not written back\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(by.as_deref(), Some("berth"));
+    assert!(note.unwrap_or_default().contains("failed readiness"));
+
+    // Settle, then count who was touched.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = containers(&w, &ids).await;
+    let touched: Vec<usize> = (0..ids.len()).filter(|i| before[*i] != after[*i]).collect();
+    assert!(
+        touched.len() <= 1,
+        "more than the canary was touched: {touched:?}"
+    );
+    let tried: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT workspace_id) FROM workspace_events WHERE action = 'create' AND reason LIKE 'recreate:%'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(tried, 1, "exactly the canary tried the bad image");
+    for id in &ids {
+        let row = w.row(*id).await;
+        assert_eq!(row.status.as_deref(), Some("online"), "{row:?}");
+        assert_eq!(
+            row.runtime_image_digest.as_deref(),
+            Some(v1.as_str()),
+            "{row:?}"
+        );
+    }
+    // Every container runs the v1 image again.
+    let images: std::collections::BTreeSet<Option<String>> = {
+        let mut s = std::collections::BTreeSet::new();
+        for id in &ids {
+            s.insert(w.container(*id).await.unwrap().image);
+        }
+        s
+    };
+    assert_eq!(images.len(), 1, "all on one image: {images:?}");
+}
+
+/// From the events: (start, end) of each workspace's replace.
+async fn replace_windows(w: &World) -> BTreeMap<uuid::Uuid, (DateTime<Utc>, DateTime<Utc>)> {
+    let rows: Vec<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT workspace_id, action, at FROM workspace_events
+          WHERE (action = 'stop' AND reason LIKE 'recreate:%')
+             OR (action = 'remove_container' AND reason LIKE 'finish replace%')
+          ORDER BY at",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    let mut windows: BTreeMap<uuid::Uuid, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for (id, action, at) in rows {
+        let e = windows.entry(id).or_insert((at, at));
+        if action == "stop" {
+            e.0 = at;
+        } else {
+            e.1 = at;
+        }
+    }
+    windows
+}
+
+#[tokio::test]
+async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
+    let mut w = World::new().await;
+    w.start(&[
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "2"),
+        ("BERTH_CONCURRENCY", "8"),
+    ]);
+    let ids = online_all(&w, 6).await;
+    for id in &ids {
+        w.sh(*id, "echo kept > /workspace/keep").await;
+    }
+    let v2 = w.v2.clone();
+    pin(&w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 120, "on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+        assert_eq!(w.sh(*id, "cat /workspace/keep").await.trim(), "kept");
+    }
+    let windows = replace_windows(&w).await;
+    assert_eq!(windows.len(), ids.len(), "{windows:?}");
+    let mut most = 0;
+    for (start, _) in windows.values() {
+        let overlapping = windows
+            .values()
+            .filter(|(s, e)| s <= start && start <= e)
+            .count();
+        most = most.max(overlapping);
+    }
+    assert!(most <= 2, "{most} replaces overlapped: {windows:?}");
+    let first_end = windows.values().map(|(_, e)| *e).min().unwrap();
+    let before_canary_done = windows.values().filter(|(s, _)| *s < first_end).count();
+    assert_eq!(before_canary_done, 1, "the canary did not go alone");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stable: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT stable_at FROM runtime_image_pin_history WHERE new_digest = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&v2)
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        if stable.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stable_at was not set"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pin_that_does_not_hold_for_the_debounce_replaces_nothing() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_PIN_DEBOUNCE", "5s")]);
+    let ids = online_all(&w, 2).await;
+    let before = containers(&w, &ids).await;
+    let (v1, v2) = (w.v1.clone(), w.v2.clone());
+    pin(&w, &v2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pin(&w, &v1).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        containers(&w, &ids).await,
+        before,
+        "a flapping pin replaced something"
+    );
+}
