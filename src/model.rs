@@ -20,7 +20,10 @@ pub use ids::{
 };
 pub use observed::{ContainerState, Health, ObservedContainer, ObservedVolume, ResolvedImage};
 pub use row::{DesiredState, PinRow, RuntimeRow, WorkspaceAccess, WorkspaceRow};
-pub use spec::{ContainerSpec, EnvVar, FilesSpec, ImageSource, Material, Tier, VolumeSpec};
+pub use spec::{
+    ContainerSpec, EnvVar, FilesSpec, ImageSource, Material, Tier, VolumeSpec, is_configs_path,
+    strip_crlf,
+};
 pub use status::{Reason, Status};
 
 /// A value that must never be printed: `Debug` and `Display` show a mask.

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 
 use crate::docker::DockerError;
 
-use crate::model::FilesSpec;
+use crate::model::{FilesSpec, is_configs_path, strip_crlf};
 
 use super::{ActError, Executor};
 
@@ -31,15 +31,9 @@ fn invalid(message: String) -> ActError {
     ActError::InvalidFiles { message }
 }
 
-/// A relative path that stays inside /configs: no empty, `.` or `..`
-/// component, no leading `/`, no control character.
+/// A relative path that stays inside /configs (see `is_configs_path`).
 fn check_path(path: &str) -> Result<(), ActError> {
-    let escapes = path.is_empty()
-        || path.starts_with('/')
-        || path.chars().any(char::is_control)
-        || path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
+    let escapes = !is_configs_path(path);
     if escapes {
         let shown: String = path.chars().take(120).collect();
         return Err(invalid(format!(
@@ -47,22 +41,6 @@ fn check_path(path: &str) -> Result<(), ActError> {
         )));
     }
     Ok(())
-}
-
-/// Scripts and docs lose the CR of each CRLF (a CR in a shebang breaks it).
-fn strip_crlf(path: &str, content: Vec<u8>) -> Vec<u8> {
-    if ![".sh", ".py", ".md"].iter().any(|ext| path.ends_with(ext)) {
-        return content;
-    }
-    let mut out = Vec::with_capacity(content.len());
-    let mut bytes = content.iter().peekable();
-    while let Some(&b) = bytes.next() {
-        if b == b'\r' && bytes.peek() == Some(&&b'\n') {
-            continue;
-        }
-        out.push(b);
-    }
-    out
 }
 
 /// Regular files under `dir` (symlinks and special files are left out, so
@@ -103,7 +81,7 @@ fn read_template(
             } else {
                 0o644
             };
-            out.insert(path.clone(), (strip_crlf(&path, content), mode));
+            out.insert(path.clone(), (strip_crlf(&path, &content), mode));
         }
     }
     Ok(())
@@ -121,7 +99,7 @@ pub fn build_archive(files: &FilesSpec) -> Result<Vec<u8>, ActError> {
         check_path(path)?;
         let content = content.expose().as_bytes().to_vec();
         total += content.len() as u64;
-        entries.insert(path.clone(), (strip_crlf(path, content), 0o644));
+        entries.insert(path.clone(), (strip_crlf(path, &content), 0o644));
     }
     if let Some(token) = &files.auth_token {
         entries.insert(TOKEN.into(), (token.expose().as_bytes().to_vec(), 0o600));

@@ -156,3 +156,31 @@ pub struct ContainerSpec {
     /// `<version>:<hex>`, also in the labels.
     pub hash: String,
 }
+
+/// Whether `path` is a plain relative path inside /configs: not empty, no
+/// leading `/`, no empty, `.` or `..` component, no control character.
+pub fn is_configs_path(path: &str) -> bool {
+    !(path.is_empty()
+        || path.starts_with('/')
+        || path.chars().any(char::is_control)
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".."))
+}
+
+/// Scripts and docs (`.sh`, `.py`, `.md`) lose the CR of each CRLF (a CR
+/// in a shebang breaks it); other files are kept as they are.
+pub fn strip_crlf(path: &str, content: &[u8]) -> Vec<u8> {
+    if ![".sh", ".py", ".md"].iter().any(|ext| path.ends_with(ext)) {
+        return content.to_vec();
+    }
+    let mut out = Vec::with_capacity(content.len());
+    let mut bytes = content.iter().peekable();
+    while let Some(&b) = bytes.next() {
+        if b == b'\r' && bytes.peek() == Some(&&b'\n') {
+            continue;
+        }
+        out.push(b);
+    }
+    out
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::model::{EnvVar, Secret, WorkspaceRow};
+use crate::model::{EnvVar, Secret, WorkspaceRow, is_configs_path};
 
 use super::Settings;
 use super::spec::InvalidSpec;
@@ -168,12 +168,7 @@ pub fn config_files(
 }
 
 fn check_config_path(path: &str) -> Result<(), InvalidSpec> {
-    let escapes = path.is_empty()
-        || path.starts_with('/')
-        || path.chars().any(char::is_control)
-        || path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
+    let escapes = !is_configs_path(path);
     if escapes {
         return Err(InvalidSpec::invalid(format!(
             "config_files path {:?} is not a plain relative path inside /configs",
@@ -183,14 +178,10 @@ fn check_config_path(path: &str) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
-/// Scripts and docs lose their CR before LF (a CR in a shebang breaks it).
+/// Scripts and docs lose their CR before LF (see `model::strip_crlf`).
 pub fn strip_crlf(path: &str, content: &str) -> String {
-    let script = [".sh", ".py", ".md"].iter().any(|ext| path.ends_with(ext));
-    if script {
-        content.replace("\r\n", "\n")
-    } else {
-        content.to_string()
-    }
+    String::from_utf8(crate::model::strip_crlf(path, content.as_bytes()))
+        .unwrap_or_else(|_| content.to_string())
 }
 
 fn clip(s: &str) -> String {
