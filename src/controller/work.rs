@@ -11,7 +11,8 @@ use crate::act::{ActError, EnsuredImage, Executor, Outcome, Run};
 use crate::desired::{self, Event, Lease, StatusWrite};
 use crate::metrics::Metrics;
 use crate::model::{
-    ContainerSpec, ImageRef, ObservedContainer, ResolvedImage, Status, WorkspaceId, WorkspaceRow,
+    ContainerSpec, ImageRef, LABEL_IMAGE_DIGEST, ObservedContainer, ResolvedImage, Status,
+    WorkspaceId, WorkspaceRow,
 };
 use crate::observed::Observed;
 use crate::plan::{Action, Op, Phase, Plan};
@@ -189,44 +190,43 @@ pub async fn carry_out(
     if done.failure.is_none()
         && let (Some(row), Some(update)) = (&row, &done.plan.status)
     {
-        let container = run
-            .created
-            .clone()
-            .or_else(|| current.as_ref().map(|c| c.id.clone()));
+        // What runs now (the cache was refreshed after the actions); the
+        // container is the truth for the image columns.
+        let now_running = if done.plan.actions.is_empty() {
+            current.clone()
+        } else {
+            observed.main_container(id)
+        };
+        let container = now_running.as_ref().map(|c| c.id.clone());
         let url = match (&container, &spec, update.status) {
             (Some(c), Some(spec), Status::Online | Status::Provisioning | Status::Degraded) => {
                 executor.url(c, spec).await.ok().flatten()
             }
             _ => None,
         };
-        let image = done.images.last().map(|(_, r)| r.clone());
+        let removed = update.status == Status::Removed;
         let converged = done.plan.actions.is_empty();
         let write = StatusWrite {
             id,
             status: update.status,
             reason: update.reason,
-            container_id: if update.status == Status::Removed {
-                None
-            } else {
-                container
-            },
-            runtime_image_digest: image
+            container_id: container.filter(|_| !removed),
+            runtime_image_digest: now_running
                 .as_ref()
-                .and_then(|i| i.digest.as_ref())
-                .map(|d| d.to_string())
-                .or_else(|| row.runtime_image_digest.clone())
-                .filter(|_| update.status != Status::Removed),
-            runtime_image_id: image
-                .and_then(|i| i.id)
-                .or_else(|| current.as_ref().map(|c| c.image_id.clone()))
-                .filter(|_| update.status != Status::Removed),
+                .and_then(|c| c.label(LABEL_IMAGE_DIGEST))
+                .map(str::to_string)
+                .filter(|_| !removed),
+            runtime_image_id: now_running
+                .as_ref()
+                .map(|c| c.image_id.clone())
+                .filter(|_| !removed),
             url,
             observed_generation: if converged {
                 row.generation
             } else {
                 row.observed_generation
             },
-            restart_count: current
+            restart_count: now_running
                 .as_ref()
                 .map(|c| c.restart_count.min(i32::MAX as u32) as i32)
                 .unwrap_or(0),

@@ -90,6 +90,20 @@ impl Observed {
         self.write(|c| c.containers.remove(id))
     }
 
+    /// The workspace's own container: named `ws-<id12>` and labelled with
+    /// its id.
+    pub fn main_container(&self, id: WorkspaceId) -> Option<ObservedContainer> {
+        let (name, label) = (id.container_name(), id.to_string());
+        self.read(|c| {
+            c.containers
+                .values()
+                .find(|o| {
+                    o.name == name && o.label(crate::model::LABEL_WORKSPACE) == Some(label.as_str())
+                })
+                .cloned()
+        })
+    }
+
     /// Ids of the cached containers labelled with workspace `id`.
     pub(super) fn workspace_containers(&self, id: WorkspaceId) -> Vec<String> {
         let label = id.to_string();

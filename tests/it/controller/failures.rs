@@ -250,11 +250,15 @@ async fn two_hosts_on_one_daemon_and_database_each_converge_only_their_own_rows(
     w.start(&[]);
     let mut other_env = w.env();
     for (k, v) in other_env.iter_mut() {
-        if k == "BERTH_HOST_ID" {
-            *v = other_host.clone();
+        // Two processes creating one network race (API 1.41 accepts two
+        // networks of one name): each host gets its own here.
+        match k.as_str() {
+            "BERTH_HOST_ID" => *v = other_host.clone(),
+            "BERTH_NETWORK" => *v = format!("bn-{other_host}"),
+            _ => {}
         }
     }
-    let _other = crate::harness::process::Berth::start(&other_env);
+    let other = crate::harness::process::Berth::start(&other_env);
     let mine = w.insert(json!({})).await;
     let theirs: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO workspaces (name, runtime, host, config_files)
@@ -265,8 +269,17 @@ async fn two_hosts_on_one_daemon_and_database_each_converge_only_their_own_rows(
     .await
     .unwrap();
     let theirs = WorkspaceId(theirs);
-    for id in [mine, theirs] {
-        w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    w.wait_row(mine, 60, "mine online", |r| r.is("online", None))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !w.row(theirs).await.is("online", None) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "theirs not online: {:?}\nits berth:\n{}",
+            w.row(theirs).await,
+            other.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for (id, host) in [(mine, &w.host), (theirs, &other_host)] {
         let labels = w
