@@ -120,6 +120,7 @@ impl Controller {
             };
             let row = state.rows.get(&id).cloned();
             // A replace onto a new pin waits for its wave.
+            let mut rollout = None;
             if let Some(row) = &row
                 && let Some((key, from)) = pin_replace(&plan, &row.runtime)
             {
@@ -127,7 +128,7 @@ impl Controller {
                     .rollouts
                     .gate(&key, from, id, &self.rollout, self.pin_debounce)
                 {
-                    Gate::Go => {}
+                    Gate::Go => rollout = Some(state.rollouts.describe(&key, "replacing")),
                     Gate::Wait(after) => {
                         queue.done(&id);
                         queue.add_after(id, after);
@@ -175,6 +176,7 @@ impl Controller {
                 spec,
                 current,
                 lease: lease.clone(),
+                rollout,
             };
             let (executor, pool, lease_rx, metrics, observed) = (
                 self.executor.clone(),
@@ -229,6 +231,7 @@ fn unchanged(row: Option<&WorkspaceRow>, plan: &Plan) -> bool {
                 && row.status_reason == update.reason
                 && row.last_error == update.detail
                 && row.observed_generation == row.generation
+                && row.rollout.is_none()
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Work {
     /// The workspace's container as observed, for the status columns.
     pub current: Option<ObservedContainer>,
     pub lease: Lease,
+    /// The `rollout` column: the pin rollout this pass's replace belongs
+    /// to, or `None` (which clears it).
+    pub rollout: Option<serde_json::Value>,
 }
 
 /// How a pass ended.
@@ -98,6 +101,7 @@ pub async fn carry_out(
         spec,
         current,
         lease: held,
+        rollout,
     } = work;
     let id = plan.id;
     let mut done = Done {
@@ -231,7 +235,7 @@ pub async fn carry_out(
                 .map(|c| c.restart_count.min(i32::MAX as u32) as i32)
                 .unwrap_or(0),
             last_error: update.detail.clone(),
-            rollout: row.rollout.clone(),
+            rollout,
         };
         match desired::write_status(pool, &held, &write).await {
             Ok(desired::Written::Yes) => {}

@@ -56,11 +56,15 @@ async fn online_all(w: &World, n: usize) -> Vec<WorkspaceId> {
 #[tokio::test]
 async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
     let mut w = World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 5).await;
+    // A short deadline only for the rollout (a loaded machine may need
+    // longer for the first starts).
+    w.berth.take().unwrap().kill().await;
     w.start(&[
         ("BERTH_PROVISION_TIMEOUT", "8s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
     ]);
-    let ids = online_all(&w, 5).await;
     let before = containers(&w, &ids).await;
     let broken = digest(&w, "broken").await;
     pin(&w, &broken).await;
@@ -164,6 +168,25 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
         w.sh(*id, "echo kept > /workspace/keep").await;
     }
     let v2 = w.v2.clone();
+    let watcher = {
+        let pool = w.pool.clone();
+        tokio::spawn(async move {
+            for _ in 0..1200 {
+                let seen: Option<serde_json::Value> = sqlx::query_scalar(
+                    "SELECT rollout FROM workspaces WHERE rollout IS NOT NULL LIMIT 1",
+                )
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .flatten();
+                if seen.is_some() {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+    };
     pin(&w, &v2).await;
     for id in &ids {
         w.wait_row(*id, 120, "on v2", |r| {
@@ -171,6 +194,37 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
         })
         .await;
         assert_eq!(w.sh(*id, "cat /workspace/keep").await.trim(), "kept");
+    }
+    // A replaced row shows its rollout while it runs, and none once the
+    // rollout is over.
+    let seen = watcher
+        .await
+        .unwrap()
+        .expect("no row ever showed the rollout");
+    assert_eq!(seen["state"], "replacing", "{seen}");
+    assert_eq!(seen["to"], v2.as_str(), "{seen}");
+    let shown: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workspace_events WHERE action = 'create' AND reason LIKE 'recreate: digest%'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(shown as usize, ids.len());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM workspaces WHERE rollout IS NOT NULL")
+                .fetch_one(&w.pool)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} rows still show a rollout"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let windows = replace_windows(&w).await;
     assert_eq!(windows.len(), ids.len(), "{windows:?}");
