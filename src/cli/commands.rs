@@ -25,9 +25,10 @@ Docker or write a status, other codes as below.";
 const PIN_HELP: &str = "\
 Every workspace of the runtime on the ring (on `stable`, also those on a
 ring without a pin of its own), without an explicit `image`, is replaced
-onto the new digest in rollout waves (BERTH_ROLLOUT_*). The command lists
-them and asks for confirmation; without a terminal it needs --yes. The
-change is written only if the pin still holds the digest shown.";
+onto the new digest by the berth of its host. The command lists them and
+asks for confirmation; without a terminal it needs --yes. The change is
+written only if the pin still holds the digest shown, and the pin history
+records it (with --note and --by).";
 
 /// The commands that read or change the rows for an operator.
 #[derive(Debug, Subcommand)]

@@ -97,7 +97,7 @@ impl PinChange {
         }
         let _ = writeln!(
             out,
-            "{} workspace(s) will be replaced onto the new digest, in rollout waves:",
+            "{} workspace(s) will be replaced onto the new digest:",
             self.touched.len()
         );
         let mut t = Table::new(&[

@@ -1,6 +1,8 @@
 //! The operator's surface: `plan`, `status`, `events`, `pin`, `rollback`
 //! through the binary, against the real database and engine.
 
+mod dashboards;
+mod deploy;
 mod pin;
 mod plan;
 mod status;
