@@ -134,6 +134,26 @@ pub fn check_queries(source: &str, text: &str, exposed: &BTreeMap<String, BTreeS
     }
 }
 
+/// Every unlabelled metric the dashboard and the rules query is in a
+/// running berth's `/metrics` (a labelled one shows once it has a child).
+pub fn check_live(metrics: &str) {
+    let live = samples(metrics);
+    let exposed = exposed();
+    for text in [file("berth.json"), file("alerts.yaml")] {
+        for name in queried(&text).keys() {
+            let unlabelled = exposed
+                .get(name)
+                .is_some_and(|keys| keys.iter().all(|k| k == "le"));
+            if unlabelled {
+                assert!(
+                    live.contains_key(name),
+                    "a running berth does not expose {name}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn every_metric_the_dashboard_and_rules_query_is_exposed_with_its_labels() {
     let exposed = exposed();

@@ -1,6 +1,7 @@
 //! The operator's surface: `plan`, `status`, `events`, `pin`, `rollback`
 //! through the binary, against the real database and engine.
 
+mod canary;
 mod dashboards;
 mod deploy;
 mod pin;
