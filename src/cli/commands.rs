@@ -14,7 +14,8 @@ use crate::ops::{self, Confirm, OpsError, PinChange, PinRequest, StatusFilter};
 const PLAN_HELP: &str = "\
 The plan reads this host's rows (BERTH_HOST_ID) and lists the Docker Engine
 once; it takes no lease, makes no Docker call that changes anything and
-writes nothing. It starts without the running controller's memory (its
+writes nothing. Run it with the settings `berth run` has on the host (the
+same environment file): the container specs are built from them. It starts without the running controller's memory (its
 backoffs and rolled-back specs); an orphan counts as seen since its
 container was created, so its removal shows once it is older than
 BERTH_ORPHAN_GRACE (a running berth removes it then or later).

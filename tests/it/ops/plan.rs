@@ -240,3 +240,24 @@ async fn event_count(w: &World) -> i64 {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn plan_exits_69_without_an_engine_and_65_without_a_schema() {
+    let db = crate::harness::TestDb::migrated().await;
+    let env = vec![
+        ("DATABASE_URL".to_string(), db.url.clone()),
+        (
+            "DOCKER_HOST".to_string(),
+            "unix:///nonexistent/docker.sock".to_string(),
+        ),
+    ];
+    let (code, out, err) = berth(&["plan"], &env).await;
+    assert_eq!(code, 69, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("Docker Engine"), "{err}");
+
+    let empty = crate::harness::TestDb::empty().await;
+    let env = vec![("DATABASE_URL".to_string(), empty.url.clone())];
+    let (code, _, err) = berth(&["plan"], &env).await;
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("berth migrate"), "{err}");
+}
