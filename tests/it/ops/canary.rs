@@ -103,8 +103,11 @@ async fn secrets_appear_in_no_log_metric_row_event_or_command_output() {
         good,
     )
     .await;
-    w.wait_row(good, 60, "replaced", |r| {
-        r.is("online", None) && r.converged() && r.container_id != first.container_id
+    // Replaced, or the replace undone: either way its steps were logged.
+    w.wait_row(good, 60, "replaced or rolled back", |r| {
+        r.converged()
+            && (r.is("online", None) && r.container_id != first.container_id
+                || r.is("online", Some("rolled_back")))
     })
     .await;
     let metrics = get(port.parse().unwrap(), "/metrics").await;
