@@ -6,6 +6,7 @@ mod dashboards;
 mod deploy;
 mod pin;
 mod plan;
+mod retention;
 mod status;
 
 use crate::controller::World;
