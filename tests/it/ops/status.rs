@@ -227,6 +227,21 @@ async fn every_operator_command_documents_its_flags_and_a_bad_flag_is_exit_64() 
         assert_eq!(code, 64, "{command}");
         assert!(err.contains("--no-such-flag"), "{command}: {err}");
     }
+    // Every command's help names every setting: its flag and its variable.
+    for command in [
+        "run", "migrate", "config", "plan", "status", "events", "pin", "rollback",
+    ] {
+        let (code, out, _) = berth(&[command, "--help"], &env).await;
+        assert_eq!(code, 0, "{command}");
+        for setting in berth::config::SETTINGS {
+            let flag = format!("--{}", berth::config::flag_name(setting.env));
+            assert!(
+                out.contains(setting.env) && out.contains(&flag),
+                "{command} --help lacks {} / {flag}",
+                setting.env
+            );
+        }
+    }
     // An unreachable database is exit 69.
     let (code, _, err) = berth(&["status"], &env).await;
     assert_eq!(code, 69, "{err}");
