@@ -97,7 +97,12 @@ fn the_compose_file_is_valid_and_needs_an_explicit_host_id() {
         }
         run(&mut cmd)
     };
-    let (code, out, err) = compose(&[("BERTH_HOST_ID", "host-a"), ("BERTH_DB_PASSWORD", "pw")]);
+    let registry = ("MOLECULE_IMAGE_REGISTRY", "registry.test/org");
+    let (code, out, err) = compose(&[
+        ("BERTH_HOST_ID", "host-a"),
+        ("BERTH_DB_PASSWORD", "pw"),
+        registry,
+    ]);
     assert_eq!(code, 0, "docker-compose config:\n{out}\n{err}");
     for expected in [
         "BERTH_HOST_ID: host-a",
@@ -105,12 +110,16 @@ fn the_compose_file_is_valid_and_needs_an_explicit_host_id() {
         "127.0.0.1:9464:9464",
         "image: postgres:15",
         "condition: service_healthy",
+        "MOLECULE_IMAGE_REGISTRY: registry.test/org",
     ] {
         assert!(out.contains(expected), "{expected} missing:\n{out}");
     }
-    let (code, _, err) = compose(&[("BERTH_DB_PASSWORD", "pw")]);
+    let (code, _, err) = compose(&[("BERTH_DB_PASSWORD", "pw"), registry]);
     assert_ne!(code, 0);
     assert!(err.contains("BERTH_HOST_ID"), "{err}");
+    let (code, _, err) = compose(&[("BERTH_DB_PASSWORD", "pw"), ("BERTH_HOST_ID", "host-a")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("MOLECULE_IMAGE_REGISTRY"), "{err}");
 }
 
 #[test]
