@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod observed;
+pub mod ops;
 pub mod plan;
 pub mod serve;
 pub mod telemetry;

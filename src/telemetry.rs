@@ -5,13 +5,35 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::LogFormat;
+
+/// Crates whose debug and trace output carries request and response bodies
+/// or query parameters (container env, registry auth): they log at info at
+/// most, whatever `RUST_LOG` says, so secrets never reach a log line.
+const CAPPED: &[&str] = &["bollard", "hyper", "hyper_util", "tokio_postgres"];
+
+/// `RUST_LOG`'s filter with [`CAPPED`] held at info when it asks for more.
+pub fn filter(spec: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    if filter
+        .max_level_hint()
+        .is_none_or(|l| l > LevelFilter::INFO)
+    {
+        for target in CAPPED {
+            if let Ok(cap) = format!("{target}=info").parse() {
+                filter = filter.add_directive(cap);
+            }
+        }
+    }
+    filter
+}
 
 /// Installs the global subscriber with `filter` (`RUST_LOG`, checked by
 /// `config`). A second call (tests) leaves the first in place.
 pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = self::filter(filter);
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -29,4 +51,24 @@ pub fn init(format: LogFormat, filter: &str) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crates_that_log_bodies_stay_at_info_when_debug_is_asked_for() {
+        for spec in ["debug", "trace", "info,bollard=trace,tokio_postgres=debug"] {
+            let shown = filter(spec).to_string();
+            for target in CAPPED {
+                assert!(shown.contains(&format!("{target}=info")), "{spec}: {shown}");
+            }
+            assert!(
+                !shown.contains("bollard=trace") && !shown.contains("tokio_postgres=debug"),
+                "{shown}"
+            );
+        }
+        assert_eq!(filter("warn").to_string(), "warn");
+    }
 }

@@ -9,4 +9,5 @@ mod desired;
 mod docker_env;
 mod harness;
 mod observed;
+mod ops;
 mod schema;

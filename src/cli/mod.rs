@@ -12,6 +12,8 @@ use clap::{Arg, ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::config::{Config, SETTINGS, flag_name};
 use crate::desired::{self, SchemaError};
 
+mod commands;
+
 /// The exit codes of DESIGN §1.4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -34,7 +36,7 @@ impl From<Exit> for ExitCode {
     }
 }
 
-const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0   success
   1   anything else
@@ -76,6 +78,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Ops(commands::Ops),
 }
 
 /// The clap command: the subcommands plus one global flag per setting.
@@ -138,6 +142,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             crate::telemetry::init(config.log_format, &config.log_filter);
             block_on(crate::serve::run(&config, !no_migrate)).into()
         }
+        Command::Ops(ops) => block_on(commands::run(ops, &config)).into(),
     }
 }
 

@@ -1,0 +1,87 @@
+//! The operator's commands other than `run`: `plan`, `status`, `events`,
+//! `pin` and `rollback`. Each reads (and `pin`/`rollback` write) the
+//! database directly; none takes the host lease, and only `plan` talks to
+//! Docker, through list and inspect calls alone.
+//!
+//! Every command returns its output as a value; `cli` prints it, as a
+//! table or as JSON (`--json`). Errors carry the exit code of DESIGN §1.4.
+
+mod confirm;
+mod events;
+mod pin;
+mod plan;
+mod status;
+mod table;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+pub use confirm::{Confirm, confirm};
+pub use events::{EventView, EventsView, events, render_events};
+pub use pin::{PinChange, PinRequest, Touched, apply_pin, prepare_pin, prepare_rollback};
+pub use plan::{HostPlan, plan};
+pub use status::{StatusFilter, StatusView, render_status, status};
+pub use table::{Table, age, short_digest};
+
+use crate::cli::Exit;
+use crate::config::Config;
+use crate::desired::{self, ReadError, SchemaError};
+use crate::docker::DockerError;
+
+/// Why a command failed; [`OpsError::exit`] is its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Bad usage: an unknown runtime, a malformed digest, an ambiguous
+    /// name, a change refused for want of `--yes`.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("the database has no berth schema yet: run `berth migrate` (or `berth run`) first")]
+    NoSchema,
+    #[error("cannot reach the Docker Engine: {0}")]
+    Docker(#[source] DockerError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Anything else, in words.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl OpsError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            OpsError::Usage(_) => Exit::Usage,
+            OpsError::Schema(SchemaError::TooOld { .. }) | OpsError::NoSchema => Exit::Schema,
+            OpsError::Schema(SchemaError::Unreachable(_)) => Exit::Unavailable,
+            OpsError::Docker(e) if e.is_transient() => Exit::Unavailable,
+            OpsError::Database(e) | OpsError::Read(ReadError::Database(e)) if unreachable(e) => {
+                Exit::Unavailable
+            }
+            _ => Exit::Failure,
+        }
+    }
+}
+
+/// The database went away under a command (connection refused or lost, a
+/// pool that cannot hand out a connection).
+fn unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
+}
+
+/// Connects for a command: a small pool, a schema this berth can read.
+/// Nothing is migrated and no lease is taken.
+pub async fn connect(config: &Config) -> Result<PgPool, OpsError> {
+    let pool = desired::connect(&config.database_url, 2, Duration::from_secs(10)).await?;
+    if desired::check_compatible(&pool).await?.is_none() {
+        pool.close().await;
+        return Err(OpsError::NoSchema);
+    }
+    Ok(pool)
+}

@@ -1,0 +1,300 @@
+//! `berth pin` and `berth rollback`: set a runtime's digest for a ring,
+//! after showing the workspaces the change will touch.
+//!
+//! A change is prepared (read only), shown, confirmed, then applied with a
+//! compare-and-set on the digest it was prepared against, so a pin that
+//! changed in between is not overwritten. The history trigger records
+//! every change; a rollback's default target comes from that history.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::OpsError;
+use super::table::{Table, short_digest};
+use crate::model::{Digest, WorkspaceId};
+
+/// A pin to set.
+#[derive(Clone, Debug)]
+pub struct PinRequest {
+    pub runtime: String,
+    pub ring: String,
+    pub digest: Digest,
+    pub note: Option<String>,
+    /// `updated_by`; the database role when absent.
+    pub by: Option<String>,
+}
+
+/// A change, prepared and not yet applied.
+#[derive(Clone, Debug, Serialize)]
+pub struct PinChange {
+    /// `pin` or `rollback`.
+    pub kind: &'static str,
+    pub runtime: String,
+    pub ring: String,
+    /// The digest pinned now; `None` is the moving tag.
+    pub from: Option<String>,
+    pub to: String,
+    pub note: Option<String>,
+    pub by: Option<String>,
+    /// For a rollback from history: the history entry of the target, and
+    /// when a rollout of it completed (`None`: never marked stable).
+    pub history_id: Option<i64>,
+    pub stable_at: Option<DateTime<Utc>>,
+    pub touched: Vec<Touched>,
+    pub applied: bool,
+}
+
+/// A workspace whose image the change replaces.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Touched {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub host: String,
+    pub ring: String,
+    pub desired_state: String,
+    pub status: Option<String>,
+    pub runtime_image_digest: Option<String>,
+}
+
+impl PinChange {
+    /// Whether applying it changes anything.
+    pub fn is_noop(&self) -> bool {
+        self.from.as_deref() == Some(self.to.as_str())
+    }
+
+    /// What the operator confirms.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let from = self.from.as_deref().unwrap_or("(moving tag)");
+        let _ = writeln!(
+            out,
+            "{} {}/{}: {} → {}",
+            self.kind, self.runtime, self.ring, from, self.to
+        );
+        if let Some(id) = self.history_id {
+            let stable = self
+                .stable_at
+                .map_or("never marked stable".to_string(), |at| {
+                    format!("stable since {}", at.format("%Y-%m-%d %H:%M:%S"))
+                });
+            let _ = writeln!(out, "  target: pin history entry {id}, {stable}");
+        }
+        for (what, value) in [("note", &self.note), ("by", &self.by)] {
+            if let Some(v) = value {
+                let _ = writeln!(out, "  {what}: {v}");
+            }
+        }
+        if self.is_noop() {
+            let _ = writeln!(out, "already pinned: nothing to change");
+            return out;
+        }
+        if self.touched.is_empty() {
+            out.push_str("no workspace runs this runtime and ring now\n");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "{} workspace(s) will be replaced onto the new digest:",
+            self.touched.len()
+        );
+        let mut t = Table::new(&[
+            "WORKSPACE",
+            "NAME",
+            "HOST",
+            "RING",
+            "DESIRED",
+            "STATUS",
+            "RUNNING",
+        ]);
+        for w in &self.touched {
+            t.push(vec![
+                WorkspaceId(w.id).container_name(),
+                w.name.clone(),
+                w.host.clone(),
+                w.ring.clone(),
+                w.desired_state.clone(),
+                w.status.clone().unwrap_or_else(|| "-".into()),
+                short_digest(w.runtime_image_digest.as_deref()),
+            ]);
+        }
+        out.push_str(&t.render());
+        out
+    }
+}
+
+async fn check_runtime(pool: &PgPool, runtime: &str) -> Result<(), OpsError> {
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM runtimes ORDER BY name")
+        .fetch_all(pool)
+        .await?;
+    if names.iter().any(|n| n == runtime) {
+        return Ok(());
+    }
+    Err(OpsError::Usage(format!(
+        "no runtime {runtime:?} in the catalogue; known: {}",
+        names.join(", ")
+    )))
+}
+
+async fn current(pool: &PgPool, runtime: &str, ring: &str) -> Result<Option<String>, OpsError> {
+    Ok(sqlx::query_scalar(
+        "SELECT digest FROM runtime_image_pins WHERE template_name = $1 AND ring = $2",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The rows whose image the pin decides: this runtime, no explicit image,
+/// not removed, and on this ring (or, for `stable`, on a ring without a
+/// pin of its own).
+async fn touched(pool: &PgPool, runtime: &str, ring: &str) -> Result<Vec<Touched>, OpsError> {
+    Ok(sqlx::query_as(
+        "SELECT w.id, w.name, w.host, w.ring, w.desired_state, w.status, w.runtime_image_digest
+           FROM workspaces w
+          WHERE w.runtime = $1 AND w.image IS NULL AND w.desired_state <> 'removed'
+            AND (w.ring = $2 OR ($2 = 'stable' AND NOT EXISTS (
+                   SELECT 1 FROM runtime_image_pins p
+                    WHERE p.template_name = w.runtime AND p.ring = w.ring)))
+          ORDER BY w.host, w.name, w.id",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Prepares `berth pin`.
+pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, OpsError> {
+    check_runtime(pool, &req.runtime).await?;
+    Ok(PinChange {
+        kind: "pin",
+        from: current(pool, &req.runtime, &req.ring).await?,
+        to: req.digest.as_str().to_string(),
+        touched: touched(pool, &req.runtime, &req.ring).await?,
+        runtime: req.runtime,
+        ring: req.ring,
+        note: req.note,
+        by: req.by,
+        history_id: None,
+        stable_at: None,
+        applied: false,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct HistoryEntry {
+    id: i64,
+    new_digest: String,
+    stable_at: Option<DateTime<Utc>>,
+}
+
+/// Prepares `berth rollback`: to `to`, or else to the previous digest in
+/// the pin history: an entry older than the one that set the current
+/// digest, with another digest, preferring the newest one marked stable.
+pub async fn prepare_rollback(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    to: Option<Digest>,
+    note: Option<String>,
+    by: Option<String>,
+) -> Result<PinChange, OpsError> {
+    check_runtime(pool, runtime).await?;
+    let Some(from) = current(pool, runtime, ring).await? else {
+        return Err(OpsError::Failed(format!(
+            "{runtime}/{ring} has no pin (it follows the moving tag): nothing to roll back; \
+             use `berth pin` to pin a digest"
+        )));
+    };
+    let (target, history_id, stable_at) = match to {
+        Some(d) => (d.as_str().to_string(), None, None),
+        None => {
+            let entry: Option<HistoryEntry> = sqlx::query_as(
+                "SELECT id, new_digest, stable_at FROM runtime_image_pin_history
+                  WHERE template_name = $1 AND ring = $2
+                    AND new_digest IS NOT NULL AND new_digest <> $3
+                    AND id < coalesce((SELECT max(id) FROM runtime_image_pin_history
+                                        WHERE template_name = $1 AND ring = $2
+                                          AND new_digest = $3), 9223372036854775807)
+                  ORDER BY (stable_at IS NOT NULL) DESC, id DESC LIMIT 1",
+            )
+            .bind(runtime)
+            .bind(ring)
+            .bind(&from)
+            .fetch_optional(pool)
+            .await?;
+            let Some(entry) = entry else {
+                return Err(OpsError::Failed(format!(
+                    "the pin history of {runtime}/{ring} holds no earlier digest than {from}; \
+                     name one with --to"
+                )));
+            };
+            (entry.new_digest, Some(entry.id), entry.stable_at)
+        }
+    };
+    let note = note.or_else(|| Some(format!("rollback from {}", short_digest(Some(&from)))));
+    Ok(PinChange {
+        kind: "rollback",
+        runtime: runtime.to_string(),
+        ring: ring.to_string(),
+        from: Some(from),
+        to: target,
+        note,
+        by,
+        history_id,
+        stable_at,
+        touched: touched(pool, runtime, ring).await?,
+        applied: false,
+    })
+}
+
+/// Applies a prepared change if the pin still holds the digest it was
+/// prepared against.
+pub async fn apply_pin(pool: &PgPool, change: &mut PinChange) -> Result<(), OpsError> {
+    if change.is_noop() {
+        return Ok(());
+    }
+    let result = match &change.from {
+        Some(from) => {
+            sqlx::query(
+                "UPDATE runtime_image_pins
+                    SET digest = $3, updated_by = coalesce($4, current_user), note = $5
+                  WHERE template_name = $1 AND ring = $2 AND digest = $6",
+            )
+            .bind(&change.runtime)
+            .bind(&change.ring)
+            .bind(&change.to)
+            .bind(&change.by)
+            .bind(&change.note)
+            .bind(from)
+            .execute(pool)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO runtime_image_pins (template_name, ring, digest, updated_by, note)
+                 VALUES ($1, $2, $3, coalesce($4, current_user), $5)
+                 ON CONFLICT (template_name, ring) DO NOTHING",
+            )
+            .bind(&change.runtime)
+            .bind(&change.ring)
+            .bind(&change.to)
+            .bind(&change.by)
+            .bind(&change.note)
+            .execute(pool)
+            .await?
+        }
+    };
+    if result.rows_affected() != 1 {
+        return Err(OpsError::Failed(format!(
+            "the pin of {}/{} changed while this command ran; nothing was written: run it again",
+            change.runtime, change.ring
+        )));
+    }
+    change.applied = true;
+    Ok(())
+}

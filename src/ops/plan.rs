@@ -1,0 +1,317 @@
+//! `berth plan`: what one pass would do now on this host, changing nothing.
+//!
+//! It reads the host's rows and the catalogue, lists the engine once
+//! (list and inspect calls only) and runs the pure planner over that
+//! snapshot. It holds no lease and writes nothing.
+//!
+//! The planner's memory lives in the running controller; this command
+//! starts from none, as a freshly started berth would, with one
+//! projection: an orphan container counts as seen since it was created
+//! (and seen before), so its removal shows once it is older than
+//! `BERTH_ORPHAN_GRACE`. A running berth counts the grace from its own
+//! first sighting, so it removes an orphan at that time or later, never
+//! sooner. Backoffs and rolled-back specs that the controller remembers
+//! are not visible here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::OpsError;
+use crate::config::Config;
+use crate::desired;
+use crate::model::{WorkspaceId, WorkspaceRow};
+use crate::observed::Observer;
+use crate::plan::{self, Action, Memory, Op, PassPlan, Probes, Settings, Snapshot, StatusUpdate};
+
+/// The plan of one pass over this host.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostPlan {
+    pub host: String,
+    pub rows: usize,
+    pub containers: usize,
+    /// Workspaces with actions, a status to write, or notes.
+    pub workspaces: Vec<WorkspacePlan>,
+    /// Orphan and duplicate removals withheld by the delete guard.
+    pub guard_blocked: Option<GuardBlocked>,
+    /// Owned objects that name no workspace berth can tell; never touched.
+    pub unattributed: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GuardBlocked {
+    pub wanted: usize,
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkspacePlan {
+    pub id: String,
+    pub container: String,
+    /// The row's name; `None` when there is no row (an orphan).
+    pub name: Option<String>,
+    pub actions: Vec<ActionView>,
+    /// The status the pass would write, when it differs from the row's.
+    pub status: Option<StatusChange>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionView {
+    /// The executor step: `create`, `stop`, `remove_container`, ….
+    pub op: &'static str,
+    /// The container it addresses (12 characters of its id, or `new
+    /// container`).
+    pub target: Option<String>,
+    /// The image, volume or new name the step concerns.
+    pub object: Option<String>,
+    /// Why, as the audit trail words it.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusChange {
+    pub from: String,
+    pub to: String,
+    pub detail: Option<String>,
+}
+
+impl HostPlan {
+    /// Workspaces the pass would act on or write a status for.
+    pub fn pending(&self) -> usize {
+        self.workspaces
+            .iter()
+            .filter(|w| !w.actions.is_empty() || w.status.is_some())
+            .count()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "host {}: {} row(s), {} container(s) observed",
+            self.host, self.rows, self.containers
+        );
+        if self.workspaces.is_empty() {
+            out.push_str("nothing to do: every workspace is in line with its row\n");
+        }
+        for w in &self.workspaces {
+            let name = w
+                .name
+                .as_deref()
+                .map_or("(no row)".into(), |n| format!("{n:?}"));
+            let _ = writeln!(out, "\n{} {} {}", w.container, w.id, name);
+            for a in &w.actions {
+                let mut line = format!("  {}", a.op);
+                for part in [&a.target, &a.object].into_iter().flatten() {
+                    let _ = write!(line, " {part}");
+                }
+                let _ = writeln!(out, "{line} ({})", a.reason);
+            }
+            if let Some(s) = &w.status {
+                let detail = s
+                    .detail
+                    .as_deref()
+                    .map_or(String::new(), |d| format!(": {d}"));
+                let _ = writeln!(out, "  status {} → {}{detail}", s.from, s.to);
+            }
+            for note in &w.notes {
+                let _ = writeln!(out, "  note: {note}");
+            }
+        }
+        if let Some(g) = &self.guard_blocked {
+            let _ = writeln!(
+                out,
+                "\ndelete guard: the pass wants {} orphan/duplicate removals, over the limit of {}; it makes none",
+                g.wanted, g.limit
+            );
+        }
+        if !self.unattributed.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nkept, naming no workspace berth can tell: {}",
+                self.unattributed.join(", ")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{} workspace(s) with pending changes",
+            self.pending()
+        );
+        out
+    }
+}
+
+/// Reads both sides once and plans one pass; changes nothing.
+pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
+    let pool = super::connect(config).await?;
+    let read = async {
+        let rows = desired::load_rows(&pool, &config.host_id).await?;
+        let catalogue = desired::load_catalogue(&pool).await?;
+        Ok::<_, desired::ReadError>((rows, catalogue))
+    };
+    let read = read.await;
+    pool.close().await;
+    let (rows, catalogue) = read?;
+    let docker = crate::docker::connect(config.docker_host.as_deref())
+        .await
+        .map_err(OpsError::Docker)?;
+    let (mut observer, observed, _triggers) =
+        Observer::new(docker, &config.host_id, config.resync_interval);
+    observer.relist().await.map_err(OpsError::Docker)?;
+    let (containers, volumes, observed_complete) = observed.snapshot();
+    let settings = config.plan_settings();
+    let now = Utc::now();
+    let mut snapshot = Snapshot {
+        probes: rows.iter().map(|r| (r.id, probe(r))).collect(),
+        rows,
+        catalogue,
+        containers,
+        volumes,
+        images: BTreeMap::new(),
+        desired_complete: true,
+        observed_complete,
+        memory: BTreeMap::new(),
+    };
+    snapshot.memory = orphan_memory(&snapshot, &settings);
+    let pass = plan::plan_pass(&snapshot, &settings, now);
+    Ok(describe(&snapshot, &settings, pass))
+}
+
+/// Whether the template dir holds a config.yaml, as the controller probes.
+fn probe(row: &WorkspaceRow) -> Probes {
+    Probes {
+        template_has_config: row
+            .template_path
+            .as_deref()
+            .map(|dir| Path::new(dir).join("config.yaml").is_file()),
+        ..Probes::default()
+    }
+}
+
+/// The projection for orphans: each owned container of a workspace
+/// without a row counts as seen since its creation, once before.
+pub(crate) fn orphan_memory(s: &Snapshot, settings: &Settings) -> BTreeMap<WorkspaceId, Memory> {
+    let with_row: BTreeSet<WorkspaceId> = s
+        .rows
+        .iter()
+        .filter(|r| r.host == settings.host_id)
+        .map(|r| r.id)
+        .collect();
+    let mut since: BTreeMap<WorkspaceId, DateTime<Utc>> = BTreeMap::new();
+    for c in &s.containers {
+        let Some(id) = c.workspace() else { continue };
+        if with_row.contains(&id) || !c.owned_by(&settings.host_id) {
+            continue;
+        }
+        let first = since.entry(id).or_insert(c.created);
+        *first = (*first).min(c.created);
+    }
+    since
+        .into_iter()
+        .map(|(id, at)| {
+            let memory = Memory {
+                orphan_since: Some(at),
+                orphan_sightings: 1,
+                ..Memory::default()
+            };
+            (id, memory)
+        })
+        .collect()
+}
+
+/// The pass as the operator reads it.
+pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> HostPlan {
+    let rows: BTreeMap<WorkspaceId, &WorkspaceRow> = s
+        .rows
+        .iter()
+        .filter(|r| r.host == settings.host_id)
+        .map(|r| (r.id, r))
+        .collect();
+    let workspaces = pass
+        .plans
+        .into_iter()
+        .filter_map(|p| {
+            let row = rows.get(&p.id).copied();
+            let status = p
+                .status
+                .as_ref()
+                .and_then(|update| status_change(row?, update));
+            let actions: Vec<ActionView> = p.actions.iter().map(action_view).collect();
+            if actions.is_empty() && status.is_none() && p.notes.is_empty() {
+                return None;
+            }
+            Some(WorkspacePlan {
+                id: p.id.to_string(),
+                container: p.id.container_name(),
+                name: row.map(|r| r.name.clone()),
+                actions,
+                status,
+                notes: p.notes,
+            })
+        })
+        .collect();
+    HostPlan {
+        host: settings.host_id.clone(),
+        rows: rows.len(),
+        containers: s.containers.len(),
+        workspaces,
+        guard_blocked: pass
+            .guard_blocked
+            .map(|(wanted, limit)| GuardBlocked { wanted, limit }),
+        unattributed: pass.unattributed,
+    }
+}
+
+/// The write the controller would make: status, reason or detail differ,
+/// or the row's generation is not yet observed.
+fn status_change(row: &WorkspaceRow, update: &StatusUpdate) -> Option<StatusChange> {
+    let same = row.status == Some(update.status)
+        && row.status_reason == update.reason
+        && row.last_error == update.detail
+        && row.observed_generation == row.generation;
+    if same {
+        return None;
+    }
+    let shown = |status: Option<&str>, reason: Option<&str>| match (status, reason) {
+        (None, _) => "(none)".to_string(),
+        (Some(s), None) => s.to_string(),
+        (Some(s), Some(r)) => format!("{s}/{r}"),
+    };
+    Some(StatusChange {
+        from: shown(
+            row.status.map(|s| s.as_str()),
+            row.status_reason.map(|r| r.as_str()),
+        ),
+        to: shown(
+            Some(update.status.as_str()),
+            update.reason.map(|r| r.as_str()),
+        ),
+        detail: update.detail.clone(),
+    })
+}
+
+/// One step: never the spec or the files (env and tokens are secrets),
+/// only what it addresses.
+fn action_view(a: &Action) -> ActionView {
+    let object = match &a.op {
+        Op::EnsureImage { image, .. } => Some(image.to_string()),
+        Op::EnsureVolume(v) => Some(v.name.clone()),
+        Op::RemoveVolume { name } => Some(name.clone()),
+        Op::Create(spec) => Some(format!("{} from {}", spec.name, spec.image)),
+        Op::Rename { to, .. } => Some(format!("→ {to}")),
+        _ => None,
+    };
+    ActionView {
+        op: a.op.name(),
+        target: a.op.target().map(|t| t.to_string()),
+        object,
+        reason: a.why.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+//! The plan as the operator reads it, from prepared snapshots.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeDelta, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::model::{
+    ContainerState, Health, LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE, ObservedContainer, Reason,
+    Status,
+};
+use crate::plan::Catalogue;
+
+fn id(n: u8) -> WorkspaceId {
+    WorkspaceId(uuid::Uuid::from_bytes([n; 16]))
+}
+
+fn owned(id: WorkspaceId, host: &str, age: TimeDelta) -> ObservedContainer {
+    let created = Utc::now() - age;
+    ObservedContainer {
+        id: format!("{:064x}", u128::from(id.0.as_bytes()[0])),
+        name: id.container_name(),
+        labels: BTreeMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_WORKSPACE.to_string(), id.to_string()),
+            (LABEL_HOST.to_string(), host.to_string()),
+        ]),
+        state: ContainerState::Running,
+        health: Health::None,
+        image: "registry.test/ws/workspace-template-langgraph:latest".into(),
+        image_id: "sha256:1111".into(),
+        created,
+        started_at: Some(created),
+        finished_at: None,
+        restart_count: 0,
+        exit_code: None,
+        oom_killed: false,
+        material: None,
+    }
+}
+
+fn snapshot(rows: Vec<WorkspaceRow>, containers: Vec<ObservedContainer>) -> Snapshot {
+    Snapshot {
+        rows,
+        catalogue: Catalogue::seeded(),
+        containers,
+        desired_complete: true,
+        observed_complete: true,
+        ..Snapshot::default()
+    }
+}
+
+fn run(mut s: Snapshot, settings: &Settings) -> HostPlan {
+    s.memory = orphan_memory(&s, settings);
+    let pass = plan::plan_pass(&s, settings, Utc::now());
+    describe(&s, settings, pass)
+}
+
+#[test]
+fn a_missing_container_an_old_orphan_and_an_invalid_row_are_listed_with_their_reasons() {
+    let settings = Settings::test();
+    let now = Utc::now();
+    let missing = WorkspaceRow::test(id(1), now);
+    let invalid = WorkspaceRow::test(id(2), now).with_env(json!({"BAD=KEY": "canary-value"}));
+    let orphan = owned(id(3), "default", TimeDelta::hours(2));
+    let plan = run(snapshot(vec![missing, invalid], vec![orphan]), &settings);
+
+    let by_id: BTreeMap<&str, &WorkspacePlan> =
+        plan.workspaces.iter().map(|w| (w.id.as_str(), w)).collect();
+    assert_eq!(by_id.len(), 3, "{plan:#?}");
+
+    let created = by_id[id(1).to_string().as_str()];
+    assert!(created.actions.iter().any(|a| a.op == "create"));
+    assert!(
+        created
+            .actions
+            .iter()
+            .all(|a| a.reason == "create: no container")
+    );
+
+    let bad = by_id[id(2).to_string().as_str()];
+    assert!(bad.actions.is_empty());
+    let status = bad.status.as_ref().unwrap();
+    assert_eq!(status.to, "failed/invalid_spec");
+    assert!(status.detail.as_deref().unwrap().contains("BAD=KEY"));
+
+    let gone = by_id[id(3).to_string().as_str()];
+    assert_eq!(gone.name, None);
+    assert_eq!(gone.actions.len(), 1);
+    assert_eq!(gone.actions[0].op, "remove_container");
+    assert_eq!(gone.actions[0].reason, "remove orphan: no row for 2h");
+
+    assert_eq!(plan.pending(), 3);
+    let text = plan.render();
+    assert!(text.contains("remove orphan: no row for 2h"), "{text}");
+    assert!(
+        text.contains("3 workspace(s) with pending changes"),
+        "{text}"
+    );
+    let json = serde_json::to_string(&plan).unwrap();
+    for shown in [&text, &json] {
+        assert!(!shown.contains("canary-value"), "a secret in the plan");
+    }
+}
+
+#[test]
+fn a_young_orphan_waits_for_the_grace_and_another_hosts_container_is_not_ours() {
+    let settings = Settings::test();
+    let young = owned(id(4), "default", TimeDelta::seconds(10));
+    let foreign = owned(id(5), "elsewhere", TimeDelta::hours(5));
+    let plan = run(snapshot(vec![], vec![young, foreign]), &settings);
+    assert_eq!(plan.pending(), 0, "{plan:#?}");
+    assert!(plan.workspaces.iter().all(|w| w.actions.is_empty()));
+}
+
+#[test]
+fn a_row_that_already_shows_its_status_is_not_pending() {
+    let settings = Settings::test();
+    let mut bad = WorkspaceRow::test(id(6), Utc::now()).with_env(json!({"BAD=KEY": "x"}));
+    let first = run(snapshot(vec![bad.clone()], vec![]), &settings);
+    let detail = first.workspaces[0].status.as_ref().unwrap().detail.clone();
+    bad.status = Some(Status::Failed);
+    bad.status_reason = Some(Reason::InvalidSpec);
+    bad.last_error = detail;
+    bad.observed_generation = bad.generation;
+    let again = run(snapshot(vec![bad], vec![]), &settings);
+    assert_eq!(again.pending(), 0, "{again:#?}");
+    assert!(again.render().contains("nothing to do"));
+}

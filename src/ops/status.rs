@@ -1,0 +1,161 @@
+//! `berth status`: per workspace, desired against observed as the rows
+//! show them. It reads the database only (any host's rows), never a
+//! secret column.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::OpsError;
+use super::table::{Table, age, short_digest};
+use crate::model::Status;
+
+/// The filters of `berth status`; `None` matches everything.
+#[derive(Clone, Debug, Default)]
+pub struct StatusFilter {
+    pub host: Option<String>,
+    pub status: Option<String>,
+    pub runtime: Option<String>,
+}
+
+/// One workspace as `berth status` shows it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct StatusView {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub host: String,
+    pub runtime: String,
+    pub ring: String,
+    pub desired_state: String,
+    pub paused: bool,
+    pub status: Option<String>,
+    pub status_reason: Option<String>,
+    pub last_error: Option<String>,
+    /// The digest the running image was pulled by.
+    pub runtime_image_digest: Option<String>,
+    /// The pin the row's runtime and ring resolve to (the ring's, else
+    /// stable's); `None` is the moving tag.
+    pub wanted_digest: Option<String>,
+    /// The row's explicit image, which overrides any pin.
+    pub image: Option<String>,
+    pub container_id: Option<String>,
+    pub url: Option<String>,
+    pub generation: i64,
+    pub observed_generation: Option<i64>,
+    pub status_changed_at: Option<DateTime<Utc>>,
+    pub restart_count: i32,
+}
+
+impl StatusView {
+    /// The row shows the outcome of its latest desired change.
+    pub fn converged(&self) -> bool {
+        self.observed_generation == Some(self.generation)
+    }
+}
+
+/// The rows matching `filter`, by host, name and id. An unknown status is
+/// a usage error naming the closed table.
+pub async fn status(pool: &PgPool, filter: &StatusFilter) -> Result<Vec<StatusView>, OpsError> {
+    if let Some(s) = &filter.status
+        && s.parse::<Status>().is_err()
+    {
+        let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        return Err(OpsError::Usage(format!(
+            "--status {s:?} is not a status; one of: {}",
+            known.join(", ")
+        )));
+    }
+    let rows = sqlx::query_as(
+        "SELECT w.id, w.name, w.host, w.runtime, w.ring, w.desired_state, w.paused, w.status,
+                w.status_reason, w.last_error, w.runtime_image_digest,
+                coalesce(p.digest, s.digest) AS wanted_digest, w.image, w.container_id, w.url,
+                w.generation, w.observed_generation, w.status_changed_at, w.restart_count
+           FROM workspaces w
+           LEFT JOIN runtime_image_pins p ON p.template_name = w.runtime AND p.ring = w.ring
+           LEFT JOIN runtime_image_pins s ON s.template_name = w.runtime AND s.ring = 'stable'
+          WHERE ($1::text IS NULL OR w.host = $1)
+            AND ($2::text IS NULL OR w.status = $2)
+            AND ($3::text IS NULL OR w.runtime = $3)
+          ORDER BY w.host, w.name, w.id",
+    )
+    .bind(&filter.host)
+    .bind(&filter.status)
+    .bind(&filter.runtime)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// The table: one line per workspace; `last_error` last.
+pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
+    if rows.is_empty() {
+        return "no workspaces match\n".into();
+    }
+    let mut t = Table::new(&[
+        "WORKSPACE",
+        "NAME",
+        "HOST",
+        "RUNTIME",
+        "DESIRED",
+        "STATUS",
+        "RUNNING",
+        "WANTED",
+        "CHANGED",
+        "RESTARTS",
+        "GEN",
+        "LAST ERROR",
+    ]);
+    for r in rows {
+        let id = crate::model::WorkspaceId(r.id);
+        let desired = if r.paused {
+            format!("{} (paused)", r.desired_state)
+        } else {
+            r.desired_state.clone()
+        };
+        let status = match (&r.status, &r.status_reason) {
+            (None, _) => "-".to_string(),
+            (Some(s), None) => s.clone(),
+            (Some(s), Some(reason)) => format!("{s}/{reason}"),
+        };
+        let wanted = match (&r.image, &r.wanted_digest) {
+            (Some(_), _) => "(row image)".to_string(),
+            (None, Some(d)) => short_digest(Some(d)),
+            (None, None) => "(tag)".to_string(),
+        };
+        let generation = format!(
+            "{}/{}{}",
+            r.observed_generation.unwrap_or(0),
+            r.generation,
+            if r.converged() { "" } else { " *" }
+        );
+        let error = r.last_error.as_deref().unwrap_or("");
+        let error: String = error
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect();
+        t.push(vec![
+            id.container_name(),
+            r.name.clone(),
+            r.host.clone(),
+            r.runtime.clone(),
+            desired,
+            status,
+            short_digest(r.runtime_image_digest.as_deref()),
+            wanted,
+            age(r.status_changed_at, now),
+            r.restart_count.to_string(),
+            generation,
+            error,
+        ]);
+    }
+    let unconverged = rows.iter().filter(|r| !r.converged()).count();
+    let mut out = t.render();
+    out.push_str(&format!(
+        "{} workspace(s); {unconverged} not yet converged (GEN observed/desired, * = pending)\n",
+        rows.len()
+    ));
+    out
+}

@@ -1,0 +1,105 @@
+//! Plain-text tables for the commands' human output.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+/// Columns padded to their widest cell; the last column is not padded.
+#[derive(Debug)]
+pub struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&'static str]) -> Self {
+        Table {
+            header: header.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn render(&self) -> String {
+        let columns = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                if i + 1 == columns {
+                    line.push_str(cell);
+                } else {
+                    let pad = widths[i] - cell.chars().count();
+                    let _ = write!(line, "{cell}{}  ", " ".repeat(pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// How long ago `at` was, in its largest whole unit (`42s`, `5m`, `3h`,
+/// `2d`); `-` when unknown.
+pub fn age(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(at) = at else {
+        return "-".into();
+    };
+    let s = (now - at).num_seconds().max(0);
+    match s {
+        86_400.. => format!("{}d", s / 86_400),
+        3_600.. => format!("{}h", s / 3_600),
+        60.. => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// The first 19 characters of a digest (`sha256:` and 12 hex), or `-`.
+pub fn short_digest(digest: Option<&str>) -> String {
+    match digest {
+        Some(d) => d.get(..19).unwrap_or(d).to_string(),
+        None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_and_the_last_is_not_padded() {
+        let mut t = Table::new(&["ID", "STATUS", "NOTE"]);
+        t.push(vec!["a".into(), "online".into(), "x".into()]);
+        t.push(vec!["bbbb".into(), "-".into(), "longer note".into()]);
+        assert_eq!(
+            t.render(),
+            "ID    STATUS  NOTE\na     online  x\nbbbb  -       longer note\n"
+        );
+    }
+
+    #[test]
+    fn ages_use_the_largest_whole_unit() {
+        let now = Utc::now();
+        let ago = |s: i64| Some(now - chrono::TimeDelta::seconds(s));
+        assert_eq!(age(ago(42), now), "42s");
+        assert_eq!(age(ago(300), now), "5m");
+        assert_eq!(age(ago(3 * 3600 + 5), now), "3h");
+        assert_eq!(age(ago(2 * 86_400), now), "2d");
+        assert_eq!(age(None, now), "-");
+    }
+}

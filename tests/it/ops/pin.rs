@@ -1,0 +1,276 @@
+//! `berth pin` and `berth rollback`: what they touch, what they write, and
+//! that a rollback brings the workspaces back.
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use super::{berth, json};
+use crate::controller::World;
+use crate::harness::TestDb;
+
+type HistoryRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+fn db_env(db: &TestDb) -> Vec<(String, String)> {
+    vec![("DATABASE_URL".to_string(), db.url.clone())]
+}
+
+async fn insert(pool: &PgPool, runtime: &str, ring: &str, extra: &str) -> uuid::Uuid {
+    let id: uuid::Uuid = sqlx::query_scalar("INSERT INTO workspaces (name, runtime, ring, host) VALUES ('w', $1, $2, 'h1') RETURNING id")
+        .bind(runtime)
+        .bind(ring)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    if !extra.is_empty() {
+        let sql = format!("UPDATE workspaces SET {extra} WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    id
+}
+
+fn touched(change: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = change["touched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: &[uuid::Uuid]) -> Vec<String> {
+    let mut v: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let stable = insert(&pool, "langgraph", "stable", "").await;
+    let canary = insert(&pool, "langgraph", "canary", "").await;
+    insert(
+        &pool,
+        "langgraph",
+        "stable",
+        "image = 'registry.test/own:1'",
+    )
+    .await;
+    insert(&pool, "langgraph", "stable", "desired_state = 'removed'").await;
+    insert(&pool, "codex", "stable", "").await;
+    let env = db_env(&db);
+
+    let d = digest('a');
+    let (code, out, err) = berth(&["pin", "langgraph", &d, "--yes", "--json"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let change = json(&out, &err);
+    assert_eq!(change["applied"], true);
+    assert_eq!(touched(&change), sorted(&[stable, canary]));
+    assert!(err.contains("2 workspace(s) will be replaced"), "{err}");
+
+    let (code, out, err) = berth(
+        &[
+            "pin",
+            "langgraph",
+            &digest('b'),
+            "--ring",
+            "canary",
+            "--yes",
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(touched(&json(&out, &err)), sorted(&[canary]));
+
+    // The canary ring has its own pin now: stable no longer decides it.
+    let (code, out, err) =
+        berth(&["pin", "langgraph", &digest('c'), "--yes", "--json"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(touched(&json(&out, &err)), sorted(&[stable]));
+
+    // Pinning the digest already pinned changes nothing.
+    let (code, out, err) = berth(&["pin", "langgraph", &digest('c')], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("already pinned"), "{out}");
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM runtime_image_pin_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(history, 3);
+}
+
+#[tokio::test]
+async fn changes_are_refused_without_a_terminal_or_yes_and_bad_input_is_exit_64() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let env = db_env(&db);
+    let (code, out, err) = berth(&["pin", "langgraph", &digest('a')], &env).await;
+    assert_eq!(code, 64, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("--yes"), "{err}");
+    let pins: i64 = sqlx::query_scalar("SELECT count(*) FROM runtime_image_pins")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(pins, 0, "a refused pin was written");
+
+    let (code, _, err) = berth(&["pin", "no-such-runtime", &digest('a'), "--yes"], &env).await;
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("no runtime \"no-such-runtime\"") && err.contains("langgraph"),
+        "{err}"
+    );
+    let (code, _, err) = berth(&["pin", "langgraph", "sha256:ABC", "--yes"], &env).await;
+    assert_eq!(code, 64);
+    assert!(err.contains("sha256:ABC"), "{err}");
+    let (code, _, err) = berth(&["rollback", "langgraph", "--to", "latest", "--yes"], &env).await;
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = berth(&["rollback", "langgraph", "--yes"], &env).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no pin"), "{err}");
+    let (code, _, err) = berth(&["pin", "langgraph", &digest('a'), "--ringg", "x"], &env).await;
+    assert_eq!(code, 64);
+    assert!(err.contains("--ringg"), "{err}");
+}
+
+async fn set_pin(pool: &PgPool, d: &str) {
+    sqlx::query(
+        "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('langgraph', 'stable', $1)
+         ON CONFLICT (template_name, ring) DO UPDATE SET digest = EXCLUDED.digest",
+    )
+    .bind(d)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rollback_goes_to_the_previous_digest_preferring_one_marked_stable() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let env = db_env(&db);
+    for c in ['a', 'b', 'c'] {
+        set_pin(&pool, &digest(c)).await;
+    }
+    let rollback = |args: &'static [&'static str]| {
+        let env = env.clone();
+        async move {
+            let mut all = vec!["rollback", "langgraph", "--json"];
+            all.extend_from_slice(args);
+            let (code, out, err) = berth(&all, &env).await;
+            (code, out, err)
+        }
+    };
+    // No entry marked stable: the newest earlier digest.
+    let (code, out, err) = rollback(&["--yes"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out, &err)["to"], digest('b'));
+
+    // Back on c; now a is marked stable and wins over the newer b.
+    set_pin(&pool, &digest('c')).await;
+    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now() WHERE new_digest = $1")
+        .bind(digest('a'))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, err) = rollback(&["--yes"]).await;
+    assert_eq!(code, 0, "{err}");
+    let change = json(&out, &err);
+    assert_eq!(change["to"], digest('a'));
+    assert_eq!(change["from"], digest('c'));
+    assert!(change["stable_at"].is_string(), "{change:#}");
+
+    // --to names the target outright.
+    let (code, out, err) = rollback(&[
+        "--to",
+        "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
+        "--yes",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out, &err)["to"], digest('d'));
+    let current: String = sqlx::query_scalar("SELECT digest FROM runtime_image_pins")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(current, digest('d'));
+}
+
+#[tokio::test]
+async fn pin_then_rollback_replaces_the_workspace_and_back_with_both_in_history() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online on v1", |r| {
+        r.is("online", None) && r.runtime_image_digest.as_deref() == Some(w.v1.as_str())
+    })
+    .await;
+    let env = w.env();
+
+    let (code, out, err) = berth(
+        &[
+            "pin", "agent", &w.v2, "--note", "try v2", "--by", "alice", "--yes",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&id.container_name()),
+        "the touched workspace is not shown:\n{out}"
+    );
+    let v2 = w.v2.clone();
+    w.wait_row(id, 60, "online on v2", |r| {
+        r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    assert_eq!(w.sh(id, "cat /www/variant").await.trim(), "v2");
+
+    let (code, out, err) = berth(&["rollback", "agent", "--yes"], &env).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains(&format!("{} → {}", w.v2, w.v1)), "{out}");
+    let v1 = w.v1.clone();
+    w.wait_row(id, 60, "online on v1 again", |r| {
+        r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    assert_eq!(w.sh(id, "cat /www/variant").await.trim(), "v1");
+
+    let history: Vec<HistoryRow> = sqlx::query_as(
+        "SELECT old_digest, new_digest, updated_by, note FROM runtime_image_pin_history
+              WHERE template_name = 'agent' ORDER BY id",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(history.len(), 3, "{history:#?}");
+    assert_eq!(history[1].0.as_deref(), Some(w.v1.as_str()));
+    assert_eq!(history[1].1.as_deref(), Some(w.v2.as_str()));
+    assert_eq!(history[1].2.as_deref(), Some("alice"));
+    assert_eq!(history[1].3.as_deref(), Some("try v2"));
+    assert_eq!(history[2].0.as_deref(), Some(w.v2.as_str()));
+    assert_eq!(history[2].1.as_deref(), Some(w.v1.as_str()));
+    assert!(
+        history[2]
+            .3
+            .as_deref()
+            .is_some_and(|n| n.starts_with("rollback from")),
+        "{history:#?}"
+    );
+}

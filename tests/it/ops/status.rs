@@ -1,0 +1,248 @@
+//! `berth status` and `berth events` on prepared rows, and the help and
+//! usage errors of every operator command.
+
+use sqlx::PgPool;
+
+use super::{berth, json};
+use crate::harness::TestDb;
+
+async fn row(
+    pool: &PgPool,
+    name: &str,
+    host: &str,
+    runtime: &str,
+    status: Option<(&str, Option<&str>)>,
+) -> uuid::Uuid {
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO workspaces (name, runtime, host, env) VALUES ($1, $2, $3, '{\"K\": \"v\"}') RETURNING id",
+    )
+    .bind(name)
+    .bind(runtime)
+    .bind(host)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    if let Some((status, reason)) = status {
+        sqlx::query(
+            "UPDATE workspaces SET status = $2, status_reason = $3, status_changed_at = now(),
+                    observed_generation = generation, last_error = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .bind(reason.map(|r| format!("because {r}")))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    id
+}
+
+fn ids(value: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn sorted(list: &[uuid::Uuid]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|i| i.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn status_filters_by_host_status_and_runtime() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let a = row(&pool, "alpha", "h1", "langgraph", Some(("online", None))).await;
+    let b = row(
+        &pool,
+        "beta",
+        "h1",
+        "codex",
+        Some(("failed", Some("invalid_spec"))),
+    )
+    .await;
+    let c = row(&pool, "gamma", "h2", "langgraph", None).await;
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('langgraph', 'stable', $1)")
+        .bind(format!("sha256:{}", "e".repeat(64)))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let env = vec![("DATABASE_URL".to_string(), db.url.clone())];
+
+    let cases: [(&[&str], Vec<uuid::Uuid>); 5] = [
+        (&[], vec![a, b, c]),
+        (&["--host", "h1"], vec![a, b]),
+        (&["--status", "failed"], vec![b]),
+        (&["--runtime", "langgraph"], vec![a, c]),
+        (&["--host", "h2", "--runtime", "codex"], vec![]),
+    ];
+    for (filters, want) in cases {
+        let mut args = vec!["status", "--json"];
+        args.extend_from_slice(filters);
+        let (code, out, err) = berth(&args, &env).await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(ids(&json(&out, &err)), sorted(&want), "{args:?}");
+    }
+
+    let (code, out, err) = berth(&["status", "--json", "--host", "h1"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let rows = json(&out, &err);
+    let beta = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "beta")
+        .unwrap();
+    assert_eq!(beta["status_reason"], "invalid_spec");
+    assert_eq!(beta["last_error"], "because invalid_spec");
+    assert!(
+        !out.contains("\"K\"") && !out.contains("\"env\""),
+        "status shows env:\n{out}"
+    );
+
+    let (code, out, err) = berth(&["status"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("WORKSPACE"), "{out}");
+    for shown in [
+        "alpha",
+        "failed/invalid_spec",
+        "sha256:eeeeeeeeeeee",
+        "(tag)",
+        "3 workspace(s)",
+    ] {
+        assert!(out.contains(shown), "{shown} missing:\n{out}");
+    }
+
+    let (code, _, err) = berth(&["status", "--status", "sleeping"], &env).await;
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("sleeping") && err.contains("provisioning"),
+        "{err}"
+    );
+}
+
+async fn event(pool: &PgPool, id: uuid::Uuid, action: &str, secs_ago: i64) {
+    sqlx::query(
+        "INSERT INTO workspace_events (workspace_id, at, action, reason, host, instance, epoch)
+         VALUES ($1, now() - $3 * interval '1 second', $2, 'why ' || $2, 'h1', 'test', 1)",
+    )
+    .bind(id)
+    .bind(action)
+    .bind(secs_ago as f64)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn events_find_a_workspace_by_id_container_or_name_and_list_an_ambiguous_name() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let one = row(&pool, "solo", "h1", "langgraph", None).await;
+    let twin_a = row(&pool, "twin", "h1", "langgraph", None).await;
+    let twin_b = row(&pool, "twin", "h2", "codex", None).await;
+    event(&pool, one, "create", 30).await;
+    event(&pool, one, "start", 20).await;
+    event(&pool, one, "stop", 10).await;
+    let env = vec![("DATABASE_URL".to_string(), db.url.clone())];
+
+    let container = berth::model::WorkspaceId(one).container_name();
+    for key in ["solo", one.to_string().as_str(), container.as_str()] {
+        let (code, out, err) = berth(&["events", key, "--json"], &env).await;
+        assert_eq!(code, 0, "{key}: {err}");
+        let view = json(&out, &err);
+        assert_eq!(view["workspace"], one.to_string());
+        let actions: Vec<&str> = view["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["create", "start", "stop"], "{key}");
+    }
+    let (code, out, _) = berth(&["events", "solo", "--limit", "2"], &env).await;
+    assert_eq!(code, 0);
+    assert!(!out.contains("create") && out.contains("why stop"), "{out}");
+
+    let (code, out, err) = berth(&["events", "twin"], &env).await;
+    assert_eq!(code, 64, "{out}");
+    for id in [twin_a, twin_b] {
+        assert!(
+            err.contains(&id.to_string()),
+            "candidate {id} missing:\n{err}"
+        );
+    }
+
+    // The trail outlives its row.
+    sqlx::query("DELETE FROM workspaces WHERE id = $1")
+        .bind(one)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, err) = berth(&["events", &one.to_string()], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(row gone)") && out.contains("why stop"),
+        "{out}"
+    );
+
+    let (code, _, err) = berth(&["events", "nobody"], &env).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody"), "{err}");
+}
+
+#[tokio::test]
+async fn every_operator_command_documents_its_flags_and_a_bad_flag_is_exit_64() {
+    let env = [(
+        "DATABASE_URL".to_string(),
+        "postgres://u@127.0.0.1:1/x".to_string(),
+    )];
+    let cases: [(&str, &[&str]); 5] = [
+        ("plan", &["--json", "--detailed-exitcode"]),
+        ("status", &["--host", "--status", "--runtime", "--json"]),
+        ("events", &["--limit", "--json"]),
+        ("pin", &["--ring", "--note", "--by", "--yes", "--json"]),
+        (
+            "rollback",
+            &["--to", "--ring", "--note", "--by", "--yes", "--json"],
+        ),
+    ];
+    for (command, flags) in cases {
+        let (code, out, err) = berth(&[command, "--help"], &env).await;
+        assert_eq!(code, 0, "{command}: {err}");
+        for flag in flags.iter().chain(&["--database-url", "--host-id"]) {
+            assert!(out.contains(flag), "{command} --help lacks {flag}:\n{out}");
+        }
+        for text in ["DATABASE_URL", "BERTH_HOST_ID", "Exit codes", "64"] {
+            assert!(out.contains(text), "{command} --help lacks {text}");
+        }
+        let (code, _, err) = berth(&[command, "--no-such-flag"], &env).await;
+        assert_eq!(code, 64, "{command}");
+        assert!(err.contains("--no-such-flag"), "{command}: {err}");
+    }
+    // Every command's help names every setting: its flag and its variable.
+    for command in [
+        "run", "migrate", "config", "plan", "status", "events", "pin", "rollback",
+    ] {
+        let (code, out, _) = berth(&[command, "--help"], &env).await;
+        assert_eq!(code, 0, "{command}");
+        for setting in berth::config::SETTINGS {
+            let flag = format!("--{}", berth::config::flag_name(setting.env));
+            assert!(
+                out.contains(setting.env) && out.contains(&flag),
+                "{command} --help lacks {} / {flag}",
+                setting.env
+            );
+        }
+    }
+    // An unreachable database is exit 69.
+    let (code, _, err) = berth(&["status"], &env).await;
+    assert_eq!(code, 69, "{err}");
+}
