@@ -21,6 +21,9 @@ ensure_packages() {
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || want+=(busybox-static)
   command -v python3 >/dev/null || want+=(python3)
   command -v curl >/dev/null || want+=(curl ca-certificates)
+  command -v promtool >/dev/null || want+=(prometheus)
+  command -v docker-compose >/dev/null || want+=(docker-compose)
+  command -v git >/dev/null || want+=(git)
   if [ ${#want[@]} -gt 0 ]; then
     log "installing ${want[*]}"
     as_root apt-get update -qq
