@@ -29,7 +29,7 @@ pub fn base_env(db: &TestDb, host: &str) -> Vec<(String, String)> {
         ("BERTH_ORPHAN_GRACE", "3s".into()),
         ("BERTH_CRASH_BACKOFF_INITIAL", "1s".into()),
         ("BERTH_CRASH_BACKOFF_MAX", "5s".into()),
-        ("BERTH_PROVISION_TIMEOUT", "30s".into()),
+        ("BERTH_PROVISION_TIMEOUT", "60s".into()),
         ("BERTH_STOP_TIMEOUT", "2s".into()),
         ("BERTH_SHUTDOWN_GRACE", "10s".into()),
         ("BERTH_PIN_DEBOUNCE", "0s".into()),
