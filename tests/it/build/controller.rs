@@ -181,8 +181,10 @@ async fn a_missing_repository_and_a_broken_dockerfile_fail_loudly_and_alone() {
     let mut t = Templates::new();
     let mut w = World::new().await;
     let (ok, missing, broken) = (t.runtime(), t.runtime(), t.runtime());
+    let stranger = t.runtime();
     t.repo(&ok, &good_dockerfile());
     t.repo(&broken, &broken_dockerfile());
+    t.repo(&stranger, &good_dockerfile());
     for rt in [&ok, &missing, &broken] {
         add_runtime(&w, rt).await;
     }
@@ -191,6 +193,7 @@ async fn a_missing_repository_and_a_broken_dockerfile_fail_loudly_and_alone() {
     let good = insert_on(&w, &ok).await;
     let lost = insert_on(&w, &missing).await;
     let bad = insert_on(&w, &broken).await;
+    let outsider = insert_on(&w, &stranger).await;
 
     w.wait_row(good, 90, "online", |r| r.is("online", None))
         .await;
@@ -212,6 +215,16 @@ async fn a_missing_repository_and_a_broken_dockerfile_fail_loudly_and_alone() {
     let cause = row.last_error.unwrap_or_default();
     assert!(cause.contains("missing dependency libfoo"), "{cause}");
     assert!(w.container(lost).await.is_none() && w.container(bad).await.is_none());
+    // Only runtimes in the catalogue are built, whatever repositories exist.
+    w.wait_row(outsider, 30, "invalid_spec", |r| {
+        r.is("failed", Some("invalid_spec"))
+    })
+    .await;
+    assert!(
+        !log(&w).contains(&stranger),
+        "nothing fetched for {stranger}"
+    );
+    assert!(image_ids(&w.scope.docker, &stranger).await.is_empty());
 
     let until = chrono::Utc::now().timestamp() + 1;
     let pulls = image_events(&w, since, until, "pull").await;
