@@ -12,9 +12,11 @@
 //! its Dockerfile must hash to the image's label for the image to count.
 //!
 //! One ensure per runtime runs at a time: callers for a runtime queue on
-//! its lock, and an answer (an image or a failure) is shared for
-//! [`ANSWER_TTL`], so many waiting workspaces cause one HEAD check and at
-//! most one build. A new HEAD is noticed by the first ensure after that.
+//! its lock, and the answer (an image or a failure) of the ensure that
+//! finishes while a caller waits is that caller's answer too, so many
+//! waiting workspaces cause one HEAD check and at most one build. A caller
+//! that arrives when no ensure runs asks HEAD afresh: every ensure that
+//! starts after a commit sees it.
 
 mod cache;
 mod engine;
@@ -24,9 +26,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use crate::config::SecretUrl;
 use crate::docker::DockerError;
@@ -37,9 +36,6 @@ use super::{ActError, EnsuredImage, Executor};
 use cache::prune_contexts;
 use engine::{BuildRequest, context_tar, dockerfile_hash};
 use git::Remote;
-
-/// How long an ensure's answer for a runtime is shared with later callers.
-pub const ANSWER_TTL: Duration = Duration::from_secs(5);
 
 /// Labels berth puts on the images it builds.
 pub const LABEL_BUILD_RUNTIME: &str = "berth.build.runtime";
@@ -56,8 +52,6 @@ pub struct BuildSettings {
     pub cache_dir: PathBuf,
     /// `MOLECULE_GITEA_TOKEN`: authenticates http(s) fetches.
     pub gitea_token: Option<Secret<String>>,
-    /// How long one ensure's answer is shared ([`ANSWER_TTL`]).
-    pub answer_ttl: Duration,
 }
 
 impl BuildSettings {
@@ -70,7 +64,6 @@ impl BuildSettings {
             repo_prefix,
             cache_dir,
             gitea_token,
-            answer_ttl: ANSWER_TTL,
         }
     }
 }
@@ -85,26 +78,26 @@ pub struct BuildCounts {
     pub builds: u64,
 }
 
-/// An ensure's answer and when it was given.
-#[derive(Debug)]
-struct Answer {
-    at: Instant,
-    result: Result<EnsuredImage, ActError>,
+/// One runtime's lock, its last answer, and how many answers it has had.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The last answer and its sequence number.
+    last: tokio::sync::Mutex<Option<(u64, Result<EnsuredImage, ActError>)>>,
+    /// Answers given so far; read without the lock on arrival.
+    answered: AtomicU64,
 }
-
-type Slot = Arc<tokio::sync::Mutex<Option<Answer>>>;
 
 /// Per-runtime locks with the last answer, and counters.
 #[derive(Debug, Default)]
 pub(super) struct Builds {
-    runtimes: Mutex<HashMap<String, Slot>>,
+    runtimes: Mutex<HashMap<String, Arc<Slot>>>,
     head_checks: AtomicU64,
     clones: AtomicU64,
     builds: AtomicU64,
 }
 
 impl Builds {
-    fn slot(&self, runtime: &str) -> Slot {
+    fn slot(&self, runtime: &str) -> Arc<Slot> {
         let mut map = self
             .runtimes
             .lock()
@@ -161,20 +154,19 @@ impl Executor {
             )));
         }
         let slot = self.builds.slot(runtime);
-        let mut answer = slot.lock().await;
-        if let Some(a) = answer
-            .as_ref()
-            .filter(|a| a.at.elapsed() < settings.answer_ttl)
+        let arrived = slot.answered.load(Ordering::SeqCst);
+        let mut last = slot.last.lock().await;
+        if let Some((seq, result)) = last.as_ref()
+            && *seq > arrived
         {
-            return a.result.clone();
+            // Made while this caller waited: shared, not asked again.
+            return result.clone();
         }
         let result = self
             .build_or_reuse(settings, image, runtime, platform)
             .await;
-        *answer = Some(Answer {
-            at: Instant::now(),
-            result: result.clone(),
-        });
+        let seq = slot.answered.fetch_add(1, Ordering::SeqCst) + 1;
+        *last = Some((seq, result.clone()));
         result
     }
 

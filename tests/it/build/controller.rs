@@ -53,7 +53,7 @@ async fn ten_workspaces_start_from_one_build_and_a_restart_rebuilds_nothing() {
     let rt = t.runtime();
     let head = t.repo(&rt, &good_dockerfile());
     add_runtime(&w, &rt).await;
-    start_local(&mut w, &t, &[]);
+    start_local(&mut w, &t, &[("BERTH_PROVISION_TIMEOUT", "3m")]);
     let started = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..10 {
@@ -94,7 +94,7 @@ async fn ten_workspaces_start_from_one_build_and_a_restart_rebuilds_nothing() {
     containers.push(w.row(eleventh).await.container_id);
 
     w.berth.take().expect("berth runs").kill().await;
-    start_local(&mut w, &t, &[]);
+    start_local(&mut w, &t, &[("BERTH_PROVISION_TIMEOUT", "3m")]);
     // The new berth takes the host lease once the killed one's expires.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let started = Instant::now();
@@ -128,7 +128,7 @@ async fn a_new_commit_builds_once_and_replaces_each_workspace_once() {
     let rt = t.runtime();
     t.repo(&rt, &good_dockerfile());
     add_runtime(&w, &rt).await;
-    start_local(&mut w, &t, &[]);
+    start_local(&mut w, &t, &[("BERTH_PROVISION_TIMEOUT", "3m")]);
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(insert_on(&w, &rt).await);
@@ -152,7 +152,7 @@ async fn a_new_commit_builds_once_and_replaces_each_workspace_once() {
     let want = format!("{}:{}", Templates::repository(&rt), &new_head[..12]);
     assert_eq!(reference, want);
     for (id, old) in ids.iter().zip(&before) {
-        w.wait_row(*id, 120, "replaced onto the new image", |r| {
+        w.wait_row(*id, 180, "replaced onto the new image", |r| {
             r.is("online", None)
                 && r.runtime_image_id.as_ref() == Some(&new_image)
                 && &r.container_id != old

@@ -12,18 +12,12 @@ use berth::model::{ImageRef, ImageSource, Platform};
 use super::{Templates, broken_dockerfile, good_dockerfile, image_ids};
 use crate::harness::docker;
 
-pub fn executor(docker: &bollard::Docker, t: &Templates, answer_ttl: Duration) -> Executor {
-    executor_with(docker, t, answer_ttl, Duration::from_secs(60))
+pub fn executor(docker: &bollard::Docker, t: &Templates) -> Executor {
+    executor_with(docker, t, Duration::from_secs(60))
 }
 
-fn executor_with(
-    docker: &bollard::Docker,
-    t: &Templates,
-    answer_ttl: Duration,
-    progress: Duration,
-) -> Executor {
-    let mut build = BuildSettings::new(SecretUrl::new(&t.prefix), t.cache.clone(), None);
-    build.answer_ttl = answer_ttl;
+fn executor_with(docker: &bollard::Docker, t: &Templates, progress: Duration) -> Executor {
+    let build = BuildSettings::new(SecretUrl::new(&t.prefix), t.cache.clone(), None);
     let settings = ExecutorSettings {
         host_id: "default".into(),
         registry_prefix: None,
@@ -70,7 +64,7 @@ async fn ten_waiting_callers_share_one_build_and_a_new_commit_builds_once_more()
     let head = t.repo(&rt, &good_dockerfile());
     let (image, source) = placeholder(&rt);
 
-    let exec = executor(&docker, &t, Duration::from_secs(5));
+    let exec = executor(&docker, &t);
     let started = Instant::now();
     let calls = (0..10).map(|_| exec.ensure_image(&image, &source, None));
     let results = futures::future::join_all(calls).await;
@@ -109,7 +103,7 @@ async fn ten_waiting_callers_share_one_build_and_a_new_commit_builds_once_more()
     );
 
     // A fresh executor (a restarted berth) asks HEAD and finds the image.
-    let again = executor(&docker, &t, Duration::ZERO);
+    let again = executor(&docker, &t);
     let started = Instant::now();
     let hit = again.ensure_image(&image, &source, None).await.unwrap();
     let cache_hit = started.elapsed();
@@ -150,7 +144,7 @@ async fn a_changed_dockerfile_in_the_kept_source_is_not_the_image_built_before()
     let rt = t.runtime();
     let head = t.repo(&rt, &good_dockerfile());
     let (image, source) = placeholder(&rt);
-    let exec = executor(&docker, &t, Duration::ZERO);
+    let exec = executor(&docker, &t);
     let first = exec.ensure_image(&image, &source, None).await.unwrap();
     let kept = t.cache.join(&rt).join(&head).join("Dockerfile");
     let edited = format!("{}LABEL edited=yes\n", good_dockerfile());
@@ -181,7 +175,7 @@ fn build_failure(result: Result<berth::act::EnsuredImage, ActError>) -> String {
 async fn a_missing_repository_a_failing_dockerfile_and_a_stall_are_build_failures() {
     let docker = docker::docker().await;
     let mut t = Templates::new();
-    let exec = executor(&docker, &t, Duration::ZERO);
+    let exec = executor(&docker, &t);
 
     let missing = t.runtime();
     let (image, source) = placeholder(&missing);
@@ -206,7 +200,7 @@ async fn a_missing_repository_a_failing_dockerfile_and_a_stall_are_build_failure
     );
     t.repo(&stalls, &stalling);
     let (image, source) = placeholder(&stalls);
-    let impatient = executor_with(&docker, &t, Duration::ZERO, Duration::from_secs(3));
+    let impatient = executor_with(&docker, &t, Duration::from_secs(3));
     let started = Instant::now();
     let message = build_failure(impatient.ensure_image(&image, &source, None).await);
     assert!(message.contains("no build output for 3s"), "{message}");
@@ -231,7 +225,7 @@ async fn the_configured_platform_reaches_the_build_and_the_image() {
     let rt = t.runtime();
     t.repo(&rt, &good_dockerfile());
     let (image, source) = placeholder(&rt);
-    let exec = executor(&docker, &t, Duration::ZERO);
+    let exec = executor(&docker, &t);
     let platform = Platform("linux/amd64".into());
     let built = exec
         .ensure_image(&image, &source, Some(&platform))
