@@ -16,6 +16,7 @@ use crate::docker::DockerError;
 use crate::model::Platform;
 
 use super::super::{ActError, Executor};
+use super::ignore::Ignore;
 
 /// How many lines of the build log an error quotes.
 const TAIL_LINES: usize = 8;
@@ -32,27 +33,53 @@ pub fn dockerfile_hash(bytes: &[u8]) -> String {
     out
 }
 
-/// The directory as a tar archive, without the `.git` at its root;
-/// symlinks stay links (never followed out of the repository); headers
-/// carry no owner or times, so equal trees give equal archives.
+/// The directory as a tar archive, as the docker CLI would send it: the
+/// `.git` at its root and what `.dockerignore` excludes left out (the
+/// Dockerfile and `.dockerignore` themselves always sent), symlinks kept
+/// as links (never followed out of the repository), and headers without
+/// owner or times, so equal trees give equal archives.
 pub fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
+        Ok(text) => Ignore::parse(&text),
+        Err(_) => Ignore::default(),
+    };
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Deterministic);
+    add_dir(&mut tar, dir, "", &ignore)?;
+    tar.into_inner()
+}
+
+fn add_dir(
+    tar: &mut tar::Builder<Vec<u8>>,
+    dir: &Path,
+    prefix: &str,
+    ignore: &Ignore,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let name = entry.file_name();
-        if name == ".git" {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = format!("{prefix}{name}");
+        if rel == ".git" {
             continue;
         }
-        if entry.file_type()?.is_dir() {
-            tar.append_dir_all(&name, entry.path())?;
-        } else {
-            tar.append_path_with_name(entry.path(), &name)?;
+        let always = rel == "Dockerfile" || rel == ".dockerignore";
+        let excluded = !always && ignore.excluded(&rel);
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if excluded && !ignore.has_exceptions() {
+                continue;
+            }
+            if !excluded {
+                tar.append_dir(&rel, entry.path())?;
+            }
+            add_dir(tar, &entry.path(), &format!("{rel}/"), ignore)?;
+        } else if !excluded {
+            tar.append_path_with_name(entry.path(), &rel)?;
         }
     }
-    tar.into_inner()
+    Ok(())
 }
 
 /// What one build is given.
@@ -161,13 +188,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_context_leaves_out_git_and_keeps_symlinks_as_links() {
+    fn the_context_is_what_the_docker_cli_would_send() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(".git/objects")).unwrap();
         std::fs::write(dir.path().join(".git/config"), "secret").unwrap();
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
         std::fs::create_dir_all(dir.path().join("app/.git")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/keep.txt"), "k").unwrap();
+        std::fs::write(dir.path().join("docs/drop.txt"), "d").unwrap();
+        std::fs::write(dir.path().join("notes.md"), "n").unwrap();
+        std::fs::write(
+            dir.path().join(".dockerignore"),
+            "*.md\ndocs\n!docs/keep.txt\nDockerfile\n",
+        )
+        .unwrap();
         let bytes = context_tar(dir.path()).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut names = Vec::new();
@@ -181,7 +217,16 @@ mod tests {
         }
         assert!(names.contains(&"Dockerfile".to_string()), "{names:?}");
         assert!(names.iter().any(|n| n.starts_with("app")), "{names:?}");
-        assert!(!names.iter().any(|n| n.starts_with(".git")), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with(".git/")), "{names:?}");
+        assert!(!names.iter().any(|n| n == ".git"), "{names:?}");
+        assert!(names.contains(&".dockerignore".to_string()), "{names:?}");
+        assert!(names.contains(&"docs/keep.txt".to_string()), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "docs/drop.txt" || n == "notes.md"),
+            "{names:?}"
+        );
         assert_eq!(bytes, context_tar(dir.path()).unwrap(), "deterministic");
     }
 

@@ -21,6 +21,7 @@
 mod cache;
 mod engine;
 mod git;
+mod ignore;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
