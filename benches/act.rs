@@ -161,6 +161,7 @@ async fn main() {
         pull_progress_timeout: Duration::from_secs(30),
         pull_timeout: Duration::from_secs(120),
         network_labels: BTreeMap::from([(LABEL.to_string(), run.clone())]),
+        local_build: None,
     };
     let exec = Executor::new(docker.clone(), exec_settings);
     let mut settings = plan::Settings::test();

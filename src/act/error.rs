@@ -45,8 +45,10 @@ pub enum ActError {
     RegistryAuth { image: String, message: String },
     #[error("registry rate limit for {image}: {message}")]
     RegistryRateLimited { image: String, message: String },
-    /// Local-build mode needs the build step, which this executor lacks.
-    #[error("image {image} must be built locally: {message}")]
+    /// A local build could not make the image: the template repository is
+    /// unreachable or missing, its Dockerfile fails, or the build stalls;
+    /// the message says which, with the build log's last lines.
+    #[error("local build of {image} failed: {message}")]
     BuildFailed { image: String, message: String },
     /// The files for /configs cannot be written safely (a path escaping
     /// /configs, an unreadable template dir).

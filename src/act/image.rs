@@ -17,8 +17,9 @@ pub struct EnsuredImage {
     /// What the container is created from: when a digest is known,
     /// `<repository>[:<tag>]@<digest>` — the engine looks such a reference
     /// up by its digest, so a tag moving meanwhile cannot change it, and
-    /// `Config.Image` still shows the tag; else the reference as given
-    /// (local build, local override).
+    /// `Config.Image` still shows the tag; for a local build, the tag
+    /// naming its commit (`<repository>:<commit12>`); else the reference
+    /// as given (local override).
     pub reference: String,
     /// The manifest digest it was pulled by; `None` for a local image.
     pub digest: Option<Digest>,
@@ -76,7 +77,7 @@ impl Executor {
     }
 
     /// The local image `reference` names, or `None` when the store lacks it.
-    async fn local_id(&self, reference: &str) -> Result<Option<String>, ActError> {
+    pub(super) async fn local_id(&self, reference: &str) -> Result<Option<String>, ActError> {
         match self.docker.inspect_image(reference).await {
             Ok(info) => Ok(Some(info.id.unwrap_or_default())),
             Err(e) => match DockerError::from(e) {
@@ -88,33 +89,33 @@ impl Executor {
 
     /// Makes `image` local. Registry sources are resolved to a digest and
     /// pulled by it unless already local; `LocalOnly` only looks; a
-    /// local-build image must already have been built.
+    /// local-build source is built from its template repository unless an
+    /// image of its HEAD is present (never pulled from anywhere).
     pub async fn ensure_image(
         &self,
         image: &ImageRef,
         source: &ImageSource,
         platform: Option<&Platform>,
     ) -> Result<EnsuredImage, ActError> {
-        if let ImageSource::LocalOnly | ImageSource::LocalBuild { .. } = source {
-            let Some(id) = self.local_id(image.as_str()).await? else {
-                let message = "not in the local image store".to_string();
-                return Err(match source {
-                    ImageSource::LocalOnly => ActError::ImageNotFound {
+        match source {
+            ImageSource::LocalBuild { runtime } => {
+                return self.ensure_built(image, runtime, platform).await;
+            }
+            ImageSource::LocalOnly => {
+                let Some(id) = self.local_id(image.as_str()).await? else {
+                    return Err(ActError::ImageNotFound {
                         image: image.to_string(),
-                        message: format!("{message} (WORKSPACE_IMAGE_LOCAL_OVERRIDE never pulls)"),
-                    },
-                    _ => ActError::BuildFailed {
-                        image: image.to_string(),
-                        message: format!("{message}; this executor does not build images"),
-                    },
+                        message: "not in the local image store (WORKSPACE_IMAGE_LOCAL_OVERRIDE never pulls)".into(),
+                    });
+                };
+                return Ok(EnsuredImage {
+                    reference: image.to_string(),
+                    digest: None,
+                    id,
+                    pulled: false,
                 });
-            };
-            return Ok(EnsuredImage {
-                reference: image.to_string(),
-                digest: None,
-                id,
-                pulled: false,
-            });
+            }
+            ImageSource::Explicit | ImageSource::Pinned { .. } | ImageSource::Tag => {}
         }
         let digest = match image.digest() {
             Some(d) => d.clone(),

@@ -9,6 +9,7 @@
 
 mod apply;
 mod auth;
+mod build;
 mod container;
 mod error;
 mod files;
@@ -28,6 +29,7 @@ use crate::config::{Config, ImageMode, RegistryAuth};
 use crate::model::{LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE, WorkspaceId};
 
 pub use apply::{Outcome, Run};
+pub use build::{BuildCounts, BuildSettings};
 pub use container::container_body;
 pub use error::{ActError, Object};
 pub use files::build_archive;
@@ -54,6 +56,9 @@ pub struct ExecutorSettings {
     /// Labels added to the workspace network when berth creates it, beside
     /// the managed and host labels.
     pub network_labels: BTreeMap<String, String>,
+    /// Local-build mode's sources and cache; `None` in registry mode, where
+    /// nothing is built.
+    pub local_build: Option<BuildSettings>,
 }
 
 impl ExecutorSettings {
@@ -72,6 +77,18 @@ impl ExecutorSettings {
             pull_progress_timeout: config.pull_progress_timeout,
             pull_timeout: config.pull_timeout,
             network_labels: BTreeMap::new(),
+            local_build: match &config.images {
+                ImageMode::Registry { .. } => None,
+                ImageMode::LocalBuild {
+                    repo_prefix,
+                    cache_dir,
+                    gitea_token,
+                } => Some(BuildSettings::new(
+                    repo_prefix.clone(),
+                    cache_dir.clone(),
+                    gitea_token.clone(),
+                )),
+            },
         }
     }
 }
@@ -85,6 +102,8 @@ pub struct Executor {
     network_lock: Arc<Mutex<()>>,
     /// The host's CPU count as NanoCPUs, asked of the engine once.
     host_cpus: Arc<OnceCell<i64>>,
+    /// Local builds: one at a time per runtime, answers shared briefly.
+    builds: Arc<build::Builds>,
 }
 
 impl Executor {
@@ -94,6 +113,7 @@ impl Executor {
             settings,
             network_lock: Arc::default(),
             host_cpus: Arc::default(),
+            builds: Arc::default(),
         }
     }
 
@@ -150,6 +170,7 @@ pub(crate) mod tests {
             pull_progress_timeout: Duration::from_secs(5),
             pull_timeout: Duration::from_secs(60),
             network_labels: BTreeMap::new(),
+            local_build: None,
         }
     }
 

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod act;
+mod build;
 mod cli_config;
 mod controller;
 mod desired;

@@ -3,6 +3,7 @@
 mod bad_rows;
 mod hash_golden;
 mod host_model;
+mod local_build;
 mod pass;
 mod props;
 mod rules_removal;

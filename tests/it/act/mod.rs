@@ -171,6 +171,7 @@ fn exec_settings(scope: &DockerScope, registry: &str) -> ExecutorSettings {
         pull_progress_timeout: Duration::from_secs(30),
         pull_timeout: Duration::from_secs(120),
         network_labels: scope.labels().into_iter().collect(),
+        local_build: None,
     }
 }
 

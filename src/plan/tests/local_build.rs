@@ -1,0 +1,103 @@
+//! Local-build mode in the rules: the built image's id is the identity, a
+//! new one is a stop-first replace reported as `building`, an unknown one
+//! is no change, and a failed build leaves the old container serving.
+
+use super::*;
+use crate::model::{ImageSource, LABEL_IMAGE_ID, Reason, ResolvedImage};
+use crate::plan::{Failure, Phase};
+
+fn local() -> Settings {
+    Settings {
+        registry_prefix: None,
+        ..Settings::test()
+    }
+}
+
+fn reason(p: &Plan) -> Option<Reason> {
+    p.status.as_ref().and_then(|s| s.reason)
+}
+
+fn known(id: &str) -> ResolvedImage {
+    ResolvedImage {
+        digest: None,
+        id: Some(id.into()),
+    }
+}
+
+#[test]
+fn a_new_build_of_the_runtime_replaces_its_containers_as_building() {
+    let s = local();
+    let r = row(1);
+    let spec = built(&r, &s);
+    assert!(matches!(spec.image_source, ImageSource::LocalBuild { .. }));
+    let mut c = container_for(&spec, "c1");
+    c.labels
+        .insert(LABEL_IMAGE_ID.into(), "sha256:built-first".into());
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+
+    f.image = ResolvedImage::default();
+    assert!(
+        plan_at(&f, t0()).actions.is_empty(),
+        "an image not ensured since berth started is no change"
+    );
+    f.image = known("sha256:built-first");
+    assert!(plan_at(&f, t0()).actions.is_empty(), "same build: nothing");
+
+    f.image = known("sha256:built-after-a-commit");
+    let p = plan_at(&f, t0());
+    assert_eq!(&ops(&p)[..3], ["ensure_image", "stop", "rename"]);
+    assert!(
+        whys(&p)[0].contains("image id sha256:built"),
+        "{:?}",
+        whys(&p)
+    );
+    assert_eq!(reason(&p), Some(Reason::Building));
+    assert!(p.restore.is_some(), "the old container is the way back");
+}
+
+#[test]
+fn a_failed_build_leaves_the_old_container_serving_as_change_blocked() {
+    let s = local();
+    let r = row(1);
+    let spec = built(&r, &s);
+    let mut c = container_for(&spec, "c1");
+    c.labels
+        .insert(LABEL_IMAGE_ID.into(), "sha256:built-first".into());
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.image = known("sha256:built-after-a-commit");
+    f.memory.failure = Some(Failure {
+        reason: Reason::ImageBuildFailed,
+        phase: Phase::Build,
+        message: "local build failed: step 3 returned a non-zero code: 1".into(),
+        retry_at: t0() + mins(1),
+        hash: spec.hash.clone(),
+    });
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty(), "nothing touched while backing off");
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+    let detail = p.status.and_then(|s| s.detail).unwrap_or_default();
+    assert!(detail.contains("non-zero code"), "{detail}");
+}
+
+#[test]
+fn a_failed_build_of_a_missing_container_says_image_build_failed() {
+    let s = local();
+    let r = row(1);
+    let mut f = facts_for(&s, &r, &[], &[]);
+    f.memory.failure = Some(Failure {
+        reason: Reason::ImageBuildFailed,
+        phase: Phase::Build,
+        message: "ls-remote: repository not found".into(),
+        retry_at: t0() + mins(1),
+        hash: built(&r, &s).hash,
+    });
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty());
+    assert_eq!(reason(&p), Some(Reason::ImageBuildFailed));
+    assert_eq!(
+        p.status.as_ref().map(|s| s.status),
+        Some(crate::model::Status::Provisioning)
+    );
+}
