@@ -370,11 +370,12 @@ impl Controller {
                     ),
                 }
             }
-        } else if done
-            .failure
-            .as_ref()
-            .is_some_and(|f| f.phase == crate::plan::Phase::Pull)
-        {
+        } else if done.failure.as_ref().is_some_and(|f| {
+            matches!(
+                f.phase,
+                crate::plan::Phase::Pull | crate::plan::Phase::Build
+            )
+        }) {
             // The image could not be made local: nothing was touched, the
             // slot goes to the next workspace.
             state.rollouts.release(id);

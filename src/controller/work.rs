@@ -11,8 +11,8 @@ use crate::act::{ActError, EnsuredImage, Executor, Outcome, Run};
 use crate::desired::{self, Event, Lease, StatusWrite};
 use crate::metrics::Metrics;
 use crate::model::{
-    ContainerSpec, ImageRef, LABEL_IMAGE_DIGEST, ObservedContainer, ResolvedImage, Status,
-    WorkspaceId, WorkspaceRow,
+    ContainerSpec, ImageRef, ImageSource, LABEL_IMAGE_DIGEST, ObservedContainer, ResolvedImage,
+    Status, WorkspaceId, WorkspaceRow,
 };
 use crate::observed::Observed;
 use crate::plan::{Action, Op, Phase, Plan};
@@ -60,6 +60,10 @@ pub struct Failed {
 /// The phase an op belongs to, for `provision_timeout` and failures.
 fn phase(op: &Op) -> Phase {
     match op {
+        Op::EnsureImage {
+            source: ImageSource::LocalBuild { .. },
+            ..
+        } => Phase::Build,
         Op::EnsureImage { .. } => Phase::Pull,
         Op::EnsureVolume(_) | Op::Create(_) | Op::WriteFiles { .. } | Op::Rename { .. } => {
             Phase::Create
