@@ -121,6 +121,20 @@ pub async fn carry_out(
     let mut run = Run::default();
     let still_held = || lease.borrow().as_ref() == Some(&held);
 
+    // A pull or a build can take minutes: the row says so while it runs.
+    if let (Some(row), Some(update), Some(Op::EnsureImage { .. })) = (
+        &row,
+        &done.plan.status,
+        done.plan.actions.first().map(|a| &a.op),
+    ) && still_held()
+    {
+        let early = status_write(row, update, current.as_ref(), false, rollout.clone());
+        let early = with_url(early, executor, spec.as_ref()).await;
+        if let Err(e) = desired::write_status(pool, &held, &early).await {
+            tracing::warn!(workspace = %id, error = %e, "writing the status before the image step failed");
+        }
+    }
+
     let actions = done.plan.actions.clone();
     for (index, action) in actions.iter().enumerate() {
         if !still_held() {
@@ -205,42 +219,9 @@ pub async fn carry_out(
         } else {
             observed.main_container(id)
         };
-        let container = now_running.as_ref().map(|c| c.id.clone());
-        let url = match (&container, &spec, update.status) {
-            (Some(c), Some(spec), Status::Online | Status::Provisioning | Status::Degraded) => {
-                executor.url(c, spec).await.ok().flatten()
-            }
-            _ => None,
-        };
-        let removed = update.status == Status::Removed;
         let converged = done.plan.actions.is_empty();
-        let write = StatusWrite {
-            id,
-            status: update.status,
-            reason: update.reason,
-            container_id: container.filter(|_| !removed),
-            runtime_image_digest: now_running
-                .as_ref()
-                .and_then(|c| c.label(LABEL_IMAGE_DIGEST))
-                .map(str::to_string)
-                .filter(|_| !removed),
-            runtime_image_id: now_running
-                .as_ref()
-                .map(|c| c.image_id.clone())
-                .filter(|_| !removed),
-            url,
-            observed_generation: if converged {
-                row.generation
-            } else {
-                row.observed_generation
-            },
-            restart_count: now_running
-                .as_ref()
-                .map(|c| c.restart_count.min(i32::MAX as u32) as i32)
-                .unwrap_or(0),
-            last_error: update.detail.clone(),
-            rollout,
-        };
+        let write = status_write(row, update, now_running.as_ref(), converged, rollout);
+        let write = with_url(write, executor, spec.as_ref()).await;
         match desired::write_status(pool, &held, &write).await {
             Ok(desired::Written::Yes) => {}
             Ok(desired::Written::Refused) => done.lost_lease = true,
@@ -248,4 +229,55 @@ pub async fn carry_out(
         }
     }
     done
+}
+
+/// The status columns for `row` showing `update`, with `running` as the
+/// workspace's container.
+fn status_write(
+    row: &WorkspaceRow,
+    update: &crate::plan::StatusUpdate,
+    running: Option<&ObservedContainer>,
+    converged: bool,
+    rollout: Option<serde_json::Value>,
+) -> StatusWrite {
+    let removed = update.status == Status::Removed;
+    let running = running.filter(|_| !removed);
+    StatusWrite {
+        id: row.id,
+        status: update.status,
+        reason: update.reason,
+        container_id: running.map(|c| c.id.clone()),
+        runtime_image_digest: running
+            .and_then(|c| c.label(LABEL_IMAGE_DIGEST))
+            .map(str::to_string),
+        runtime_image_id: running.map(|c| c.image_id.clone()),
+        url: None,
+        observed_generation: if converged {
+            row.generation
+        } else {
+            row.observed_generation
+        },
+        restart_count: running
+            .map(|c| c.restart_count.min(i32::MAX as u32) as i32)
+            .unwrap_or(0),
+        last_error: update.detail.clone(),
+        rollout,
+    }
+}
+
+/// Fills the URL from the container's published port (or the spec's fixed
+/// URL) while the status is one a client may reach.
+async fn with_url(
+    mut w: StatusWrite,
+    executor: &Executor,
+    spec: Option<&ContainerSpec>,
+) -> StatusWrite {
+    let reachable = matches!(
+        w.status,
+        Status::Online | Status::Provisioning | Status::Degraded
+    );
+    if let (Some(c), Some(spec), true) = (&w.container_id, spec, reachable) {
+        w.url = executor.url(c, spec).await.ok().flatten();
+    }
+    w
 }

@@ -280,3 +280,35 @@ async fn with_a_registry_nothing_is_built() {
     assert!(image_ids(&w.scope.docker, "agent").await.is_empty());
     assert_eq!(count(&log(&w), "local build"), 0);
 }
+
+#[tokio::test]
+async fn a_row_says_building_while_its_image_builds() {
+    let mut t = Templates::new();
+    let mut w = World::new().await;
+    let rt = t.runtime();
+    let run = crate::harness::env().run_id;
+    // A build that takes a few seconds, then yields the good image.
+    let slow = format!(
+        "FROM scratch\n\
+         COPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"sleep\", \"6\"]\n\
+         COPY version /version\n\
+         LABEL {}={run}\n\
+         ENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do /bin/busybox sleep 1 & wait $!; done\"]\n",
+        crate::harness::docker::RUN_LABEL
+    );
+    t.repo(&rt, &slow);
+    add_runtime(&w, &rt).await;
+    start_local(&mut w, &t, &[("BERTH_PROVISION_TIMEOUT", "5m")]);
+    let id = insert_on(&w, &rt).await;
+    w.wait_row(id, 30, "building", |r| {
+        r.is("provisioning", Some("building"))
+    })
+    .await;
+    assert!(
+        w.container(id).await.is_none(),
+        "the row said building after the build"
+    );
+    w.wait_row(id, 120, "online", |r| r.is("online", None))
+        .await;
+}
