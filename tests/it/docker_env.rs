@@ -6,10 +6,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-};
-use futures::StreamExt;
+use bollard::query_parameters::InspectContainerOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{self, DockerScope};
@@ -24,14 +21,6 @@ async fn registry_digest(docker: &Docker, reference: &str) -> String {
     info.descriptor
         .digest
         .expect("a digest from distribution inspect")
-}
-
-async fn pull(docker: &Docker, image: &str) {
-    let opts = CreateImageOptionsBuilder::new().from_image(image).build();
-    let mut stream = docker.create_image(Some(opts), None, None);
-    while let Some(item) = stream.next().await {
-        item.unwrap();
-    }
 }
 
 /// GET `path` from 127.0.0.1:`port`; the body, or None while nothing answers.
@@ -65,18 +54,7 @@ async fn run_agent(scope: &DockerScope, image: &str, name: &str) -> String {
         }),
         ..Default::default()
     };
-    let opts = CreateContainerOptionsBuilder::new().name(name).build();
-    let created = scope
-        .docker
-        .create_container(Some(opts), body)
-        .await
-        .unwrap();
-    scope
-        .docker
-        .start_container(&created.id, None)
-        .await
-        .unwrap();
-    created.id
+    scope.run(name, body).await
 }
 
 async fn host_port(docker: &Docker, id: &str) -> u16 {
@@ -107,7 +85,7 @@ async fn a_test_agent_pulled_by_digest_answers_on_its_loopback_port() {
     );
 
     let by_digest = format!("{repository}@{digest}");
-    pull(&scope.docker, &by_digest).await;
+    crate::harness::docker::pull(&scope.docker, &by_digest).await;
     let id = run_agent(&scope, &by_digest, &format!("berth-test-{}", scope.test)).await;
     let port = host_port(&scope.docker, &id).await;
 
@@ -142,7 +120,7 @@ async fn a_missing_tag_is_a_404_from_distribution_inspect() {
 async fn cleanup_removes_exactly_the_scopes_objects() {
     let env = harness::env();
     let image = format!("{}/berth-test/agent:plain", env.registry);
-    pull(&harness::docker::docker().await, &image).await;
+    crate::harness::docker::pull(&harness::docker::docker().await, &image).await;
     let ours = DockerScope::new().await;
     let theirs = DockerScope::new().await;
 
@@ -177,7 +155,7 @@ async fn cleanup_removes_exactly_the_scopes_objects() {
 /// Creates and starts an agent with the given env; returns its id.
 async fn agent_with_env(scope: &DockerScope, tag: &str, env: &[&str]) -> String {
     let image = format!("{}/berth-test/agent:{tag}", harness::env().registry);
-    pull(&scope.docker, &image).await;
+    crate::harness::docker::pull(&scope.docker, &image).await;
     let body = ContainerCreateBody {
         image: Some(image),
         env: Some(env.iter().map(|e| e.to_string()).collect()),
@@ -185,18 +163,7 @@ async fn agent_with_env(scope: &DockerScope, tag: &str, env: &[&str]) -> String 
         ..Default::default()
     };
     let name = format!("berth-test-{}-{}", scope.test, harness::unique());
-    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-    let created = scope
-        .docker
-        .create_container(Some(opts), body)
-        .await
-        .unwrap();
-    scope
-        .docker
-        .start_container(&created.id, None)
-        .await
-        .unwrap();
-    created.id
+    scope.run(&name, body).await
 }
 
 async fn state(docker: &Docker, id: &str) -> bollard::models::ContainerState {

@@ -11,10 +11,7 @@ use berth::model::{
 use berth::observed::{Observed, Observer, Trigger};
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
-};
-use futures::StreamExt;
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::proxy::SocketProxy;
@@ -56,19 +53,11 @@ async fn wait_for(cache: &Observed, secs: u64, what: &str, done: impl Fn(&Observ
     }
 }
 
-async fn pull(docker: &Docker, image: &str) {
-    let opts = CreateImageOptionsBuilder::new().from_image(image).build();
-    let mut stream = docker.create_image(Some(opts), None, None);
-    while let Some(item) = stream.next().await {
-        item.unwrap();
-    }
-}
-
 /// A workspace-like container owned by `host` (or unlabelled when `host`
 /// is None), started.
 async fn container(scope: &DockerScope, name: &str, host: Option<&str>, tag: &str) -> String {
     let image = format!("{}/berth-test/agent:{tag}", harness::env().registry);
-    pull(&scope.docker, &image).await;
+    crate::harness::docker::pull(&scope.docker, &image).await;
     let mut labels = scope.labels();
     if let Some(host) = host {
         labels.insert(LABEL_MANAGED.into(), "true".into());
@@ -80,15 +69,7 @@ async fn container(scope: &DockerScope, name: &str, host: Option<&str>, tag: &st
         labels: Some(labels),
         ..Default::default()
     };
-    let opts = CreateContainerOptionsBuilder::new().name(name).build();
-    let id = scope
-        .docker
-        .create_container(Some(opts), body)
-        .await
-        .unwrap()
-        .id;
-    scope.docker.start_container(&id, None).await.unwrap();
-    id
+    scope.run(name, body).await
 }
 
 async fn remove(docker: &Docker, id: &str) {

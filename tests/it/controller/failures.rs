@@ -135,7 +135,7 @@ async fn the_go_provisioners_container_is_replaced_once_and_its_volumes_keep_the
         crate::harness::env().registry,
         w.v1
     );
-    pull(&w, &image).await;
+    crate::harness::docker::pull(&w.scope.docker, &image).await;
     w.scope.named_containers.push(id.container_name());
     let body = ContainerCreateBody {
         image: Some(image),
@@ -194,17 +194,6 @@ async fn the_go_provisioners_container_is_replaced_once_and_its_volumes_keep_the
         first,
         "replaced more than once"
     );
-}
-
-async fn pull(w: &World, image: &str) {
-    use futures::StreamExt;
-    let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
-        .from_image(image)
-        .build();
-    let mut stream = w.scope.docker.create_image(Some(opts), None, None);
-    while let Some(item) = stream.next().await {
-        item.unwrap();
-    }
 }
 
 #[tokio::test]

@@ -21,6 +21,19 @@ pub async fn docker() -> Docker {
         .expect("negotiating the Docker API version")
 }
 
+/// Pulls `image` from the run's registry, failing the test on any error
+/// (one inside the 200 stream included).
+pub async fn pull(docker: &Docker, image: &str) {
+    use futures::StreamExt;
+    let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
+        .from_image(image)
+        .build();
+    let mut stream = docker.create_image(Some(opts), None, None);
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+}
+
 /// What a test creates on the daemon carries the run's label and this
 /// scope's own label; dropping the scope removes objects carrying both, and
 /// nothing else.
@@ -65,6 +78,21 @@ impl DockerScope {
         let host = format!("t{}-{}", self.run, &super::unique()[..8]);
         self.hosts.push(host.clone());
         host
+    }
+
+    /// Creates container `name` from `body` and starts it; its id.
+    pub async fn run(&self, name: &str, body: bollard::models::ContainerCreateBody) -> String {
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(name)
+            .build();
+        let id = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .unwrap()
+            .id;
+        self.docker.start_container(&id, None).await.unwrap();
+        id
     }
 
     /// The labels every object of this scope carries.
