@@ -9,6 +9,7 @@ use futures::StreamExt;
 use crate::docker::DockerError;
 use crate::model::{Digest, ImageRef, ImageSource, Platform, Secret};
 
+use super::auth::registry_host;
 use super::{ActError, Executor};
 
 /// An image present in the local store.
@@ -59,12 +60,11 @@ impl Executor {
     /// The manifest digest the registry gives `image` now (distribution
     /// inspect; pulls nothing).
     pub async fn resolve(&self, image: &ImageRef) -> Result<Digest, ActError> {
-        let creds = self.credentials(image.as_str()).await?;
-        let info = self
-            .docker
-            .inspect_registry_image(image.as_str(), expose(creds))
-            .await
-            .map_err(|e| registry_error("distribution inspect", image.as_str(), e.into()))?;
+        let host = registry_host(image.as_str());
+        self.registries.admit(host, image.as_str())?;
+        let asked = self.inspect_registry(image).await;
+        self.registries.answered(host, asked.as_ref().map(|_| ()));
+        let info = asked?;
         let digest = info.descriptor.digest.unwrap_or_default();
         Digest::parse(&digest).map_err(|e| {
             ActError::docker(
@@ -74,6 +74,17 @@ impl Executor {
                 },
             )
         })
+    }
+
+    async fn inspect_registry(
+        &self,
+        image: &ImageRef,
+    ) -> Result<bollard::models::DistributionInspect, ActError> {
+        let creds = self.credentials(image.as_str()).await?;
+        self.docker
+            .inspect_registry_image(image.as_str(), expose(creds))
+            .await
+            .map_err(|e| registry_error("distribution inspect", image.as_str(), e.into()))
     }
 
     /// The local image `reference` names, or `None` when the store lacks it.
@@ -167,6 +178,18 @@ impl Executor {
         platform: Option<&Platform>,
     ) -> Result<(), ActError> {
         let reference = &format!("{}@{digest}", repository(image));
+        let host = registry_host(reference);
+        self.registries.admit(host, reference)?;
+        let pulled = self.pull_stream(reference, platform).await;
+        self.registries.answered(host, pulled.as_ref().map(|_| ()));
+        pulled
+    }
+
+    async fn pull_stream(
+        &self,
+        reference: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(), ActError> {
         let creds = self.credentials(reference).await?;
         let mut opts = CreateImageOptionsBuilder::new().from_image(reference);
         if let Some(p) = platform {

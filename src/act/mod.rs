@@ -15,6 +15,7 @@ mod error;
 mod files;
 mod image;
 mod network;
+mod registry;
 mod volume;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ pub use container::container_body;
 pub use error::{ActError, Object};
 pub use files::build_archive;
 pub use image::EnsuredImage;
+pub use registry::Refusal;
 
 /// What the executor needs of the configuration.
 #[derive(Clone, Debug)]
@@ -104,6 +106,8 @@ pub struct Executor {
     host_cpus: Arc<OnceCell<i64>>,
     /// Local builds: one at a time per runtime, answers shared briefly.
     builds: Arc<build::Builds>,
+    /// Registries that refused lately, left alone by every workspace.
+    registries: Arc<registry::Registries>,
 }
 
 impl Executor {
@@ -114,11 +118,17 @@ impl Executor {
             network_lock: Arc::default(),
             host_cpus: Arc::default(),
             builds: Arc::default(),
+            registries: Arc::default(),
         }
     }
 
     pub fn host_id(&self) -> &str {
         &self.settings.host_id
+    }
+
+    /// Registries in backoff now because they refused for `refusal`.
+    pub fn registries_refusing(&self, refusal: Refusal) -> usize {
+        self.registries.count(refusal)
     }
 
     pub fn docker(&self) -> &Docker {
