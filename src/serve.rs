@@ -111,6 +111,7 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
         events_retention: config.events_retention,
         rollout: config.rollout,
         pin_debounce: config.pin_debounce,
+        tag_refresh: config.tag_refresh,
         pool,
         executor,
         observed,

@@ -93,6 +93,24 @@ pub enum Ops {
         #[command(flatten)]
         change: ChangeArgs,
     },
+    /// Ask every running berth to re-resolve moving tags and local builds.
+    ///
+    /// Workspaces without a pin or an explicit image run from their
+    /// runtime's moving tag (or, without a registry, a local build of its
+    /// template repository). Each berth holding a host lease asks the
+    /// registry for the tag's digest now (or the repository for its HEAD)
+    /// and replaces the workspaces whose image moved, in rollout waves; an
+    /// unchanged tag pulls and replaces nothing. The request reaches only
+    /// the berths running now; the command names their hosts and exits 1
+    /// when there is none.
+    #[command(after_long_help = EXIT_CODES)]
+    Refresh {
+        /// Only this runtime's workspaces [default: every runtime].
+        runtime: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a runtime's pin back to its previous digest.
     #[command(after_long_help = format!(
         "The target is --to, or else the pin history's newest digest before the \
@@ -229,6 +247,22 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
             };
             pool.close().await;
             result
+        }
+        Ops::Refresh { runtime, json } => {
+            let pool = ops::connect(config).await?;
+            let view = ops::refresh(&pool, config, runtime).await;
+            pool.close().await;
+            let view = view?;
+            if json {
+                print_json(&view);
+            } else {
+                print!("{}", view.render());
+            }
+            Ok(if view.listening_hosts.is_empty() {
+                Exit::Failure
+            } else {
+                Exit::Success
+            })
         }
         Ops::Rollback {
             runtime,

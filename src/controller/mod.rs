@@ -7,6 +7,7 @@
 //! the host lease.
 
 mod queue;
+mod refresh;
 mod rollout;
 mod round;
 mod work;
@@ -22,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use queue::WorkQueue;
-pub use rollout::{Gate, Rollouts};
+pub use rollout::{Gate, Halt, Rollouts, Track};
 pub use work::{Done, Failed, Work, carry_out};
 
 use crate::act::Executor;
@@ -43,6 +44,9 @@ pub struct Controller {
     /// Pin rollout waves and the debounce a pin must hold for.
     pub rollout: crate::config::Rollout,
     pub pin_debounce: Duration,
+    /// `BERTH_TAG_REFRESH`: how often moving tags and local builds are
+    /// re-resolved; `None` only on `berth refresh`.
+    pub tag_refresh: Option<Duration>,
     pub pool: PgPool,
     pub executor: Executor,
     pub observed: Observed,
@@ -69,6 +73,12 @@ struct State {
     images: BTreeMap<String, ResolvedImage>,
     last_prune: Option<tokio::time::Instant>,
     rollouts: Rollouts,
+    /// Image references whose rollout onto a target halted, with that
+    /// target (a digest or an image ID): a refresh that finds it again
+    /// keeps the previous image.
+    held_back: BTreeMap<String, String>,
+    /// Image references a refresh is resolving now.
+    refreshing: BTreeSet<String>,
 }
 
 impl Controller {
@@ -79,6 +89,12 @@ impl Controller {
         let mut workers: JoinSet<Done> = JoinSet::new();
         let mut resync = tokio::time::interval(self.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refreshes: JoinSet<refresh::Refreshed> = JoinSet::new();
+        let mut tag_refresh = self.tag_refresh.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         self.on_lease(&inputs.lease.borrow().clone());
         loop {
             if inputs.lease.borrow().is_some() {
@@ -93,6 +109,25 @@ impl Controller {
                     DesiredTrigger::Pin { .. } | DesiredTrigger::All => {
                         self.reread(&mut state, &mut queue).await;
                     }
+                    DesiredTrigger::Refresh { runtime } => {
+                        if inputs.lease.borrow().is_some() {
+                            self.start_refresh(&mut state, runtime.as_deref(), &mut refreshes);
+                        } else {
+                            tracing::info!("refresh asked while not holding the host lease: ignored");
+                        }
+                    }
+                },
+                _ = async {
+                    match tag_refresh.as_mut() {
+                        Some(t) => t.tick().await,
+                        None => std::future::pending().await,
+                    }
+                }, if inputs.lease.borrow().is_some() => {
+                    self.start_refresh(&mut state, None, &mut refreshes);
+                }
+                Some(joined) = refreshes.join_next() => match joined {
+                    Ok(done) => self.finish_refresh(&mut state, &mut queue, done),
+                    Err(e) => tracing::error!(error = %e, "a refresh task failed"),
                 },
                 Some(t) = inputs.observed.recv() => match t {
                     Trigger::Workspace(id) => queue.add(id),
@@ -118,6 +153,7 @@ impl Controller {
                 }
             }
         }
+        refreshes.abort_all();
         tracing::info!(
             in_flight = workers.len(),
             "stopping: no new passes; waiting for those in flight"
@@ -285,8 +321,18 @@ impl Controller {
                 "error"
             }
             (None, None) => {
-                queue.forget(&id);
-                memory.failure = None;
+                // A pass that only reported a failure still backing off
+                // is no success: the backoff keeps growing until a pass
+                // acts and succeeds.
+                let waiting = done.plan.actions.is_empty()
+                    && memory
+                        .failure
+                        .as_ref()
+                        .is_some_and(|f| f.retry_at > Utc::now());
+                if !waiting {
+                    queue.forget(&id);
+                    memory.failure = None;
+                }
                 if done.plan.requeue_after.is_some() {
                     "requeue"
                 } else {
@@ -331,44 +377,8 @@ impl Controller {
         let restored = done.failure.as_ref().is_some_and(|f| f.restored)
             || (done.failure.is_none() && whys().any(|w| *w == Why::Restore));
         if restored {
-            for (key, from, failed, tried) in state.rollouts.failed(id, &self.rollout) {
-                self.metrics.rollout_halts_total.inc();
-                let (runtime, ring, to) = &key;
-                let note = format!(
-                    "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness",
-                    self.settings.host_id,
-                    to.short()
-                );
-                tracing::error!(runtime, ring, to = %to, failed, tried, "pin rollout halted");
-                match from {
-                    Some(from) => {
-                        match desired::halt_pin(
-                            &self.pool,
-                            runtime,
-                            ring,
-                            to.as_str(),
-                            from.as_str(),
-                            &note,
-                        )
-                        .await
-                        {
-                            Ok(true) => {
-                                tracing::warn!(runtime, ring, back_to = %from, "pin written back")
-                            }
-                            Ok(false) => tracing::warn!(
-                                runtime,
-                                ring,
-                                "pin already changed; not written back"
-                            ),
-                            Err(error) => tracing::error!(%error, "writing the pin back failed"),
-                        }
-                    }
-                    None => tracing::error!(
-                        runtime,
-                        ring,
-                        "no previous digest known: the pin stays; nothing more rolls out"
-                    ),
-                }
+            for halt in state.rollouts.failed(id, &self.rollout) {
+                self.halt(state, halt).await;
             }
         } else if done.failure.as_ref().is_some_and(|f| {
             matches!(
@@ -381,6 +391,75 @@ impl Controller {
             state.rollouts.release(id);
         } else if whys().any(|w| *w == Why::FinishReplace) {
             state.rollouts.succeeded(id);
+        }
+    }
+}
+
+impl Controller {
+    /// Puts a halted rollout's previous image back: into the pin row for
+    /// a pin (the history says berth did it and why), into the image
+    /// knowledge for a tag or a build (so the planner sees the old image
+    /// as current, and a refresh that finds the halted target again keeps
+    /// it out). Workspaces the rollout changed are replaced back onto it.
+    async fn halt(&self, state: &mut State, halt: Halt) {
+        self.metrics.rollout_halts_total.inc();
+        let Halt {
+            key,
+            from,
+            image,
+            failed,
+            tried,
+        } = halt;
+        let runtime = &key.runtime;
+        let track = key.track.as_str();
+        tracing::error!(runtime, track, to = %key.to, failed, tried, "rollout halted");
+        let Some(from) = from else {
+            tracing::error!(
+                runtime,
+                track,
+                "no previous image known: nothing more rolls out onto the halted one"
+            );
+            return;
+        };
+        match &key.track {
+            Track::Pin(ring) => {
+                let note = format!(
+                    "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness",
+                    self.settings.host_id,
+                    key.to.short()
+                );
+                match desired::halt_pin(
+                    &self.pool,
+                    runtime,
+                    ring,
+                    key.to.as_str(),
+                    from.as_str(),
+                    &note,
+                )
+                .await
+                {
+                    Ok(true) => tracing::warn!(runtime, ring, back_to = %from, "pin written back"),
+                    Ok(false) => {
+                        tracing::warn!(runtime, ring, "pin already changed; not written back")
+                    }
+                    Err(error) => tracing::error!(%error, "writing the pin back failed"),
+                }
+            }
+            Track::Tag | Track::Build => {
+                let previous = match key.track {
+                    Track::Tag => ResolvedImage {
+                        digest: Some(from.clone()),
+                        id: None,
+                    },
+                    _ => ResolvedImage {
+                        digest: None,
+                        id: Some(from.as_str().to_string()),
+                    },
+                };
+                tracing::warn!(runtime, track, image, back_to = %from, "previous image is current again");
+                state.images.insert(image.clone(), previous);
+                state.held_back.insert(image, key.to.as_str().to_string());
+            }
         }
     }
 }

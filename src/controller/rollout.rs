@@ -1,14 +1,18 @@
-//! Pin rollouts in waves (DESIGN §2 rule 11).
+//! Image rollouts in waves (DESIGN §2 rule 11).
 //!
-//! A pin edit that moves the image of several workspaces is one rollout,
-//! keyed by (runtime, ring, new digest). It waits out `BERTH_PIN_DEBOUNCE`
-//! (a pin that does not hold replaces nothing), lets the canary count of
-//! replaces run alone, then at most max-parallel at a time, each slot freed
-//! only when a replace finished (ready) or failed. A started image that
-//! fails readiness is a failure; a pull that fails is not (nothing was
-//! touched). Failures above the ratio halt the rollout: nothing more
-//! starts, and the controller writes the previous digest back into the
-//! pin, which replaces the changed workspaces back onto it.
+//! A change that moves the image of several workspaces at once is one
+//! rollout, keyed by runtime, track and target: a pin edit (track: the
+//! ring), a moving tag re-resolved to a new digest (`berth refresh`,
+//! `BERTH_TAG_REFRESH`), or a local build of a new template commit (the
+//! target is the new image ID). It waits out `BERTH_PIN_DEBOUNCE` (a
+//! change that does not hold replaces nothing), lets the canary count of
+//! replaces run alone, then at most max-parallel at a time, each slot
+//! freed only when a replace finished (ready) or failed. A started image
+//! that fails readiness is a failure; a pull or build that fails is not
+//! (nothing was touched). Failures above the ratio halt the rollout:
+//! nothing more starts, and the controller puts the previous image back —
+//! into the pin row for a pin, into its own image knowledge for a tag or a
+//! build — which replaces the changed workspaces back onto it.
 //!
 //! The state lives in the controller's memory; after a restart a rollout
 //! starts counting again, which only makes it more careful.
@@ -22,13 +26,43 @@ use crate::config::Rollout as Limits;
 use crate::model::{Digest, ImageSource, WorkspaceId};
 use crate::plan::{Change, Op, Plan, Why};
 
-/// (runtime, ring, target digest).
-pub type RolloutKey = (String, String, Digest);
+/// What a rollout moves.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Track {
+    /// The pin of this ring.
+    Pin(String),
+    /// The runtime's moving tag.
+    Tag,
+    /// The runtime's local build.
+    Build,
+}
+
+impl Track {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Track::Pin(ring) => ring,
+            Track::Tag => "tag",
+            Track::Build => "build",
+        }
+    }
+}
+
+/// One rollout: a runtime's track moving onto `to` (a manifest digest, or
+/// for a build an image ID).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RolloutKey {
+    pub runtime: String,
+    pub track: Track,
+    pub to: Digest,
+}
 
 /// What a rollout has done so far.
 #[derive(Debug)]
 pub struct Rollout {
     pub from: Option<Digest>,
+    /// The image reference the workspaces' specs name (the controller's
+    /// image knowledge is keyed by it).
+    pub image: String,
     pub seen_at: Instant,
     pub in_progress: BTreeSet<WorkspaceId>,
     pub done: BTreeSet<WorkspaceId>,
@@ -37,35 +71,71 @@ pub struct Rollout {
     pub complete: bool,
 }
 
-/// The decision for one workspace's pin replace this round.
+/// A rollout that just halted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Halt {
+    pub key: RolloutKey,
+    pub from: Option<Digest>,
+    pub image: String,
+    pub failed: usize,
+    pub tried: usize,
+}
+
+/// The decision for one workspace's replace this round.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Gate {
     /// Start the replace now.
     Go,
     /// Not now: look again after this long.
     Wait(Duration),
-    /// The rollout halted: never onto this digest.
+    /// The rollout halted: never onto this image.
     Halted,
 }
 
-/// The pin rollout a plan's replace belongs to, if it is one: the first
-/// action replaces `runtime`'s container onto a pinned digest.
-pub fn pin_replace(plan: &Plan, runtime: &str) -> Option<(RolloutKey, Option<Digest>)> {
+/// A replace that belongs to a rollout.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Replace {
+    pub key: RolloutKey,
+    pub from: Option<Digest>,
+    pub image: String,
+}
+
+/// The rollout a plan's replace belongs to, if it is one: its first action
+/// replaces `runtime`'s container onto a new pinned digest, a new digest of
+/// its moving tag, or a new local build.
+pub fn image_replace(plan: &Plan, runtime: &str) -> Option<Replace> {
     let first = plan.actions.first()?;
-    let Why::Replace(Change::Digest { from, to }) = &first.why else {
+    let Why::Replace(change) = &first.why else {
         return None;
     };
     let spec = plan.actions.iter().find_map(|a| match &a.op {
         Op::Create(spec) => Some(spec),
         _ => None,
     })?;
-    let ImageSource::Pinned { ring } = &spec.image_source else {
-        return None;
+    let (track, from, to) = match (change, &spec.image_source) {
+        (Change::Digest { from, to }, ImageSource::Pinned { ring }) => {
+            (Track::Pin(ring.clone()), from.clone(), to.clone())
+        }
+        (Change::Digest { from, to }, ImageSource::Tag) => (Track::Tag, from.clone(), to.clone()),
+        (Change::Digest { from, to }, ImageSource::Explicit) if spec.image.is_moving() => {
+            (Track::Tag, from.clone(), to.clone())
+        }
+        (Change::ImageId { from, to }, ImageSource::LocalBuild { .. }) => (
+            Track::Build,
+            Digest::parse(from).ok(),
+            Digest::parse(to).ok()?,
+        ),
+        _ => return None,
     };
-    Some((
-        (runtime.to_string(), ring.clone(), to.clone()),
-        from.clone(),
-    ))
+    Some(Replace {
+        key: RolloutKey {
+            runtime: runtime.to_string(),
+            track,
+            to,
+        },
+        from,
+        image: spec.image.to_string(),
+    })
 }
 
 /// Every rollout the controller is carrying out.
@@ -78,21 +148,24 @@ impl Rollouts {
     /// Whether `id` may start its replace for `key` now.
     pub fn gate(
         &mut self,
-        key: &RolloutKey,
-        from: Option<Digest>,
+        replace: &Replace,
         id: WorkspaceId,
         limits: &Limits,
         debounce: Duration,
     ) -> Gate {
-        let r = self.by_key.entry(key.clone()).or_insert_with(|| Rollout {
-            from,
-            seen_at: Instant::now(),
-            in_progress: BTreeSet::new(),
-            done: BTreeSet::new(),
-            failed: BTreeSet::new(),
-            halted: false,
-            complete: false,
-        });
+        let r = self
+            .by_key
+            .entry(replace.key.clone())
+            .or_insert_with(|| Rollout {
+                from: replace.from.clone(),
+                image: replace.image.clone(),
+                seen_at: Instant::now(),
+                in_progress: BTreeSet::new(),
+                done: BTreeSet::new(),
+                failed: BTreeSet::new(),
+                halted: false,
+                complete: false,
+            });
         if r.halted {
             return Gate::Halted;
         }
@@ -128,11 +201,7 @@ impl Rollouts {
     /// A replace of `id` failed readiness (and was restored). Returns the
     /// rollouts this failure halts, with their counts, for the caller to
     /// write back.
-    pub fn failed(
-        &mut self,
-        id: WorkspaceId,
-        limits: &Limits,
-    ) -> Vec<(RolloutKey, Option<Digest>, usize, usize)> {
+    pub fn failed(&mut self, id: WorkspaceId, limits: &Limits) -> Vec<Halt> {
         let mut halts = Vec::new();
         for (key, r) in self.by_key.iter_mut() {
             if !r.in_progress.remove(&id) {
@@ -143,7 +212,13 @@ impl Rollouts {
             let ratio = r.failed.len() as f64 / tried as f64;
             if !r.halted && ratio > limits.max_failure_ratio {
                 r.halted = true;
-                halts.push((key.clone(), r.from.clone(), r.failed.len(), tried));
+                halts.push(Halt {
+                    key: key.clone(),
+                    from: r.from.clone(),
+                    image: r.image.clone(),
+                    failed: r.failed.len(),
+                    tried,
+                });
             }
         }
         halts
@@ -175,19 +250,36 @@ impl Rollouts {
         out
     }
 
-    /// The `rollout` column for a workspace in a rollout.
-    pub fn describe(&self, key: &RolloutKey, state: &str) -> serde_json::Value {
+    /// The `rollout` column for a workspace in a rollout: the change, its
+    /// state, the wave (0 is the canary) and the counts so far.
+    pub fn describe(&self, key: &RolloutKey, state: &str, limits: &Limits) -> serde_json::Value {
         let r = self.by_key.get(key);
-        serde_json::json!({
-            "runtime": key.0,
-            "ring": key.1,
-            "to": key.2.as_str(),
+        let done = r.map_or(0, |r| r.done.len());
+        let canary = limits.canary as usize;
+        let wave = if done < canary {
+            0
+        } else {
+            1 + (done - canary) / (limits.max_parallel.max(1) as usize)
+        };
+        let mut v = serde_json::json!({
+            "runtime": key.runtime,
+            "track": match key.track {
+                Track::Pin(_) => "pin",
+                Track::Tag => "tag",
+                Track::Build => "build",
+            },
+            "to": key.to.as_str(),
             "from": r.and_then(|r| r.from.as_ref()).map(Digest::as_str),
             "state": state,
-            "done": r.map_or(0, |r| r.done.len()),
+            "wave": wave,
+            "done": done,
             "failed": r.map_or(0, |r| r.failed.len()),
             "in_progress": r.map_or(0, |r| r.in_progress.len()),
-        })
+        });
+        if let Track::Pin(ring) = &key.track {
+            v["ring"] = serde_json::Value::String(ring.clone());
+        }
+        v
     }
 }
 
@@ -196,11 +288,19 @@ mod tests {
     use super::*;
 
     fn key() -> RolloutKey {
-        (
-            "agent".into(),
-            "stable".into(),
-            Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap(),
-        )
+        RolloutKey {
+            runtime: "agent".into(),
+            track: Track::Pin("stable".into()),
+            to: Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap(),
+        }
+    }
+
+    fn replace() -> Replace {
+        Replace {
+            key: key(),
+            from: None,
+            image: "reg/agent@sha256:bb".into(),
+        }
     }
 
     fn ids(n: u128) -> Vec<WorkspaceId> {
@@ -219,7 +319,7 @@ mod tests {
     async fn the_canary_goes_alone_then_waves_of_max_parallel() {
         let mut r = Rollouts::default();
         let ws = ids(6);
-        let gate = |r: &mut Rollouts, id| r.gate(&key(), None, id, &LIMITS, Duration::ZERO);
+        let gate = |r: &mut Rollouts, id| r.gate(&replace(), id, &LIMITS, Duration::ZERO);
         assert_eq!(gate(&mut r, ws[0]), Gate::Go);
         assert!(
             matches!(gate(&mut r, ws[1]), Gate::Wait(_)),
@@ -241,15 +341,12 @@ mod tests {
     async fn a_failed_canary_halts_and_nothing_more_starts() {
         let mut r = Rollouts::default();
         let ws = ids(3);
-        assert_eq!(
-            r.gate(&key(), None, ws[0], &LIMITS, Duration::ZERO),
-            Gate::Go
-        );
+        assert_eq!(r.gate(&replace(), ws[0], &LIMITS, Duration::ZERO), Gate::Go);
         let halts = r.failed(ws[0], &LIMITS);
         assert_eq!(halts.len(), 1);
-        assert_eq!((halts[0].2, halts[0].3), (1, 1));
+        assert_eq!((halts[0].failed, halts[0].tried), (1, 1));
         assert_eq!(
-            r.gate(&key(), None, ws[1], &LIMITS, Duration::ZERO),
+            r.gate(&replace(), ws[1], &LIMITS, Duration::ZERO),
             Gate::Halted
         );
     }
@@ -260,11 +357,11 @@ mod tests {
         let id = ids(1)[0];
         let debounce = Duration::from_secs(5);
         assert_eq!(
-            r.gate(&key(), None, id, &LIMITS, debounce),
+            r.gate(&replace(), id, &LIMITS, debounce),
             Gate::Wait(debounce)
         );
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(r.gate(&key(), None, id, &LIMITS, debounce), Gate::Go);
+        assert_eq!(r.gate(&replace(), id, &LIMITS, debounce), Gate::Go);
     }
 
     #[tokio::test(start_paused = true)]
@@ -276,23 +373,14 @@ mod tests {
         };
         let mut r = Rollouts::default();
         let ws = ids(4);
-        assert_eq!(
-            r.gate(&key(), None, ws[0], &limits, Duration::ZERO),
-            Gate::Go
-        );
+        assert_eq!(r.gate(&replace(), ws[0], &limits, Duration::ZERO), Gate::Go);
         r.succeeded(ws[0]);
-        assert_eq!(
-            r.gate(&key(), None, ws[1], &limits, Duration::ZERO),
-            Gate::Go
-        );
+        assert_eq!(r.gate(&replace(), ws[1], &limits, Duration::ZERO), Gate::Go);
         assert!(
             r.failed(ws[1], &limits).is_empty(),
             "1 of 2 is not above 0.5"
         );
-        assert_eq!(
-            r.gate(&key(), None, ws[2], &limits, Duration::ZERO),
-            Gate::Go
-        );
+        assert_eq!(r.gate(&replace(), ws[2], &limits, Duration::ZERO), Gate::Go);
         assert_eq!(r.failed(ws[2], &limits).len(), 1, "2 of 3 is");
     }
 
@@ -300,7 +388,7 @@ mod tests {
     async fn a_rollout_completes_when_nothing_is_wanted_or_running() {
         let mut r = Rollouts::default();
         let id = ids(1)[0];
-        r.gate(&key(), None, id, &LIMITS, Duration::ZERO);
+        r.gate(&replace(), id, &LIMITS, Duration::ZERO);
         assert!(
             r.completed(&BTreeSet::new()).is_empty(),
             "still in progress"

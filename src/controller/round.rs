@@ -9,7 +9,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::rollout::{Gate, RolloutKey, pin_replace};
+use super::rollout::{Gate, RolloutKey, Track, image_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
@@ -89,13 +89,17 @@ impl Controller {
             .iter()
             .filter_map(|p| {
                 let row = state.rows.get(&p.id)?;
-                pin_replace(p, &row.runtime).map(|(key, _)| key)
+                image_replace(p, &row.runtime).map(|r| r.key)
             })
             .collect();
-        for (runtime, ring, digest) in state.rollouts.completed(&wanted) {
-            tracing::info!(runtime, ring, digest = %digest, "pin rollout complete: digest is stable");
-            if let Err(error) =
-                desired::mark_stable(&self.pool, &runtime, &ring, digest.as_str()).await
+        for key in state.rollouts.completed(&wanted) {
+            let (runtime, digest) = (&key.runtime, &key.to);
+            tracing::info!(runtime, track = key.track.as_str(), digest = %digest, "rollout complete");
+            // A pin's history records the digest as stable; a tag or a
+            // build has no history to mark.
+            if let Track::Pin(ring) = &key.track
+                && let Err(error) =
+                    desired::mark_stable(&self.pool, runtime, ring, digest.as_str()).await
             {
                 tracing::error!(%error, "marking the pin stable failed");
             }
@@ -119,16 +123,23 @@ impl Controller {
                 continue;
             };
             let row = state.rows.get(&id).cloned();
-            // A replace onto a new pin waits for its wave.
+            // A replace onto a new pin, tag digest or build waits for its
+            // wave.
             let mut rollout = None;
             if let Some(row) = &row
-                && let Some((key, from)) = pin_replace(&plan, &row.runtime)
+                && let Some(replace) = image_replace(&plan, &row.runtime)
             {
                 match state
                     .rollouts
-                    .gate(&key, from, id, &self.rollout, self.pin_debounce)
+                    .gate(&replace, id, &self.rollout, self.pin_debounce)
                 {
-                    Gate::Go => rollout = Some(state.rollouts.describe(&key, "replacing")),
+                    Gate::Go => {
+                        rollout = Some(state.rollouts.describe(
+                            &replace.key,
+                            "replacing",
+                            &self.rollout,
+                        ))
+                    }
                     Gate::Wait(after) => {
                         queue.done(&id);
                         queue.add_after(id, after);
@@ -154,9 +165,17 @@ impl Controller {
                 .collect();
             if plan.actions.is_empty() && unchanged(row.as_ref(), &plan) && guard_events.is_empty()
             {
-                // Steady state: nothing to do, nothing new to write.
+                // Steady state: nothing to do, nothing new to write. A
+                // failure still backing off keeps its backoff.
                 queue.done(&id);
-                queue.forget(&id);
+                if plan
+                    .memory
+                    .failure
+                    .as_ref()
+                    .is_none_or(|f| f.retry_at <= now)
+                {
+                    queue.forget(&id);
+                }
                 if let Some(after) = plan.requeue_after {
                     queue.add_after(id, after);
                 }

@@ -10,8 +10,8 @@ mod write;
 pub use rows::{ReadError, load_catalogue, load_row, load_rows, load_rows_by_id};
 pub use schema::{MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, connect, migrate};
 pub use session::{
-    DesiredTrigger, Lease, Session, acquire, instance_id, parse_notification, release,
-    session_application_name,
+    DesiredTrigger, Lease, REFRESH_CHANNEL, Session, acquire, instance_id, parse_notification,
+    release, session_application_name,
 };
 pub use write::{
     Event, StatusWrite, Written, halt_pin, mark_stable, prune_events, record_events, write_status,

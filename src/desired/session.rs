@@ -47,7 +47,16 @@ pub enum DesiredTrigger {
     },
     /// Reread everything: the session (re)connected.
     All,
+    /// `berth refresh [runtime]`: re-resolve the moving tags (and local
+    /// builds) of that runtime's workspaces, or of all when `None`.
+    Refresh {
+        runtime: Option<String>,
+    },
 }
+
+/// The channel `berth refresh` notifies; its payload is a runtime name, or
+/// empty for every runtime.
+pub const REFRESH_CHANNEL: &str = "berth_refresh";
 
 /// A name for this process as a lease holder: host name, pid and a random
 /// suffix, so a restarted process is a new holder.
@@ -190,7 +199,7 @@ impl Session {
         dead: &mut oneshot::Receiver<String>,
     ) -> Result<(), String> {
         client
-            .batch_execute("LISTEN berth_workspaces; LISTEN berth_pins;")
+            .batch_execute("LISTEN berth_workspaces; LISTEN berth_pins; LISTEN berth_refresh;")
             .await
             .map_err(|e| format!("listen: {e}"))?;
         let _ = triggers.send(DesiredTrigger::All);
@@ -247,7 +256,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// `berth_workspaces` carries a workspace id, `berth_pins`
-/// `<template_name>/<ring>`. Anything else is ignored.
+/// `<template_name>/<ring>`, `berth_refresh` a runtime or nothing.
+/// Anything else is ignored.
 pub fn parse_notification(channel: &str, payload: &str) -> Option<DesiredTrigger> {
     match channel {
         "berth_workspaces" => payload.parse().ok().map(DesiredTrigger::Workspace),
@@ -258,6 +268,11 @@ pub fn parse_notification(channel: &str, payload: &str) -> Option<DesiredTrigger
                 ring: ring.into(),
             })
         }
+        REFRESH_CHANNEL => Some(DesiredTrigger::Refresh {
+            runtime: Some(payload.trim())
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
+        }),
         _ => None,
     }
 }
@@ -283,5 +298,15 @@ mod tests {
         assert_eq!(parse_notification("berth_workspaces", "nonsense"), None);
         assert_eq!(parse_notification("berth_pins", "no-slash"), None);
         assert_eq!(parse_notification("other", id), None);
+        assert_eq!(
+            parse_notification("berth_refresh", "claude-code"),
+            Some(DesiredTrigger::Refresh {
+                runtime: Some("claude-code".into())
+            })
+        );
+        assert_eq!(
+            parse_notification("berth_refresh", ""),
+            Some(DesiredTrigger::Refresh { runtime: None })
+        );
     }
 }

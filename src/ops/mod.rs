@@ -1,7 +1,7 @@
 //! The operator's commands other than `run`: `plan`, `status`, `events`,
-//! `pin` and `rollback`. Each reads (and `pin`/`rollback` write) the
-//! database directly; none takes the host lease, and only `plan` talks to
-//! Docker, through list and inspect calls alone.
+//! `pin`, `rollback` and `refresh`. Each reads (and `pin`/`rollback` write,
+//! `refresh` notifies) the database directly; none takes the host lease,
+//! and only `plan` talks to Docker, through list and inspect calls alone.
 //!
 //! Every command returns its output as a value; `cli` prints it, as a
 //! table or as JSON (`--json`). Errors carry the exit code of DESIGN §1.4.
@@ -10,6 +10,7 @@ mod confirm;
 mod events;
 mod pin;
 mod plan;
+mod refresh;
 mod status;
 mod table;
 
@@ -21,6 +22,7 @@ pub use confirm::{Confirm, confirm};
 pub use events::{EventView, EventsView, events, render_events};
 pub use pin::{PinChange, PinRequest, Touched, apply_pin, prepare_pin, prepare_rollback};
 pub use plan::{HostPlan, plan};
+pub use refresh::{OnTag, RefreshView, refresh};
 pub use status::{StatusFilter, StatusView, render_status, status};
 pub use table::{Table, age, short_digest};
 

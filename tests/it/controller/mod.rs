@@ -2,6 +2,7 @@
 //! real engine, images from the run's registry.
 
 mod failures;
+mod images;
 mod lifecycle;
 mod rollout;
 

@@ -1,0 +1,138 @@
+//! Moving tags and local builds, re-resolved on `berth refresh [runtime]`
+//! and every `BERTH_TAG_REFRESH`.
+//!
+//! A refresh asks, for each image reference this host's workspaces run
+//! from a moving tag (the runtime's, or a row's explicit image named by a
+//! tag) or a local build, what it names now: the registry's
+//! digest for the tag (distribution inspect: nothing is pulled), or the
+//! image of the template repository's HEAD (built only when no image of
+//! that commit exists). A new answer goes into the controller's image
+//! knowledge; the planner then sees each container on the old image as a
+//! change, and the replaces go through the rollout waves. The pull of a
+//! new digest happens in the replace, so an unchanged tag costs one
+//! registry request and nothing else.
+
+use tokio::task::JoinSet;
+
+use super::{Controller, State, WorkQueue};
+use crate::act::ActError;
+use crate::model::{DesiredState, ImageRef, ImageSource, ResolvedImage, WorkspaceId};
+
+/// A refresh's answer for one image reference.
+#[derive(Debug)]
+pub struct Refreshed {
+    pub image: ImageRef,
+    pub result: Result<ResolvedImage, ActError>,
+}
+
+impl Controller {
+    /// Starts resolving every moving-tag and local-build image the rows of
+    /// this host (of `runtime`, or all) run from; one task per reference,
+    /// none for a reference already being resolved.
+    pub(super) fn start_refresh(
+        &self,
+        state: &mut State,
+        runtime: Option<&str>,
+        tasks: &mut JoinSet<Refreshed>,
+    ) {
+        let mut started = 0;
+        for row in state.rows.values() {
+            if row.desired_state == DesiredState::Removed
+                || runtime.is_some_and(|r| r != row.runtime)
+            {
+                continue;
+            }
+            let Ok((image, source, _)) =
+                crate::plan::choose_image(row, &state.catalogue, &self.settings)
+            else {
+                continue;
+            };
+            let moving = match source {
+                ImageSource::Tag | ImageSource::LocalBuild { .. } => true,
+                ImageSource::Explicit => image.is_moving(),
+                ImageSource::Pinned { .. } | ImageSource::LocalOnly => false,
+            };
+            if !moving || !state.refreshing.insert(image.as_str().to_string()) {
+                continue;
+            }
+            started += 1;
+            let executor = self.executor.clone();
+            let platform = self.settings.platform.clone();
+            tasks.spawn(async move {
+                let result = match &source {
+                    ImageSource::Tag | ImageSource::Explicit => {
+                        executor.resolve(&image).await.map(|d| ResolvedImage {
+                            digest: Some(d),
+                            id: None,
+                        })
+                    }
+                    _ => executor
+                        .ensure_image(&image, &source, platform.as_ref())
+                        .await
+                        .map(|e| ResolvedImage {
+                            digest: e.digest,
+                            id: Some(e.id),
+                        }),
+                };
+                Refreshed { image, result }
+            });
+        }
+        tracing::info!(
+            runtime = runtime.unwrap_or("*"),
+            images = started,
+            "refreshing moving tags and local builds"
+        );
+    }
+
+    /// Takes a refresh's answer: a new digest or build becomes the current
+    /// image of its reference (unless a rollout onto it halted), and every
+    /// workspace is planned again.
+    pub(super) fn finish_refresh(
+        &self,
+        state: &mut State,
+        queue: &mut WorkQueue<WorkspaceId>,
+        done: Refreshed,
+    ) {
+        let key = done.image.as_str().to_string();
+        state.refreshing.remove(&key);
+        let now = match done.result {
+            Ok(now) => now,
+            Err(error) => {
+                // The workspaces keep running what they run; the next
+                // refresh asks again.
+                tracing::warn!(image = key, %error, "refreshing an image failed");
+                return;
+            }
+        };
+        let target = now
+            .digest
+            .as_ref()
+            .map(|d| d.as_str().to_string())
+            .or_else(|| now.id.clone());
+        let known = state.images.get(&key);
+        let same = match (&now.digest, known) {
+            (Some(d), Some(k)) => k.digest.as_ref() == Some(d),
+            (None, Some(k)) => k.id == now.id,
+            (_, None) => false,
+        };
+        if same {
+            tracing::info!(image = key, "refreshed: unchanged");
+            return;
+        }
+        if target.is_some() && state.held_back.get(&key) == target.as_ref() {
+            tracing::warn!(
+                image = key,
+                target = target.as_deref().unwrap_or_default(),
+                "refreshed onto an image whose rollout halted: staying on the previous one"
+            );
+            return;
+        }
+        tracing::info!(
+            image = key,
+            target = target.as_deref().unwrap_or_default(),
+            "refreshed: workspaces on another image are replaced onto this one in waves"
+        );
+        state.images.insert(key, now);
+        self.enqueue_all(state, queue);
+    }
+}

@@ -1,0 +1,149 @@
+//! `berth refresh [runtime]`: ask every running berth to re-resolve the
+//! moving tags (and local builds) its workspaces run from.
+//!
+//! The command notifies `berth_refresh`; each berth holding a host lease
+//! resolves the images of its own rows and replaces the workspaces whose
+//! image moved, in rollout waves. The notification reaches only instances
+//! connected now, so the command says which hosts have a live holder.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::OpsError;
+use super::table::Table;
+use crate::config::Config;
+use crate::desired::{self, REFRESH_CHANNEL};
+use crate::model::{DesiredState, ImageSource};
+
+/// What a refresh asked for and of whom.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefreshView {
+    /// The runtime, or `None` for every runtime.
+    pub runtime: Option<String>,
+    /// Workspaces whose image is a moving tag or a local build (judged
+    /// with this command's configuration).
+    pub workspaces: Vec<OnTag>,
+    /// Hosts whose lease a berth renewed within the lease TTL: they act
+    /// on the request.
+    pub listening_hosts: Vec<String>,
+}
+
+/// A workspace a refresh may replace.
+#[derive(Clone, Debug, Serialize)]
+pub struct OnTag {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub host: String,
+    pub runtime: String,
+    pub image: String,
+    /// `tag` or `build`.
+    pub source: &'static str,
+}
+
+/// Sends the refresh request and reports what it concerns.
+pub async fn refresh(
+    pool: &PgPool,
+    config: &Config,
+    runtime: Option<String>,
+) -> Result<RefreshView, OpsError> {
+    let catalogue = desired::load_catalogue(pool).await?;
+    if let Some(r) = &runtime
+        && catalogue.runtime(r).is_none()
+    {
+        return Err(OpsError::Usage(format!(
+            "runtime {r:?} is not in the runtimes catalogue"
+        )));
+    }
+    let hosts: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT host FROM workspaces WHERE desired_state <> 'removed' ORDER BY host",
+    )
+    .fetch_all(pool)
+    .await?;
+    let settings = config.plan_settings();
+    let mut workspaces = Vec::new();
+    for host in hosts {
+        for row in desired::load_rows(pool, &host).await? {
+            if row.desired_state == DesiredState::Removed
+                || runtime.as_ref().is_some_and(|r| *r != row.runtime)
+            {
+                continue;
+            }
+            let Ok((image, source, _)) = crate::plan::choose_image(&row, &catalogue, &settings)
+            else {
+                continue;
+            };
+            let source = match source {
+                ImageSource::Tag => "tag",
+                ImageSource::Explicit if image.is_moving() => "tag",
+                ImageSource::LocalBuild { .. } => "build",
+                _ => continue,
+            };
+            workspaces.push(OnTag {
+                id: row.id.0,
+                name: row.name.clone(),
+                host: row.host.clone(),
+                runtime: row.runtime.clone(),
+                image: image.to_string(),
+                source,
+            });
+        }
+    }
+    let listening_hosts: Vec<String> = sqlx::query_scalar(
+        "SELECT host FROM host_leases WHERE renewed_at > now() - make_interval(secs => $1) ORDER BY host",
+    )
+    .bind(config.lease_ttl.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REFRESH_CHANNEL)
+        .bind(runtime.clone().unwrap_or_default())
+        .execute(pool)
+        .await?;
+    Ok(RefreshView {
+        runtime,
+        workspaces,
+        listening_hosts,
+    })
+}
+
+impl RefreshView {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let what = self.runtime.as_deref().unwrap_or("every runtime");
+        let _ = writeln!(
+            out,
+            "refresh {what}: {} workspace(s) run from a moving tag or a local build",
+            self.workspaces.len()
+        );
+        if !self.workspaces.is_empty() {
+            let mut t = Table::new(&["ID", "NAME", "HOST", "RUNTIME", "SOURCE", "IMAGE"]);
+            for w in &self.workspaces {
+                t.push(vec![
+                    w.id.to_string(),
+                    w.name.clone(),
+                    w.host.clone(),
+                    w.runtime.clone(),
+                    w.source.to_string(),
+                    w.image.clone(),
+                ]);
+            }
+            out.push_str(&t.render());
+        }
+        if self.listening_hosts.is_empty() {
+            let _ = writeln!(
+                out,
+                "no berth holds a host lease now: nothing is refreshed until one runs and is asked again"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "asked berth on {} to re-resolve; an image that moved rolls out in waves \
+                 (`berth status` shows the rollout)",
+                self.listening_hosts.join(", ")
+            );
+        }
+        out
+    }
+}

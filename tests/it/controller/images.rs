@@ -1,0 +1,370 @@
+//! Moving tags and registries: a tag that moved is replaced once after
+//! `berth refresh` (or `BERTH_TAG_REFRESH`), an unchanged tag costs no
+//! pull and no replace, and a registry answering 429 is left alone by
+//! every workspace at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use berth::model::WorkspaceId;
+use bollard::query_parameters::{
+    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::World;
+use crate::harness;
+
+/// A runtime of its own whose moving tag only this test pushes:
+/// `<registry>/berth-test/<repository>:latest`.
+struct MovingTag {
+    runtime: String,
+    /// `<registry>/berth-test/<repository>`.
+    repo: String,
+}
+
+impl MovingTag {
+    async fn new(w: &World) -> MovingTag {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
+        let runtime = format!("rf{suffix}");
+        let repository = format!("refresh-{suffix}/agent");
+        sqlx::query("INSERT INTO runtimes (name, image_repository) VALUES ($1, $2)")
+            .bind(&runtime)
+            .bind(&repository)
+            .execute(&w.pool)
+            .await
+            .unwrap();
+        MovingTag {
+            runtime,
+            repo: format!("{}/berth-test/{repository}", harness::env().registry),
+        }
+    }
+
+    /// Pushes the test agent's `tag` content as this runtime's `latest`.
+    async fn push(&self, w: &World, tag: &str) {
+        let docker = &w.scope.docker;
+        let source = format!("{}/berth-test/agent:{tag}", harness::env().registry);
+        harness::docker::pull(docker, &source).await;
+        docker
+            .tag_image(
+                &source,
+                Some(
+                    TagImageOptionsBuilder::new()
+                        .repo(&self.repo)
+                        .tag("latest")
+                        .build(),
+                ),
+            )
+            .await
+            .unwrap();
+        let mut push = docker.push_image(
+            &self.repo,
+            Some(PushImageOptionsBuilder::new().tag("latest").build()),
+            None,
+        );
+        while let Some(item) = push.next().await {
+            let info = item.unwrap();
+            assert!(info.error_detail.is_none(), "push failed: {info:?}");
+        }
+    }
+
+    async fn insert(&self, w: &World) -> WorkspaceId {
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO workspaces (name, runtime, host, config_files)
+             VALUES ('t', $1, $2, '{\"config.yaml\": \"name: t\\n\"}') RETURNING id",
+        )
+        .bind(&self.runtime)
+        .bind(&w.host)
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        WorkspaceId(id)
+    }
+
+    /// Removes the local references this test and berth made for the
+    /// repository (the tag and the by-digest names); the images stay, as
+    /// the shared test images name them too.
+    async fn cleanup(&self, w: &World) {
+        let docker = &w.scope.docker;
+        let mut names = vec![format!("{}:latest", self.repo)];
+        for d in [&w.v1, &w.v2] {
+            names.push(format!("{}@{d}", self.repo));
+        }
+        for name in names {
+            let _ = docker
+                .remove_image(
+                    &name,
+                    Some(RemoveImageOptionsBuilder::new().noprune(true).build()),
+                    None,
+                )
+                .await;
+        }
+    }
+}
+
+async fn creates(w: &World, id: WorkspaceId) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND action = 'create'",
+    )
+    .bind(id.0)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap()
+}
+
+async fn ensures(w: &World) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM workspace_events WHERE action = 'ensure_image'")
+        .fetch_one(&w.pool)
+        .await
+        .unwrap()
+}
+
+async fn online_on(w: &World, ids: &[WorkspaceId], digest: &str, secs: u64) {
+    for id in ids {
+        w.wait_row(*id, secs, &format!("online on {digest}"), |r| {
+            r.is("online", None)
+                && r.converged()
+                && r.runtime_image_digest.as_deref() == Some(digest)
+        })
+        .await;
+    }
+}
+
+async fn container_ids(w: &World, ids: &[WorkspaceId]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(w.container(*id).await.unwrap().id.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_moved_tag_is_replaced_once_after_refresh_and_an_unchanged_one_is_left_alone() {
+    let mut w = World::new().await;
+    let tag = MovingTag::new(&w).await;
+    tag.push(&w, "v1").await;
+    w.start(&[
+        ("BERTH_PIN_DEBOUNCE", "0s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "2"),
+    ]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(tag.insert(&w).await);
+    }
+    online_on(&w, &ids, &w.v1, 90).await;
+    let before = container_ids(&w, &ids).await;
+
+    // The tag moves; without a refresh (BERTH_TAG_REFRESH is off) nothing
+    // notices.
+    tag.push(&w, "v2").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        container_ids(&w, &ids).await,
+        before,
+        "no refresh, no change"
+    );
+
+    let env = w.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (code, out, err) = harness::berth(&["refresh", &tag.runtime, "--json"], &env).await;
+    assert_eq!(code, 0, "refresh: {out}\n{err}");
+    let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["workspaces"].as_array().unwrap().len(), 3, "{view}");
+    assert!(
+        view["listening_hosts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(w.host)),
+        "{view}"
+    );
+
+    online_on(&w, &ids, &w.v2, 120).await;
+    let after = container_ids(&w, &ids).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_ne!(b, a, "every workspace on the tag is replaced");
+    }
+    for id in &ids {
+        assert_eq!(creates(&w, *id).await, 2, "created once, replaced once");
+    }
+
+    // Re-pushed with the same content: a refresh pulls nothing and
+    // replaces nothing.
+    tag.push(&w, "v2").await;
+    let ensured = ensures(&w).await;
+    let (code, out, err) = harness::berth(&["refresh"], &env).await;
+    assert_eq!(code, 0, "refresh: {out}\n{err}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(container_ids(&w, &ids).await, after, "nothing recreated");
+    assert_eq!(ensures(&w).await, ensured, "no image step, so no pull");
+    assert!(
+        w.berth
+            .as_ref()
+            .unwrap()
+            .tail()
+            .contains("refreshed: unchanged"),
+        "the refresh ran and found the tag unchanged:\n{}",
+        w.berth.as_ref().unwrap().tail()
+    );
+    tag.cleanup(&w).await;
+}
+
+#[tokio::test]
+async fn tag_refresh_replaces_a_moved_tag_without_being_asked() {
+    let mut w = World::new().await;
+    let tag = MovingTag::new(&w).await;
+    tag.push(&w, "v1").await;
+    w.start(&[("BERTH_PIN_DEBOUNCE", "0s"), ("BERTH_TAG_REFRESH", "2s")]);
+    let id = tag.insert(&w).await;
+    online_on(&w, &[id], &w.v1, 90).await;
+    tag.push(&w, "v2").await;
+    online_on(&w, &[id], &w.v2, 90).await;
+    assert_eq!(creates(&w, id).await, 2);
+    tag.cleanup(&w).await;
+}
+
+#[tokio::test]
+async fn refresh_without_a_running_berth_says_nothing_was_refreshed() {
+    let w = World::new().await;
+    let env = w.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (code, out, err) = harness::berth(&["refresh", "agent"], &env).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("no berth holds a host lease"), "{out}");
+    let (code, _, err) = harness::berth(&["refresh", "no-such-runtime"], &env).await;
+    assert_eq!(code, 64, "an unknown runtime is bad usage: {err}");
+}
+
+/// A registry that answers 429 to everything and counts the attempts
+/// (one `GET /v2/` per request the engine makes for berth).
+async fn rate_limiting_registry() -> (String, Arc<AtomicUsize>, tokio::task::AbortHandle) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let pings = Arc::new(AtomicUsize::new(0));
+    let counted = pings.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    if !text.starts_with("GET") && !text.starts_with("HEAD") {
+                        // The engine tries TLS first: not HTTP, drop it.
+                        return;
+                    }
+                    if text.starts_with("GET /v2/ ") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
+                    let reply = format!(
+                        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, pings, task.abort_handle())
+}
+
+#[tokio::test]
+async fn a_rate_limiting_registry_is_backed_off_once_for_every_workspace() {
+    let mut w = World::new().await;
+    let (addr, pings, server) = rate_limiting_registry().await;
+    w.start(&[]);
+    let image = format!("{addr}/limited/agent:latest");
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = w.insert(json!({})).await;
+        w.exec(
+            &format!("UPDATE workspaces SET image = '{image}' WHERE id = $1"),
+            id,
+        )
+        .await;
+        ids.push(id);
+    }
+    for id in &ids {
+        let row = w
+            .wait_row(*id, 60, "registry_rate_limited", |r| {
+                r.is("provisioning", Some("registry_rate_limited"))
+            })
+            .await;
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("toomanyrequests"),
+            "{row:?}"
+        );
+    }
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let attempts = pings.load(Ordering::SeqCst);
+    // Each workspace alone would retry at 1, 2, 4, 8 s: ~5 attempts each
+    // in this window. Behind one backoff for the registry: the first burst
+    // (one per workspace at most) and a probe when each window closes
+    // (10 s, then 20 s).
+    assert!(
+        attempts <= ids.len() + 2,
+        "{attempts} attempts in {:?} for {} workspaces",
+        started.elapsed(),
+        ids.len()
+    );
+    for id in &ids {
+        let row = w.row(*id).await;
+        assert!(
+            row.is("provisioning", Some("registry_rate_limited")),
+            "{row:?}"
+        );
+        assert!(w.container(*id).await.is_none(), "nothing was created");
+    }
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_failing_image_step_is_retried_with_a_growing_backoff() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    let image = format!("{}/berth-test/agent:no-such-tag", harness::env().registry);
+    w.exec(
+        &format!("UPDATE workspaces SET image = '{image}' WHERE id = $1"),
+        id,
+    )
+    .await;
+    w.wait_row(id, 60, "image_not_found", |r| {
+        r.is("provisioning", Some("image_not_found"))
+    })
+    .await;
+    let tries = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND action = 'ensure_image'",
+        )
+        .bind(id.0)
+        .fetch_one(&w.pool)
+        .await
+        .unwrap()
+    };
+    let first = tries().await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let more = tries().await - first;
+    // 1 s doubling (with jitter): about four more tries in 16 s; a
+    // backoff that starts over at each report would make ~16.
+    assert!((2..=6).contains(&more), "{more} more image steps in 16 s");
+}
