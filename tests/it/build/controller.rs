@@ -312,3 +312,87 @@ async fn a_row_says_building_while_its_image_builds() {
     w.wait_row(id, 120, "online", |r| r.is("online", None))
         .await;
 }
+
+#[tokio::test]
+async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_at_all() {
+    let mut t = Templates::new();
+    let mut w = World::new().await;
+    let rt = t.runtime();
+    t.repo(&rt, &good_dockerfile());
+    add_runtime(&w, &rt).await;
+    start_local(
+        &mut w,
+        &t,
+        &[
+            ("BERTH_PROVISION_TIMEOUT", "3m"),
+            ("BERTH_PIN_DEBOUNCE", "0s"),
+            ("BERTH_ROLLOUT_MAX_PARALLEL", "2"),
+        ],
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(insert_on(&w, &rt).await);
+    }
+    let mut before = Vec::new();
+    for id in &ids {
+        let row = w
+            .wait_row(*id, 120, "online", |r| {
+                r.is("online", None) && r.converged()
+            })
+            .await;
+        before.push((row.container_id, row.runtime_image_id));
+    }
+    let mut env = w.env();
+    env.retain(|(k, _)| k != "MOLECULE_IMAGE_REGISTRY");
+    env.push(("MOLECULE_IMAGE_REGISTRY".into(), String::new()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refresh = || async {
+        let (code, out, err) = crate::harness::berth(&["refresh", &rt], &env).await;
+        assert_eq!(code, 0, "refresh: {out}\n{err}");
+        assert!(out.contains("3 workspace(s)"), "{out}");
+        assert!(out.contains("build"), "{out}");
+    };
+    let w = &w;
+    let refreshed = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&log(w), "refreshed") < n {
+            assert!(Instant::now() < deadline, "no refresh answer:\n{}", log(w));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+
+    // An unchanged repository: its HEAD is asked, nothing is cloned or
+    // built, nothing replaced.
+    refresh().await;
+    refreshed(1).await;
+    let text = log(&w);
+    assert_eq!(count(&text, "refreshed: unchanged"), 1, "{text}");
+    assert_eq!((count(&text, CLONING), count(&text, BUILT)), (1, 1));
+
+    // A new commit: one build, each workspace replaced once.
+    let new_head = t.commit(&rt, "version", "2\n");
+    refresh().await;
+    refreshed(2).await;
+    for (id, (old_container, old_image)) in ids.iter().zip(&before) {
+        w.wait_row(*id, 180, "replaced onto the new build", |r| {
+            r.is("online", None)
+                && r.converged()
+                && r.runtime_image_id.is_some()
+                && &r.runtime_image_id != old_image
+                && &r.container_id != old_container
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let text = log(&w);
+    assert_eq!(
+        (count(&text, CLONING), count(&text, BUILT)),
+        (2, 2),
+        "one build per commit"
+    );
+    let want = format!("{}:{}", Templates::repository(&rt), &new_head[..12]);
+    for id in &ids {
+        assert_eq!(creates(&w, *id).await, 2, "created, then replaced once");
+        assert_eq!(image_of(&w, *id).await.0, want);
+    }
+}
