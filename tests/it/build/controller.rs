@@ -365,7 +365,7 @@ async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_
     // built, nothing replaced.
     refresh().await;
     refreshed(1).await;
-    let text = log(&w);
+    let text = log(w);
     assert_eq!(count(&text, "refreshed: unchanged"), 1, "{text}");
     assert_eq!((count(&text, CLONING), count(&text, BUILT)), (1, 1));
 
@@ -384,7 +384,7 @@ async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_
         .await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let text = log(&w);
+    let text = log(w);
     assert_eq!(
         (count(&text, CLONING), count(&text, BUILT)),
         (2, 2),
@@ -392,7 +392,7 @@ async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_
     );
     let want = format!("{}:{}", Templates::repository(&rt), &new_head[..12]);
     for id in &ids {
-        assert_eq!(creates(&w, *id).await, 2, "created, then replaced once");
-        assert_eq!(image_of(&w, *id).await.0, want);
+        assert_eq!(creates(w, *id).await, 2, "created, then replaced once");
+        assert_eq!(image_of(w, *id).await.0, want);
     }
 }
