@@ -30,6 +30,10 @@ pub struct Metrics {
     /// `reason`: why a replace was undone.
     pub rollbacks_total: IntCounterVec,
     pub rollout_halts_total: IntCounter,
+    /// `state`: active or halted; image rollouts this instance carries.
+    pub rollouts: IntGaugeVec,
+    /// The highest wave of an active rollout (0: the canary).
+    pub rollout_wave: IntGauge,
     /// `phase`: pull, build, create, start, readiness.
     pub provision_timeouts_total: IntCounterVec,
     pub delete_guard_blocked_total: IntCounter,
@@ -130,7 +134,16 @@ impl Metrics {
                 "Replaces undone, by reason",
                 &["reason"],
             )?,
-            rollout_halts_total: counter("rollout_halts_total", "Pin rollouts halted")?,
+            rollout_halts_total: counter("rollout_halts_total", "Image rollouts halted")?,
+            rollouts: gauge_vec(
+                "rollouts",
+                "Image rollouts (pin, tag, build) by state",
+                &["state"],
+            )?,
+            rollout_wave: gauge(
+                "rollout_wave",
+                "The highest wave of an active rollout (0 is the canary)",
+            )?,
             provision_timeouts_total: counter_vec(
                 "provision_timeouts_total",
                 "Provision timeouts by stalled phase",
@@ -155,6 +168,9 @@ impl Metrics {
             .set(1);
         for side in ["desired", "observed"] {
             metrics.snapshot_complete.with_label_values(&[side]).set(0);
+        }
+        for state in ["active", "halted"] {
+            metrics.rollouts.with_label_values(&[state]).set(0);
         }
         Ok(metrics)
     }
@@ -206,6 +222,8 @@ mod tests {
             "docker_actions_total",
             "rollbacks_total",
             "rollout_halts_total",
+            "rollouts",
+            "rollout_wave",
             "provision_timeouts_total",
             "delete_guard_blocked_total",
             "leader",

@@ -250,17 +250,27 @@ impl Rollouts {
         out
     }
 
+    /// Rollouts under way, rollouts halted, and the highest wave of those
+    /// under way.
+    pub fn summary(&self, limits: &Limits) -> (usize, usize, usize) {
+        let mut out = (0, 0, 0);
+        for r in self.by_key.values() {
+            if r.halted {
+                out.1 += 1;
+            } else if !r.complete {
+                out.0 += 1;
+                out.2 = out.2.max(wave(r.done.len(), limits));
+            }
+        }
+        out
+    }
+
     /// The `rollout` column for a workspace in a rollout: the change, its
     /// state, the wave (0 is the canary) and the counts so far.
     pub fn describe(&self, key: &RolloutKey, state: &str, limits: &Limits) -> serde_json::Value {
         let r = self.by_key.get(key);
         let done = r.map_or(0, |r| r.done.len());
-        let canary = limits.canary as usize;
-        let wave = if done < canary {
-            0
-        } else {
-            1 + (done - canary) / (limits.max_parallel.max(1) as usize)
-        };
+        let wave = wave(done, limits);
         let mut v = serde_json::json!({
             "runtime": key.runtime,
             "track": match key.track {
@@ -280,6 +290,17 @@ impl Rollouts {
             v["ring"] = serde_json::Value::String(ring.clone());
         }
         v
+    }
+}
+
+/// The wave a rollout with `done` finished replaces is in: 0 while the
+/// canaries go, then one per max-parallel replaces.
+fn wave(done: usize, limits: &Limits) -> usize {
+    let canary = limits.canary as usize;
+    if done < canary {
+        0
+    } else {
+        1 + (done - canary) / (limits.max_parallel.max(1) as usize)
     }
 }
 
@@ -335,6 +356,29 @@ mod tests {
         );
         r.succeeded(ws[1]);
         assert_eq!(gate(&mut r, ws[4]), Gate::Go);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_summary_counts_rollouts_and_names_the_wave() {
+        let mut r = Rollouts::default();
+        let ws = ids(5);
+        r.gate(&replace(), ws[0], &LIMITS, Duration::ZERO);
+        assert_eq!(r.summary(&LIMITS), (1, 0, 0), "the canary is wave 0");
+        r.succeeded(ws[0]);
+        for id in &ws[1..4] {
+            r.gate(&replace(), *id, &LIMITS, Duration::ZERO);
+            r.succeeded(*id);
+        }
+        assert_eq!(r.summary(&LIMITS), (1, 0, 2), "1 canary + 3 done: wave 2");
+        let col = r.describe(&key(), "waiting", &LIMITS);
+        assert_eq!(
+            (col["wave"].as_u64(), col["done"].as_u64()),
+            (Some(2), Some(4))
+        );
+        assert_eq!(col["ring"], "stable");
+        r.gate(&replace(), ws[4], &LIMITS, Duration::ZERO);
+        r.failed(ws[4], &LIMITS);
+        assert_eq!(r.summary(&LIMITS), (0, 1, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -141,11 +141,15 @@ impl Controller {
                         ))
                     }
                     Gate::Wait(after) => {
+                        self.show_rollout(&lease, row, &replace.key, "waiting", state)
+                            .await;
                         queue.done(&id);
                         queue.add_after(id, after);
                         continue;
                     }
                     Gate::Halted => {
+                        self.show_rollout(&lease, row, &replace.key, "halted", state)
+                            .await;
                         queue.done(&id);
                         queue.add_after(id, std::time::Duration::from_secs(5));
                         continue;
@@ -222,9 +226,34 @@ impl Controller {
                 done
             });
         }
+        let (active, halted, wave) = state.rollouts.summary(&self.rollout);
+        let rollouts = &self.metrics.rollouts;
+        rollouts.with_label_values(&["active"]).set(active as i64);
+        rollouts.with_label_values(&["halted"]).set(halted as i64);
+        self.metrics.rollout_wave.set(wave as i64);
         self.metrics
             .reconcile_time_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Writes the `rollout` column of a row whose replace waits for its
+    /// wave (or will not run: the rollout halted), when it shows something
+    /// else.
+    async fn show_rollout(
+        &self,
+        lease: &Lease,
+        row: &WorkspaceRow,
+        key: &RolloutKey,
+        what: &str,
+        state: &State,
+    ) {
+        let column = state.rollouts.describe(key, what, &self.rollout);
+        if row.rollout.as_ref() == Some(&column) {
+            return;
+        }
+        if let Err(error) = desired::write_rollout(&self.pool, lease, row.id, &column).await {
+            tracing::warn!(workspace = %row.id, %error, "writing the rollout column failed");
+        }
     }
 }
 

@@ -14,5 +14,6 @@ pub use session::{
     release, session_application_name,
 };
 pub use write::{
-    Event, StatusWrite, Written, halt_pin, mark_stable, prune_events, record_events, write_status,
+    Event, StatusWrite, Written, halt_pin, mark_stable, prune_events, record_events, write_rollout,
+    write_status,
 };

@@ -76,6 +76,34 @@ pub async fn write_status(
     })
 }
 
+/// Writes only the row's `rollout` column (a replace waiting for its wave,
+/// or held by a halted rollout), fenced like [`write_status`].
+pub async fn write_rollout(
+    pool: &PgPool,
+    lease: &Lease,
+    id: WorkspaceId,
+    rollout: &serde_json::Value,
+) -> Result<Written, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE workspaces w SET rollout = $4
+          FROM host_leases l
+         WHERE w.id = $1 AND w.host = l.host
+           AND l.host = $2 AND l.holder = $3 AND l.epoch = $5",
+    )
+    .bind(id.0)
+    .bind(&lease.host)
+    .bind(&lease.holder)
+    .bind(rollout)
+    .bind(lease.epoch)
+    .execute(pool)
+    .await?;
+    Ok(if result.rows_affected() == 1 {
+        Written::Yes
+    } else {
+        Written::Refused
+    })
+}
+
 /// One entry of a workspace's audit trail.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {

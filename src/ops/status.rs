@@ -44,6 +44,9 @@ pub struct StatusView {
     pub observed_generation: Option<i64>,
     pub status_changed_at: Option<DateTime<Utc>>,
     pub restart_count: i32,
+    /// The image rollout the workspace is part of now, as berth wrote it
+    /// (track, target, state, wave, counts); `None` outside a rollout.
+    pub rollout: Option<serde_json::Value>,
 }
 
 impl StatusView {
@@ -69,7 +72,8 @@ pub async fn status(pool: &PgPool, filter: &StatusFilter) -> Result<Vec<StatusVi
         "SELECT w.id, w.name, w.host, w.runtime, w.ring, w.desired_state, w.paused, w.status,
                 w.status_reason, w.last_error, w.runtime_image_digest,
                 coalesce(p.digest, s.digest) AS wanted_digest, w.image, w.container_id, w.url,
-                w.generation, w.observed_generation, w.status_changed_at, w.restart_count
+                w.generation, w.observed_generation, w.status_changed_at, w.restart_count,
+                w.rollout
            FROM workspaces w
            LEFT JOIN runtime_image_pins p ON p.template_name = w.runtime AND p.ring = w.ring
            LEFT JOIN runtime_image_pins s ON s.template_name = w.runtime AND s.ring = 'stable'
@@ -84,6 +88,23 @@ pub async fn status(pool: &PgPool, filter: &StatusFilter) -> Result<Vec<StatusVi
     .fetch_all(pool)
     .await?;
     Ok(rows)
+}
+
+/// A rollout in a few words: `replacing w1 (3 done)`, `waiting w0`,
+/// `halted`; `-` outside one.
+fn rollout_cell(rollout: Option<&serde_json::Value>) -> String {
+    let Some(r) = rollout else {
+        return "-".into();
+    };
+    let state = r["state"].as_str().unwrap_or("?");
+    if state == "halted" {
+        return format!("halted ({} failed)", r["failed"].as_u64().unwrap_or(0));
+    }
+    format!(
+        "{state} w{} ({} done)",
+        r["wave"].as_u64().unwrap_or(0),
+        r["done"].as_u64().unwrap_or(0)
+    )
 }
 
 /// The table: one line per workspace; `last_error` last.
@@ -103,6 +124,7 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
         "CHANGED",
         "RESTARTS",
         "GEN",
+        "ROLLOUT",
         "LAST ERROR",
     ]);
     for r in rows {
@@ -148,6 +170,7 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
             age(r.status_changed_at, now),
             r.restart_count.to_string(),
             generation,
+            rollout_cell(r.rollout.as_ref()),
             error,
         ]);
     }
@@ -158,4 +181,18 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
         rows.len()
     ));
     out
+}
+
+#[cfg(test)]
+mod rollout_tests {
+    use super::rollout_cell;
+
+    #[test]
+    fn a_rollout_reads_as_state_wave_and_progress() {
+        assert_eq!(rollout_cell(None), "-");
+        let r = serde_json::json!({"state": "replacing", "wave": 1, "done": 3, "failed": 0});
+        assert_eq!(rollout_cell(Some(&r)), "replacing w1 (3 done)");
+        let r = serde_json::json!({"state": "halted", "wave": 0, "done": 0, "failed": 1});
+        assert_eq!(rollout_cell(Some(&r)), "halted (1 failed)");
+    }
 }

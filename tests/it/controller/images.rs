@@ -182,7 +182,40 @@ async fn a_moved_tag_is_replaced_once_after_refresh_and_an_unchanged_one_is_left
         "{view}"
     );
 
-    online_on(&w, &ids, &w.v2, 120).await;
+    // While it rolls out, the rows' rollout column shows the canary alone
+    // (the others waiting in wave 0), then the next wave.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let states: Vec<(Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT runtime_image_digest, rollout FROM workspaces WHERE runtime = $1",
+        )
+        .bind(&tag.runtime)
+        .fetch_all(&w.pool)
+        .await
+        .unwrap();
+        for (_, rollout) in &states {
+            if let Some(r) = rollout {
+                assert_eq!(r["track"], "tag", "{r}");
+                seen.insert(format!("{} w{}", r["state"].as_str().unwrap(), r["wave"]));
+            }
+        }
+        if states
+            .iter()
+            .all(|(d, r)| d.as_deref() == Some(w.v2.as_str()) && r.is_none())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout not done: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.contains("waiting w0"), "{seen:?}");
+    assert!(seen.contains("replacing w0"), "{seen:?}");
+    assert!(seen.contains("replacing w1"), "{seen:?}");
+    online_on(&w, &ids, &w.v2, 60).await;
     let after = container_ids(&w, &ids).await;
     for (b, a) in before.iter().zip(&after) {
         assert_ne!(b, a, "every workspace on the tag is replaced");
