@@ -401,3 +401,70 @@ async fn a_failing_image_step_is_retried_with_a_growing_backoff() {
     // backoff that starts over at each report would make ~16.
     assert!((2..=6).contains(&more), "{more} more image steps in 16 s");
 }
+
+#[tokio::test]
+async fn a_pin_to_a_missing_digest_blocks_the_change_and_touches_nothing() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_PIN_DEBOUNCE", "0s")]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(w.insert(json!({})).await);
+    }
+    online_on(&w, &ids, &w.v1, 90).await;
+    let started = |c: bollard::models::ContainerInspectResponse| {
+        (c.id.unwrap(), c.state.unwrap().started_at.unwrap())
+    };
+    let mut before = Vec::new();
+    for id in &ids {
+        before.push(started(w.container(*id).await.unwrap()));
+    }
+
+    let missing = format!("sha256:{}", "0".repeat(64));
+    sqlx::query(
+        "UPDATE runtime_image_pins SET digest = $1, updated_by = 'test', note = 'missing'
+          WHERE template_name = 'agent' AND ring = 'stable'",
+    )
+    .bind(&missing)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    for id in &ids {
+        let row = w
+            .wait_row(*id, 60, "degraded/change_blocked", |r| {
+                r.is("degraded", Some("change_blocked"))
+            })
+            .await;
+        assert_eq!(row.runtime_image_digest.as_deref(), Some(w.v1.as_str()));
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("0000000"),
+            "the error names the digest: {row:?}"
+        );
+    }
+    // Some more passes (retries with backoff) change nothing either.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (id, was) in ids.iter().zip(&before) {
+        assert_eq!(&started(w.container(*id).await.unwrap()), was, "untouched");
+    }
+    let (pinned, history): (String, i64) = sqlx::query_as(
+        "SELECT p.digest, (SELECT count(*) FROM runtime_image_pin_history h
+                            WHERE h.template_name = 'agent' AND h.new_digest = $1
+                              AND h.updated_by = 'test')
+           FROM runtime_image_pins p WHERE p.template_name = 'agent' AND p.ring = 'stable'",
+    )
+    .bind(&missing)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(pinned, missing, "a failed pull reverts nothing");
+    assert_eq!(history, 1, "the history records the attempt");
+    let reverted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(reverted, 0);
+}
