@@ -140,6 +140,8 @@ impl Controller {
                     self.reread(&mut state, &mut queue).await;
                 }
                 _ = queue.next_timer() => {}
+                // A pass parked behind a build: its slot is free for others.
+                () = self.executor.pass_parked() => {}
                 Some(joined) = workers.join_next() => match joined {
                     Ok(done) => self.finish(&mut state, &mut queue, done).await,
                     Err(e) => tracing::error!(error = %e, "a reconcile task failed"),

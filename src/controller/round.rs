@@ -27,7 +27,12 @@ impl Controller {
         let Some(lease) = lease_rx.borrow().clone() else {
             return;
         };
-        let free = self.concurrency.saturating_sub(workers.len());
+        // A pass parked behind another's build of the same runtime does
+        // no work: its slot goes to other workspaces meanwhile.
+        let busy = workers
+            .len()
+            .saturating_sub(self.executor.parked_on_builds());
+        let free = self.concurrency.saturating_sub(busy);
         let mut taken = Vec::new();
         while taken.len() < free {
             let Some((id, waited)) = queue.pop() else {

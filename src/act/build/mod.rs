@@ -25,7 +25,7 @@ mod ignore;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::SecretUrl;
@@ -95,6 +95,31 @@ pub(super) struct Builds {
     head_checks: AtomicU64,
     clones: AtomicU64,
     builds: AtomicU64,
+    /// Callers parked behind another caller's check or build of the same
+    /// runtime: they do no work, so the controller does not count them
+    /// against its concurrency.
+    parked: AtomicUsize,
+    /// Signalled when a caller parks, so the controller can start other
+    /// work in the slot it no longer needs.
+    parked_changed: tokio::sync::Notify,
+}
+
+/// Counts a parked caller for as long as it lives (an aborted pass
+/// included).
+struct Parked<'a>(&'a Builds);
+
+impl<'a> Parked<'a> {
+    fn new(builds: &'a Builds) -> Self {
+        builds.parked.fetch_add(1, Ordering::SeqCst);
+        builds.parked_changed.notify_one();
+        Parked(builds)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Builds {
@@ -132,6 +157,18 @@ impl Executor {
         }
     }
 
+    /// Passes parked behind another pass's check or build of the same
+    /// runtime now.
+    pub fn parked_on_builds(&self) -> usize {
+        self.builds.parked.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when a pass parks behind a build (at once if one parked
+    /// since the last call).
+    pub async fn pass_parked(&self) {
+        self.builds.parked_changed.notified().await;
+    }
+
     /// The image of `runtime`'s template repository at its HEAD, built if
     /// no image matches; `image` names the repository it is tagged in.
     pub(super) async fn ensure_built(
@@ -156,7 +193,13 @@ impl Executor {
         }
         let slot = self.builds.slot(runtime);
         let arrived = slot.answered.load(Ordering::SeqCst);
-        let mut last = slot.last.lock().await;
+        let mut last = match slot.last.try_lock() {
+            Ok(last) => last,
+            Err(_) => {
+                let _parked = Parked::new(&self.builds);
+                slot.last.lock().await
+            }
+        };
         if let Some((seq, result)) = last.as_ref()
             && *seq > arrived
         {

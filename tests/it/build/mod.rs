@@ -7,6 +7,7 @@
 mod controller;
 mod executor;
 mod secrets;
+mod slots;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ use crate::harness::{self, docker};
 
 /// A stand-in git server on 127.0.0.1: it records each request's head,
 /// holds it for `hold`, then answers 404.
-async fn stand_in(hold: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
+pub(super) async fn stand_in(hold: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let heads = Arc::new(Mutex::new(Vec::new()));
