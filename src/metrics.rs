@@ -34,6 +34,8 @@ pub struct Metrics {
     pub rollouts: IntGaugeVec,
     /// The highest wave of an active rollout (0: the canary).
     pub rollout_wave: IntGauge,
+    /// `reason`: rate_limited or auth; registry hosts in backoff.
+    pub registry_backoffs: IntGaugeVec,
     /// `phase`: pull, build, create, start, readiness.
     pub provision_timeouts_total: IntCounterVec,
     pub delete_guard_blocked_total: IntCounter,
@@ -144,6 +146,11 @@ impl Metrics {
                 "rollout_wave",
                 "The highest wave of an active rollout (0 is the canary)",
             )?,
+            registry_backoffs: gauge_vec(
+                "registry_backoffs",
+                "Registry hosts berth leaves alone after a refusal, by reason",
+                &["reason"],
+            )?,
             provision_timeouts_total: counter_vec(
                 "provision_timeouts_total",
                 "Provision timeouts by stalled phase",
@@ -171,6 +178,9 @@ impl Metrics {
         }
         for state in ["active", "halted"] {
             metrics.rollouts.with_label_values(&[state]).set(0);
+        }
+        for reason in ["rate_limited", "auth"] {
+            metrics.registry_backoffs.with_label_values(&[reason]).set(0);
         }
         Ok(metrics)
     }
@@ -224,6 +234,7 @@ mod tests {
             "rollout_halts_total",
             "rollouts",
             "rollout_wave",
+            "registry_backoffs",
             "provision_timeouts_total",
             "delete_guard_blocked_total",
             "leader",

@@ -236,6 +236,16 @@ impl Controller {
         rollouts.with_label_values(&["active"]).set(active as i64);
         rollouts.with_label_values(&["halted"]).set(halted as i64);
         self.metrics.rollout_wave.set(wave as i64);
+        for (reason, refusal) in [
+            ("rate_limited", crate::act::Refusal::RateLimited),
+            ("auth", crate::act::Refusal::Auth),
+        ] {
+            let n = self.executor.registries_refusing(refusal);
+            self.metrics
+                .registry_backoffs
+                .with_label_values(&[reason])
+                .set(n as i64);
+        }
         self.metrics
             .reconcile_time_seconds
             .observe(started.elapsed().as_secs_f64());
