@@ -180,7 +180,10 @@ impl Metrics {
             metrics.rollouts.with_label_values(&[state]).set(0);
         }
         for reason in ["rate_limited", "auth"] {
-            metrics.registry_backoffs.with_label_values(&[reason]).set(0);
+            metrics
+                .registry_backoffs
+                .with_label_values(&[reason])
+                .set(0);
         }
         Ok(metrics)
     }

@@ -79,6 +79,9 @@ struct State {
     held_back: BTreeMap<String, String>,
     /// Image references a refresh is resolving now.
     refreshing: BTreeSet<String>,
+    /// A refresh asked for while this instance did not hold the lease:
+    /// `Some(None)` for every runtime.
+    pending_refresh: Option<Option<String>>,
 }
 
 impl Controller {
@@ -113,7 +116,14 @@ impl Controller {
                         if inputs.lease.borrow().is_some() {
                             self.start_refresh(&mut state, runtime.as_deref(), &mut refreshes);
                         } else {
-                            tracing::info!("refresh asked while not holding the host lease: ignored");
+                            // Kept for when this instance holds the host
+                            // (a restarted berth waits out the old lease).
+                            tracing::info!("refresh asked before holding the host lease: it runs once the lease is held");
+                            state.pending_refresh = Some(match state.pending_refresh.take() {
+                                Some(Some(before)) if Some(&before) == runtime.as_ref() => Some(before),
+                                Some(_) => None,
+                                None => runtime,
+                            });
                         }
                     }
                 },
@@ -151,6 +161,9 @@ impl Controller {
                     self.on_lease(&lease);
                     if lease.is_some() {
                         self.reread(&mut state, &mut queue).await;
+                        if let Some(runtime) = state.pending_refresh.take() {
+                            self.start_refresh(&mut state, runtime.as_deref(), &mut refreshes);
+                        }
                     }
                 }
             }

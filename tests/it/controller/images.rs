@@ -468,3 +468,72 @@ async fn a_pin_to_a_missing_digest_blocks_the_change_and_touches_nothing() {
     .unwrap();
     assert_eq!(reverted, 0);
 }
+
+#[tokio::test]
+async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held_back() {
+    let mut w = World::new().await;
+    let tag = MovingTag::new(&w).await;
+    tag.push(&w, "v1").await;
+    w.start(&[("BERTH_PIN_DEBOUNCE", "0s")]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(tag.insert(&w).await);
+    }
+    online_on(&w, &ids, &w.v1, 90).await;
+    // A short deadline only for the rollout.
+    w.berth.take().unwrap().kill().await;
+    w.start(&[
+        ("BERTH_PIN_DEBOUNCE", "0s"),
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "3"),
+    ]);
+    for id in &ids {
+        w.wait_row(*id, 60, "online after the restart", |r| {
+            r.is("online", None)
+        })
+        .await;
+    }
+    let before = container_ids(&w, &ids).await;
+    tag.push(&w, "broken").await;
+    let env = w.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (code, out, err) = harness::berth(&["refresh", &tag.runtime], &env).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !w.berth.as_ref().unwrap().tail().contains("rollout halted") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no halt:\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A second refresh finds the same broken digest: held back.
+    let (code, _, _) = harness::berth(&["refresh", &tag.runtime], &env).await;
+    assert_eq!(code, 0);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        w.berth
+            .as_ref()
+            .unwrap()
+            .tail()
+            .contains("refreshed onto an image whose rollout halted"),
+        "{}",
+        w.berth.as_ref().unwrap().tail()
+    );
+    let tried: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT workspace_id) FROM workspace_events
+          WHERE action = 'create' AND reason LIKE 'recreate:%'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(tried, 1, "exactly the canary tried the broken image");
+    let after = container_ids(&w, &ids).await;
+    let touched = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    assert!(touched <= 1, "only the canary was touched");
+    online_on(&w, &ids, &w.v1, 30).await;
+    tag.cleanup(&w).await;
+}
