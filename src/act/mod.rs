@@ -15,6 +15,7 @@ mod error;
 mod files;
 mod image;
 mod network;
+mod retention;
 mod volume;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ pub use container::container_body;
 pub use error::{ActError, Object};
 pub use files::build_archive;
 pub use image::EnsuredImage;
+pub use retention::ImageRemoval;
 
 /// What the executor needs of the configuration.
 #[derive(Clone, Debug)]
@@ -104,6 +106,8 @@ pub struct Executor {
     host_cpus: Arc<OnceCell<i64>>,
     /// Local builds: one at a time per runtime, answers shared briefly.
     builds: Arc<build::Builds>,
+    /// When the image retention sweep last ran.
+    image_sweeps: Arc<retention::SweepClock>,
 }
 
 impl Executor {
@@ -114,6 +118,7 @@ impl Executor {
             network_lock: Arc::default(),
             host_cpus: Arc::default(),
             builds: Arc::default(),
+            image_sweeps: Arc::default(),
         }
     }
 
