@@ -7,6 +7,7 @@
 //! the host lease.
 
 mod queue;
+mod retention;
 mod rollout;
 mod round;
 mod work;
@@ -22,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use queue::WorkQueue;
+pub use retention::{Keep, PinFacts, SweepError, Swept, retain, sweep_images};
 pub use rollout::{Gate, Rollouts};
 pub use work::{Done, Failed, Work, carry_out};
 
@@ -103,6 +105,7 @@ impl Controller {
                     let jitter = self.resync_interval.mul_f64(fastrand::f64() * 0.1);
                     tokio::time::sleep(jitter).await;
                     self.reread(&mut state, &mut queue).await;
+                    self.sweep_images(&inputs.lease, queue.in_flight(), retention::Sweep::IfDue).await;
                 }
                 _ = queue.next_timer() => {}
                 Some(joined) = workers.join_next() => match joined {
