@@ -16,6 +16,7 @@ mod files;
 mod image;
 mod network;
 mod registry;
+mod retention;
 mod volume;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ pub use error::{ActError, Object};
 pub use files::build_archive;
 pub use image::EnsuredImage;
 pub use registry::Refusal;
+pub use retention::ImageRemoval;
 
 /// What the executor needs of the configuration.
 #[derive(Clone, Debug)]
@@ -108,6 +110,8 @@ pub struct Executor {
     builds: Arc<build::Builds>,
     /// Registries that refused lately, left alone by every workspace.
     registries: Arc<registry::Registries>,
+    /// When the image retention sweep last ran.
+    image_sweeps: Arc<retention::SweepClock>,
 }
 
 impl Executor {
@@ -119,6 +123,7 @@ impl Executor {
             host_cpus: Arc::default(),
             builds: Arc::default(),
             registries: Arc::default(),
+            image_sweeps: Arc::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod queue;
 mod refresh;
+mod retention;
 mod rollout;
 mod round;
 mod work;
@@ -23,7 +24,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use queue::WorkQueue;
+pub use retention::{Keep, PinFacts, SweepError, Swept, retain, sweep_images};
 pub use rollout::{Gate, Halt, Rollouts, Track};
+
 pub use work::{Done, Failed, Work, carry_out};
 
 use crate::act::Executor;
@@ -148,6 +151,8 @@ impl Controller {
                     let jitter = self.resync_interval.mul_f64(fastrand::f64() * 0.1);
                     tokio::time::sleep(jitter).await;
                     self.reread(&mut state, &mut queue).await;
+                    self.sweep_images(&inputs.lease, queue.in_flight(), retention::Sweep::IfDue)
+                        .await;
                 }
                 _ = queue.next_timer() => {}
                 // A pass parked behind a build: its slot is free for others.

@@ -97,7 +97,9 @@ impl Controller {
                 image_replace(p, &row.runtime).map(|r| r.key)
             })
             .collect();
-        for key in state.rollouts.completed(&wanted) {
+        let completed = state.rollouts.completed(&wanted);
+        let any_completed = !completed.is_empty();
+        for key in completed {
             let (runtime, digest) = (&key.runtime, &key.to);
             tracing::info!(runtime, track = key.track.as_str(), digest = %digest, "rollout complete");
             // A pin's history records the digest as stable; a tag or a
@@ -108,6 +110,13 @@ impl Controller {
             {
                 tracing::error!(%error, "marking the pin stable failed");
             }
+        }
+        if any_completed {
+            // The image before the rollout's is now the previous one: the
+            // one before that may go. With passes running, the next resync
+            // sweeps instead.
+            self.sweep_images(lease_rx, workers.len(), super::retention::Sweep::Now)
+                .await;
         }
         let mut plans: BTreeMap<WorkspaceId, Plan> =
             pass.plans.into_iter().map(|p| (p.id, p)).collect();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::act::{ActError, EnsuredImage, Executor, Outcome, Run};
+use crate::act::{ActError, Executor, Outcome, Run};
 use crate::desired::{self, Event, Lease, StatusWrite};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -150,15 +150,13 @@ pub async fn carry_out(
             .inc();
         tracing::debug!(workspace = %id, action = %action, took_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "action");
         match result {
-            Ok(Outcome::Image(EnsuredImage {
-                digest,
-                id: image_id,
-                ..
-            })) => {
-                if let Op::EnsureImage { image, .. } = &action.op {
+            Ok(Outcome::Image(ensured)) => {
+                if let Op::EnsureImage { image, source, .. } = &action.op {
+                    let runtime = row.as_ref().map(|r| r.runtime.as_str());
+                    super::retention::record_ensured(pool, &held, runtime, source, &ensured).await;
                     let known = ResolvedImage {
-                        digest,
-                        id: Some(image_id),
+                        digest: ensured.digest,
+                        id: Some(ensured.id),
                     };
                     done.images.push((image.clone(), known));
                 }

@@ -2,12 +2,19 @@
 //! and the one dedicated tokio-postgres session that holds LISTEN and the
 //! host lease.
 
+mod images;
 mod rows;
 mod schema;
 mod session;
 mod write;
 
-pub use rows::{ReadError, load_catalogue, load_row, load_rows, load_rows_by_id};
+pub use images::{
+    HostImage, Made, NewImage, forget_image, host_images, mark_images_used, record_image,
+};
+pub use rows::{
+    ReadError, RollbackTarget, load_catalogue, load_pins, load_row, load_rows, load_rows_by_id,
+    rollback_target,
+};
 pub use schema::{MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, connect, migrate};
 pub use session::{
     DesiredTrigger, Lease, REFRESH_CHANNEL, Session, acquire, instance_id, parse_notification,

@@ -231,12 +231,6 @@ pub async fn load_catalogue(pool: &PgPool) -> Result<Catalogue, ReadError> {
     )
     .fetch_all(pool)
     .await?;
-    let pins: Vec<RawPin> = sqlx::query_as(
-        "SELECT template_name, ring, digest, updated_by, updated_at, note
-           FROM runtime_image_pins ORDER BY template_name, ring",
-    )
-    .fetch_all(pool)
-    .await?;
     let runtimes = runtimes.into_iter().map(|r| RuntimeRow {
         name: r.name,
         image_repository: r.image_repository,
@@ -246,8 +240,19 @@ pub async fn load_catalogue(pool: &PgPool) -> Result<Catalogue, ReadError> {
             .map(Duration::from_secs_f64),
         session_volume: r.session_volume,
     });
-    let pins = pins
-        .into_iter()
+    let pins = load_pins(pool).await?;
+    Ok(Catalogue::new(runtimes, pins))
+}
+
+/// Every pin, by runtime and ring.
+pub async fn load_pins(pool: &PgPool) -> Result<Vec<PinRow>, ReadError> {
+    let pins: Vec<RawPin> = sqlx::query_as(
+        "SELECT template_name, ring, digest, updated_by, updated_at, note
+           FROM runtime_image_pins ORDER BY template_name, ring",
+    )
+    .fetch_all(pool)
+    .await?;
+    pins.into_iter()
         .map(|p| {
             let key = format!("{}/{}", p.template_name, p.ring);
             let digest = column(
@@ -266,6 +271,42 @@ pub async fn load_catalogue(pool: &PgPool) -> Result<Catalogue, ReadError> {
                 note: p.note,
             })
         })
-        .collect::<Result<Vec<_>, ReadError>>()?;
-    Ok(Catalogue::new(runtimes, pins))
+        .collect()
+}
+
+/// The pin history entry a rollback of (`runtime`, `ring`) returns to.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct RollbackTarget {
+    /// The history entry's id.
+    pub id: i64,
+    /// The digest that entry set.
+    pub digest: String,
+    /// When a rollout of it completed; `None`: never marked stable.
+    pub stable_at: Option<DateTime<Utc>>,
+}
+
+/// What `berth rollback` returns (`runtime`, `ring`) to from the digest
+/// `current`: an entry older than the one that set `current`, with another
+/// digest, preferring the newest one marked stable, else the newest.
+/// `None` when the history holds no such entry.
+pub async fn rollback_target(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    current: &str,
+) -> Result<Option<RollbackTarget>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, new_digest AS digest, stable_at FROM runtime_image_pin_history
+          WHERE template_name = $1 AND ring = $2
+            AND new_digest IS NOT NULL AND new_digest <> $3
+            AND id < coalesce((SELECT max(id) FROM runtime_image_pin_history
+                                WHERE template_name = $1 AND ring = $2
+                                  AND new_digest = $3), 9223372036854775807)
+          ORDER BY (stable_at IS NOT NULL) DESC, id DESC LIMIT 1",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(current)
+    .fetch_optional(pool)
+    .await
 }

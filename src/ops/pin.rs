@@ -14,6 +14,7 @@ use sqlx::PgPool;
 
 use super::OpsError;
 use super::table::{Table, short_digest};
+use crate::desired;
 use crate::model::{Digest, WorkspaceId};
 
 /// A pin to set.
@@ -185,13 +186,6 @@ pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, Op
     })
 }
 
-#[derive(sqlx::FromRow)]
-struct HistoryEntry {
-    id: i64,
-    new_digest: String,
-    stable_at: Option<DateTime<Utc>>,
-}
-
 /// Prepares `berth rollback`: to `to`, or else to the previous digest in
 /// the pin history: an entry older than the one that set the current
 /// digest, with another digest, preferring the newest one marked stable.
@@ -213,27 +207,14 @@ pub async fn prepare_rollback(
     let (target, history_id, stable_at) = match to {
         Some(d) => (d.as_str().to_string(), None, None),
         None => {
-            let entry: Option<HistoryEntry> = sqlx::query_as(
-                "SELECT id, new_digest, stable_at FROM runtime_image_pin_history
-                  WHERE template_name = $1 AND ring = $2
-                    AND new_digest IS NOT NULL AND new_digest <> $3
-                    AND id < coalesce((SELECT max(id) FROM runtime_image_pin_history
-                                        WHERE template_name = $1 AND ring = $2
-                                          AND new_digest = $3), 9223372036854775807)
-                  ORDER BY (stable_at IS NOT NULL) DESC, id DESC LIMIT 1",
-            )
-            .bind(runtime)
-            .bind(ring)
-            .bind(&from)
-            .fetch_optional(pool)
-            .await?;
+            let entry = desired::rollback_target(pool, runtime, ring, &from).await?;
             let Some(entry) = entry else {
                 return Err(OpsError::Failed(format!(
                     "the pin history of {runtime}/{ring} holds no earlier digest than {from}; \
                      name one with --to"
                 )));
             };
-            (entry.new_digest, Some(entry.id), entry.stable_at)
+            (entry.digest, Some(entry.id), entry.stable_at)
         }
     };
     let note = note.or_else(|| Some(format!("rollback from {}", short_digest(Some(&from)))));

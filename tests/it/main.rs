@@ -11,4 +11,5 @@ mod docker_env;
 mod harness;
 mod observed;
 mod ops;
+mod retention;
 mod schema;

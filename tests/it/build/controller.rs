@@ -170,6 +170,20 @@ async fn a_new_commit_builds_once_and_replaces_each_workspace_once() {
         assert_eq!(image_of(&w, *id).await, (want.clone(), new_image.clone()));
     }
     assert_eq!(creates(&w, trigger).await, 1);
+    // The build is berth's: recorded, so image retention may remove it
+    // once nothing uses it.
+    let record: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT reference, made, runtime FROM host_images WHERE host = $1 AND image_id = $2",
+    )
+    .bind(&w.host)
+    .bind(&new_image)
+    .fetch_optional(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        record,
+        Some((want.clone(), "built".into(), Some(rt.clone())))
+    );
     eprintln!(
         "berth run timings: rebuild after a commit (row to running) {rebuild:?}, \
          four workspaces replaced {all_replaced:?}"

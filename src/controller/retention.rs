@@ -1,0 +1,476 @@
+//! Image retention: images berth pulled or built that no container uses
+//! are removed, except the previous stable image of each runtime (kept so
+//! a rollback needs no pull). An image berth did not pull or build is never
+//! removed: only images recorded in `host_images` are candidates.
+//!
+//! What stays, for each recorded image of this host:
+//! - any container on the engine (berth's or not, running or stopped) was
+//!   created from it;
+//! - its runtime is pinned to its digest now (the pin's workspaces are
+//!   about to run it);
+//! - its digest is what `berth rollback` would return one of its runtime's
+//!   pins to (the previous stable digest);
+//! - it is the most recently used of its runtime's images no container
+//!   uses, when the runtime follows a moving tag or is built locally (no
+//!   pin history says which image was stable before).
+//!
+//! Everything else is removed by id without force, and its record goes.
+//! The decision ([`retain`]) is pure; [`sweep_images`] gathers its facts
+//! and carries it out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use super::Controller;
+use crate::act::{ActError, EnsuredImage, Executor, ImageRemoval};
+use crate::desired::{self, HostImage, Lease, Made, NewImage};
+use crate::model::ImageSource;
+
+/// The sweep runs at most once every this many resync intervals (5 min at
+/// the default 30 s).
+pub const SWEEP_EVERY_RESYNCS: u32 = 10;
+
+/// Why a recorded image stays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Keep {
+    /// A container on the engine was created from it.
+    InUse,
+    /// Its runtime is pinned to its digest.
+    CurrentPin,
+    /// A rollback of one of its runtime's pins returns to its digest.
+    PreviousStable,
+    /// The most recently used of its runtime's unused images (moving tag
+    /// or local build).
+    LastUsed,
+}
+
+/// The pins as the sweep needs them, per runtime.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PinFacts {
+    /// The digests the runtime's pins name now (any ring).
+    pub current: BTreeMap<String, BTreeSet<String>>,
+    /// The digests a rollback of one of the runtime's pins returns to.
+    pub previous: BTreeMap<String, BTreeSet<String>>,
+    /// Runtimes with a `stable` pin: every row of theirs without an
+    /// explicit image runs a pinned digest, so their pin history says which
+    /// image was stable before.
+    pub stable_pinned: BTreeSet<String>,
+}
+
+impl PinFacts {
+    fn names(&self, map: &BTreeMap<String, BTreeSet<String>>, image: &HostImage) -> bool {
+        match (&image.runtime, &image.digest) {
+            (Some(runtime), Some(digest)) => map.get(runtime).is_some_and(|d| d.contains(digest)),
+            _ => false,
+        }
+    }
+}
+
+/// Which recorded images stay, by image id, and why; the images of
+/// `records` missing from the answer go.
+pub fn retain(
+    records: &[HostImage],
+    in_use: &BTreeSet<String>,
+    pins: &PinFacts,
+) -> BTreeMap<String, Keep> {
+    let mut keep = BTreeMap::new();
+    for image in records {
+        let why = if in_use.contains(&image.image_id) {
+            Some(Keep::InUse)
+        } else if pins.names(&pins.current, image) {
+            Some(Keep::CurrentPin)
+        } else if pins.names(&pins.previous, image) {
+            Some(Keep::PreviousStable)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            keep.insert(image.image_id.clone(), why);
+        }
+    }
+    // Runtimes without pin history to go by: the unused image used last.
+    let mut last_used: BTreeMap<(&str, Made), &HostImage> = BTreeMap::new();
+    for image in records {
+        let Some(runtime) = image.runtime.as_deref() else {
+            continue;
+        };
+        let by_history = image.made == Made::Pulled && pins.stable_pinned.contains(runtime);
+        if by_history || in_use.contains(&image.image_id) {
+            continue;
+        }
+        let slot = last_used.entry((runtime, image.made)).or_insert(image);
+        let order = |i: &HostImage| (i.last_used_at, i.made_at, i.image_id.clone());
+        if order(image) > order(slot) {
+            *slot = image;
+        }
+    }
+    for image in last_used.into_values() {
+        keep.entry(image.image_id.clone()).or_insert(Keep::LastUsed);
+    }
+    keep
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Images removed (or found gone), whose records went with them.
+    pub removed: Vec<HostImage>,
+    /// Recorded images kept, by id, and why.
+    pub kept: BTreeMap<String, Keep>,
+    /// Images the engine refused to remove (a container created meanwhile,
+    /// a child image, another repository's reference); their records stay.
+    pub refused: Vec<String>,
+    /// Removals that failed otherwise (logged); their records stay.
+    pub failed: usize,
+    /// The lease was not held, or went during the sweep: it stopped there.
+    pub lost_lease: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("image retention: {0}")]
+    Docker(#[from] ActError),
+    #[error("image retention: database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("image retention: {0}")]
+    Read(#[from] desired::ReadError),
+}
+
+/// The pins of the runtimes in `runtimes`, with what a rollback of each
+/// returns to.
+async fn pin_facts(pool: &PgPool, runtimes: &BTreeSet<&str>) -> Result<PinFacts, SweepError> {
+    let mut facts = PinFacts::default();
+    for pin in desired::load_pins(pool).await? {
+        let runtime = pin.template_name.as_str();
+        if !runtimes.contains(runtime) {
+            continue;
+        }
+        let current = pin.digest.as_str();
+        facts
+            .current
+            .entry(runtime.to_string())
+            .or_default()
+            .insert(current.to_string());
+        if pin.ring == "stable" {
+            facts.stable_pinned.insert(runtime.to_string());
+        }
+        if let Some(target) = desired::rollback_target(pool, runtime, &pin.ring, current).await? {
+            facts
+                .previous
+                .entry(runtime.to_string())
+                .or_default()
+                .insert(target.digest);
+        }
+    }
+    Ok(facts)
+}
+
+/// Removes the recorded images of the lease's host that [`retain`] does
+/// not keep, and forgets their records. Does nothing without the lease and
+/// stops when it goes. Callers make sure no pass is between making an
+/// image local and creating its container (see `Controller::sweep_images`).
+pub async fn sweep_images(
+    pool: &PgPool,
+    executor: &Executor,
+    lease: &watch::Receiver<Option<Lease>>,
+) -> Result<Swept, SweepError> {
+    let Some(held) = lease.borrow().clone() else {
+        return Ok(Swept {
+            lost_lease: true,
+            ..Swept::default()
+        });
+    };
+    let still_held = || lease.borrow().as_ref() == Some(&held);
+    // Containers first: an image in use by one created after this list is
+    // refused by the engine, never removed.
+    let in_use = executor.image_ids_in_use().await?;
+    let records = desired::host_images(pool, &held.host).await?;
+    if records.is_empty() {
+        return Ok(Swept::default());
+    }
+    let used: Vec<String> = records
+        .iter()
+        .filter(|r| in_use.contains(&r.image_id))
+        .map(|r| r.image_id.clone())
+        .collect();
+    desired::mark_images_used(pool, &held, &used).await?;
+    let runtimes: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r.runtime.as_deref())
+        .collect();
+    let pins = pin_facts(pool, &runtimes).await?;
+    let kept = retain(&records, &in_use, &pins);
+
+    let mut swept = Swept {
+        kept: kept.clone(),
+        ..Swept::default()
+    };
+    for image in records {
+        if kept.contains_key(&image.image_id) {
+            continue;
+        }
+        if !still_held() {
+            swept.lost_lease = true;
+            break;
+        }
+        match executor.remove_image(&image.image_id).await {
+            Ok(removal @ (ImageRemoval::Removed | ImageRemoval::Gone)) => {
+                if removal == ImageRemoval::Removed {
+                    tracing::info!(
+                        image_id = %image.image_id,
+                        reference = %image.reference,
+                        runtime = image.runtime.as_deref().unwrap_or(""),
+                        "image retention: removed an image no container uses"
+                    );
+                }
+                desired::forget_image(pool, &held, &image.image_id).await?;
+                swept.removed.push(image);
+            }
+            Ok(ImageRemoval::Kept) => {
+                tracing::debug!(image_id = %image.image_id, "image retention: the engine keeps it (in use or named elsewhere)");
+                swept.refused.push(image.image_id);
+            }
+            Err(error) => {
+                tracing::warn!(image_id = %image.image_id, %error, "image retention: removing an image failed");
+                swept.failed += 1;
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Records an image a pass made local as berth's when berth pulled or
+/// built it; an image found already local is not berth's by that alone.
+/// `runtime` is the row's; an explicit image belongs to no runtime. A
+/// failed write is logged: the image then stays unrecorded, and so is
+/// never removed.
+pub(super) async fn record_ensured(
+    pool: &PgPool,
+    lease: &Lease,
+    runtime: Option<&str>,
+    source: &ImageSource,
+    ensured: &EnsuredImage,
+) {
+    if ensured.id.is_empty() {
+        return;
+    }
+    let made = match source {
+        ImageSource::LocalBuild { .. } => Made::Built,
+        _ if ensured.pulled => Made::Pulled,
+        _ => return,
+    };
+    let runtime = match source {
+        ImageSource::Explicit => None,
+        _ => runtime.map(str::to_string),
+    };
+    let image = NewImage {
+        image_id: ensured.id.clone(),
+        reference: ensured.reference.clone(),
+        runtime,
+        digest: ensured.digest.as_ref().map(|d| d.as_str().to_string()),
+        made,
+    };
+    if let Err(error) = desired::record_image(pool, lease, &image).await {
+        tracing::warn!(image_id = %image.image_id, %error, "recording an image as berth's failed");
+    }
+}
+
+/// When a sweep is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// From the periodic reread: runs when the last began at least
+    /// [`SWEEP_EVERY_RESYNCS`] resync intervals ago.
+    IfDue,
+    /// After a rollout completed: runs now, or at the next reread when
+    /// passes are in flight.
+    Now,
+}
+
+impl Controller {
+    /// Sweeps unused images (see the module) while this instance holds the
+    /// lease and no pass is in flight: a pass between making an image local
+    /// and creating its container would otherwise lose the image. The
+    /// controller loop awaits this, so no pass starts meanwhile. A failure
+    /// is logged, never fatal.
+    pub(super) async fn sweep_images(
+        &self,
+        lease: &watch::Receiver<Option<Lease>>,
+        in_flight: usize,
+        when: Sweep,
+    ) {
+        if lease.borrow().is_none() {
+            return;
+        }
+        if in_flight > 0 {
+            if when == Sweep::Now {
+                self.executor.image_sweep_wanted();
+            }
+            return;
+        }
+        let every = match when {
+            Sweep::IfDue => self.resync_interval.saturating_mul(SWEEP_EVERY_RESYNCS),
+            Sweep::Now => Duration::ZERO,
+        };
+        if !self.executor.image_sweep_due(every) {
+            return;
+        }
+        match sweep_images(&self.pool, &self.executor, lease).await {
+            Ok(swept) if !swept.removed.is_empty() || swept.failed > 0 => tracing::info!(
+                removed = swept.removed.len(),
+                kept = swept.kept.len(),
+                refused = swept.refused.len(),
+                failed = swept.failed,
+                "image retention: sweep done"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "image retention: sweep failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, minute, 0).unwrap()
+    }
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn image(id: &str, runtime: Option<&str>, digest: Option<String>, made: Made) -> HostImage {
+        HostImage {
+            image_id: format!("sha256:{id}"),
+            reference: format!("reg/x:{id}"),
+            runtime: runtime.map(str::to_string),
+            digest,
+            made,
+            made_at: at(0),
+            last_used_at: at(0),
+        }
+    }
+
+    fn pulled(id: &str, runtime: &str, d: char) -> HostImage {
+        image(id, Some(runtime), Some(digest(d)), Made::Pulled)
+    }
+
+    fn used_at(mut i: HostImage, minute: u32) -> HostImage {
+        i.last_used_at = at(minute);
+        i
+    }
+
+    fn ids(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|i| format!("sha256:{i}")).collect()
+    }
+
+    fn kept(keep: &BTreeMap<String, Keep>) -> Vec<(&str, Keep)> {
+        keep.iter()
+            .map(|(id, why)| (id.trim_start_matches("sha256:"), *why))
+            .collect()
+    }
+
+    fn pins(runtime: &str, current: &[char], previous: &[char], stable: bool) -> PinFacts {
+        let set = |ds: &[char]| ds.iter().map(|c| digest(*c)).collect::<BTreeSet<_>>();
+        PinFacts {
+            current: BTreeMap::from([(runtime.to_string(), set(current))]),
+            previous: BTreeMap::from([(runtime.to_string(), set(previous))]),
+            stable_pinned: if stable {
+                BTreeSet::from([runtime.to_string()])
+            } else {
+                BTreeSet::new()
+            },
+        }
+    }
+
+    #[test]
+    fn a_pinned_runtime_keeps_what_runs_and_the_previous_stable_and_drops_the_rest() {
+        let records = [
+            pulled("v1", "agent", '1'),
+            pulled("v2", "agent", '2'),
+            pulled("v3", "agent", '3'),
+            pulled("v0", "agent", '0'),
+        ];
+        // v3 is pinned and runs; a rollback would return to v2.
+        let keep = retain(
+            &records,
+            &ids(&["v3"]),
+            &pins("agent", &['3'], &['2'], true),
+        );
+        assert_eq!(
+            kept(&keep),
+            [("v2", Keep::PreviousStable), ("v3", Keep::InUse)]
+        );
+    }
+
+    #[test]
+    fn the_current_pin_stays_before_any_container_runs_it() {
+        let records = [pulled("v1", "agent", '1'), pulled("v2", "agent", '2')];
+        let keep = retain(
+            &records,
+            &ids(&["v1"]),
+            &pins("agent", &['2'], &['1'], true),
+        );
+        assert_eq!(kept(&keep), [("v1", Keep::InUse), ("v2", Keep::CurrentPin)]);
+    }
+
+    #[test]
+    fn a_moving_tag_keeps_the_unused_image_used_last() {
+        let records = [
+            used_at(pulled("old", "agent", 'a'), 5),
+            used_at(pulled("prev", "agent", 'b'), 20),
+            used_at(pulled("now", "agent", 'c'), 30),
+            used_at(pulled("other", "codex", 'd'), 1),
+        ];
+        let keep = retain(&records, &ids(&["now"]), &PinFacts::default());
+        assert_eq!(
+            kept(&keep),
+            [
+                ("now", Keep::InUse),
+                ("other", Keep::LastUsed),
+                ("prev", Keep::LastUsed)
+            ]
+        );
+    }
+
+    #[test]
+    fn local_builds_keep_the_unused_build_used_last_even_beside_a_stable_pin() {
+        let built = |id: &str, minute| used_at(image(id, Some("agent"), None, Made::Built), minute);
+        let records = [built("b1", 1), built("b2", 2), built("b3", 3)];
+        let keep = retain(&records, &ids(&["b3"]), &pins("agent", &['9'], &[], true));
+        assert_eq!(kept(&keep), [("b2", Keep::LastUsed), ("b3", Keep::InUse)]);
+    }
+
+    #[test]
+    fn an_explicit_image_stays_only_while_used() {
+        let explicit = |id: &str| image(id, None, Some(digest('e')), Made::Pulled);
+        let records = [explicit("e1"), explicit("e2")];
+        let keep = retain(&records, &ids(&["e2"]), &PinFacts::default());
+        assert_eq!(kept(&keep), [("e2", Keep::InUse)]);
+    }
+
+    #[test]
+    fn a_digest_pinned_for_another_runtime_does_not_keep_an_image() {
+        let records = [pulled("x", "codex", '2')];
+        let keep = retain(&records, &ids(&[]), &pins("agent", &['2'], &['2'], true));
+        assert_eq!(
+            kept(&keep),
+            [("x", Keep::LastUsed)],
+            "codex follows its tag"
+        );
+        let mut both = pins("agent", &['2'], &['2'], true);
+        both.stable_pinned.insert("codex".into());
+        assert!(retain(&records, &ids(&[]), &both).is_empty());
+    }
+
+    #[test]
+    fn nothing_recorded_means_nothing_to_decide() {
+        let keep = retain(&[], &ids(&["a"]), &pins("agent", &['1'], &['2'], true));
+        assert!(keep.is_empty());
+    }
+}

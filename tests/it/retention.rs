@@ -1,0 +1,423 @@
+//! Image retention on the real engine and a real PostgreSQL: a sweep
+//! removes the images berth recorded that nothing uses, keeps the previous
+//! stable one, and never touches an image it did not record or one any
+//! container uses.
+//!
+//! The engine refuses to remove an image by id while other repositories
+//! name it, and tests share the daemon: so every test here works on copies
+//! of the agent images of its own (a label makes their ids unique), pushed
+//! to a repository of its own, and removes only those.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use berth::act::{Executor, ExecutorSettings};
+use berth::controller::{Keep, sweep_images};
+use berth::desired::{self, Lease, Made, NewImage};
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use tokio::sync::watch;
+
+use crate::act::docker_cli;
+use crate::controller::World;
+use crate::harness::{self, DockerScope, TestDb, docker::pull};
+
+const COPY_LABEL: &str = "berth.test.retention";
+
+/// This test's copies of the agent images in `<registry>/berth-test/<path>`,
+/// not in the local store until pulled. Dropping it removes them (by the
+/// label only they carry); containers using them must be gone by then.
+struct Copies {
+    docker: Docker,
+    token: String,
+    repository: String,
+}
+
+impl Copies {
+    /// Copies `tags` of the run's agent image into repository
+    /// `<registry>/berth-test/ret-<token>/agent`.
+    async fn new(docker: &Docker, tags: &[&str]) -> Copies {
+        let token = harness::unique();
+        let registry = harness::env().registry;
+        // Made first, so a failure below still removes what was built.
+        let copies = Copies {
+            docker: docker.clone(),
+            repository: format!("{registry}/berth-test/ret-{token}/agent"),
+            token,
+        };
+        for tag in tags {
+            let target = format!("{}:{tag}", copies.repository);
+            let dockerfile = format!(
+                "FROM {registry}/berth-test/agent:{tag}\nLABEL {COPY_LABEL}={} {COPY_LABEL}.tag={tag}\n",
+                copies.token
+            );
+            build(&dockerfile, &target).await;
+            docker_cli(&["push", &target]).await;
+        }
+        // Out of the local store, so a pull is a pull.
+        for tag in tags {
+            let by_digest = copies.reference(tag).await;
+            docker_cli(&["rmi", &format!("{}:{tag}", copies.repository)]).await;
+            let _ = tokio::process::Command::new("docker")
+                .args(["rmi", &by_digest])
+                .output()
+                .await;
+        }
+        copies
+    }
+
+    async fn digest(&self, tag: &str) -> String {
+        self.docker
+            .inspect_registry_image(&format!("{}:{tag}", self.repository), None)
+            .await
+            .unwrap()
+            .descriptor
+            .digest
+            .unwrap()
+    }
+
+    /// `<repository>@<digest of tag>`.
+    async fn reference(&self, tag: &str) -> String {
+        format!("{}@{}", self.repository, self.digest(tag).await)
+    }
+
+    /// Pulls `tag` by digest; its local image id.
+    async fn pull(&self, tag: &str) -> String {
+        let reference = self.reference(tag).await;
+        pull(&self.docker, &reference).await;
+        self.local_id(&reference).await.unwrap()
+    }
+
+    async fn local_id(&self, reference: &str) -> Option<String> {
+        self.docker.inspect_image(reference).await.ok()?.id
+    }
+}
+
+impl Drop for Copies {
+    fn drop(&mut self) {
+        let label = format!("label={COPY_LABEL}={}", self.token);
+        let _ = std::thread::spawn(move || {
+            let ids = std::process::Command::new("docker")
+                .args(["images", "-q", "--no-trunc", "--filter", &label])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let ids: BTreeSet<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rmi", "-f"])
+                    .args(ids)
+                    .output();
+            }
+        })
+        .join();
+    }
+}
+
+/// `docker build` of a context-free Dockerfile (test code may use the CLI).
+async fn build(dockerfile: &str, tag: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("docker")
+        .args(["build", "-q", "-t", tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running docker build");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(dockerfile.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A host whose lease this test holds, the executor for it, and the lease
+/// as the controller's watch channel carries it.
+async fn holder(
+    pool: &sqlx::PgPool,
+    scope: &mut DockerScope,
+) -> (Executor, Lease, watch::Receiver<Option<Lease>>) {
+    let host = scope.host();
+    sqlx::query("INSERT INTO host_leases (host, holder, epoch) VALUES ($1, 'test', 1)")
+        .bind(&host)
+        .execute(pool)
+        .await
+        .unwrap();
+    let lease = Lease {
+        host: host.clone(),
+        holder: "test".into(),
+        epoch: 1,
+    };
+    let settings = ExecutorSettings {
+        host_id: host,
+        registry_prefix: Some(format!("{}/berth-test", harness::env().registry)),
+        registry_auth: None,
+        docker_config: None,
+        pull_progress_timeout: Duration::from_secs(30),
+        pull_timeout: Duration::from_secs(120),
+        network_labels: scope.labels().into_iter().collect(),
+        local_build: None,
+    };
+    let executor = Executor::new(scope.docker.clone(), settings);
+    let (_tx, rx) = watch::channel(Some(lease.clone()));
+    (executor, lease, rx)
+}
+
+async fn record(pool: &sqlx::PgPool, lease: &Lease, copies: &Copies, tag: &str, id: &str) {
+    let image = NewImage {
+        image_id: id.to_string(),
+        reference: copies.reference(tag).await,
+        runtime: Some("agent".into()),
+        digest: Some(copies.digest(tag).await),
+        made: Made::Pulled,
+    };
+    let written = desired::record_image(pool, lease, &image).await.unwrap();
+    assert_eq!(written, desired::Written::Yes);
+}
+
+/// Starts a container of no berth's (only the scope's labels) from `image`.
+async fn run_foreign(scope: &DockerScope, image: &str) {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        labels: Some(scope.labels()),
+        ..Default::default()
+    };
+    scope
+        .run(&format!("ret-{}-{}", scope.test, harness::unique()), body)
+        .await;
+}
+
+async fn recorded(pool: &sqlx::PgPool, host: &str) -> BTreeSet<String> {
+    desired::host_images(pool, host)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.image_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sweep_keeps_the_image_in_use_and_the_previous_stable_and_removes_the_rest() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    // Declared before the scope, so its containers go first.
+    let copies = Copies::new(&harness::docker::docker().await, &["v1", "v2", "plain"]).await;
+    let mut scope = DockerScope::new().await;
+    let (executor, lease, rx) = holder(&pool, &mut scope).await;
+    let (v1, v2, plain) = (
+        copies.pull("v1").await,
+        copies.pull("v2").await,
+        copies.pull("plain").await,
+    );
+    for (tag, id) in [("v1", &v1), ("v2", &v2), ("plain", &plain)] {
+        record(&pool, &lease, &copies, tag, id).await;
+    }
+    // v1 rolled out and became stable; then v2 was pinned and runs.
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, digest) VALUES ('agent', $1)")
+        .bind(copies.digest("v1").await)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'agent'")
+        .bind(copies.digest("v2").await)
+        .execute(&pool)
+        .await
+        .unwrap();
+    run_foreign(&scope, &copies.reference("v2").await).await;
+
+    let swept = sweep_images(&pool, &executor, &rx).await.unwrap();
+
+    let removed: Vec<&str> = swept.removed.iter().map(|r| r.image_id.as_str()).collect();
+    assert_eq!(removed, [plain.as_str()]);
+    assert_eq!(swept.kept.get(&v2), Some(&Keep::InUse));
+    assert_eq!(swept.kept.get(&v1), Some(&Keep::PreviousStable));
+    assert_eq!(copies.local_id(&v1).await.as_ref(), Some(&v1));
+    assert_eq!(copies.local_id(&v2).await.as_ref(), Some(&v2));
+    assert_eq!(copies.local_id(&plain).await, None, "plain is gone");
+    assert_eq!(recorded(&pool, &lease.host).await, BTreeSet::from([v1, v2]));
+
+    // A second sweep finds nothing more to do.
+    let again = sweep_images(&pool, &executor, &rx).await.unwrap();
+    assert!(again.removed.is_empty() && again.failed == 0, "{again:?}");
+}
+
+#[tokio::test]
+async fn a_sweep_never_removes_an_image_it_did_not_record_or_one_another_container_uses() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    // Declared before the scope, so its containers go first.
+    let copies = Copies::new(
+        &harness::docker::docker().await,
+        &["v1", "v2", "plain", "broken"],
+    )
+    .await;
+    let mut scope = DockerScope::new().await;
+    let (executor, lease, rx) = holder(&pool, &mut scope).await;
+    let (v1, v2, plain, broken) = (
+        copies.pull("v1").await,
+        copies.pull("v2").await,
+        copies.pull("plain").await,
+        copies.pull("broken").await,
+    );
+    // `broken` is pulled but not recorded: not berth's.
+    for (tag, id) in [("v1", &v1), ("v2", &v2), ("plain", &plain)] {
+        record(&pool, &lease, &copies, tag, id).await;
+    }
+    // No pin: the runtime follows its moving tag. A container that is not
+    // berth's uses v2; of the unused ones, plain was used last.
+    run_foreign(&scope, &copies.reference("v2").await).await;
+    sqlx::query(
+        "UPDATE host_images SET last_used_at = now() - interval '1 hour' WHERE image_id = $1",
+    )
+    .bind(&v1)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Without the lease, nothing happens.
+    let (_tx, none) = watch::channel(None);
+    let idle = sweep_images(&pool, &executor, &none).await.unwrap();
+    assert!(idle.lost_lease && idle.removed.is_empty());
+    assert!(copies.local_id(&v1).await.is_some());
+
+    let swept = sweep_images(&pool, &executor, &rx).await.unwrap();
+
+    let removed: Vec<&str> = swept.removed.iter().map(|r| r.image_id.as_str()).collect();
+    assert_eq!(removed, [v1.as_str()]);
+    assert_eq!(swept.kept.get(&v2), Some(&Keep::InUse));
+    assert_eq!(swept.kept.get(&plain), Some(&Keep::LastUsed));
+    assert_eq!(copies.local_id(&v1).await, None);
+    assert_eq!(copies.local_id(&v2).await.as_ref(), Some(&v2), "in use");
+    assert_eq!(copies.local_id(&plain).await.as_ref(), Some(&plain));
+    assert_eq!(
+        copies.local_id(&broken).await.as_ref(),
+        Some(&broken),
+        "not recorded, never removed"
+    );
+    assert_eq!(
+        recorded(&pool, &lease.host).await,
+        BTreeSet::from([v2, plain])
+    );
+}
+
+async fn pin(w: &World, digest: &str) {
+    sqlx::query("UPDATE runtime_image_pins SET digest = $1, updated_by = 'test' WHERE template_name = 'agent'")
+        .bind(digest)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+}
+
+/// Waits until the pin history marks `digest` stable.
+async fn wait_stable(w: &World, digest: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stable: Option<bool> = sqlx::query_scalar(
+            "SELECT stable_at IS NOT NULL FROM runtime_image_pin_history
+              WHERE new_digest = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(digest)
+        .fetch_optional(&w.pool)
+        .await
+        .unwrap();
+        if stable == Some(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{digest} not marked stable\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_two_rollouts_the_previous_stable_image_stays_and_the_one_before_goes() {
+    // Declared before the world, so its containers go first.
+    let copies = Copies::new(&harness::docker::docker().await, &["v1", "v2", "plain"]).await;
+    let mut w = World::new().await;
+    // The runtime's images are this test's copies.
+    let repository = copies
+        .repository
+        .trim_start_matches(&format!("{}/berth-test/", harness::env().registry))
+        .to_string();
+    sqlx::query("UPDATE runtimes SET image_repository = $1 WHERE name = 'agent'")
+        .bind(&repository)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM runtime_image_pins")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM runtime_image_pin_history")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    let (d1, d2, d3) = (
+        copies.digest("v1").await,
+        copies.digest("v2").await,
+        copies.digest("plain").await,
+    );
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, digest) VALUES ('agent', $1)")
+        .bind(&d1)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    w.start(&[]);
+    let id = w.insert(serde_json::json!({})).await;
+    let on = |digest: &str| {
+        let digest = digest.to_string();
+        move |r: &crate::controller::RowView| {
+            r.is("online", None)
+                && r.converged()
+                && r.runtime_image_digest.as_deref() == Some(digest.as_str())
+        }
+    };
+    w.wait_row(id, 90, "online on v1", on(&d1)).await;
+    pin(&w, &d2).await;
+    w.wait_row(id, 90, "online on v2", on(&d2)).await;
+    wait_stable(&w, &d2).await;
+    pin(&w, &d3).await;
+    w.wait_row(id, 90, "online on plain", on(&d3)).await;
+
+    let id_of = |tag: &'static str| {
+        let copies = &copies;
+        async move { copies.local_id(&copies.reference(tag).await).await }
+    };
+    let (v2, v3) = (id_of("v2").await.unwrap(), id_of("plain").await.unwrap());
+    // The sweep runs every ten resyncs (3 s here).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while id_of("v1").await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "v1 was not removed\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        id_of("v2").await,
+        Some(v2.clone()),
+        "the previous stable stays"
+    );
+    assert_eq!(
+        id_of("plain").await,
+        Some(v3.clone()),
+        "the running one stays"
+    );
+    assert_eq!(
+        recorded(&w.pool, &w.host).await,
+        BTreeSet::from([v2, v3]),
+        "berth recorded what it pulled and forgot what it removed"
+    );
+}
