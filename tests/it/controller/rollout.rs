@@ -173,7 +173,7 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
         tokio::spawn(async move {
             for _ in 0..1200 {
                 let seen: Option<serde_json::Value> = sqlx::query_scalar(
-                    "SELECT rollout FROM workspaces WHERE rollout IS NOT NULL LIMIT 1",
+                    "SELECT rollout FROM workspaces WHERE rollout->>'state' = 'replacing' LIMIT 1",
                 )
                 .fetch_optional(&pool)
                 .await
