@@ -12,9 +12,9 @@ use crate::harness;
 
 #[tokio::test]
 async fn passes_parked_behind_a_build_leave_their_slots_to_other_workspaces() {
-    // A template server that holds each request for 40 s: the runtime's
+    // A template server that holds each request for 100 s: the runtime's
     // HEAD check (and so its build) hangs that long.
-    let (port, heads) = stand_in(Duration::from_secs(40)).await;
+    let (port, heads) = stand_in(Duration::from_secs(100)).await;
     let mut t = Templates::new();
     let mut w = World::new().await;
     let rt = t.runtime();
@@ -50,9 +50,11 @@ async fn passes_parked_behind_a_build_leave_their_slots_to_other_workspaces() {
     .fetch_one(&w.pool)
     .await
     .unwrap();
+    // Alone this takes seconds; the bound leaves room for a loaded machine
+    // and stays well inside the hold.
     w.wait_row(
         WorkspaceId(other),
-        25,
+        75,
         "online beside the hanging build",
         |r| r.is("online", None),
     )
