@@ -122,11 +122,17 @@ pub async fn carry_out(
     let still_held = || lease.borrow().as_ref() == Some(&held);
 
     // A pull or a build can take minutes: the row says so while it runs.
+    // A retry after an image failure keeps showing the failure (the
+    // status table's "retrying with backoff"), so a row does not flap
+    // between pulling and the failure at each retry.
     if let (Some(row), Some(update), Some(Op::EnsureImage { .. })) = (
         &row,
         &done.plan.status,
         done.plan.actions.first().map(|a| &a.op),
-    ) && still_held()
+    ) && !row
+        .status_reason
+        .is_some_and(crate::model::Reason::is_retried_image_failure)
+        && still_held()
     {
         let early = status_write(row, update, current.as_ref(), false, rollout.clone());
         let early = with_url(early, executor, spec.as_ref()).await;

@@ -34,6 +34,17 @@ pub enum Written {
     Refused,
 }
 
+impl Written {
+    /// A fenced single-row update landed when it matched its row.
+    fn from_rows(affected: u64) -> Self {
+        if affected == 1 {
+            Written::Yes
+        } else {
+            Written::Refused
+        }
+    }
+}
+
 /// Writes the row's status columns. `status_changed_at` moves only when
 /// status or reason changes.
 pub async fn write_status(
@@ -69,11 +80,7 @@ pub async fn write_status(
     .bind(lease.epoch)
     .execute(pool)
     .await?;
-    Ok(if result.rows_affected() == 1 {
-        Written::Yes
-    } else {
-        Written::Refused
-    })
+    Ok(Written::from_rows(result.rows_affected()))
 }
 
 /// Writes only the row's `rollout` column (a replace waiting for its wave,
@@ -97,11 +104,7 @@ pub async fn write_rollout(
     .bind(lease.epoch)
     .execute(pool)
     .await?;
-    Ok(if result.rows_affected() == 1 {
-        Written::Yes
-    } else {
-        Written::Refused
-    })
+    Ok(Written::from_rows(result.rows_affected()))
 }
 
 /// One entry of a workspace's audit trail.

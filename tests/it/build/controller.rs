@@ -22,16 +22,6 @@ async fn image_of(w: &World, id: WorkspaceId) -> (String, String) {
     (reference, c.image.unwrap_or_default())
 }
 
-async fn creates(w: &World, id: WorkspaceId) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND action = 'create'",
-    )
-    .bind(id.0)
-    .fetch_one(&w.pool)
-    .await
-    .unwrap()
-}
-
 /// Waits until any of `ids` has a running container; how long it took.
 async fn first_running(w: &World, ids: &[WorkspaceId], since: Instant) -> Duration {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -166,10 +156,14 @@ async fn a_new_commit_builds_once_and_replaces_each_workspace_once() {
     assert_eq!(count(&text, BUILT), 2, "one build per commit");
     assert_eq!(count(&text, CLONING), 2);
     for id in &ids {
-        assert_eq!(creates(&w, *id).await, 2, "created, then replaced once");
+        assert_eq!(
+            w.count_events(*id, "create").await,
+            2,
+            "created, then replaced once"
+        );
         assert_eq!(image_of(&w, *id).await, (want.clone(), new_image.clone()));
     }
-    assert_eq!(creates(&w, trigger).await, 1);
+    assert_eq!(w.count_events(trigger, "create").await, 1);
     // The build is berth's: recorded, so image retention may remove it
     // once nothing uses it.
     let record: Option<(String, String, Option<String>)> = sqlx::query_as(
@@ -406,7 +400,11 @@ async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_
     );
     let want = format!("{}:{}", Templates::repository(&rt), &new_head[..12]);
     for id in &ids {
-        assert_eq!(creates(w, *id).await, 2, "created, then replaced once");
+        assert_eq!(
+            w.count_events(*id, "create").await,
+            2,
+            "created, then replaced once"
+        );
         assert_eq!(image_of(w, *id).await.0, want);
     }
 }

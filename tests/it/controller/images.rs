@@ -105,16 +105,6 @@ impl MovingTag {
     }
 }
 
-async fn creates(w: &World, id: WorkspaceId) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND action = 'create'",
-    )
-    .bind(id.0)
-    .fetch_one(&w.pool)
-    .await
-    .unwrap()
-}
-
 async fn ensures(w: &World) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM workspace_events WHERE action = 'ensure_image'")
         .fetch_one(&w.pool)
@@ -221,7 +211,11 @@ async fn a_moved_tag_is_replaced_once_after_refresh_and_an_unchanged_one_is_left
         assert_ne!(b, a, "every workspace on the tag is replaced");
     }
     for id in &ids {
-        assert_eq!(creates(&w, *id).await, 2, "created once, replaced once");
+        assert_eq!(
+            w.count_events(*id, "create").await,
+            2,
+            "created once, replaced once"
+        );
     }
 
     // Re-pushed with the same content: a refresh pulls nothing and
@@ -255,7 +249,7 @@ async fn tag_refresh_replaces_a_moved_tag_without_being_asked() {
     online_on(&w, &[id], &w.v1, 90).await;
     tag.push(&w, "v2").await;
     online_on(&w, &[id], &w.v2, 90).await;
-    assert_eq!(creates(&w, id).await, 2);
+    assert_eq!(w.count_events(id, "create").await, 2);
     tag.cleanup(&w).await;
 }
 
@@ -385,15 +379,7 @@ async fn a_failing_image_step_is_retried_with_a_growing_backoff() {
         r.is("provisioning", Some("image_not_found"))
     })
     .await;
-    let tries = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND action = 'ensure_image'",
-        )
-        .bind(id.0)
-        .fetch_one(&w.pool)
-        .await
-        .unwrap()
-    };
+    let tries = || w.count_events(id, "ensure_image");
     let first = tries().await;
     tokio::time::sleep(Duration::from_secs(16)).await;
     let more = tries().await - first;

@@ -149,6 +149,18 @@ impl World {
         .unwrap()
     }
 
+    /// How many `action` events the workspace's trail holds.
+    pub async fn count_events(&self, id: WorkspaceId, action: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND action = $2",
+        )
+        .bind(id.0)
+        .bind(action)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     fn log_tail(&self) -> String {
         self.berth.as_ref().map(Berth::tail).unwrap_or_default()
     }
