@@ -33,7 +33,7 @@ use crate::act::Executor;
 use crate::desired::{self, DesiredTrigger, Lease};
 use crate::http::Readiness;
 use crate::metrics::Metrics;
-use crate::model::{ResolvedImage, Status, WorkspaceId, WorkspaceRow};
+use crate::model::{Digest, ResolvedImage, Status, WorkspaceId, WorkspaceRow};
 use crate::observed::{Observed, Trigger};
 use crate::plan::{Catalogue, Failure, Memory, Settings};
 
@@ -433,6 +433,13 @@ impl Controller {
         let runtime = &key.runtime;
         let track = key.track.as_str();
         tracing::error!(runtime, track, to = %key.to, failed, tried, "rollout halted");
+        // A pin goes back to its previous stable digest (what `berth
+        // rollback` would choose) when the history marks one; else to the
+        // digest the workspaces ran before.
+        let from = match &key.track {
+            Track::Pin(ring) => self.stable_before(runtime, ring, &key.to).await.or(from),
+            _ => from,
+        };
         let Some(from) = from else {
             tracing::error!(
                 runtime,
@@ -479,6 +486,21 @@ impl Controller {
                 tracing::warn!(runtime, track, image, back_to = %from, "previous image is current again");
                 state.images.insert(image.clone(), previous);
                 state.held_back.insert(image, key.to.as_str().to_string());
+            }
+        }
+    }
+}
+
+impl Controller {
+    /// The newest digest of (`runtime`, `ring`) marked stable before `to`
+    /// was pinned, if any.
+    async fn stable_before(&self, runtime: &str, ring: &str, to: &Digest) -> Option<Digest> {
+        match desired::rollback_target(&self.pool, runtime, ring, to.as_str()).await {
+            Ok(Some(t)) if t.stable_at.is_some() => Digest::parse(&t.digest).ok(),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "reading the pin history failed; going back to the digest the workspaces ran");
+                None
             }
         }
     }

@@ -523,3 +523,73 @@ async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held
     online_on(&w, &ids, &w.v1, 30).await;
     tag.cleanup(&w).await;
 }
+
+async fn pinned(w: &World) -> String {
+    sqlx::query_scalar(
+        "SELECT digest FROM runtime_image_pins WHERE template_name = 'agent' AND ring = 'stable'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap()
+}
+
+async fn set_pin(w: &World, digest: &str) {
+    sqlx::query(
+        "UPDATE runtime_image_pins SET digest = $1, updated_by = 'test'
+          WHERE template_name = 'agent' AND ring = 'stable'",
+    )
+    .bind(digest)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_halted_pin_goes_back_to_the_previous_stable_digest() {
+    let mut w = World::new().await;
+    // v1 is the stable digest; v2 runs but its rollout never completed
+    // (its history entry is not marked stable).
+    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now() WHERE new_digest = $1")
+        .bind(&w.v1)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    w.start(&[]);
+    let ids = vec![w.insert(json!({})).await, w.insert(json!({})).await];
+    online_on(&w, &ids, &w.v1, 90).await;
+    set_pin(&w, &w.v2).await;
+    online_on(&w, &ids, &w.v2, 90).await;
+    w.berth.take().unwrap().kill().await;
+    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = NULL WHERE new_digest = $1")
+        .bind(&w.v2)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+
+    let broken = format!("{}/berth-test/agent:broken", harness::env().registry);
+    let broken = w
+        .scope
+        .docker
+        .inspect_registry_image(&broken, None)
+        .await
+        .unwrap()
+        .descriptor
+        .digest
+        .unwrap();
+    set_pin(&w, &broken).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while pinned(&w).await == broken {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin was not written back\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(pinned(&w).await, w.v1, "back to the stable digest, not v2");
+    online_on(&w, &ids, &w.v1, 90).await;
+}
