@@ -54,8 +54,11 @@ impl Executor {
                 image,
                 source,
                 platform,
+                known,
             } => {
-                let ensured = self.ensure_image(image, source, platform.as_ref()).await?;
+                let ensured = self
+                    .ensure_known(image, source, platform.as_ref(), known)
+                    .await?;
                 run.image = Some((image.clone(), ensured.clone()));
                 Ok(Outcome::Image(ensured))
             }
@@ -67,8 +70,13 @@ impl Executor {
                     // No ensure step before this create: ensuring again
                     // is cheap when the image is local.
                     _ => {
-                        self.ensure_image(&spec.image, &spec.image_source, spec.platform.as_ref())
-                            .await?
+                        self.ensure_known(
+                            &spec.image,
+                            &spec.image_source,
+                            spec.platform.as_ref(),
+                            &spec.known_image(),
+                        )
+                        .await?
                     }
                 };
                 let id = self.create(spec, &image).await?;

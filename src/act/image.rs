@@ -7,7 +7,7 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures::StreamExt;
 
 use crate::docker::DockerError;
-use crate::model::{Digest, ImageRef, ImageSource, Platform, Secret};
+use crate::model::{Digest, ImageRef, ImageSource, Platform, ResolvedImage, Secret};
 
 use super::auth::registry_host;
 use super::{ActError, Executor};
@@ -87,6 +87,39 @@ impl Executor {
             .map_err(|e| registry_error("distribution inspect", image.as_str(), e.into()))
     }
 
+    /// The local image `id` as a local build of `image`'s repository,
+    /// named by its commit tag when it has one; `None` when the store lacks
+    /// it.
+    async fn local_build(
+        &self,
+        image: &ImageRef,
+        id: &str,
+    ) -> Result<Option<EnsuredImage>, ActError> {
+        let info = match self.docker.inspect_image(id).await {
+            Ok(info) => info,
+            Err(e) => {
+                return match DockerError::from(e) {
+                    DockerError::NotFound { .. } => Ok(None),
+                    other => Err(ActError::docker("inspect image", other)),
+                };
+            }
+        };
+        let prefix = format!("{}:", repository(image));
+        let tags = info.repo_tags.unwrap_or_default();
+        let reference = tags
+            .iter()
+            .find(|t| t.starts_with(&prefix) && !t.ends_with(":latest"))
+            .or_else(|| tags.iter().find(|t| t.starts_with(&prefix)))
+            .cloned()
+            .unwrap_or_else(|| id.to_string());
+        Ok(Some(EnsuredImage {
+            reference,
+            digest: None,
+            id: info.id.unwrap_or_else(|| id.to_string()),
+            pulled: false,
+        }))
+    }
+
     /// The local image `reference` names, or `None` when the store lacks it.
     pub(super) async fn local_id(&self, reference: &str) -> Result<Option<String>, ActError> {
         match self.docker.inspect_image(reference).await {
@@ -108,8 +141,29 @@ impl Executor {
         source: &ImageSource,
         platform: Option<&Platform>,
     ) -> Result<EnsuredImage, ActError> {
+        self.ensure_known(image, source, platform, &ResolvedImage::default())
+            .await
+    }
+
+    /// [`Executor::ensure_image`], holding a moving reference to what
+    /// `known` says it names: a tag with a known digest is pulled by that
+    /// digest without asking the registry what the tag names now, and a
+    /// local build with a known image ID uses that image while it is in
+    /// the store (no HEAD check, no build). Only a refresh moves them.
+    pub async fn ensure_known(
+        &self,
+        image: &ImageRef,
+        source: &ImageSource,
+        platform: Option<&Platform>,
+        known: &ResolvedImage,
+    ) -> Result<EnsuredImage, ActError> {
         match source {
             ImageSource::LocalBuild { runtime } => {
+                if let Some(id) = &known.id
+                    && let Some(found) = self.local_build(image, id).await?
+                {
+                    return Ok(found);
+                }
                 return self.ensure_built(image, runtime, platform).await;
             }
             ImageSource::LocalOnly => {
@@ -128,9 +182,10 @@ impl Executor {
             }
             ImageSource::Explicit | ImageSource::Pinned { .. } | ImageSource::Tag => {}
         }
-        let digest = match image.digest() {
-            Some(d) => d.clone(),
-            None => self.resolve(image).await?,
+        let digest = match (image.digest(), &known.digest) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) if image.is_moving() => d.clone(),
+            (None, _) => self.resolve(image).await?,
         };
         let by_digest = format!("{}@{digest}", repository(image));
         let reference = match image.tag() {

@@ -212,6 +212,7 @@ impl Controller {
                 state.catalogue = catalogue;
                 state.desired_complete = true;
                 self.count_rows(state);
+                self.seed_images(state);
             }
             Err(error) => {
                 tracing::error!(%error, "reading the desired state failed");
@@ -288,12 +289,23 @@ impl Controller {
     async fn finish(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>, done: Done) {
         let id = done.id;
         queue.done(&id);
+        // What the pass made local is known first, so that a halt the pass
+        // causes puts the previous image back over it, not the reverse.
+        for (image, known) in &done.images {
+            let key = image.as_str().to_string();
+            let target = known
+                .digest
+                .as_ref()
+                .map(|d| d.as_str().to_string())
+                .or_else(|| known.id.clone());
+            if target.is_some() && state.held_back.get(&key) == target.as_ref() {
+                continue;
+            }
+            state.images.insert(key, known.clone());
+        }
         self.follow_rollouts(state, &done).await;
         let was_timed_out = state.rows.get(&id).and_then(|r| r.status_reason)
             == Some(crate::model::Reason::ProvisionTimeout);
-        for (image, known) in done.images {
-            state.images.insert(image.as_str().to_string(), known);
-        }
         if done.lost_lease {
             return;
         }

@@ -12,11 +12,16 @@
 //! new digest happens in the replace, so an unchanged tag costs one
 //! registry request and nothing else.
 
+use std::collections::BTreeMap;
+
 use tokio::task::JoinSet;
 
 use super::{Controller, State, WorkQueue};
 use crate::act::ActError;
-use crate::model::{DesiredState, ImageRef, ImageSource, ResolvedImage, WorkspaceId};
+use crate::model::{
+    DesiredState, ImageRef, ImageSource, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, ResolvedImage,
+    WorkspaceId,
+};
 
 /// A refresh's answer for one image reference.
 #[derive(Debug)]
@@ -25,7 +30,73 @@ pub struct Refreshed {
     pub result: Result<ResolvedImage, ActError>,
 }
 
+/// Whether a row's image follows a moving reference: the runtime's tag, a
+/// row's explicit image named by a tag, or a local build.
+fn moving(image: &ImageRef, source: &ImageSource) -> bool {
+    match source {
+        ImageSource::Tag | ImageSource::LocalBuild { .. } => true,
+        ImageSource::Explicit => image.is_moving(),
+        ImageSource::Pinned { .. } | ImageSource::LocalOnly => false,
+    }
+}
+
 impl Controller {
+    /// Learns what each moving reference names from the containers already
+    /// made from it, for references the controller knows nothing of yet (a
+    /// restarted berth): the image most of them run. So a restart does not
+    /// ask the registry or the repository anew, and changes nothing until
+    /// a refresh.
+    pub(super) fn seed_images(&self, state: &mut State) {
+        let mut seen: BTreeMap<String, BTreeMap<ResolvedImage, usize>> = BTreeMap::new();
+        for row in state.rows.values() {
+            let Ok((image, source, _)) =
+                crate::plan::choose_image(row, &state.catalogue, &self.settings)
+            else {
+                continue;
+            };
+            let key = image.as_str();
+            if !moving(&image, &source) || state.images.contains_key(key) {
+                continue;
+            }
+            let Some(c) = self.observed.main_container(row.id) else {
+                continue;
+            };
+            if !crate::plan::hash::same_image(key, &c.image) {
+                continue;
+            }
+            let known = match source {
+                ImageSource::LocalBuild { .. } => ResolvedImage {
+                    digest: None,
+                    id: c.label(LABEL_IMAGE_ID).map(str::to_string),
+                },
+                _ => ResolvedImage {
+                    digest: c
+                        .label(LABEL_IMAGE_DIGEST)
+                        .and_then(|d| crate::model::Digest::parse(d).ok()),
+                    id: c.label(LABEL_IMAGE_ID).map(str::to_string),
+                },
+            };
+            if known.digest.is_none() && known.id.is_none() {
+                continue;
+            }
+            *seen
+                .entry(key.to_string())
+                .or_default()
+                .entry(known)
+                .or_default() += 1;
+        }
+        for (key, counts) in seen {
+            if let Some((known, _)) = counts.into_iter().max_by_key(|(_, n)| *n) {
+                tracing::debug!(
+                    image = key,
+                    ?known,
+                    "image known from the containers made from it"
+                );
+                state.images.insert(key, known);
+            }
+        }
+    }
+
     /// Starts resolving every moving-tag and local-build image the rows of
     /// this host (of `runtime`, or all) run from; one task per reference,
     /// none for a reference already being resolved.
@@ -47,12 +118,7 @@ impl Controller {
             else {
                 continue;
             };
-            let moving = match source {
-                ImageSource::Tag | ImageSource::LocalBuild { .. } => true,
-                ImageSource::Explicit => image.is_moving(),
-                ImageSource::Pinned { .. } | ImageSource::LocalOnly => false,
-            };
-            if !moving || !state.refreshing.insert(image.as_str().to_string()) {
+            if !moving(&image, &source) || !state.refreshing.insert(image.as_str().to_string()) {
                 continue;
             }
             started += 1;

@@ -158,7 +158,7 @@ impl ObservedVolume {
 /// What the controller knows of an image reference now: the digest the
 /// registry (or the pin) gives it and the image ID in the local store.
 /// Unknown fields are `None`; an unknown value is never a change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ResolvedImage {
     pub digest: Option<Digest>,
     pub id: Option<String>,

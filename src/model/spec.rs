@@ -157,6 +157,20 @@ pub struct ContainerSpec {
     pub hash: String,
 }
 
+impl ContainerSpec {
+    /// What the image is known to be now (from the digest and id labels
+    /// the planner set from the controller's image knowledge).
+    pub fn known_image(&self) -> super::ResolvedImage {
+        super::ResolvedImage {
+            digest: self
+                .labels
+                .get(super::LABEL_IMAGE_DIGEST)
+                .and_then(|d| super::Digest::parse(d).ok()),
+            id: self.labels.get(super::LABEL_IMAGE_ID).cloned(),
+        }
+    }
+}
+
 /// Whether `path` is a plain relative path inside /configs: not empty, no
 /// leading `/`, no empty, `.` or `..` component, no control character.
 pub fn is_configs_path(path: &str) -> bool {

@@ -40,6 +40,11 @@ pub enum Op {
         image: ImageRef,
         source: ImageSource,
         platform: Option<Platform>,
+        /// What a moving reference (a tag, a local build) is known to name
+        /// now: the executor makes that image local instead of asking the
+        /// registry or the template repository again, so a runtime's
+        /// workspaces run one image until a refresh moves it.
+        known: crate::model::ResolvedImage,
     },
     /// Create the volume if absent, then check its labels (the engine keeps
     /// old labels on create): other labels are a `name_conflict`, except a

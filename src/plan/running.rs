@@ -185,6 +185,7 @@ fn ensure_image(spec: &ContainerSpec) -> Op {
         image: spec.image.clone(),
         source: spec.image_source.clone(),
         platform: spec.platform.clone(),
+        known: spec.known_image(),
     }
 }
 

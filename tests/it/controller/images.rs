@@ -521,6 +521,10 @@ async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held
     let touched = before.iter().zip(&after).filter(|(b, a)| b != a).count();
     assert!(touched <= 1, "only the canary was touched");
     online_on(&w, &ids, &w.v1, 30).await;
+    // A workspace created after the halt gets the image the others run,
+    // not what the tag names now.
+    let late = tag.insert(&w).await;
+    online_on(&w, &[late], &w.v1, 60).await;
     tag.cleanup(&w).await;
 }
 
