@@ -13,10 +13,13 @@
 //! when it passes).
 //!
 //! berth runs with canary 1 and `BERTH_PIN_DEBOUNCE=0s`, so the figures
-//! hold no debounce; its other settings are its defaults. The raw side and
-//! berth never run their containers at the same time: every container runs
-//! the image's 1 s health check, and two sets at once would load the 2-core
-//! machines this runs on twice over.
+//! hold no debounce; its other settings are its defaults. At each
+//! max-parallel value the raw side runs first, then berth, back to back.
+//! The two sets of containers never run at the same time (every container
+//! runs the image's 1 s health check, and two sets at once would load the
+//! 2-core machines this runs on twice over): the raw set is removed after
+//! its round, and berth's workspaces are hibernated (`desired_state =
+//! 'stopped'`) between berth's rounds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -322,22 +325,64 @@ impl Bench {
         }
     }
 
-    async fn insert(&self) -> Vec<uuid::Uuid> {
+    async fn insert(&self) {
         let mut tx = self.pool.begin().await.unwrap();
-        let mut ids = Vec::new();
         for _ in 0..self.n {
-            let id: uuid::Uuid = sqlx::query_scalar(
+            sqlx::query(
                 "INSERT INTO workspaces (name, runtime, host, config_files)
-                 VALUES ('b', 'agent', $1, '{\"config.yaml\": \"name: b\\n\"}') RETURNING id",
+                 VALUES ('b', 'agent', $1, '{\"config.yaml\": \"name: b\\n\"}')",
             )
             .bind(self.host())
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await
             .unwrap();
-            ids.push(id);
         }
         tx.commit().await.unwrap();
-        ids
+    }
+
+    async fn ids(&self) -> Vec<uuid::Uuid> {
+        sqlx::query_scalar("SELECT id FROM workspaces WHERE host = $1 ORDER BY id")
+            .bind(self.host())
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Sets every workspace's `desired_state`.
+    async fn set_desired(&self, state: &str) {
+        sqlx::query(
+            "UPDATE workspaces SET desired_state = $2 WHERE host = $1 AND desired_state <> $2",
+        )
+        .bind(self.host())
+        .bind(state)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
+    /// Polls until every row is stopped and converged.
+    async fn wait_all_stopped(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stopped: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM workspaces
+                  WHERE host = $1 AND status = 'stopped' AND observed_generation = generation",
+            )
+            .bind(self.host())
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if stopped as usize >= self.n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stopped} of {} rows stopped; see {}",
+                self.n,
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Sets the pin; the instant just before the UPDATE was sent.
@@ -676,7 +721,6 @@ fn unix_now() -> i64 {
 struct Row {
     berth: Duration,
     berth_first: Duration,
-    berth_p50: Duration,
     raw: Duration,
     raw_each_p50: Duration,
     raw_each_p99: Duration,
@@ -692,12 +736,15 @@ struct Bad {
     written_back_to: String,
 }
 
-async fn raw_side(b: &Bench, parallel: &[usize], rows: &mut BTreeMap<usize, Row>) {
+/// The raw side at one max-parallel value: `n` containers of its own made
+/// healthy on v1 (untimed), replaced onto v2 `parallel` at a time (timed),
+/// then removed, so its health checks and berth's never run together.
+async fn raw_round(b: &Bench, parallel: usize, row: &mut Row) {
     let labels = HashMap::from([
         ("berth.test-run".to_string(), b.run.clone()),
         ("berth.bench".to_string(), b.host().to_string()),
     ]);
-    let network = format!("bn-raw-{}", b.host());
+    let network = format!("bn-raw-{}-{parallel}", b.host());
     b.docker
         .create_network(NetworkCreateRequest {
             name: network.clone(),
@@ -720,12 +767,11 @@ async fn raw_side(b: &Bench, parallel: &[usize], rows: &mut BTreeMap<usize, Row>
             )
         })
         .collect();
-    let (v1, v2) = (b.image(&b.v1), b.image(&b.v2));
     let t0 = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(4));
     let mut tasks = tokio::task::JoinSet::new();
     for name in &names {
-        let (raw, name, image, sem) = (raw.clone(), name.clone(), v1.clone(), sem.clone());
+        let (raw, name, image, sem) = (raw.clone(), name.clone(), b.image(&b.v1), sem.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire().await.unwrap();
             raw.provision(&name, &image).await
@@ -739,117 +785,106 @@ async fn raw_side(b: &Bench, parallel: &[usize], rows: &mut BTreeMap<usize, Row>
         b.n,
         secs(t0.elapsed())
     );
-    for (i, &p) in parallel.iter().enumerate() {
-        if i > 0 {
-            // Back to v1 first, so every timed pass goes v1 → v2.
-            let (took, _) = raw.replace_all(&names, &v1, 4).await;
-            println!("raw: back to v1 in {} (4 at a time, untimed)", secs(took));
-        }
-        let (total, each) = raw.replace_all(&names, &v2, p).await;
-        println!(
-            "raw: {} replaced v1 → v2, {p} at a time, in {}",
-            b.n,
-            secs(total)
-        );
-        let row = rows.entry(p).or_default();
-        row.raw = total;
-        row.raw_each_p50 = percentile(&each, 0.5);
-        row.raw_each_p99 = percentile(&each, 0.99);
-    }
-    // Gone before berth's containers come, so the two sets' health checks
-    // never load the daemon together.
+    let (total, each) = raw.replace_all(&names, &b.image(&b.v2), parallel).await;
+    println!(
+        "raw: {} replaced v1 → v2, {parallel} at a time, in {}",
+        b.n,
+        secs(total)
+    );
+    row.raw = total;
+    row.raw_each_p50 = percentile(&each, 0.5);
+    row.raw_each_p99 = percentile(&each, 0.99);
     remove_labelled(&b.docker, &b.made.raw_filter()).await;
 }
 
-async fn berth_side(b: &Bench, parallel: &[usize], rows: &mut BTreeMap<usize, Row>) {
-    let ids = b.insert().await;
-    let mut first = true;
-    for &p in parallel {
-        let phase = format!("good-{p}");
-        b.start_berth(&phase, &[("BERTH_ROLLOUT_MAX_PARALLEL", p.to_string())])
-            .await;
-        let row = rows.entry(p).or_default();
-        if first {
-            let t0 = Instant::now();
-            b.wait_all_on(&b.v1, t0).await;
-            println!(
-                "berth: {} workspaces online on v1 after {} (untimed)",
-                b.n,
-                secs(t0.elapsed())
-            );
-            first = false;
-        } else {
-            // Back to v1 through a rollout of this berth, so every timed
-            // pass goes v1 → v2.
-            let t0 = b.pin(&b.v1).await;
-            b.wait_all_on(&b.v1, t0).await;
-            println!(
-                "berth: back to v1 at max-parallel {p} in {} (untimed)",
-                secs(t0.elapsed())
-            );
+/// berth at one max-parallel value: its workspaces running and online on
+/// v1 (untimed: made on the first round, woken and pinned back to v1 on
+/// later ones), then the timed pin to v2, then hibernated again.
+async fn berth_round(b: &Bench, parallel: usize, first: bool, row: &mut Row) {
+    let phase = format!("good-{parallel}");
+    b.start_berth(
+        &phase,
+        &[("BERTH_ROLLOUT_MAX_PARALLEL", parallel.to_string())],
+    )
+    .await;
+    let t0 = Instant::now();
+    if first {
+        b.insert().await;
+    } else {
+        // A pin onto the digest the stopped containers do not run, then
+        // the wake: the containers are replaced back onto v1 as they start.
+        b.pin(&b.v1).await;
+        b.set_desired("running").await;
+    }
+    b.wait_all_on(&b.v1, t0).await;
+    println!(
+        "berth: {} workspaces online on v1 after {} (untimed)",
+        b.n,
+        secs(t0.elapsed())
+    );
+    let t0 = b.pin(&b.v2).await;
+    let done = b.wait_all_on(&b.v2, t0).await;
+    let times: Vec<Duration> = done.values().copied().collect();
+    row.berth = t0.elapsed();
+    row.berth_first = times.iter().min().copied().unwrap_or_default();
+    println!(
+        "berth: {} on v2 at max-parallel {parallel} in {}",
+        b.n,
+        secs(row.berth)
+    );
+    b.set_desired("stopped").await;
+    b.wait_all_stopped().await;
+    b.stop_berth().await;
+}
+
+/// A bad pin at one max-parallel value, from the workspaces online on the
+/// good pin.
+async fn bad_round(b: &Bench, parallel: usize, timeout: &str, ids: &[uuid::Uuid]) -> Bad {
+    let phase = format!("bad-{parallel}");
+    b.start_berth(
+        &phase,
+        &[
+            ("BERTH_ROLLOUT_MAX_PARALLEL", parallel.to_string()),
+            ("BERTH_PROVISION_TIMEOUT", timeout.to_string()),
+        ],
+    )
+    .await;
+    b.set_desired("running").await;
+    let (good, _) = b.pinned().await;
+    b.wait_all_on(&good, Instant::now()).await;
+    let before = b.containers(ids).await;
+    let cursor = b.last_event().await;
+    let t0 = b.pin(&b.broken).await;
+    let deadline = Instant::now() + PATIENCE;
+    let (halted, back) = loop {
+        let (digest, by) = b.pinned().await;
+        if digest != b.broken {
+            let by_berth = by.as_deref() == Some("berth");
+            break (by_berth.then(|| t0.elapsed()), digest);
         }
-        let t0 = b.pin(&b.v2).await;
-        let done = b.wait_all_on(&b.v2, t0).await;
-        let times: Vec<Duration> = done.values().copied().collect();
-        row.berth = t0.elapsed();
-        row.berth_first = times.iter().min().copied().unwrap_or_default();
-        row.berth_p50 = percentile(&times, 0.5);
-        println!(
-            "berth: {} on v2 at max-parallel {p} in {}",
-            b.n,
-            secs(row.berth)
+        assert!(
+            Instant::now() < deadline,
+            "the bad pin was not written back; see {}",
+            b.logs.display()
         );
-        b.stop_berth().await;
-    }
-    let timeout = std::env::var("BENCH_ROLLOUT_BAD_TIMEOUT").unwrap_or_else(|_| "10s".into());
-    let mut bads = Vec::new();
-    for &p in parallel {
-        let phase = format!("bad-{p}");
-        b.start_berth(
-            &phase,
-            &[
-                ("BERTH_ROLLOUT_MAX_PARALLEL", p.to_string()),
-                ("BERTH_PROVISION_TIMEOUT", timeout.clone()),
-            ],
-        )
-        .await;
-        let (good, _) = b.pinned().await;
-        b.wait_all_on(&good, Instant::now()).await;
-        let before = b.containers(&ids).await;
-        let cursor = b.last_event().await;
-        let t0 = b.pin(&b.broken).await;
-        let deadline = Instant::now() + PATIENCE;
-        let (halted, back) = loop {
-            let (digest, by) = b.pinned().await;
-            if digest != b.broken {
-                let by_berth = by.as_deref() == Some("berth");
-                break (by_berth.then(|| t0.elapsed()), digest);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the bad pin was not written back; see {}",
-                b.logs.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        b.wait_all_on(&back, t0).await;
-        let restored = t0.elapsed();
-        // Anything still on its way (a pass in flight) lands before the
-        // count.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let after = b.containers(&ids).await;
-        let touched_containers = before.iter().zip(&after).filter(|(x, y)| x != y).count();
-        bads.push(Bad {
-            parallel: p,
-            touched_containers,
-            touched_events: b.replaced_by_events(cursor).await,
-            halted,
-            restored,
-            written_back_to: back,
-        });
-        b.stop_berth().await;
-    }
-    print_tables(b, rows, &bads, &timeout);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    b.wait_all_on(&back, t0).await;
+    let restored = t0.elapsed();
+    // Anything still on its way (a pass in flight) lands before the count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = b.containers(ids).await;
+    let touched_containers = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+    let bad = Bad {
+        parallel,
+        touched_containers,
+        touched_events: b.replaced_by_events(cursor).await,
+        halted,
+        restored,
+        written_back_to: back,
+    };
+    b.stop_berth().await;
+    bad
 }
 
 fn short(digest: &str) -> &str {
@@ -927,9 +962,21 @@ fn print_tables(b: &Bench, rows: &BTreeMap<usize, Row>, bads: &[Bad], timeout: &
 
 async fn bench(b: Arc<Bench>) {
     let parallel = parallelisms();
-    let mut rows = BTreeMap::new();
-    raw_side(&b, &parallel, &mut rows).await;
-    berth_side(&b, &parallel, &mut rows).await;
+    let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
+    // Raw and berth back to back at each value, so that load from elsewhere
+    // on the machine drifts less between the two sides of a ratio.
+    for (i, &p) in parallel.iter().enumerate() {
+        let row = rows.entry(p).or_default();
+        raw_round(&b, p, row).await;
+        berth_round(&b, p, i == 0, row).await;
+    }
+    let ids = b.ids().await;
+    let timeout = std::env::var("BENCH_ROLLOUT_BAD_TIMEOUT").unwrap_or_else(|_| "10s".into());
+    let mut bads = Vec::new();
+    for &p in &parallel {
+        bads.push(bad_round(&b, p, &timeout, &ids).await);
+    }
+    print_tables(&b, &rows, &bads, &timeout);
 }
 
 #[tokio::main]
