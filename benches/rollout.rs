@@ -251,7 +251,8 @@ impl Bench {
     }
 
     /// Starts `berth run` with `extra` over the bench's settings, its log
-    /// in `<logs>/<phase>.log`, and waits until `/readyz` says it holds
+    /// in `<logs>/<phase>.log` (with berth's debug lines: one per Docker
+    /// action, with its duration), and waits until `/readyz` says it holds
     /// the host with both snapshots complete.
     async fn start_berth(&self, phase: &str, extra: &[(&str, String)]) {
         let log = std::fs::File::create(self.logs.join(format!("{phase}.log"))).unwrap();
@@ -269,7 +270,7 @@ impl Bench {
             .env("BERTH_PIN_DEBOUNCE", "0s")
             .env("BERTH_LEASE_TTL", "5s")
             .env("BERTH_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,berth=debug")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)
