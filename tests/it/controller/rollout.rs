@@ -1,6 +1,7 @@
 //! Pin rollouts in waves: a bad pin touches only the canary and is written
 //! back, a good one goes at most max-parallel at a time and becomes stable,
-//! and a pin that does not hold replaces nothing.
+//! `berth rollback` after it goes back in the same waves, and a pin that
+//! does not hold replaces nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -134,12 +135,22 @@ async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
 
 /// From the events: (start, end) of each workspace's replace.
 async fn replace_windows(w: &World) -> BTreeMap<uuid::Uuid, (DateTime<Utc>, DateTime<Utc>)> {
+    replace_windows_after(w, 0).await
+}
+
+/// As [`replace_windows`], from the events after event `after` only.
+async fn replace_windows_after(
+    w: &World,
+    after: i64,
+) -> BTreeMap<uuid::Uuid, (DateTime<Utc>, DateTime<Utc>)> {
     let rows: Vec<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT workspace_id, action, at FROM workspace_events
-          WHERE (action = 'stop' AND reason LIKE 'recreate:%')
-             OR (action = 'remove_container' AND reason LIKE 'finish replace%')
+          WHERE id > $1
+            AND ((action = 'stop' AND reason LIKE 'recreate:%')
+              OR (action = 'remove_container' AND reason LIKE 'finish replace%'))
           ORDER BY at",
     )
+    .bind(after)
     .fetch_all(&w.pool)
     .await
     .unwrap();
@@ -277,4 +288,120 @@ async fn a_pin_that_does_not_hold_for_the_debounce_replaces_nothing() {
         before,
         "a flapping pin replaced something"
     );
+}
+
+/// Most windows that hold one instant, over the windows' starts.
+fn most_at_once(windows: &BTreeMap<uuid::Uuid, (DateTime<Utc>, DateTime<Utc>)>) -> usize {
+    windows
+        .values()
+        .map(|(start, _)| {
+            windows
+                .values()
+                .filter(|(s, e)| s <= start && start <= e)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until the newest history entry that set `digest` is stable.
+async fn wait_stable(w: &World, digest: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let stable: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT stable_at FROM runtime_image_pin_history WHERE new_digest = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(digest)
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        if stable.is_some() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{digest} was not marked stable within {secs}s\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_after_a_stable_pin_goes_back_in_the_same_waves_and_keeps_the_volumes() {
+    let mut w = World::new().await;
+    w.start(&[
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "2"),
+        ("BERTH_CONCURRENCY", "8"),
+    ]);
+    let ids = online_all(&w, 5).await;
+    // Bytes in both named volumes, read back after the two rollouts.
+    let fill =
+        "head -c 4096 /dev/urandom > /workspace/data && head -c 512 /dev/urandom > /configs/data";
+    let sums = "md5sum /workspace/data /configs/data";
+    let mut before = Vec::new();
+    for id in &ids {
+        w.sh(*id, fill).await;
+        before.push(w.sh(*id, sums).await);
+    }
+    let (v1, v2) = (w.v1.clone(), w.v2.clone());
+    pin(&w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 120, "on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    wait_stable(&w, &v2, 30).await;
+
+    let cursor: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM workspace_events")
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+    let (code, out, err) =
+        crate::ops::berth(&["rollback", "agent", "--yes", "--json"], &w.env()).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let change = crate::ops::json(&out, &err);
+    assert_eq!(change["from"], v2.as_str(), "{change:#}");
+    assert_eq!(change["to"], v1.as_str(), "{change:#}");
+    assert_eq!(change["applied"], true, "{change:#}");
+    assert_eq!(
+        change["touched"].as_array().map(Vec::len),
+        Some(ids.len()),
+        "{change:#}"
+    );
+
+    for id in &ids {
+        w.wait_row(*id, 120, "back on v1", |r| {
+            r.is("online", None)
+                && r.converged()
+                && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+        })
+        .await;
+        assert_eq!(w.sh(*id, "cat /www/variant").await.trim(), "v1");
+    }
+    // The rollback is a rollout like any other: the canary alone, then at
+    // most max-parallel at a time, and its digest becomes stable again.
+    let windows = replace_windows_after(&w, cursor).await;
+    assert_eq!(windows.len(), ids.len(), "{windows:?}");
+    let most = most_at_once(&windows);
+    assert!(most <= 2, "{most} replaces overlapped: {windows:?}");
+    let first_end = windows.values().map(|(_, e)| *e).min().unwrap();
+    let before_canary_done = windows.values().filter(|(s, _)| *s < first_end).count();
+    assert_eq!(before_canary_done, 1, "the canary did not go alone");
+    wait_stable(&w, &v1, 30).await;
+
+    for (id, sums_before) in ids.iter().zip(&before) {
+        assert_eq!(&w.sh(*id, sums).await, sums_before, "volume bytes changed");
+    }
+    let replaced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workspace_events
+          WHERE id > $1 AND action = 'create' AND reason LIKE 'recreate: digest%'",
+    )
+    .bind(cursor)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(replaced as usize, ids.len(), "one replace per workspace");
 }
