@@ -304,6 +304,9 @@ impl Controller {
             state.images.insert(key, known.clone());
         }
         self.follow_rollouts(state, &done).await;
+        for waiting in state.rollouts.take_wakeups() {
+            queue.add(waiting);
+        }
         let was_timed_out = state.rows.get(&id).and_then(|r| r.status_reason)
             == Some(crate::model::Reason::ProvisionTimeout);
         if done.lost_lease {

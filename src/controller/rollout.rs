@@ -67,8 +67,9 @@ pub struct Rollout {
     pub in_progress: BTreeSet<WorkspaceId>,
     pub done: BTreeSet<WorkspaceId>,
     pub failed: BTreeSet<WorkspaceId>,
+    /// Workspaces told to wait for a slot: woken when one frees.
+    pub waiting: BTreeSet<WorkspaceId>,
     pub halted: bool,
-    pub complete: bool,
 }
 
 /// A rollout that just halted.
@@ -138,10 +139,23 @@ pub fn image_replace(plan: &Plan, runtime: &str) -> Option<Replace> {
     })
 }
 
-/// Every rollout the controller is carrying out.
+/// Every rollout the controller is carrying out. A rollout is dropped as
+/// soon as no workspace wants it and none is being replaced for it, so a
+/// digest pinned again later starts over (debounce, canary), and the map
+/// holds only rollouts under way.
 #[derive(Debug, Default)]
 pub struct Rollouts {
     pub by_key: BTreeMap<RolloutKey, Rollout>,
+    /// Waiting workspaces of rollouts whose slot freed, for the caller to
+    /// queue now rather than at their next look.
+    wake: BTreeSet<WorkspaceId>,
+}
+
+impl Rollout {
+    /// A slot freed: every waiting workspace may look again.
+    fn free_slot(&mut self, wake: &mut BTreeSet<WorkspaceId>) {
+        wake.append(&mut self.waiting);
+    }
 }
 
 impl Rollouts {
@@ -163,8 +177,8 @@ impl Rollouts {
                 in_progress: BTreeSet::new(),
                 done: BTreeSet::new(),
                 failed: BTreeSet::new(),
+                waiting: BTreeSet::new(),
                 halted: false,
-                complete: false,
             });
         if r.halted {
             return Gate::Halted;
@@ -182,10 +196,13 @@ impl Rollouts {
             limits.max_parallel
         } as usize;
         if r.in_progress.len() < slots {
+            r.waiting.remove(&id);
             r.in_progress.insert(id);
             Gate::Go
         } else {
-            Gate::Wait(Duration::from_secs(1))
+            // Woken when a slot frees; the timer only backs that up.
+            r.waiting.insert(id);
+            Gate::Wait(Duration::from_secs(5))
         }
     }
 
@@ -194,6 +211,7 @@ impl Rollouts {
         for r in self.by_key.values_mut() {
             if r.in_progress.remove(&id) {
                 r.done.insert(id);
+                r.free_slot(&mut self.wake);
             }
         }
     }
@@ -208,6 +226,7 @@ impl Rollouts {
                 continue;
             }
             r.failed.insert(id);
+            r.free_slot(&mut self.wake);
             let tried = r.done.len() + r.failed.len();
             let ratio = r.failed.len() as f64 / tried as f64;
             if !r.halted && ratio > limits.max_failure_ratio {
@@ -228,25 +247,31 @@ impl Rollouts {
     /// the row changed): its slot is free again.
     pub fn release(&mut self, id: WorkspaceId) {
         for r in self.by_key.values_mut() {
-            r.in_progress.remove(&id);
+            if r.in_progress.remove(&id) {
+                r.free_slot(&mut self.wake);
+            }
         }
     }
 
-    /// Rollouts with work done, none in progress and none still wanted
-    /// this round: complete (their digest is stable).
+    /// Workspaces to queue now: a slot of their rollout freed.
+    pub fn take_wakeups(&mut self) -> BTreeSet<WorkspaceId> {
+        std::mem::take(&mut self.wake)
+    }
+
+    /// Drops every rollout no workspace wants this round and none is
+    /// being replaced for; returns those of them that completed (work
+    /// done, not halted: their image is stable).
     pub fn completed(&mut self, wanted: &BTreeSet<RolloutKey>) -> Vec<RolloutKey> {
         let mut out = Vec::new();
-        for (key, r) in self.by_key.iter_mut() {
-            if !r.complete
-                && !r.halted
-                && !r.done.is_empty()
-                && r.in_progress.is_empty()
-                && !wanted.contains(key)
-            {
-                r.complete = true;
+        self.by_key.retain(|key, r| {
+            if wanted.contains(key) || !r.in_progress.is_empty() {
+                return true;
+            }
+            if !r.halted && !r.done.is_empty() {
                 out.push(key.clone());
             }
-        }
+            false
+        });
         out
     }
 
@@ -257,7 +282,7 @@ impl Rollouts {
         for r in self.by_key.values() {
             if r.halted {
                 out.1 += 1;
-            } else if !r.complete {
+            } else {
                 out.0 += 1;
                 out.2 = out.2.max(wave(r.done.len(), limits));
             }
@@ -379,6 +404,53 @@ mod tests {
         r.gate(&replace(), ws[4], &LIMITS, Duration::ZERO);
         r.failed(ws[4], &LIMITS);
         assert_eq!(r.summary(&LIMITS), (0, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slot_wakes_the_waiting_workspaces() {
+        let mut r = Rollouts::default();
+        let ws = ids(3);
+        assert_eq!(r.gate(&replace(), ws[0], &LIMITS, Duration::ZERO), Gate::Go);
+        assert!(matches!(
+            r.gate(&replace(), ws[1], &LIMITS, Duration::ZERO),
+            Gate::Wait(_)
+        ));
+        assert!(matches!(
+            r.gate(&replace(), ws[2], &LIMITS, Duration::ZERO),
+            Gate::Wait(_)
+        ));
+        assert!(r.take_wakeups().is_empty(), "no slot freed yet");
+        r.succeeded(ws[0]);
+        assert_eq!(r.take_wakeups(), BTreeSet::from([ws[1], ws[2]]));
+        assert!(r.take_wakeups().is_empty(), "each wake-up once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_digest_pinned_again_after_its_rollout_starts_over() {
+        let mut r = Rollouts::default();
+        let id = ids(1)[0];
+        let debounce = Duration::from_secs(5);
+        tokio::time::advance(debounce).await;
+        r.gate(&replace(), id, &LIMITS, debounce);
+        tokio::time::advance(debounce).await;
+        assert_eq!(r.gate(&replace(), id, &LIMITS, debounce), Gate::Go);
+        r.succeeded(id);
+        assert_eq!(r.completed(&BTreeSet::new()), vec![key()]);
+        assert!(r.by_key.is_empty(), "a finished rollout is dropped");
+        // Pinned away and back later: the debounce and the canary again.
+        assert_eq!(
+            r.gate(&replace(), id, &LIMITS, debounce),
+            Gate::Wait(debounce)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollout_nobody_wants_any_more_is_dropped_without_completing() {
+        let mut r = Rollouts::default();
+        let id = ids(1)[0];
+        r.gate(&replace(), id, &LIMITS, Duration::from_secs(5));
+        assert!(r.completed(&BTreeSet::new()).is_empty(), "nothing was done");
+        assert_eq!(r.summary(&LIMITS), (0, 0, 0), "and nothing is under way");
     }
 
     #[tokio::test(start_paused = true)]
