@@ -2,14 +2,15 @@
 //! 401/403 (credentials refused) is left alone for a while by every
 //! workspace, not retried by each on its own schedule.
 //!
-//! The first refusal opens a window of [`INITIAL`]; each refusal after it
-//! doubles the window up to [`MAX`], with jitter so hosts sharing a
-//! registry drift apart. While the window is open every request for that
-//! registry fails at once with the refusal it had (the rows keep their
-//! reason), and nothing reaches the registry. When it closes, exactly one
-//! request goes through as a probe — the window is pushed out again while
-//! it is in flight — and its answer either clears the entry or widens the
-//! window.
+//! The first refusal opens a window of [`INITIAL`]; each refused probe
+//! doubles it up to [`MAX`], with jitter so hosts sharing a registry drift
+//! apart. Refusals of requests that were already out when the first came
+//! (a burst of workspaces) only refresh the message. While the window is
+//! open every request for that registry fails at once with the refusal it
+//! had (the rows keep their reason), and nothing reaches the registry.
+//! When it closes, one request goes through as a probe (the window is
+//! pushed out again while it is in flight); any answer from the registry
+//! other than a refusal (the image, or "not found") clears the entry.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -40,6 +41,8 @@ struct Entry {
     until: Instant,
     /// Refusals in a row.
     count: u32,
+    /// A probe is out: its refusal widens the window.
+    probing: bool,
 }
 
 /// The registries in backoff, by host. Shared by every clone of the
@@ -84,6 +87,7 @@ impl Registries {
         }
         // This request is the probe.
         entry.until = now + entry.delay;
+        entry.probing = true;
         Ok(())
     }
 
@@ -94,10 +98,17 @@ impl Registries {
                 Some((Refusal::RateLimited, message))
             }
             Err(ActError::RegistryAuth { message, .. }) => Some((Refusal::Auth, message)),
-            // Not found, timeouts and engine errors say nothing about the
-            // registry's patience.
-            Err(_) => return,
-            Ok(()) => None,
+            // The registry answered: it serves again.
+            Err(ActError::ImageNotFound { .. }) | Ok(()) => None,
+            // Timeouts and engine errors say nothing about the registry's
+            // patience; a probe that ends so leaves the window as it is.
+            Err(_) => {
+                let mut map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(entry) = map.get_mut(host) {
+                    entry.probing = false;
+                }
+                return;
+            }
         };
         let mut map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
         let Some((refusal, message)) = refusal else {
@@ -113,15 +124,20 @@ impl Registries {
             delay: Duration::ZERO,
             until: now,
             count: 0,
+            probing: false,
         });
         entry.refusal = refusal;
         entry.message = message.chars().take(200).collect();
         entry.count += 1;
-        entry.delay = if entry.delay.is_zero() {
-            INITIAL
+        if entry.delay.is_zero() {
+            entry.delay = INITIAL;
+        } else if entry.probing {
+            entry.delay = (entry.delay * 2).min(MAX);
         } else {
-            (entry.delay * 2).min(MAX)
-        };
+            // A request that was out before the window opened.
+            return;
+        }
+        entry.probing = false;
         entry.until = now + jittered(entry.delay);
         tracing::warn!(
             registry = host,
@@ -132,10 +148,13 @@ impl Registries {
         );
     }
 
-    /// Registries in backoff now, by refusal (for the metrics).
+    /// Registries whose window is open now, by refusal (for the metrics).
     pub fn count(&self, refusal: Refusal) -> usize {
+        let now = Instant::now();
         let map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().filter(|e| e.refusal == refusal).count()
+        map.values()
+            .filter(|e| e.refusal == refusal && now < e.until)
+            .count()
     }
 }
 
@@ -174,14 +193,57 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn windows_double_up_to_the_maximum() {
+    async fn refused_probes_double_the_window_up_to_the_maximum() {
         let r = Registries::default();
+        r.answered("reg", Err(&limited()));
         for _ in 0..10 {
+            tokio::time::advance(MAX * 2).await;
+            assert!(r.admit("reg", "probe").is_ok());
             r.answered("reg", Err(&limited()));
         }
         let map = r.by_host.lock().unwrap();
         assert_eq!(map["reg"].delay, MAX);
-        assert_eq!(map["reg"].count, 10);
+        assert_eq!(map["reg"].count, 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_refusals_opens_one_window_not_a_longer_one() {
+        let r = Registries::default();
+        for _ in 0..8 {
+            assert!(r.admit("reg", "x").is_ok());
+        }
+        for _ in 0..8 {
+            r.answered("reg", Err(&limited()));
+        }
+        assert_eq!(r.by_host.lock().unwrap()["reg"].delay, INITIAL);
+        assert_eq!(r.count(Refusal::RateLimited), 1);
+        tokio::time::advance(INITIAL * 2).await;
+        assert_eq!(r.count(Refusal::RateLimited), 0, "the window closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_not_found_answer_clears_and_a_timeout_ends_the_probe_only() {
+        let r = Registries::default();
+        r.answered("reg", Err(&limited()));
+        tokio::time::advance(INITIAL * 2).await;
+        assert!(r.admit("reg", "probe").is_ok());
+        let timeout = ActError::Timeout {
+            what: "pull",
+            after: Duration::from_secs(1),
+        };
+        r.answered("reg", Err(&timeout));
+        assert!(r.admit("reg", "y").is_err(), "the window stays");
+        tokio::time::advance(INITIAL * 2).await;
+        assert!(r.admit("reg", "probe").is_ok());
+        let missing = ActError::ImageNotFound {
+            image: "x".into(),
+            message: "manifest unknown".into(),
+        };
+        r.answered("reg", Err(&missing));
+        assert!(
+            r.by_host.lock().unwrap().is_empty(),
+            "the registry answered"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -197,9 +259,9 @@ mod tests {
         assert_eq!(r.admit("ghcr.io", "y").unwrap_err().kind(), "registry_auth");
         r.answered(
             "quiet",
-            Err(&ActError::ImageNotFound {
-                image: "x".into(),
-                message: "no such manifest".into(),
+            Err(&ActError::Timeout {
+                what: "pull",
+                after: Duration::from_secs(1),
             }),
         );
         assert!(r.admit("quiet", "y").is_ok());
