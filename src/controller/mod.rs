@@ -82,6 +82,8 @@ struct State {
     held_back: BTreeMap<String, String>,
     /// Image references a refresh is resolving now.
     refreshing: BTreeSet<String>,
+    /// References asked to refresh again while one was resolving.
+    refresh_again: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pending_refresh: Option<Option<String>>,
@@ -139,7 +141,7 @@ impl Controller {
                     self.start_refresh(&mut state, None, &mut refreshes);
                 }
                 Some(joined) = refreshes.join_next() => match joined {
-                    Ok(done) => self.finish_refresh(&mut state, &mut queue, done),
+                    Ok(done) => self.finish_refresh(&mut state, &mut queue, done, &mut refreshes),
                     Err(e) => tracing::error!(error = %e, "a refresh task failed"),
                 },
                 Some(t) = inputs.observed.recv() => match t {
@@ -151,8 +153,12 @@ impl Controller {
                     let jitter = self.resync_interval.mul_f64(fastrand::f64() * 0.1);
                     tokio::time::sleep(jitter).await;
                     self.reread(&mut state, &mut queue).await;
-                    self.sweep_images(&inputs.lease, queue.in_flight(), retention::Sweep::IfDue)
-                        .await;
+                    // A refresh may be about to use an image nothing runs yet.
+                    if state.refreshing.is_empty() {
+                        let in_flight = queue.in_flight();
+                        self.sweep_images(&inputs.lease, in_flight, retention::Sweep::IfDue)
+                            .await;
+                    }
                 }
                 _ = queue.next_timer() => {}
                 // A pass parked behind a build: its slot is free for others.

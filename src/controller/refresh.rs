@@ -118,36 +118,48 @@ impl Controller {
             else {
                 continue;
             };
-            if !moving(&image, &source) || !state.refreshing.insert(image.as_str().to_string()) {
+            if !moving(&image, &source) {
                 continue;
             }
+            let key = image.as_str().to_string();
+            if state.refreshing.contains(&key) {
+                // Asked again while an answer is on its way (a build of an
+                // older commit, say): ask once more when it arrives.
+                state.refresh_again.insert(key, (image, source));
+                continue;
+            }
+            state.refreshing.insert(key);
             started += 1;
-            let executor = self.executor.clone();
-            let platform = self.settings.platform.clone();
-            tasks.spawn(async move {
-                let result = match &source {
-                    ImageSource::Tag | ImageSource::Explicit => {
-                        executor.resolve(&image).await.map(|d| ResolvedImage {
-                            digest: Some(d),
-                            id: None,
-                        })
-                    }
-                    _ => executor
-                        .ensure_image(&image, &source, platform.as_ref())
-                        .await
-                        .map(|e| ResolvedImage {
-                            digest: e.digest,
-                            id: Some(e.id),
-                        }),
-                };
-                Refreshed { image, result }
-            });
+            self.spawn_refresh(image, source, tasks);
         }
         tracing::info!(
             runtime = runtime.unwrap_or("*"),
             images = started,
             "refreshing moving tags and local builds"
         );
+    }
+
+    fn spawn_refresh(&self, image: ImageRef, source: ImageSource, tasks: &mut JoinSet<Refreshed>) {
+        let executor = self.executor.clone();
+        let platform = self.settings.platform.clone();
+        tasks.spawn(async move {
+            let result = match &source {
+                ImageSource::Tag | ImageSource::Explicit => {
+                    executor.resolve(&image).await.map(|d| ResolvedImage {
+                        digest: Some(d),
+                        id: None,
+                    })
+                }
+                _ => executor
+                    .ensure_image(&image, &source, platform.as_ref())
+                    .await
+                    .map(|e| ResolvedImage {
+                        digest: e.digest,
+                        id: Some(e.id),
+                    }),
+            };
+            Refreshed { image, result }
+        });
     }
 
     /// Takes a refresh's answer: a new digest or build becomes the current
@@ -158,9 +170,15 @@ impl Controller {
         state: &mut State,
         queue: &mut WorkQueue<WorkspaceId>,
         done: Refreshed,
+        tasks: &mut JoinSet<Refreshed>,
     ) {
         let key = done.image.as_str().to_string();
-        state.refreshing.remove(&key);
+        match state.refresh_again.remove(&key) {
+            Some((image, source)) => self.spawn_refresh(image, source, tasks),
+            None => {
+                state.refreshing.remove(&key);
+            }
+        }
         let now = match done.result {
             Ok(now) => now,
             Err(error) => {

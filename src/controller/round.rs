@@ -28,10 +28,11 @@ impl Controller {
             return;
         };
         // A pass parked behind another's build of the same runtime does
-        // no work: its slot goes to other workspaces meanwhile.
-        let busy = workers
-            .len()
-            .saturating_sub(self.executor.parked_on_builds());
+        // no work: its slot goes to other workspaces meanwhile. At most
+        // `concurrency` of them are not counted, so no more than twice the
+        // limit act at once when a build ends.
+        let parked = self.executor.parked_on_builds().min(self.concurrency);
+        let busy = workers.len().saturating_sub(parked);
         let free = self.concurrency.saturating_sub(busy);
         let mut taken = Vec::new();
         while taken.len() < free {
@@ -111,7 +112,7 @@ impl Controller {
                 tracing::error!(%error, "marking the pin stable failed");
             }
         }
-        if any_completed {
+        if any_completed && state.refreshing.is_empty() {
             // The image before the rollout's is now the previous one: the
             // one before that may go. With passes running, the next resync
             // sweeps instead.

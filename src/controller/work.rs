@@ -122,16 +122,17 @@ pub async fn carry_out(
     let still_held = || lease.borrow().as_ref() == Some(&held);
 
     // A pull or a build can take minutes: the row says so while it runs.
-    // A retry after an image failure keeps showing the failure (the
-    // status table's "retrying with backoff"), so a row does not flap
-    // between pulling and the failure at each retry.
+    // A retry of the same spec after a failure keeps showing the failure
+    // (the status table's "retrying with backoff"; `change_blocked` for a
+    // replace), so a row does not flap at each retry; a changed spec is a
+    // new attempt and says so.
+    let retry = done.plan.memory.failure.as_ref().map(|f| &f.hash) == done.hash.as_ref()
+        && done.hash.is_some();
     if let (Some(row), Some(update), Some(Op::EnsureImage { .. })) = (
         &row,
         &done.plan.status,
         done.plan.actions.first().map(|a| &a.op),
-    ) && !row
-        .status_reason
-        .is_some_and(crate::model::Reason::is_retried_image_failure)
+    ) && !retry
         && still_held()
     {
         let early = status_write(row, update, current.as_ref(), false, rollout.clone());

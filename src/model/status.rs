@@ -84,16 +84,6 @@ impl Reason {
             | ProvisionTimeout => Status::Failed,
         }
     }
-
-    /// A failure of the image step that is retried with backoff: the row
-    /// keeps showing it while a retry runs.
-    pub fn is_retried_image_failure(self) -> bool {
-        use Reason::*;
-        matches!(
-            self,
-            ImageNotFound | RegistryAuth | RegistryRateLimited | ImageBuildFailed
-        )
-    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ pub struct RefreshView {
     /// Workspaces whose image is a moving tag or a local build (judged
     /// with this command's configuration).
     pub workspaces: Vec<OnTag>,
-    /// Hosts whose lease a berth renewed within the lease TTL: they act
-    /// on the request.
+    /// Hosts whose lease a berth renewed lately (within three lease TTLs,
+    /// at least a minute): they act on the request.
     pub listening_hosts: Vec<String>,
 }
 
@@ -93,7 +93,9 @@ pub async fn refresh(
     let listening_hosts: Vec<String> = sqlx::query_scalar(
         "SELECT host FROM host_leases WHERE renewed_at > now() - make_interval(secs => $1) ORDER BY host",
     )
-    .bind(config.lease_ttl.as_secs_f64())
+    // A berth on this host may run with another lease TTL than this
+    // command's: a generous window names the hosts with a live holder.
+    .bind((config.lease_ttl.as_secs_f64() * 3.0).max(60.0))
     .fetch_all(pool)
     .await?;
     sqlx::query("SELECT pg_notify($1, $2)")

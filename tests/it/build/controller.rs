@@ -388,7 +388,11 @@ async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_
         let (code, out, err) = crate::harness::berth(&["refresh", &rt], &env).await;
         assert_eq!(code, 0, "refresh: {out}\n{err}");
         assert!(out.contains("3 workspace(s)"), "{out}");
-        assert!(out.contains("build"), "{out}");
+        let rows = out
+            .lines()
+            .filter(|l| l.contains(&rt) && l.contains(" build "))
+            .count();
+        assert_eq!(rows, 3, "each workspace listed with source build:\n{out}");
     };
     let w = &w;
     let refreshed = |n: usize| async move {
