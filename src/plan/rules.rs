@@ -365,6 +365,10 @@ fn interrupted_replace(
         if matches {
             p.memory.rolled_back_hash = Some(spec.hash.clone());
         }
+        // The previous container served before the replace: restarted, it
+        // is judged as one that was ready (crash-loop rules still apply),
+        // not against a provision deadline long past.
+        p.memory.ready_container = Some(prev.id.clone());
         p.memory.provisioning_since = None;
         let detail =
             format!("the new container was not ready by {deadline}; the previous one serves");

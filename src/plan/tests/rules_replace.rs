@@ -241,6 +241,11 @@ fn an_interrupted_replace_whose_new_container_failed_is_rolled_back() {
     assert_eq!(p.actions[0].op.target(), Some(&Target::Id("new".into())));
     assert_eq!(reason(&p), Some(Reason::RolledBack));
     assert_eq!(p.memory.rolled_back_hash, Some(built(&r, &s).hash));
+    assert_eq!(
+        p.memory.ready_container.as_deref(),
+        Some("old"),
+        "the restored container served before: no provision deadline for it"
+    );
 }
 
 #[test]
