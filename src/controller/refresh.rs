@@ -106,7 +106,7 @@ impl Controller {
         runtime: Option<&str>,
         tasks: &mut JoinSet<Refreshed>,
     ) {
-        let mut started = 0;
+        let mut wanted: BTreeMap<String, (ImageRef, ImageSource)> = BTreeMap::new();
         for row in state.rows.values() {
             if row.desired_state == DesiredState::Removed
                 || runtime.is_some_and(|r| r != row.runtime)
@@ -118,10 +118,12 @@ impl Controller {
             else {
                 continue;
             };
-            if !moving(&image, &source) {
-                continue;
+            if moving(&image, &source) {
+                wanted.insert(image.as_str().to_string(), (image, source));
             }
-            let key = image.as_str().to_string();
+        }
+        let mut started = 0;
+        for (key, (image, source)) in wanted {
             if state.refreshing.contains(&key) {
                 // Asked again while an answer is on its way (a build of an
                 // older commit, say): ask once more when it arrives.
