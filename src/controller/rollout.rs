@@ -253,6 +253,16 @@ impl Rollouts {
         }
     }
 
+    /// `id` no longer heads for any rollout but `still` (none when `None`):
+    /// the slots it holds elsewhere are free.
+    pub fn abandon(&mut self, id: WorkspaceId, still: Option<&RolloutKey>) {
+        for (key, r) in self.by_key.iter_mut() {
+            if Some(key) != still && r.in_progress.remove(&id) {
+                r.free_slot(&mut self.wake);
+            }
+        }
+    }
+
     /// Workspaces to queue now: a slot of their rollout freed.
     pub fn take_wakeups(&mut self) -> BTreeSet<WorkspaceId> {
         std::mem::take(&mut self.wake)
@@ -451,6 +461,25 @@ mod tests {
         r.gate(&replace(), id, &LIMITS, Duration::from_secs(5));
         assert!(r.completed(&BTreeSet::new()).is_empty(), "nothing was done");
         assert_eq!(r.summary(&LIMITS), (0, 0, 0), "and nothing is under way");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_workspace_that_turned_away_gives_its_slot_back() {
+        let mut r = Rollouts::default();
+        let ws = ids(2);
+        assert_eq!(r.gate(&replace(), ws[0], &LIMITS, Duration::ZERO), Gate::Go);
+        assert!(matches!(
+            r.gate(&replace(), ws[1], &LIMITS, Duration::ZERO),
+            Gate::Wait(_)
+        ));
+        r.abandon(ws[0], Some(&key()));
+        assert!(
+            r.take_wakeups().is_empty(),
+            "still heading for this rollout"
+        );
+        r.abandon(ws[0], None);
+        assert_eq!(r.take_wakeups(), BTreeSet::from([ws[1]]));
+        assert_eq!(r.gate(&replace(), ws[1], &LIMITS, Duration::ZERO), Gate::Go);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use super::rollout::{Gate, RolloutKey, Track, image_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
-use crate::model::{LABEL_WORKSPACE, ObservedContainer, WorkspaceId, WorkspaceRow};
+use crate::model::{DesiredState, LABEL_WORKSPACE, ObservedContainer, WorkspaceId, WorkspaceRow};
 use crate::plan::{self, Plan, Probes, Snapshot};
 
 impl Controller {
@@ -90,14 +90,27 @@ impl Controller {
         let pass = plan::plan_pass(&snapshot, &self.settings, now);
         // Rollouts still wanted by some workspace of the host this round;
         // one no longer wanted, with work done and none running, completed.
-        let wanted: std::collections::BTreeSet<RolloutKey> = pass
-            .plans
-            .iter()
-            .filter_map(|p| {
-                let row = state.rows.get(&p.id)?;
-                image_replace(p, &row.runtime).map(|r| r.key)
-            })
-            .collect();
+        let mut wanted: std::collections::BTreeSet<RolloutKey> = std::collections::BTreeSet::new();
+        for p in &pass.plans {
+            // A workspace that no longer heads for its rollout's image (its
+            // row is gone, stopped or paused, or it wants another rollout's
+            // image now) gives its slot back.
+            let heading = match state.rows.get(&p.id) {
+                Some(row) if row.desired_state == DesiredState::Running && !row.paused => {
+                    match image_replace(p, &row.runtime) {
+                        Some(r) => {
+                            wanted.insert(r.key.clone());
+                            Some(Some(r.key))
+                        }
+                        None => None,
+                    }
+                }
+                _ => Some(None),
+            };
+            if let Some(still) = heading {
+                state.rollouts.abandon(p.id, still.as_ref());
+            }
+        }
         let completed = state.rollouts.completed(&wanted);
         let any_completed = !completed.is_empty();
         for key in completed {
