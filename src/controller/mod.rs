@@ -417,18 +417,28 @@ impl Controller {
         let whys = || done.plan.actions.iter().map(|a| &a.why);
         let restored = done.failure.as_ref().is_some_and(|f| f.restored)
             || (done.failure.is_none() && whys().any(|w| *w == Why::Restore));
-        if restored {
+        // A transient engine error (a 5xx, a timeout) says nothing about
+        // the image: the replace was undone and is tried again later, but
+        // it does not count towards a halt.
+        let transient = done
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.error.is_transient());
+        if restored && !transient {
             for halt in state.rollouts.failed(id, &self.rollout) {
                 self.halt(state, halt).await;
             }
-        } else if done.failure.as_ref().is_some_and(|f| {
-            matches!(
-                f.phase,
-                crate::plan::Phase::Pull | crate::plan::Phase::Build
-            )
-        }) {
-            // The image could not be made local: nothing was touched, the
-            // slot goes to the next workspace.
+        } else if restored
+            || done.failure.as_ref().is_some_and(|f| {
+                matches!(
+                    f.phase,
+                    crate::plan::Phase::Pull | crate::plan::Phase::Build
+                )
+            })
+        {
+            // The image could not be made local (nothing was touched), or
+            // the engine failed on the way: the slot goes to the next
+            // workspace.
             state.rollouts.release(id);
         } else if whys().any(|w| *w == Why::FinishReplace) {
             state.rollouts.succeeded(id);
