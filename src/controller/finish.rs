@@ -1,0 +1,271 @@
+//! Taking a finished pass's outcome: the image it made local, its place
+//! in a rollout (a replace done, undone or abandoned; a halt and what it
+//! puts back), the key's backoff and memory, and the metrics.
+
+use chrono::Utc;
+
+use super::rollout::{Halt, Track};
+use super::{Controller, Done, State, WorkQueue};
+use crate::desired;
+use crate::model::{Digest, ResolvedImage, Status, WorkspaceId};
+use crate::plan::Failure;
+
+impl Controller {
+    /// Takes a finished pass's outcome into memory, the queue and the
+    /// rollouts.
+    pub(super) async fn finish(
+        &self,
+        state: &mut State,
+        queue: &mut WorkQueue<WorkspaceId>,
+        done: Done,
+    ) {
+        let id = done.id;
+        queue.done(&id);
+        // What the pass made local is known first, so that a halt the pass
+        // causes puts the previous image back over it, not the reverse.
+        for (image, known) in &done.images {
+            let key = image.as_str().to_string();
+            let target = known
+                .digest
+                .as_ref()
+                .map(|d| d.as_str().to_string())
+                .or_else(|| known.id.clone());
+            if target.is_some() && state.held_back.get(&key) == target.as_ref() {
+                continue;
+            }
+            state.images.insert(key, known.clone());
+        }
+        self.follow_rollouts(state, &done).await;
+        for waiting in state.rollouts.take_wakeups() {
+            queue.add(waiting);
+        }
+        let was_timed_out = state.rows.get(&id).and_then(|r| r.status_reason)
+            == Some(crate::model::Reason::ProvisionTimeout);
+        if done.lost_lease {
+            return;
+        }
+        let memory = state.memory.entry(id).or_default();
+        let result = match (&done.failure, &done.write_error) {
+            (Some(failed), _) => {
+                let delay = queue.retry(id);
+                self.metrics.workqueue_retries_total.inc();
+                self.metrics
+                    .reconcile_errors_total
+                    .with_label_values(&[failed.error.kind()])
+                    .inc();
+                if let (Some(reason), Some(hash)) = (failed.error.reason(), &done.hash) {
+                    memory.record_failure(Failure {
+                        reason,
+                        phase: failed.phase,
+                        message: failed.error.to_string(),
+                        retry_at: Utc::now()
+                            + chrono::TimeDelta::from_std(delay).unwrap_or_default(),
+                        hash: hash.clone(),
+                    });
+                    // Plan again at once: that pass only reports the
+                    // failure on the row; the retry waits for the backoff.
+                    queue.add(id);
+                }
+                if failed.restored {
+                    if let Some(hash) = &done.hash {
+                        memory.record_rollback(hash);
+                    }
+                    self.metrics
+                        .rollbacks_total
+                        .with_label_values(&[failed.phase.to_string().as_str()])
+                        .inc();
+                }
+                "error"
+            }
+            (None, Some(error)) => {
+                tracing::error!(workspace = %id, %error, "writing the outcome failed");
+                queue.retry(id);
+                self.metrics.workqueue_retries_total.inc();
+                self.metrics
+                    .reconcile_errors_total
+                    .with_label_values(&["database"])
+                    .inc();
+                "error"
+            }
+            (None, None) => {
+                // A pass that only reported a failure still backing off
+                // is no success: the backoff keeps growing until a pass
+                // acts and succeeds.
+                let waiting = done.plan.actions.is_empty()
+                    && memory
+                        .failure
+                        .as_ref()
+                        .is_some_and(|f| f.retry_at > Utc::now());
+                if !waiting {
+                    queue.forget(&id);
+                    memory.failure = None;
+                }
+                if done.plan.requeue_after.is_some() {
+                    "requeue"
+                } else {
+                    "success"
+                }
+            }
+        };
+        if let Some(after) = done.plan.requeue_after {
+            queue.add_after(id, after);
+        }
+        self.metrics
+            .reconcile_total
+            .with_label_values(&[result])
+            .inc();
+        if let Some(update) = &done.plan.status
+            && update.status == Status::Failed
+            && update.reason == Some(crate::model::Reason::ProvisionTimeout)
+            && !was_timed_out
+        {
+            // Counted when a row turns provision_timeout.
+            let phase = update
+                .detail
+                .as_deref()
+                .and_then(|d| d.split_whitespace().find_map(phase_word))
+                .unwrap_or("readiness");
+            self.metrics
+                .provision_timeouts_total
+                .with_label_values(&[phase])
+                .inc();
+        }
+    }
+}
+
+impl Controller {
+    /// What a finished pass means for the rollouts: a replace finished
+    /// ready, one undone (a readiness failure, which may halt its rollout),
+    /// or one that did not start after all.
+    async fn follow_rollouts(&self, state: &mut State, done: &Done) {
+        use crate::plan::Why;
+        let id = done.id;
+        let whys = || done.plan.actions.iter().map(|a| &a.why);
+        let restored = done.failure.as_ref().is_some_and(|f| f.restored)
+            || (done.failure.is_none() && whys().any(|w| *w == Why::Restore));
+        // A transient engine error (a 5xx, a timeout) says nothing about
+        // the image: the replace was undone and is tried again later, but
+        // it does not count towards a halt.
+        let transient = done
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.error.is_transient());
+        if restored && !transient {
+            for halt in state.rollouts.failed(id, &self.rollout) {
+                self.halt(state, halt).await;
+            }
+        } else if restored
+            || done.failure.as_ref().is_some_and(|f| {
+                matches!(
+                    f.phase,
+                    crate::plan::Phase::Pull | crate::plan::Phase::Build
+                )
+            })
+        {
+            // The image could not be made local (nothing was touched), or
+            // the engine failed on the way: the slot goes to the next
+            // workspace.
+            state.rollouts.release(id);
+        } else if whys().any(|w| *w == Why::FinishReplace) {
+            state.rollouts.succeeded(id);
+        }
+    }
+}
+
+impl Controller {
+    /// Puts a halted rollout's previous image back: into the pin row for
+    /// a pin (the history says berth did it and why), into the image
+    /// knowledge for a tag or a build (so the planner sees the old image
+    /// as current, and a refresh that finds the halted target again keeps
+    /// it out). Workspaces the rollout changed are replaced back onto it.
+    async fn halt(&self, state: &mut State, halt: Halt) {
+        self.metrics.rollout_halts_total.inc();
+        let Halt {
+            key,
+            from,
+            image,
+            failed,
+            tried,
+        } = halt;
+        let runtime = &key.runtime;
+        let track = key.track.as_str();
+        tracing::error!(runtime, track, to = %key.to, failed, tried, "rollout halted");
+        // A pin goes back to its previous stable digest (what `berth
+        // rollback` would choose) when the history marks one; else to the
+        // digest the workspaces ran before.
+        let from = match &key.track {
+            Track::Pin(ring) => self.stable_before(runtime, ring, &key.to).await.or(from),
+            _ => from,
+        };
+        let Some(from) = from else {
+            tracing::error!(
+                runtime,
+                track,
+                "no previous image known: nothing more rolls out onto the halted one"
+            );
+            return;
+        };
+        match &key.track {
+            Track::Pin(ring) => {
+                let note = format!(
+                    "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness",
+                    self.settings.host_id,
+                    key.to.short()
+                );
+                match desired::halt_pin(
+                    &self.pool,
+                    runtime,
+                    ring,
+                    key.to.as_str(),
+                    from.as_str(),
+                    &note,
+                )
+                .await
+                {
+                    Ok(true) => tracing::warn!(runtime, ring, back_to = %from, "pin written back"),
+                    Ok(false) => {
+                        tracing::warn!(runtime, ring, "pin already changed; not written back")
+                    }
+                    Err(error) => tracing::error!(%error, "writing the pin back failed"),
+                }
+            }
+            Track::Tag | Track::Build => {
+                let previous = match key.track {
+                    Track::Tag => ResolvedImage {
+                        digest: Some(from.clone()),
+                        id: None,
+                    },
+                    _ => ResolvedImage {
+                        digest: None,
+                        id: Some(from.as_str().to_string()),
+                    },
+                };
+                tracing::warn!(runtime, track, image, back_to = %from, "previous image is current again");
+                state.images.insert(image.clone(), previous);
+                state.held_back.insert(image, key.to.as_str().to_string());
+            }
+        }
+    }
+}
+
+impl Controller {
+    /// The newest digest of (`runtime`, `ring`) marked stable before `to`
+    /// was pinned, if any.
+    async fn stable_before(&self, runtime: &str, ring: &str, to: &Digest) -> Option<Digest> {
+        match desired::rollback_target(&self.pool, runtime, ring, to.as_str()).await {
+            Ok(Some(t)) if t.stable_at.is_some() => Digest::parse(&t.digest).ok(),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "reading the pin history failed; going back to the digest the workspaces ran");
+                None
+            }
+        }
+    }
+}
+
+fn phase_word(word: &str) -> Option<&'static str> {
+    let word = word.trim_matches(|c: char| !c.is_ascii_alphabetic());
+    ["pull", "build", "create", "start", "readiness"]
+        .into_iter()
+        .find(|p| *p == word)
+}
