@@ -132,6 +132,14 @@ impl Builds {
     }
 }
 
+/// A build of `image` that could not make it, and why.
+fn build_failed(image: &ImageRef, message: String) -> ActError {
+    ActError::BuildFailed {
+        image: image.to_string(),
+        message,
+    }
+}
+
 /// Runtime names go into a URL, a path and an image name: lower-case
 /// letters, digits, `.`, `_` and `-`, starting with a letter or digit.
 fn valid_runtime(name: &str) -> bool {
@@ -177,10 +185,7 @@ impl Executor {
         runtime: &str,
         platform: Option<&Platform>,
     ) -> Result<EnsuredImage, ActError> {
-        let failed = |message: String| ActError::BuildFailed {
-            image: image.to_string(),
-            message,
-        };
+        let failed = |message: String| build_failed(image, message);
         let Some(settings) = &self.settings.local_build else {
             return Err(failed(
                 "local-build mode is off (MOLECULE_IMAGE_REGISTRY is set)".into(),
@@ -221,10 +226,7 @@ impl Executor {
         runtime: &str,
         platform: Option<&Platform>,
     ) -> Result<EnsuredImage, ActError> {
-        let failed = |message: String| ActError::BuildFailed {
-            image: image.to_string(),
-            message,
-        };
+        let failed = |message: String| build_failed(image, message);
         let repo = repository(image);
         let remote = Remote::new(
             &settings.repo_prefix,
