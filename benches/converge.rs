@@ -13,27 +13,11 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, VolumeCreateRequest};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptions};
 use sqlx::{Connection, Executor, PgPool};
 
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source a testenv env file"))
-}
-
-fn count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+mod common;
+use common::{count, percentile, remove_labelled, var};
 
 fn summary(name: &str, mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
@@ -199,36 +183,6 @@ async fn raw_one(docker: &Docker, image: &str, label: &HashMap<String, String>) 
     t0.elapsed()
 }
 
-async fn cleanup(docker: &Docker, label: &str) {
-    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
-    let opts = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
-        let force = RemoveContainerOptionsBuilder::new().force(true).build();
-        let _ = docker
-            .remove_container(&c.id.unwrap_or_default(), Some(force))
-            .await;
-    }
-    let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
-    let volumes = docker
-        .list_volumes(Some(opts))
-        .await
-        .ok()
-        .and_then(|v| v.volumes);
-    for v in volumes.unwrap_or_default() {
-        let force = RemoveVolumeOptionsBuilder::new().force(true).build();
-        let _ = docker.remove_volume(&v.name, Some(force)).await;
-    }
-    let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
-        .filters(&filters)
-        .build();
-    for n in docker.list_networks(Some(opts)).await.unwrap_or_default() {
-        let _ = docker.remove_network(&n.id.unwrap_or_default()).await;
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let (one, batch) = (count("BENCH_ONE_AT_A_TIME", 50), count("BENCH_BATCH", 100));
@@ -321,6 +275,6 @@ async fn main() {
     );
 
     let _ = berth.kill().await;
-    cleanup(&docker, &host_label).await;
-    cleanup(&docker, &raw_filter).await;
+    remove_labelled(&docker, &host_label).await;
+    remove_labelled(&docker, &raw_filter).await;
 }

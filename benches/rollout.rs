@@ -35,29 +35,20 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use sqlx::{Connection, Executor, PgPool};
 use tokio::process::Child;
 
+mod common;
+use common::{count, percentile, remove_labelled, var};
+
 /// berth's default `BERTH_STOP_TIMEOUT`, which the raw side stops with too.
 const STOP_TIMEOUT_SECS: i32 = 10;
 /// How long any one wait of the bench may take before it gives up.
 const PATIENCE: Duration = Duration::from_secs(600);
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source a testenv env file"))
-}
-
-fn count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn parallelisms() -> Vec<usize> {
     let text = std::env::var("BENCH_ROLLOUT_PARALLEL").unwrap_or_else(|_| "1,4".into());
@@ -72,13 +63,6 @@ fn parallelisms() -> Vec<usize> {
 
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
-}
-
-fn percentile(v: &[Duration], p: f64) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
 }
 
 /// What the bench made, for the cleanup: berth's objects carry
@@ -117,34 +101,6 @@ impl Made {
             let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name);
             let _ = admin.execute(sqlx::AssertSqlSafe(sql)).await;
         }
-    }
-}
-
-async fn remove_labelled(docker: &Docker, label: &str) {
-    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
-    let opts = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
-        let force = RemoveContainerOptionsBuilder::new().force(true).build();
-        let _ = docker
-            .remove_container(&c.id.unwrap_or_default(), Some(force))
-            .await;
-    }
-    let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
-    let volumes = docker
-        .list_volumes(Some(opts))
-        .await
-        .ok()
-        .and_then(|v| v.volumes);
-    for v in volumes.unwrap_or_default() {
-        let force = RemoveVolumeOptionsBuilder::new().force(true).build();
-        let _ = docker.remove_volume(&v.name, Some(force)).await;
-    }
-    let opts = ListNetworksOptionsBuilder::new().filters(&filters).build();
-    for n in docker.list_networks(Some(opts)).await.unwrap_or_default() {
-        let _ = docker.remove_network(&n.id.unwrap_or_default()).await;
     }
 }
 
