@@ -15,12 +15,37 @@ pub enum Trigger {
     All,
 }
 
+/// When a look at the engine began: taken before the request is sent, so a
+/// later ticket's answer reflects everything that finished before an
+/// earlier one's answer could.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
 #[derive(Debug, Default)]
 struct Cache {
     containers: HashMap<String, ObservedContainer>,
     volumes: HashMap<String, ObservedVolume>,
+    /// The ticket of the look each container's entry (or its removal)
+    /// came from, for ids looked at since the last full list; older ones
+    /// are as old as that list.
+    seen: HashMap<String, Ticket>,
+    /// The ticket of the last full list that landed.
+    listed: Ticket,
+    next: u64,
     complete: bool,
     relists: u64,
+}
+
+impl Cache {
+    /// Whether an answer to the look `at` about `id` is older than what
+    /// the cache holds.
+    fn stale(&self, id: &str, at: Ticket) -> bool {
+        let stale = at < self.listed || self.seen.get(id).is_some_and(|held| *held > at);
+        if stale {
+            tracing::debug!(container = %id, "an answer older than the cache's is dropped");
+        }
+        stale
+    }
 }
 
 /// A read handle on the observed cache; cheap to clone.
@@ -68,26 +93,69 @@ impl Observed {
         self.read(|c| c.containers.get(id).cloned())
     }
 
-    /// Replaces everything at once: no key of the old cache survives.
+    /// A ticket for a look at the engine about to begin.
+    pub(super) fn ticket(&self) -> Ticket {
+        self.write(|c| {
+            c.next += 1;
+            Ticket(c.next)
+        })
+    }
+
+    /// Replaces everything with a full list begun at `at`: no key of the
+    /// old cache survives unless a look begun after the list saw it, and a
+    /// container such a look saw gone stays gone. A list takes seconds on a
+    /// busy engine; without this, its swap would undo what a pass did and
+    /// saw in the meantime, and the next pass would plan on the past.
     pub(super) fn replace(
         &self,
-        containers: HashMap<String, ObservedContainer>,
+        mut containers: HashMap<String, ObservedContainer>,
         volumes: HashMap<String, ObservedVolume>,
+        at: Ticket,
     ) {
         self.write(|c| {
+            c.seen.retain(|_, held| *held > at);
+            if !c.seen.is_empty() {
+                tracing::debug!(
+                    kept = c.seen.len(),
+                    "a full list keeps what later looks saw"
+                );
+            }
+            for id in c.seen.keys() {
+                match c.containers.get(id) {
+                    Some(newer) => containers.insert(id.clone(), newer.clone()),
+                    None => containers.remove(id),
+                };
+            }
             c.containers = containers;
             c.volumes = volumes;
+            c.listed = c.listed.max(at);
             c.complete = true;
             c.relists += 1;
         });
     }
 
-    pub(super) fn upsert(&self, container: ObservedContainer) {
-        self.write(|c| c.containers.insert(container.id.clone(), container));
+    /// Stores what a look begun at `at` saw of one container, unless a
+    /// later look already told more.
+    pub(super) fn upsert(&self, container: ObservedContainer, at: Ticket) {
+        self.write(|c| {
+            if c.stale(&container.id, at) {
+                return;
+            }
+            c.seen.insert(container.id.clone(), at);
+            c.containers.insert(container.id.clone(), container);
+        });
     }
 
-    pub(super) fn remove(&self, id: &str) -> Option<ObservedContainer> {
-        self.write(|c| c.containers.remove(id))
+    /// Drops a container a look begun at `at` found gone, unless a later
+    /// look saw it.
+    pub(super) fn remove(&self, id: &str, at: Ticket) {
+        self.write(|c| {
+            if c.stale(id, at) {
+                return;
+            }
+            c.seen.insert(id.to_string(), at);
+            c.containers.remove(id);
+        });
     }
 
     /// The workspace's own container: named `ws-<id12>` and labelled with
@@ -118,5 +186,107 @@ impl Observed {
 
     pub(super) fn mark_incomplete(&self) {
         self.write(|c| c.complete = false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::model::{ContainerState, Health};
+
+    fn container(id: &str, state: ContainerState) -> ObservedContainer {
+        ObservedContainer {
+            id: id.to_string(),
+            name: format!("ws-{id}"),
+            labels: BTreeMap::new(),
+            state,
+            health: Health::None,
+            image: "img".into(),
+            image_id: "sha256:1".into(),
+            created: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            exit_code: None,
+            oom_killed: false,
+            material: None,
+        }
+    }
+
+    fn listed(cs: &[ObservedContainer]) -> HashMap<String, ObservedContainer> {
+        cs.iter().map(|c| (c.id.clone(), c.clone())).collect()
+    }
+
+    fn state(cache: &Observed, id: &str) -> Option<ContainerState> {
+        cache.container(id).map(|c| c.state)
+    }
+
+    #[test]
+    fn a_list_that_began_before_a_look_keeps_what_the_look_saw() {
+        let cache = Observed::default();
+        let list = cache.ticket();
+        let look = cache.ticket();
+        cache.upsert(container("a", ContainerState::Running), look);
+        cache.remove("b", look);
+        // The list saw `a` still created and `b` still there.
+        cache.replace(
+            listed(&[
+                container("a", ContainerState::Created),
+                container("b", ContainerState::Running),
+                container("c", ContainerState::Running),
+            ]),
+            HashMap::new(),
+            list,
+        );
+        assert_eq!(state(&cache, "a"), Some(ContainerState::Running));
+        assert_eq!(state(&cache, "b"), None);
+        assert_eq!(state(&cache, "c"), Some(ContainerState::Running));
+        assert!(cache.is_complete());
+    }
+
+    #[test]
+    fn a_look_that_began_before_another_does_not_overwrite_it() {
+        let cache = Observed::default();
+        let early = cache.ticket();
+        let late = cache.ticket();
+        cache.upsert(container("a", ContainerState::Running), late);
+        cache.upsert(container("a", ContainerState::Created), early);
+        assert_eq!(state(&cache, "a"), Some(ContainerState::Running));
+        cache.remove("a", early);
+        assert_eq!(state(&cache, "a"), Some(ContainerState::Running));
+        let later = cache.ticket();
+        cache.remove("a", later);
+        assert_eq!(state(&cache, "a"), None);
+        cache.upsert(container("a", ContainerState::Running), late);
+        assert_eq!(
+            state(&cache, "a"),
+            None,
+            "a stale look revived a gone container"
+        );
+    }
+
+    #[test]
+    fn a_list_replaces_what_looks_before_it_saw() {
+        let cache = Observed::default();
+        let look = cache.ticket();
+        cache.upsert(container("a", ContainerState::Running), look);
+        let list = cache.ticket();
+        cache.replace(
+            listed(&[container("b", ContainerState::Running)]),
+            HashMap::new(),
+            list,
+        );
+        assert_eq!(state(&cache, "a"), None, "no key of the old cache survives");
+        assert_eq!(state(&cache, "b"), Some(ContainerState::Running));
+        // A look begun before that list is older than it.
+        cache.upsert(container("a", ContainerState::Running), look);
+        assert_eq!(state(&cache, "a"), None);
+        let after = cache.ticket();
+        cache.upsert(container("a", ContainerState::Exited), after);
+        assert_eq!(state(&cache, "a"), Some(ContainerState::Exited));
     }
 }

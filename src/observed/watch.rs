@@ -165,6 +165,7 @@ impl Observer {
     /// other than "not found" fails the whole list: a partial list would
     /// read as "absent".
     pub async fn relist(&mut self) -> Result<(), DockerError> {
+        let at = self.cache.ticket();
         let mut summaries = Vec::new();
         for filters in [managed_filter(), name_filter()] {
             let opts = ListContainersOptionsBuilder::new()
@@ -203,7 +204,7 @@ impl Observer {
                 volumes.insert(v.name.clone(), convert::volume(&v));
             }
         }
-        self.cache.replace(containers, volumes);
+        self.cache.replace(containers, volumes, at);
         self.trigger(Trigger::All);
         Ok(())
     }
@@ -228,14 +229,15 @@ impl Observer {
             return Ok(());
         }
         let destroyed = event.action.as_deref() == Some("destroy");
+        let at = self.cache.ticket();
         if destroyed {
-            self.cache.remove(&id);
+            self.cache.remove(&id, at);
         } else {
             match self.inspect(&id).await {
-                Ok(Some(c)) => self.cache.upsert(c),
+                Ok(Some(c)) => self.cache.upsert(c, at),
                 Ok(None) => {}
                 Err(e) if e.is_not_found() => {
-                    self.cache.remove(&id);
+                    self.cache.remove(&id, at);
                 }
                 Err(e) => return Err(e),
             }
@@ -294,6 +296,7 @@ pub async fn sync_workspace(
     host: &str,
     id: WorkspaceId,
 ) -> Result<(), DockerError> {
+    let at = cache.ticket();
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_WORKSPACE}={id}")])]);
     let opts = ListContainersOptionsBuilder::new()
         .all(true)
@@ -315,7 +318,7 @@ pub async fn sync_workspace(
         match inspect(docker, cid, &mut image_env).await {
             Ok(Some(c)) => {
                 seen.push(c.id.clone());
-                cache.upsert(c);
+                cache.upsert(c, at);
             }
             Ok(None) => {}
             Err(e) if e.is_not_found() => {}
@@ -324,7 +327,7 @@ pub async fn sync_workspace(
     }
     for gone in cache.workspace_containers(id) {
         if !seen.contains(&gone) {
-            cache.remove(&gone);
+            cache.remove(&gone, at);
         }
     }
     Ok(())

@@ -370,8 +370,21 @@ fn interrupted_replace(
         // not against a provision deadline long past.
         p.memory.ready_container = Some(prev.id.clone());
         p.memory.provisioning_since = None;
-        let detail =
-            format!("the new container was not ready by {deadline}; the previous one serves");
+        let why = if !matches {
+            "the container under the workspace's name is not the new one".to_string()
+        } else if !alive {
+            match main.exit_code {
+                Some(code) if main.state == ContainerState::Exited => {
+                    format!("the new container exited with code {code}")
+                }
+                _ => format!("the new container is {:?}", main.state).to_lowercase(),
+            }
+        } else if now >= deadline {
+            format!("the new container was not ready by {deadline}")
+        } else {
+            "the new container restarts in a loop".to_string()
+        };
+        let detail = format!("{why}; the previous one serves");
         p.status = Some(StatusUpdate::reason(Reason::RolledBack, Some(detail)));
     }
 }

@@ -232,6 +232,7 @@ fn an_interrupted_replace_whose_new_container_failed_is_rolled_back() {
     let r = row(1);
     let mut new = container_for(&built(&r, &s), "new");
     new.state = ContainerState::Exited;
+    new.exit_code = Some(3);
     let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
     old.name = wid(1).prev_container_name();
     old.state = ContainerState::Exited;
@@ -240,11 +241,41 @@ fn an_interrupted_replace_whose_new_container_failed_is_rolled_back() {
     assert_eq!(ops(&p), ["remove_container", "rename", "start"]);
     assert_eq!(p.actions[0].op.target(), Some(&Target::Id("new".into())));
     assert_eq!(reason(&p), Some(Reason::RolledBack));
+    assert_eq!(
+        detail(&p),
+        "the new container exited with code 3; the previous one serves"
+    );
     assert_eq!(p.memory.rolled_back_hash, Some(built(&r, &s).hash));
     assert_eq!(
         p.memory.ready_container.as_deref(),
         Some("old"),
         "the restored container served before: no provision deadline for it"
+    );
+}
+
+#[test]
+fn an_interrupted_replace_waits_for_a_new_container_until_the_deadline_and_says_so() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut new = container_for(&built(&r, &s), "new");
+    new.health = crate::model::Health::Unhealthy;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [new, old];
+    let f = facts_for(&s, &r, &cs, &[]);
+    let waiting = plan_at(&f, t0());
+    assert!(
+        waiting.actions.is_empty(),
+        "unhealthy is not ready yet, not failed"
+    );
+    assert_eq!(reason(&waiting), Some(Reason::WaitingReady));
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
+    assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
+    assert!(
+        detail(&late).starts_with("the new container was not ready by "),
+        "{}",
+        detail(&late)
     );
 }
 

@@ -182,7 +182,10 @@ impl World {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "{what}: not within {secs}s; row {row:?}\nberth log:\n{}",
+                    "{what}: not within {secs}s; row {row:?}\nberth log ({}):\n{}",
+                    self.berth
+                        .as_ref()
+                        .map_or("none".into(), |b| b.log.display().to_string()),
                     self.log_tail()
                 );
             }

@@ -171,14 +171,10 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
     let mut w = World::new().await;
     w.start(&[
         ("BERTH_ROLLOUT_CANARY", "1"),
-        ("BERTH_ROLLOUT_MAX_PARALLEL", "2"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "3"),
         ("BERTH_CONCURRENCY", "8"),
     ]);
-    // Six rather than the ten at max-parallel 3: ten with 1 s
-    // health checks beside the rest of the suite pushed a replace past
-    // the 60 s test deadline in CI, and the rollout halted (the rollout
-    // bench runs 20 at max-parallel 4 on a quiet machine).
-    let ids = online_all(&w, 6).await;
+    let ids = online_all(&w, 10).await;
     for id in &ids {
         w.sh(*id, "echo kept > /workspace/keep").await;
     }
@@ -251,7 +247,7 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
             .count();
         most = most.max(overlapping);
     }
-    assert!(most <= 2, "{most} replaces overlapped: {windows:?}");
+    assert!(most <= 3, "{most} replaces overlapped: {windows:?}");
     assert!(most >= 2, "the waves ran in parallel: {windows:?}");
     let first_end = windows.values().map(|(_, e)| *e).min().unwrap();
     let before_canary_done = windows.values().filter(|(s, _)| *s < first_end).count();
@@ -391,7 +387,7 @@ async fn a_rollback_after_a_stable_pin_goes_back_in_the_same_waves_and_keeps_the
     let windows = replace_windows_after(&w, cursor).await;
     assert_eq!(windows.len(), ids.len(), "{windows:?}");
     let most = most_at_once(&windows);
-    assert!(most <= 2, "{most} replaces overlapped: {windows:?}");
+    assert!(most <= 3, "{most} replaces overlapped: {windows:?}");
     assert!(most >= 2, "the waves ran in parallel: {windows:?}");
     let first_end = windows.values().map(|(_, e)| *e).min().unwrap();
     let before_canary_done = windows.values().filter(|(s, _)| *s < first_end).count();
