@@ -12,6 +12,7 @@ mod refresh;
 mod retention;
 mod rollout;
 mod round;
+mod tasks;
 mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,13 +22,13 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use queue::WorkQueue;
 pub use retention::{Keep, PinFacts, SweepError, Swept, retain, sweep_images};
 pub use rollout::{Gate, Halt, Rollouts, Track};
 
+use tasks::{Ended, Tasks};
 pub use work::{Done, Failed, Work, carry_out};
 
 use crate::act::Executor;
@@ -95,10 +96,10 @@ impl Controller {
     pub async fn run(self, mut inputs: Inputs, stop: CancellationToken, grace: Duration) {
         let mut state = State::default();
         let mut queue: WorkQueue<WorkspaceId> = WorkQueue::new();
-        let mut workers: JoinSet<Done> = JoinSet::new();
+        let mut workers: Tasks<WorkspaceId, Done> = Tasks::default();
         let mut resync = tokio::time::interval(self.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut refreshes: JoinSet<refresh::Refreshed> = JoinSet::new();
+        let mut refreshes: Tasks<String, refresh::Refreshed> = Tasks::default();
         let mut tag_refresh = self.tag_refresh.map(|every| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -141,9 +142,13 @@ impl Controller {
                 }, if inputs.lease.borrow().is_some() => {
                     self.start_refresh(&mut state, None, &mut refreshes);
                 }
-                Some(joined) = refreshes.join_next() => match joined {
-                    Ok(done) => self.finish_refresh(&mut state, &mut queue, done, &mut refreshes),
-                    Err(e) => tracing::error!(error = %e, "a refresh task failed"),
+                Some(ended) = refreshes.next() => match ended {
+                    Ended::Done(done) => self.finish_refresh(&mut state, &mut queue, done, &mut refreshes),
+                    Ended::Lost { key, error } => {
+                        tracing::error!(image = key, %error, "a refresh task failed; the image is refreshed again when asked");
+                        state.refreshing.remove(&key);
+                        state.refresh_again.remove(&key);
+                    }
                 },
                 Some(t) = inputs.observed.recv() => match t {
                     Trigger::Workspace(id) => queue.add(id),
@@ -164,9 +169,17 @@ impl Controller {
                 _ = queue.next_timer() => {}
                 // A pass parked behind a build: its slot is free for others.
                 () = self.executor.pass_parked() => {}
-                Some(joined) = workers.join_next() => match joined {
-                    Ok(done) => self.finish(&mut state, &mut queue, done).await,
-                    Err(e) => tracing::error!(error = %e, "a reconcile task failed"),
+                Some(ended) = workers.next() => match ended {
+                    Ended::Done(done) => self.finish(&mut state, &mut queue, done).await,
+                    Ended::Lost { key, error } => {
+                        // A bug, not an input: the workspace is tried again
+                        // with backoff rather than left in flight forever.
+                        queue.done(&key);
+                        let delay = queue.retry(key);
+                        self.metrics.workqueue_retries_total.inc();
+                        self.metrics.reconcile_errors_total.with_label_values(&["panic"]).inc();
+                        tracing::error!(workspace = %key, %error, retry_in = ?delay, "a reconcile pass failed");
+                    }
                 },
                 Ok(()) = inputs.lease.changed() => {
                     let lease = inputs.lease.borrow().clone();
@@ -185,10 +198,8 @@ impl Controller {
             in_flight = workers.len(),
             "stopping: no new passes; waiting for those in flight"
         );
-        let drained = tokio::time::timeout(grace, async {
-            while workers.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while workers.next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 left = workers.len(),

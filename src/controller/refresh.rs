@@ -14,9 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use tokio::task::JoinSet;
-
-use super::{Controller, State, WorkQueue};
+use super::{Controller, State, Tasks, WorkQueue};
 use crate::act::ActError;
 use crate::model::{
     DesiredState, ImageRef, ImageSource, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, ResolvedImage,
@@ -104,7 +102,7 @@ impl Controller {
         &self,
         state: &mut State,
         runtime: Option<&str>,
-        tasks: &mut JoinSet<Refreshed>,
+        tasks: &mut Tasks<String, Refreshed>,
     ) {
         let mut wanted: BTreeMap<String, (ImageRef, ImageSource)> = BTreeMap::new();
         for row in state.rows.values() {
@@ -141,10 +139,15 @@ impl Controller {
         );
     }
 
-    fn spawn_refresh(&self, image: ImageRef, source: ImageSource, tasks: &mut JoinSet<Refreshed>) {
+    fn spawn_refresh(
+        &self,
+        image: ImageRef,
+        source: ImageSource,
+        tasks: &mut Tasks<String, Refreshed>,
+    ) {
         let executor = self.executor.clone();
         let platform = self.settings.platform.clone();
-        tasks.spawn(async move {
+        tasks.spawn(image.as_str().to_string(), async move {
             let result = match &source {
                 ImageSource::Tag | ImageSource::Explicit => {
                     executor.resolve(&image).await.map(|d| ResolvedImage {
@@ -172,7 +175,7 @@ impl Controller {
         state: &mut State,
         queue: &mut WorkQueue<WorkspaceId>,
         done: Refreshed,
-        tasks: &mut JoinSet<Refreshed>,
+        tasks: &mut Tasks<String, Refreshed>,
     ) {
         let key = done.image.as_str().to_string();
         match state.refresh_again.remove(&key) {

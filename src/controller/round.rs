@@ -7,7 +7,6 @@ use std::path::Path;
 
 use chrono::Utc;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::rollout::{Gate, RolloutKey, Track, image_replace};
 use super::work::{Done, Work, carry_out};
@@ -21,7 +20,7 @@ impl Controller {
         &self,
         state: &mut State,
         queue: &mut WorkQueue<WorkspaceId>,
-        workers: &mut JoinSet<Done>,
+        workers: &mut super::Tasks<WorkspaceId, Done>,
         lease_rx: &watch::Receiver<Option<Lease>>,
     ) {
         let Some(lease) = lease_rx.borrow().clone() else {
@@ -237,7 +236,7 @@ impl Controller {
                 self.observed.clone(),
             );
             let held = lease.clone();
-            workers.spawn(async move {
+            workers.spawn(id, async move {
                 if !guard_events.is_empty() {
                     let _ = desired::record_events(&pool, &held, &guard_events).await;
                 }
