@@ -27,25 +27,17 @@ pub fn choose<'c>(
             row.runtime.chars().take(64).collect::<String>()
         ))
     })?;
-    let Some(prefix) = settings.registry_prefix.as_deref() else {
-        let text = format!(
-            "{LOCAL_BUILD_REPOSITORY}/workspace-template-{}:latest",
-            runtime.name
-        );
-        let source = if settings.local_override {
-            ImageSource::LocalOnly
-        } else {
-            ImageSource::LocalBuild {
-                runtime: runtime.name.clone(),
-            }
-        };
-        return Ok((parse(&text, "local-build image")?, source, Some(runtime)));
+    // A pin wins in either mode. Without a registry prefix (local-build
+    // mode) the pinned reference is the catalogue's repository as written,
+    // so an operator who pins on such a host names the registry there.
+    let repository = match settings.registry_prefix.as_deref() {
+        Some(prefix) => format!(
+            "{}/{}",
+            prefix.trim_end_matches('/'),
+            runtime.image_repository
+        ),
+        None => runtime.image_repository.clone(),
     };
-    let repository = format!(
-        "{}/{}",
-        prefix.trim_end_matches('/'),
-        runtime.image_repository
-    );
     if !settings.local_override {
         for ring in [row.ring.as_str(), "stable"] {
             if let Some(digest) = catalogue.pin(&runtime.name, ring) {
@@ -55,13 +47,23 @@ pub fn choose<'c>(
             }
         }
     }
-    let image = parse(&format!("{repository}:latest"), "runtime image")?;
-    let source = if settings.local_override {
-        ImageSource::LocalOnly
-    } else {
-        ImageSource::Tag
+    let (text, source) = match (settings.registry_prefix.is_some(), settings.local_override) {
+        (true, false) => (format!("{repository}:latest"), ImageSource::Tag),
+        (true, true) => (format!("{repository}:latest"), ImageSource::LocalOnly),
+        (false, false) => (
+            local_build_reference(&runtime.name),
+            ImageSource::LocalBuild {
+                runtime: runtime.name.clone(),
+            },
+        ),
+        (false, true) => (local_build_reference(&runtime.name), ImageSource::LocalOnly),
     };
-    Ok((image, source, Some(runtime)))
+    Ok((parse(&text, "runtime image")?, source, Some(runtime)))
+}
+
+/// The `:latest` tag local-build mode gives a runtime's builds.
+fn local_build_reference(runtime: &str) -> String {
+    format!("{LOCAL_BUILD_REPOSITORY}/workspace-template-{runtime}:latest")
 }
 
 fn parse(text: &str, what: &str) -> Result<ImageRef, InvalidSpec> {

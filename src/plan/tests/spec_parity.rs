@@ -327,6 +327,43 @@ fn local_build_mode_uses_the_molecule_local_placeholder() {
 }
 
 #[test]
+fn a_pin_wins_in_local_build_mode_named_by_the_catalogues_repository() {
+    let settings = Settings {
+        registry_prefix: None,
+        ..Settings::test()
+    };
+    let mut cat = Catalogue::seeded();
+    cat.set_pin("codex", "stable", digest('c'));
+    let row = parity_row().with_runtime("codex");
+    let pinned = spec(&row, &cat, &settings).expect("spec");
+    assert_eq!(
+        pinned.image.to_string(),
+        format!("workspace-template-codex@{}", digest('c'))
+    );
+    assert_eq!(
+        pinned.image_source,
+        ImageSource::Pinned {
+            ring: "stable".into()
+        }
+    );
+    // WORKSPACE_IMAGE_LOCAL_OVERRIDE still ignores pins: the local build's
+    // tag as found, never pulled nor built.
+    let over = Settings {
+        local_override: true,
+        ..settings.clone()
+    };
+    let local = spec(&row, &cat, &over).expect("spec");
+    assert_eq!(
+        local.image.as_str(),
+        "molecule-local/workspace-template-codex:latest"
+    );
+    assert_eq!(local.image_source, ImageSource::LocalOnly);
+    // Another runtime's pin is not this one's.
+    let other = spec(&parity_row(), &cat, &settings).expect("spec");
+    assert!(matches!(other.image_source, ImageSource::LocalBuild { .. }));
+}
+
+#[test]
 fn config_files_lose_crlf_only_in_scripts_and_docs() {
     let row = parity_row().with_config_files(json!({
         "run.sh": "a\r\nb", "x.py": "c\r\n", "doc.md": "d\r\n", "config.yaml": "e\r\n"
