@@ -108,6 +108,18 @@ pub enum ImageMode {
     },
 }
 
+impl ImageMode {
+    /// The mode in words, for `berth config` (secrets masked).
+    pub fn describe(&self) -> String {
+        match self {
+            ImageMode::Registry { prefix } => format!("registry (images from {prefix})"),
+            ImageMode::LocalBuild { repo_prefix, .. } => {
+                format!("local-build (templates from {repo_prefix}<runtime>)")
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegistryAuth {
     pub user: String,

@@ -161,8 +161,9 @@ fn block_on<F: std::future::Future<Output = Exit>>(future: F) -> Exit {
 }
 
 fn render_config(config: &Config, json: bool) -> String {
+    let mode = config.images.describe();
     if json {
-        let map: serde_json::Map<String, serde_json::Value> = config
+        let mut map: serde_json::Map<String, serde_json::Value> = config
             .effective
             .iter()
             .map(|e| {
@@ -170,6 +171,10 @@ fn render_config(config: &Config, json: bool) -> String {
                 (e.name.to_string(), value)
             })
             .collect();
+        map.insert(
+            "image_mode".into(),
+            serde_json::json!({"value": mode, "source": "MOLECULE_IMAGE_REGISTRY"}),
+        );
         return format!("{}\n", serde_json::Value::Object(map));
     }
     let width = config
@@ -182,6 +187,7 @@ fn render_config(config: &Config, json: bool) -> String {
     for e in &config.effective {
         let _ = writeln!(out, "{:width$}  {}  ({})", e.name, e.value, e.source);
     }
+    let _ = writeln!(out, "\nimage mode: {mode}");
     out
 }
 

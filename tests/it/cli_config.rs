@@ -69,6 +69,16 @@ async fn config_masks_every_secret_in_both_formats() {
     assert_eq!(json["BERTH_HOST_ID"]["value"], "tenant-7");
     assert_eq!(json["BERTH_HOST_ID"]["source"], "env");
     assert_eq!(json["GHCR_TOKEN"]["value"], "***");
+    // No MOLECULE_IMAGE_REGISTRY: local-build mode, said in words.
+    let mode = json["image_mode"]["value"].as_str().unwrap_or_default();
+    assert!(mode.starts_with("local-build (templates from "), "{mode}");
+    let mut with_registry = env.to_vec();
+    with_registry.push(("MOLECULE_IMAGE_REGISTRY", "registry.example/ws"));
+    let (_, out, _) = berth(&["config"], &with_registry).await;
+    assert!(
+        out.contains("image mode: registry (images from registry.example/ws)"),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -182,6 +182,10 @@ async fn tokens_appear_nowhere_in_logs_rows_events_or_berth_config() {
     let (code, config, stderr) = harness::berth(&["config"], &env).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(config.contains("oauth2:***@127.0.0.1"), "{config}");
+    assert!(
+        config.contains("image mode: local-build (templates from "),
+        "{config}"
+    );
     for (place, text) in [
         ("log", log(&w)),
         ("row", row_text),

@@ -569,8 +569,10 @@ async fn a_halted_pin_goes_back_to_the_previous_stable_digest() {
         .execute(&w.pool)
         .await
         .unwrap();
+    // The deadline that fails the broken canary also bounds the replaces
+    // back onto v1 after the halt: long enough for a loaded machine.
     w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_PROVISION_TIMEOUT", "20s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
     ]);
 

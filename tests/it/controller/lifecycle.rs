@@ -7,6 +7,7 @@ use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOpti
 use serde_json::json;
 
 use super::{World, running};
+use crate::harness::process::{Berth, free_port, get};
 
 #[tokio::test]
 async fn a_row_goes_online_and_an_env_edit_replaces_it_keeping_volume_bytes() {
@@ -303,15 +304,35 @@ async fn sigterm_drains_releases_the_lease_and_leaves_containers_running() {
 #[tokio::test]
 async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first_dies() {
     let mut w = World::new().await;
-    w.start(&[]);
+    let (a_port, b_port) = (free_port(), free_port());
+    w.start(&[("BERTH_LISTEN", &format!("127.0.0.1:{a_port}"))]);
     let first = w.insert(json!({})).await;
     w.wait_row(first, 60, "online", |r| r.is("online", None))
         .await;
     let a = w.berth.take().unwrap();
-    let b = crate::harness::process::Berth::start(&w.env());
+    // The standby binds every interface, which berth warns about.
+    let b = Berth::start(&with_listen(&w.env(), "0.0.0.0", b_port));
     tokio::time::sleep(Duration::from_secs(4)).await;
     let held = holder(&w).await.unwrap_or_default();
     assert!(held.contains(&format!(":{}:", a.pid())), "holder {held}");
+    // The standby is alive but not ready, and says it does not lead.
+    assert!(is_ok(&get(b_port, "/healthz").await));
+    assert!(
+        !is_ok(&get(b_port, "/readyz").await),
+        "the standby is ready"
+    );
+    assert!(get(b_port, "/metrics").await.contains("\nberth_leader 0"));
+    assert!(is_ok(&get(a_port, "/readyz").await), "{}", a.tail());
+    assert!(get(a_port, "/metrics").await.contains("\nberth_leader 1"));
+    let standby_log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(
+        standby_log.contains("reachable beyond this machine"),
+        "no warning for 0.0.0.0:\n{standby_log}"
+    );
+    assert!(
+        !standby_log.contains("\"message\":\"action\""),
+        "the standby acted:\n{standby_log}"
+    );
 
     let b_pid = b.pid();
     a.kill().await;
@@ -324,4 +345,21 @@ async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first
     let held = holder(&w).await.unwrap_or_default();
     assert!(held.contains(&format!(":{b_pid}:")), "holder {held}");
     assert!(w.row(first).await.is("online", None));
+    assert!(is_ok(&get(b_port, "/readyz").await));
+    assert!(get(b_port, "/metrics").await.contains("\nberth_leader 1"));
+}
+
+fn with_listen(env: &[(String, String)], ip: &str, port: u16) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.retain(|(k, _)| k != "BERTH_LISTEN");
+    env.push(("BERTH_LISTEN".into(), format!("{ip}:{port}")));
+    env
+}
+
+/// Whether an HTTP answer's status is 200.
+fn is_ok(answer: &str) -> bool {
+    answer
+        .lines()
+        .next()
+        .is_some_and(|status| status.split(' ').nth(1) == Some("200"))
 }

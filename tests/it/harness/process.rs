@@ -120,3 +120,26 @@ impl Drop for Berth {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// A port nothing listens on now, for a berth's admin listener.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// GET `path` from a berth's admin listener on `port`: the whole answer,
+/// status line and headers included. Waits up to 5 s for the listener.
+pub async fn get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..50 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut body = String::new();
+            stream.read_to_string(&mut body).await.unwrap();
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("berth's admin listener on {port} does not answer");
+}

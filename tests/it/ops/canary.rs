@@ -6,31 +6,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{berth, env_with};
 use crate::controller::World;
 use crate::harness;
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// GET `path` from berth's admin listener.
-async fn get(port: u16, path: &str) -> String {
-    for _ in 0..50 {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut body = String::new();
-            stream.read_to_string(&mut body).await.unwrap();
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("berth's admin listener on {port} does not answer");
-}
+use crate::harness::process::{free_port, get};
 
 /// The database URL with a password (the test cluster trusts every
 /// connection, so the password is sent and never checked).

@@ -160,16 +160,22 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
     let recreate = format!("recreate: digest {}… → {}…", &w.v1[..19], &w.v2[..19]);
     let replace = actions(&plan, changed);
     let ops: Vec<&str> = replace.iter().map(|a| a["op"].as_str().unwrap()).collect();
-    for op in [
-        "ensure_image",
-        "stop",
-        "rename",
-        "create",
-        "start",
-        "wait_ready",
-    ] {
-        assert!(ops.contains(&op), "{op} missing from the replace: {ops:?}");
-    }
+    assert_eq!(
+        ops,
+        [
+            "ensure_image",
+            "stop",
+            "rename",
+            "ensure_volume",
+            "ensure_volume",
+            "create",
+            "write_files",
+            "start",
+            "wait_ready",
+            "remove_container",
+        ],
+        "the replace"
+    );
     assert!(
         replace.iter().all(|a| a["reason"] == recreate.as_str()),
         "{replace:#?}"
@@ -184,15 +190,19 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
 
     let create = actions(&plan, missing);
     let ops: Vec<&str> = create.iter().map(|a| a["op"].as_str().unwrap()).collect();
-    for op in [
-        "ensure_image",
-        "ensure_volume",
-        "create",
-        "write_files",
-        "start",
-    ] {
-        assert!(ops.contains(&op), "{op} missing from the create: {ops:?}");
-    }
+    assert_eq!(
+        ops,
+        [
+            "ensure_image",
+            "ensure_volume",
+            "ensure_volume",
+            "create",
+            "write_files",
+            "start",
+            "wait_ready",
+        ],
+        "the create"
+    );
     assert!(create.iter().all(|a| a["reason"] == "create: no container"));
 
     assert!(actions(&plan, invalid).is_empty());

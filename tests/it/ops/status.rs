@@ -107,9 +107,51 @@ async fn status_filters_by_host_status_and_runtime() {
         "status shows env:\n{out}"
     );
 
+    // Alpha runs an older digest than its pin wants, changed status two
+    // hours ago and restarted three times.
+    sqlx::query(
+        "UPDATE workspaces SET runtime_image_digest = $2, restart_count = 3,
+                status_changed_at = now() - interval '2 hours 5 minutes' WHERE id = $1",
+    )
+    .bind(a)
+    .bind(format!("sha256:{}", "d".repeat(64)))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (_, out, err) = berth(&["status", "--json", "--runtime", "langgraph"], &env).await;
+    let rows = json(&out, &err);
+    let alpha = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "alpha")
+        .unwrap();
+    assert_eq!(
+        alpha["runtime_image_digest"],
+        format!("sha256:{}", "d".repeat(64))
+    );
+    assert_eq!(alpha["wanted_digest"], format!("sha256:{}", "e".repeat(64)));
+    assert_eq!(alpha["restart_count"], 3);
+    assert_eq!(alpha["desired_state"], "running");
+
     let (code, out, err) = berth(&["status"], &env).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("WORKSPACE"), "{out}");
+    let line = out.lines().find(|l| l.contains(" alpha ")).unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    for cell in [
+        "running",
+        "online",
+        "sha256:dddddddddddd",
+        "sha256:eeeeeeeeeeee",
+        "2h",
+        "3",
+    ] {
+        assert!(
+            cells.contains(&cell),
+            "{cell} missing from alpha's line:\n{line}"
+        );
+    }
     for shown in [
         "alpha",
         "failed/invalid_spec",
@@ -204,7 +246,10 @@ async fn every_operator_command_documents_its_flags_and_a_bad_flag_is_exit_64() 
         "DATABASE_URL".to_string(),
         "postgres://u@127.0.0.1:1/x".to_string(),
     )];
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 8] = [
+        ("run", &[]),
+        ("migrate", &[]),
+        ("refresh", &["--json"]),
         ("plan", &["--json", "--detailed-exitcode"]),
         ("status", &["--host", "--status", "--runtime", "--json"]),
         ("events", &["--limit", "--json"]),
@@ -229,7 +274,7 @@ async fn every_operator_command_documents_its_flags_and_a_bad_flag_is_exit_64() 
     }
     // Every command's help names every setting: its flag and its variable.
     for command in [
-        "run", "migrate", "config", "plan", "status", "events", "pin", "rollback",
+        "run", "migrate", "config", "plan", "status", "events", "pin", "rollback", "refresh",
     ] {
         let (code, out, _) = berth(&[command, "--help"], &env).await;
         assert_eq!(code, 0, "{command}");
