@@ -98,6 +98,7 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
         host: config.host_id.clone(),
         holder: holder.clone(),
         ttl: config.lease_ttl,
+        retry_max: config.resync_interval.min(Duration::from_secs(30)),
     };
     let session_task = tokio::spawn(session.run(desired_tx, lease_tx, rest.clone()));
     let executor = Executor::new(

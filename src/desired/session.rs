@@ -74,6 +74,10 @@ pub struct Session {
     pub host: String,
     pub holder: String,
     pub ttl: Duration,
+    /// The longest wait between reconnects (berth passes its resync
+    /// interval, so a database that is back is listened to again within
+    /// one resync).
+    pub retry_max: Duration,
 }
 
 /// Takes the lease for `host` when it is free, expired, or already
@@ -130,15 +134,25 @@ impl Session {
         lease: watch::Sender<Option<Lease>>,
         cancel: CancellationToken,
     ) {
-        let mut backoff = crate::backoff::reconnect();
+        let first = Duration::from_millis(200);
+        let retries = || crate::backoff::exponential(first, self.retry_max.max(first));
+        let mut backoff = retries();
         loop {
-            let outcome = self.connected(&triggers, &lease, &cancel).await;
+            let mut listened = false;
+            let outcome = self
+                .connected(&triggers, &lease, &cancel, &mut listened)
+                .await;
             lease.send_replace(None);
             match outcome {
                 Ok(()) => return,
                 Err(error) => tracing::warn!(%error, "database session lost; reconnecting"),
             }
-            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+            // A session that got as far as listening was healthy: the next
+            // outage starts its backoff over.
+            if listened {
+                backoff = retries();
+            }
+            let delay = backoff.next().unwrap_or(self.retry_max);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -154,6 +168,7 @@ impl Session {
         triggers: &mpsc::UnboundedSender<DesiredTrigger>,
         lease_tx: &watch::Sender<Option<Lease>>,
         cancel: &CancellationToken,
+        listened: &mut bool,
     ) -> Result<(), String> {
         let mut config: tokio_postgres::Config = self
             .url
@@ -186,7 +201,7 @@ impl Session {
         // The driver holds the connection: it goes when this session does,
         // even when this future is dropped half-way.
         let _driver = AbortOnDrop(driver.abort_handle());
-        self.hold(&client, triggers, lease_tx, cancel, &mut dead)
+        self.hold(&client, triggers, lease_tx, cancel, &mut dead, listened)
             .await
     }
 
@@ -197,11 +212,13 @@ impl Session {
         lease_tx: &watch::Sender<Option<Lease>>,
         cancel: &CancellationToken,
         dead: &mut oneshot::Receiver<String>,
+        listened: &mut bool,
     ) -> Result<(), String> {
         client
             .batch_execute("LISTEN berth_workspaces; LISTEN berth_pins; LISTEN berth_refresh;")
             .await
             .map_err(|e| format!("listen: {e}"))?;
+        *listened = true;
         let _ = triggers.send(DesiredTrigger::All);
         let every = self.ttl / 3;
         let mut tick = tokio::time::interval(every);

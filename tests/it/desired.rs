@@ -250,6 +250,7 @@ fn start(db: &TestDb, host: &str, holder: &str, ttl: Duration) -> Running {
         host: host.into(),
         holder: holder.into(),
         ttl,
+        retry_max: Duration::from_secs(3),
     };
     let task = tokio::spawn(session.run(tx, lease_tx, cancel.clone()));
     Running {

@@ -2,13 +2,14 @@
 //! onto such an image, orphans, the Go provisioner's leftovers, and a
 //! database outage.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use berth::model::{LABEL_HOST, LABEL_MANAGED, WorkspaceId};
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListVolumesOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListVolumesOptions, StopContainerOptionsBuilder,
 };
 use serde_json::json;
 
@@ -211,6 +212,10 @@ async fn a_database_outage_stops_every_mutation_until_it_is_over() {
     let id = w.insert(json!({})).await;
     w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
 
+    let other = w.insert(json!({})).await;
+    w.wait_row(other, 60, "online", |r| r.is("online", None))
+        .await;
+
     proxy.down();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stop = StopContainerOptionsBuilder::new().t(1).build();
@@ -219,15 +224,98 @@ async fn a_database_outage_stops_every_mutation_until_it_is_over() {
         .stop_container(&id.container_name(), Some(stop))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(
-        !running(w.container(id).await.as_ref()),
-        "berth started the container while the database was away"
+    // Thirty seconds without the database: the daemon's list of this
+    // host's containers, with their states and start times, does not move.
+    let during = host_containers(&w).await;
+    assert_eq!(during.len(), 2, "{during:?}");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        host_containers(&w).await,
+        during,
+        "berth changed containers while the database was away"
     );
 
     proxy.up();
+    let back = std::time::Instant::now();
     w.wait_container(id, 30, "started after the outage", running)
         .await;
+    // One resync is 3 s here (the session's reconnect backoff is capped
+    // at it); the start itself takes a moment on a loaded engine.
+    let took = back.elapsed();
+    println!("converged {took:?} after the database came back");
+    assert!(took < Duration::from_secs(12), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_change_made_while_the_listening_session_is_gone_is_not_missed() {
+    let mut w = World::new().await;
+    // No periodic resync or relist, and no readiness deadline requeue,
+    // within the test: only the reread after the session is back can see
+    // the change.
+    w.start(&[
+        ("BERTH_RESYNC_INTERVAL", "10m"),
+        ("BERTH_PROVISION_TIMEOUT", "10m"),
+    ]);
+    let id = w.insert(json!({})).await;
+    let first = w
+        .wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    // End berth's listening session and change the row in the same
+    // transaction, once that backend is gone: the notification reaches
+    // nobody.
+    let mut tx = w.pool.begin().await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'berth-session%'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true], "one listening session");
+    sqlx::query("UPDATE workspaces SET env = '{\"NEW\": \"1\"}' WHERE id = $1")
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let row = w
+        .wait_row(id, 20, "replaced after the session came back", |r| {
+            r.is("online", None) && r.converged() && r.container_id != first.container_id
+        })
+        .await;
+    assert_eq!(row.generation, 2);
+    assert_eq!(w.sh(id, "grep ^NEW= /tmp/agent.env").await.trim(), "NEW=1");
+}
+
+/// Every container of the world's host, by id: state and start time.
+async fn host_containers(w: &World) -> BTreeMap<String, (String, String)> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_HOST}={}", w.host)],
+    )]);
+    let opts = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let mut out = BTreeMap::new();
+    for c in w.scope.docker.list_containers(Some(opts)).await.unwrap() {
+        let id = c.id.unwrap_or_default();
+        let inspect = w
+            .scope
+            .docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+            .unwrap();
+        let state = inspect.state.unwrap_or_default();
+        out.insert(
+            id,
+            (
+                format!("{:?}", state.status),
+                state.started_at.unwrap_or_default(),
+            ),
+        );
+    }
+    out
 }
 
 /// `host:port` of a postgres URL.
