@@ -1,11 +1,14 @@
-//! The admin HTTP listener: `/healthz` (the process is alive), `/readyz`
-//! (both snapshots complete and this instance holds the lease) and
+//! The admin HTTP listener: `/healthz` (the process is alive and its
+//! control loop turns), `/readyz` (both snapshots complete and this
+//! instance holds the lease) and
 //! `/metrics`. It binds 127.0.0.1 by default; metrics are rendered here,
 //! off the reconcile path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,15 +18,44 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// What `/readyz` reports; the controller keeps it current.
+/// A control loop that has not turned for this long is stalled: `/healthz`
+/// fails (the systemd watchdog has its own window).
+pub const STALLED: Duration = Duration::from_secs(30);
+
+/// What `/readyz` and `/healthz` report; the controller keeps it current.
 #[derive(Debug, Default)]
 pub struct Readiness {
     desired_complete: AtomicBool,
     observed_complete: AtomicBool,
     leader: AtomicBool,
+    /// When the control loop last turned (it turns at least every second).
+    turned: Mutex<Option<Instant>>,
 }
 
 impl Readiness {
+    /// The control loop turned now.
+    pub fn turned(&self) {
+        self.turned_at(Instant::now());
+    }
+
+    fn turned_at(&self, at: Instant) {
+        *self.turned.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
+    }
+
+    /// How long since the control loop last turned; `None` before it first
+    /// did (berth is starting).
+    pub fn since_turned(&self) -> Option<Duration> {
+        self.turned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|at| at.elapsed())
+    }
+
+    /// Whether the control loop has not turned within `window`.
+    pub fn stalled(&self, window: Duration) -> bool {
+        self.since_turned().is_some_and(|d| d > window)
+    }
+
     pub fn set_desired_complete(&self, v: bool) {
         self.desired_complete.store(v, Ordering::Relaxed);
     }
@@ -72,13 +104,23 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(AppState { readiness, metrics });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
+}
+
+async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.readiness.since_turned() {
+        Some(d) if d > STALLED => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the control loop has not turned for {}s\n", d.as_secs()),
+        ),
+        _ => (StatusCode::OK, "ok\n".into()),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
@@ -98,6 +140,20 @@ async fn render_metrics(State(state): State<AppState>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loop_that_stopped_turning_is_stalled() {
+        let r = Readiness::default();
+        assert!(!r.stalled(Duration::ZERO), "not started is not stalled");
+        r.turned();
+        assert!(!r.stalled(Duration::from_secs(5)));
+        let Some(past) = Instant::now().checked_sub(Duration::from_secs(40)) else {
+            return;
+        };
+        r.turned_at(past);
+        assert!(r.stalled(STALLED));
+        assert!(r.since_turned().unwrap() >= Duration::from_secs(40));
+    }
 
     #[test]
     fn readiness_needs_both_snapshots_and_the_lease() {

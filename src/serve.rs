@@ -117,11 +117,11 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
         executor,
         observed,
         metrics,
-        readiness,
+        readiness: readiness.clone(),
     };
     tracing::info!(host = %config.host_id, instance = %holder, listen = %config.listen, "berth running");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = tokio::spawn(watchdog());
+    let watchdog = tokio::spawn(watchdog(readiness));
 
     controller
         .run(
@@ -168,13 +168,27 @@ async fn signals(intake: CancellationToken) {
 }
 
 /// Pings systemd's watchdog at half its interval while the process runs.
-async fn watchdog() {
+/// Pings the systemd watchdog at half its interval while the control loop
+/// turns; a stalled loop stops the pings, and systemd restarts berth.
+async fn watchdog(readiness: Arc<Readiness>) {
     let Some(every) = sd_notify::watchdog_enabled() else {
         return;
     };
     let mut tick = tokio::time::interval(every / 2);
+    let mut quiet = false;
     loop {
         tick.tick().await;
+        if readiness.stalled(every) {
+            if !quiet {
+                tracing::error!(
+                    stalled_s = readiness.since_turned().unwrap_or_default().as_secs(),
+                    "the control loop stopped turning; the systemd watchdog is no longer pinged"
+                );
+            }
+            quiet = true;
+            continue;
+        }
+        quiet = false;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
     }
 }

@@ -106,7 +106,12 @@ impl Controller {
             t
         });
         self.on_lease(&inputs.lease.borrow().clone());
+        // The loop turns at least this often; `/healthz` and the systemd
+        // watchdog notice when it stops.
+        let mut turn = tokio::time::interval(Duration::from_secs(1));
+        turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.readiness.turned();
             if inputs.lease.borrow().is_some() {
                 self.dispatch(&mut state, &mut queue, &mut workers, &inputs.lease)
                     .await;
@@ -167,6 +172,7 @@ impl Controller {
                     }
                 }
                 _ = queue.next_timer() => {}
+                _ = turn.tick() => {}
                 // A pass parked behind a build: its slot is free for others.
                 () = self.executor.pass_parked() => {}
                 Some(ended) = workers.next() => match ended {

@@ -277,9 +277,31 @@ async fn holder(w: &World) -> Option<String> {
 #[tokio::test]
 async fn sigterm_drains_releases_the_lease_and_leaves_containers_running() {
     let mut w = World::new().await;
-    w.start(&[]);
+    // berth talks to systemd: READY once running, WATCHDOG at half the
+    // watchdog interval while its loop turns, STOPPING on the way out.
+    let socket_path = std::env::temp_dir().join(format!("berth-notify-{}", w.host));
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let notes = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(30), socket.recv(&mut buf)).await
+        {
+            seen.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+            if seen.last().is_some_and(|m| m.contains("STOPPING=1")) {
+                break;
+            }
+        }
+        seen
+    });
+    let notify_socket = socket_path.display().to_string();
+    w.start(&[
+        ("NOTIFY_SOCKET", notify_socket.as_str()),
+        ("WATCHDOG_USEC", "1000000"),
+    ]);
     let id = w.insert(json!({})).await;
     w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut berth = w.berth.take().unwrap();
     let pid = berth.pid();
     assert!(
@@ -298,6 +320,19 @@ async fn sigterm_drains_releases_the_lease_and_leaves_containers_running() {
     assert!(
         running(w.container(id).await.as_ref()),
         "the container must outlive berth"
+    );
+    let seen = notes.await.unwrap();
+    let _ = std::fs::remove_file(&socket_path);
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("READY=1"),
+        "{seen:?}"
+    );
+    let pings = seen.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings >= 3, "{pings} watchdog pings: {seen:?}");
+    assert!(
+        seen.last().is_some_and(|m| m.contains("STOPPING=1")),
+        "{seen:?}"
     );
 }
 
