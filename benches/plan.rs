@@ -89,6 +89,7 @@ fn host(settings: &Settings, now: DateTime<Utc>, workspaces: u32) -> Snapshot {
         desired_complete: true,
         observed_complete: true,
         images: BTreeMap::new(),
+        refresh_failures: BTreeMap::new(),
         ..Snapshot::default()
     }
 }

@@ -76,6 +76,8 @@ struct State {
     memory: BTreeMap<WorkspaceId, Memory>,
     /// What is known of each image reference now (digest, local id).
     images: BTreeMap<String, ResolvedImage>,
+    /// Image references whose last refresh failed, with why.
+    refresh_failures: BTreeMap<String, String>,
     last_prune: Option<tokio::time::Instant>,
     rollouts: Rollouts,
     /// Image references whose rollout onto a target halted, with that

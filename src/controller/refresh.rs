@@ -185,11 +185,19 @@ impl Controller {
             }
         }
         let now = match done.result {
-            Ok(now) => now,
+            Ok(now) => {
+                if state.refresh_failures.remove(&key).is_some() {
+                    self.enqueue_all(state, queue);
+                }
+                now
+            }
             Err(error) => {
-                // The workspaces keep running what they run; the next
+                // The workspaces keep running what they run, and say why
+                // they are not on what the reference names now; the next
                 // refresh asks again.
                 tracing::warn!(image = key, %error, "refreshing an image failed");
+                state.refresh_failures.insert(key, error.to_string());
+                self.enqueue_all(state, queue);
                 return;
             }
         };

@@ -80,6 +80,7 @@ impl Controller {
             containers,
             volumes,
             images: state.images.clone(),
+            refresh_failures: state.refresh_failures.clone(),
             desired_complete: state.desired_complete,
             observed_complete,
             memory: state.memory.clone(),

@@ -172,6 +172,7 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
         containers,
         volumes,
         images: BTreeMap::new(),
+        refresh_failures: BTreeMap::new(),
         desired_complete: true,
         observed_complete,
         memory: BTreeMap::new(),

@@ -144,6 +144,11 @@ pub(super) fn current(
                     let detail =
                         "the wanted change was undone; it is tried again when the row changes";
                     StatusUpdate::reason(Reason::RolledBack, Some(detail.into()))
+                } else if let Some(why) = &f.refresh_failure {
+                    let detail = format!(
+                        "refreshing the image failed: {why}; the running image keeps serving"
+                    );
+                    StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
                 } else {
                     StatusUpdate::plain(Status::Online)
                 });

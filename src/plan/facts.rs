@@ -150,6 +150,9 @@ pub struct Facts<'a> {
     pub volumes: Vec<&'a ObservedVolume>,
     /// What is known now of the spec's image reference.
     pub image: ResolvedImage,
+    /// Why the last refresh of that reference failed, if it has not
+    /// succeeded since.
+    pub refresh_failure: Option<String>,
     pub desired_complete: bool,
     pub observed_complete: bool,
     pub memory: Memory,
@@ -169,6 +172,7 @@ impl<'a> Facts<'a> {
             containers: Vec::new(),
             volumes: Vec::new(),
             image: ResolvedImage::default(),
+            refresh_failure: None,
             desired_complete: true,
             observed_complete: true,
             memory: Memory::default(),

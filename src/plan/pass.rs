@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub volumes: Vec<ObservedVolume>,
     /// By reference text: what is known of each image now.
     pub images: BTreeMap<String, ResolvedImage>,
+    /// By reference text: why the last refresh of a moving tag or local
+    /// build failed, while it has not succeeded since.
+    pub refresh_failures: BTreeMap<String, String>,
     pub desired_complete: bool,
     pub observed_complete: bool,
     pub memory: BTreeMap<WorkspaceId, Memory>,
@@ -184,6 +187,7 @@ impl<'s> PassIndex<'s> {
                     .get(spec.image.as_str())
                     .cloned()
                     .unwrap_or_default();
+                facts.refresh_failure = s.refresh_failures.get(spec.image.as_str()).cloned();
                 if let Some(digest) = &facts.image.digest {
                     spec.labels
                         .insert(LABEL_IMAGE_DIGEST.into(), digest.to_string());

@@ -3,7 +3,7 @@
 //! is no change, and a failed build leaves the old container serving.
 
 use super::*;
-use crate::model::{ImageSource, LABEL_IMAGE_ID, Reason, ResolvedImage};
+use crate::model::{ImageSource, LABEL_IMAGE_ID, Reason, ResolvedImage, Status};
 use crate::plan::{Failure, Phase};
 
 fn local() -> Settings {
@@ -99,5 +99,34 @@ fn a_failed_build_of_a_missing_container_says_image_build_failed() {
     assert_eq!(
         p.status.as_ref().map(|s| s.status),
         Some(crate::model::Status::Provisioning)
+    );
+}
+
+#[test]
+fn a_failed_refresh_shows_on_the_rows_that_keep_serving_and_touches_nothing() {
+    let s = local();
+    let r = row(1);
+    let spec = built(&r, &s);
+    let mut c = container_for(&spec, "c1");
+    c.labels
+        .insert(LABEL_IMAGE_ID.into(), "sha256:built-first".into());
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.image = known("sha256:built-first");
+    assert_eq!(
+        plan_at(&f, t0()).status.map(|s| s.status),
+        Some(Status::Online)
+    );
+
+    f.refresh_failure = Some("local build failed: missing dependency libfoo".into());
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty(), "the running container is left alone");
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+    let status = p.status.unwrap();
+    assert_eq!(status.status, Status::Degraded);
+    let detail = status.detail.unwrap_or_default();
+    assert!(
+        detail.contains("missing dependency libfoo") && detail.contains("keeps serving"),
+        "{detail}"
     );
 }

@@ -441,4 +441,40 @@ async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_
         );
         assert_eq!(image_of(w, *id).await.0, want);
     }
+
+    // A commit that does not build: the rows say so, the containers are
+    // not touched.
+    let serving: Vec<_> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(w.row(*id).await.container_id);
+        }
+        v
+    };
+    t.commit(&rt, "Dockerfile", &broken_dockerfile());
+    refresh().await;
+    for (id, container) in ids.iter().zip(&serving) {
+        let row = w
+            .wait_row(*id, 120, "change_blocked by the failed build", |r| {
+                r.is("degraded", Some("change_blocked"))
+            })
+            .await;
+        let error = row.last_error.unwrap_or_default();
+        assert!(
+            error.contains("missing dependency libfoo") && error.contains("keeps serving"),
+            "{error}"
+        );
+        assert_eq!(&row.container_id, container, "the container was touched");
+        assert!(crate::controller::running(w.container(*id).await.as_ref()));
+    }
+    // Fixed at the source: the next refresh builds it and the rows are
+    // online again.
+    t.commit(&rt, "Dockerfile", &good_dockerfile());
+    refresh().await;
+    for id in &ids {
+        w.wait_row(*id, 180, "online after the fix", |r| {
+            r.is("online", None) && r.converged()
+        })
+        .await;
+    }
 }
