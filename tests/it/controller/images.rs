@@ -268,6 +268,19 @@ async fn refresh_without_a_running_berth_says_nothing_was_refreshed() {
 /// A registry that answers 429 to everything and counts the attempts
 /// (one `GET /v2/` per request the engine makes for berth).
 async fn rate_limiting_registry() -> (String, Arc<AtomicUsize>, tokio::task::AbortHandle) {
+    refusing_registry(
+        "429 Too Many Requests",
+        r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+    )
+    .await
+}
+
+/// A registry that answers `status` with `body` to everything and counts
+/// the attempts (one `GET /v2/` per request the engine makes for berth).
+async fn refusing_registry(
+    status: &'static str,
+    body: &'static str,
+) -> (String, Arc<AtomicUsize>, tokio::task::AbortHandle) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let pings = Arc::new(AtomicUsize::new(0));
@@ -295,9 +308,8 @@ async fn rate_limiting_registry() -> (String, Arc<AtomicUsize>, tokio::task::Abo
                     if text.starts_with("GET /v2/ ") {
                         counted.fetch_add(1, Ordering::SeqCst);
                     }
-                    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
                     let reply = format!(
-                        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     if conn.write_all(reply.as_bytes()).await.is_err() {
@@ -308,6 +320,55 @@ async fn rate_limiting_registry() -> (String, Arc<AtomicUsize>, tokio::task::Abo
         }
     });
     (addr, pings, task.abort_handle())
+}
+
+#[tokio::test]
+async fn a_registry_refusing_credentials_is_registry_auth_and_backed_off() {
+    let mut w = World::new().await;
+    let (addr, pings, server) = refusing_registry(
+        "401 Unauthorized",
+        r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+    )
+    .await;
+    let port = harness::process::free_port();
+    w.start(&[("BERTH_LISTEN", &format!("127.0.0.1:{port}"))]);
+    let image = format!("{addr}/private/agent:latest");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = w.insert(json!({})).await;
+        w.exec(
+            &format!("UPDATE workspaces SET image = '{image}' WHERE id = $1"),
+            id,
+        )
+        .await;
+        ids.push(id);
+    }
+    for id in &ids {
+        w.wait_row(*id, 60, "registry_auth", |r| {
+            r.is("provisioning", Some("registry_auth"))
+        })
+        .await;
+    }
+    let before = pings.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let more = pings.load(Ordering::SeqCst) - before;
+    // One backoff for the registry (10 s, then 20 s): at most a probe or
+    // two, not a retry per workspace per second.
+    assert!(
+        more <= 2,
+        "{more} more attempts in 15 s for {} workspaces",
+        ids.len()
+    );
+    for id in &ids {
+        assert!(w.row(*id).await.is("provisioning", Some("registry_auth")));
+        assert!(w.container(*id).await.is_none(), "nothing was created");
+    }
+    let metrics = harness::process::get(port, "/metrics").await;
+    assert!(
+        metrics.contains("berth_registry_backoffs{reason=\"auth\"} 1"),
+        "{metrics}"
+    );
+    server.abort();
 }
 
 #[tokio::test]
