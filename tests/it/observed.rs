@@ -157,8 +157,13 @@ async fn a_cut_event_stream_is_followed_by_a_relist_equal_to_a_fresh_list() {
     .await;
     let relists = running.cache.relists();
 
-    // While the stream is down: one container goes, another comes.
+    // While the stream is down: one container goes, another comes. The
+    // cache says it is incomplete until the relist lands.
     proxy.cut();
+    wait_for(&running.cache, 5, "incomplete after the cut", |c| {
+        !c.is_complete()
+    })
+    .await;
     remove(&scope.docker, &doomed).await;
     let born = container(
         &scope,
@@ -188,6 +193,77 @@ async fn a_cut_event_stream_is_followed_by_a_relist_equal_to_a_fresh_list() {
     let (cached, _, complete) = running.cache.snapshot();
     assert!(complete);
     assert_eq!(essence(&cached, &host), essence(&fresh, &host));
+}
+
+#[tokio::test]
+async fn volumes_and_missed_changes_are_learned_by_the_periodic_relist() {
+    let scope = DockerScope::new().await;
+    let host = host_id();
+    let running = observe(
+        harness::docker::docker().await,
+        &host,
+        Duration::from_secs(1),
+    )
+    .await;
+    // Volume events carry no labels: only a relist sees a volume.
+    let name = format!("berth-test-vol-{}", harness::unique());
+    let mut labels = scope.labels();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_HOST.into(), host.clone());
+    scope
+        .docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let has = |c: &Observed| c.snapshot().1.iter().any(|v| v.name == name);
+    wait_for(&running.cache, 5, "the volume, by a relist", has).await;
+    let seen = running.cache.snapshot().1;
+    let volume = seen.iter().find(|v| v.name == name).unwrap();
+    assert!(volume.owned_by(&host));
+    scope
+        .docker
+        .remove_volume(
+            &name,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+        .unwrap();
+    wait_for(&running.cache, 5, "the volume gone, by a relist", |c| {
+        !has(c)
+    })
+    .await;
+
+    // A container that exits with code 3: state and exit code cached.
+    let image = format!("{}/berth-test/agent:plain", harness::env().registry);
+    crate::harness::docker::pull(&scope.docker, &image).await;
+    let mut labels = scope.labels();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_HOST.into(), host.clone());
+    labels.insert(LABEL_WORKSPACE.into(), uuid::Uuid::new_v4().to_string());
+    let id = scope
+        .run(
+            &format!("berth-test-{}", harness::unique()),
+            ContainerCreateBody {
+                image: Some(image),
+                labels: Some(labels),
+                env: Some(vec![
+                    "AGENT_EXIT_AFTER=0".into(),
+                    "AGENT_EXIT_CODE=3".into(),
+                ]),
+                ..Default::default()
+            },
+        )
+        .await;
+    wait_for(&running.cache, 10, "the exit, with its code", |c| {
+        c.container(&id)
+            .is_some_and(|c| c.state == ContainerState::Exited && c.exit_code == Some(3))
+    })
+    .await;
+    assert!(!running.cache.container(&id).unwrap().oom_killed);
 }
 
 #[tokio::test]
