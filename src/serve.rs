@@ -167,7 +167,6 @@ async fn signals(intake: CancellationToken) {
     }
 }
 
-/// Pings systemd's watchdog at half its interval while the process runs.
 /// Pings the systemd watchdog at half its interval while the control loop
 /// turns; a stalled loop stops the pings, and systemd restarts berth.
 async fn watchdog(readiness: Arc<Readiness>) {

@@ -336,6 +336,104 @@ async fn sigterm_drains_releases_the_lease_and_leaves_containers_running() {
     );
 }
 
+/// Waits until berth's log shows an action whose text holds `what`.
+async fn wait_logged(berth: &Berth, what: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let log = std::fs::read_to_string(&berth.log).unwrap_or_default();
+        if log.contains(what) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what:?} not logged in {secs}s:\n{}",
+            berth.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once() {
+    let mut w = World::new().await;
+    // The container ignores SIGTERM, so each stop of it takes the whole
+    // stop timeout: a replace is in flight for seconds.
+    let slow = [
+        ("BERTH_STOP_TIMEOUT", "6s"),
+        ("BERTH_SHUTDOWN_GRACE", "30s"),
+    ];
+    w.start(&slow);
+    let id = w.insert(json!({"AGENT_IGNORE_TERM": "1"})).await;
+    let first = w
+        .wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    w.exec(
+        "UPDATE workspaces SET env = '{\"AGENT_IGNORE_TERM\": \"1\", \"V\": \"2\"}' WHERE id = $1",
+        id,
+    )
+    .await;
+    let mut berth = w.berth.take().unwrap();
+    wait_logged(&berth, "ensure_image (recreate: env changed)", 30).await;
+    let signalled = std::time::Instant::now();
+    berth.signal("TERM").await;
+    assert_eq!(
+        berth.wait(Duration::from_secs(40)).await,
+        Some(0),
+        "{}",
+        berth.tail()
+    );
+    let drained = signalled.elapsed();
+    // The pass went on through the stop (about 6 s) to the new container.
+    assert!(
+        drained >= Duration::from_secs(3),
+        "exited after {drained:?}"
+    );
+    let log = std::fs::read_to_string(&berth.log).unwrap();
+    assert!(
+        log.contains("start new container (recreate: env changed)"),
+        "{log}"
+    );
+    let new = w.container(id).await.expect("the new container");
+    assert_ne!(new.id, first.container_id, "the replace was cut short");
+    assert!(running(Some(&new)));
+
+    // A second signal does not wait for the pass.
+    w.start(&slow);
+    w.wait_row(id, 60, "online on V=2", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+    w.exec(
+        "UPDATE workspaces SET env = '{\"AGENT_IGNORE_TERM\": \"1\", \"V\": \"3\"}' WHERE id = $1",
+        id,
+    )
+    .await;
+    let mut berth = w.berth.take().unwrap();
+    wait_logged(&berth, "ensure_image (recreate: env changed)", 30).await;
+    let signalled = std::time::Instant::now();
+    berth.signal("TERM").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    berth.signal("TERM").await;
+    assert_eq!(
+        berth.wait(Duration::from_secs(10)).await,
+        Some(1),
+        "{}",
+        berth.tail()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "the second signal waited {:?}",
+        signalled.elapsed()
+    );
+    // The next berth repairs whatever the cut pass left.
+    w.start(&[]);
+    w.wait_row(id, 90, "online on V=3", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+    assert_eq!(w.sh(id, "grep ^V= /tmp/agent.env").await.trim(), "V=3");
+}
+
 #[tokio::test]
 async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first_dies() {
     let mut w = World::new().await;
