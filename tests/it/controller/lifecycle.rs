@@ -336,6 +336,65 @@ async fn sigterm_drains_releases_the_lease_and_leaves_containers_running() {
     );
 }
 
+#[tokio::test]
+async fn no_more_than_the_concurrency_limit_of_passes_act_at_once() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_CONCURRENCY", "2")]);
+    let mut tx = w.pool.begin().await.unwrap();
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO workspaces (name, runtime, host, config_files)
+         SELECT 'c' || n, 'agent', $1, '{\"config.yaml\": \"name: c\\n\"}'
+           FROM generate_series(1, 6) n RETURNING id",
+    )
+    .bind(&w.host)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    for id in &ids {
+        w.wait_row(berth::model::WorkspaceId(*id), 90, "online", |r| {
+            r.is("online", None)
+        })
+        .await;
+    }
+    // Each create pass, from berth's log: from the start of its first
+    // action to the end of its last (a part of the whole pass).
+    let log = std::fs::read_to_string(&w.berth.as_ref().unwrap().log).unwrap();
+    let mut windows: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let action = v["action"].as_str().unwrap_or_default();
+        if v["message"] != "action" || !action.ends_with("(create: no container)") {
+            continue;
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap())
+            .unwrap()
+            .timestamp_micros() as f64
+            / 1e6;
+        let took = v["took_ms"].as_f64().unwrap_or_default() / 1e3;
+        let e = windows
+            .entry(v["workspace"].as_str().unwrap().to_string())
+            .or_insert((at - took, at));
+        e.0 = e.0.min(at - took);
+        e.1 = e.1.max(at);
+    }
+    assert_eq!(windows.len(), ids.len(), "{windows:?}");
+    let most = windows
+        .values()
+        .map(|(start, _)| {
+            windows
+                .values()
+                .filter(|(s, e)| s <= start && start <= e)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(most <= 2, "{most} passes acted at once: {windows:?}");
+    assert!(most == 2, "the passes ran one at a time: {windows:?}");
+}
+
 /// Waits until berth's log shows an action whose text holds `what`.
 async fn wait_logged(berth: &Berth, what: &str, secs: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
