@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use berth::model::{LABEL_HOST, LABEL_WORKSPACE};
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
 use serde_json::json;
 
@@ -36,6 +37,22 @@ async fn a_row_goes_online_and_an_env_edit_replaces_it_keeping_volume_bytes() {
             .await
             .unwrap();
     assert!(events >= 4, "expected the create's events, found {events}");
+    // The workspace network is berth's, labelled for this host.
+    let network = w
+        .scope
+        .docker
+        .inspect_network(
+            &format!("bn-{}", w.host),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let labels = network.labels.unwrap_or_default();
+    assert_eq!(labels.get(LABEL_HOST), Some(&w.host), "{labels:?}");
+    assert_eq!(
+        labels.get(berth::model::LABEL_MANAGED).map(String::as_str),
+        Some("true")
+    );
 
     w.sh(id, "echo precious > /workspace/keep && cat /workspace/keep")
         .await;
@@ -64,6 +81,54 @@ async fn a_row_goes_online_and_an_env_edit_replaces_it_keeping_volume_bytes() {
         )
         .await;
     assert!(prev.is_err(), "the -prev container was left behind");
+}
+
+#[tokio::test]
+async fn a_session_epoch_bump_starts_a_fresh_session_volume_and_keeps_the_workspace() {
+    let mut w = World::new().await;
+    sqlx::query("UPDATE runtimes SET session_volume = true WHERE name = 'agent'")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    let first = w
+        .wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    w.sh(
+        id,
+        "echo old > /root/.claude/sessions/s && echo kept > /workspace/keep",
+    )
+    .await;
+    let volume = |name: String| {
+        let docker = w.scope.docker.clone();
+        async move { docker.inspect_volume(&name).await.ok() }
+    };
+    let before = volume(id.sessions_volume())
+        .await
+        .expect("a session volume");
+    let labels = before.labels.clone();
+    assert_eq!(labels.get(LABEL_HOST), Some(&w.host), "{labels:?}");
+    assert_eq!(
+        labels.get(LABEL_WORKSPACE).map(String::as_str),
+        Some(id.to_string().as_str())
+    );
+
+    w.exec(
+        "UPDATE workspaces SET session_epoch = session_epoch + 1 WHERE id = $1",
+        id,
+    )
+    .await;
+    w.wait_row(id, 60, "replaced", |r| {
+        r.is("online", None) && r.converged() && r.container_id != first.container_id
+    })
+    .await;
+    assert_eq!(w.sh(id, "ls /root/.claude/sessions").await.trim(), "");
+    assert_eq!(w.sh(id, "cat /workspace/keep").await.trim(), "kept");
+    let after = volume(id.sessions_volume())
+        .await
+        .expect("a session volume");
+    assert_eq!(after.labels.get(LABEL_HOST), Some(&w.host));
 }
 
 #[tokio::test]
