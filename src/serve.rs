@@ -134,7 +134,6 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
             config.shutdown_grace,
         )
         .await;
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     rest.cancel();
     watchdog.abort();
     let _ = tokio::join!(session_task, observer_task, http_task);
@@ -159,6 +158,9 @@ async fn signals(intake: CancellationToken) {
         }
         if n == 0 {
             tracing::info!("signal: draining (a second signal exits at once)");
+            // Said now, not after the drain: the loop stops turning, and a
+            // stopping service is not held to the watchdog.
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             intake.cancel();
         } else {
             tracing::warn!("second signal: exiting now");

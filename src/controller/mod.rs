@@ -77,7 +77,7 @@ struct State {
     /// What is known of each image reference now (digest, local id).
     images: BTreeMap<String, ResolvedImage>,
     /// Image references whose last refresh failed, with why.
-    refresh_failures: BTreeMap<String, String>,
+    refresh_failures: BTreeMap<String, crate::plan::RefreshFailure>,
     last_prune: Option<tokio::time::Instant>,
     rollouts: Rollouts,
     /// Image references whose rollout onto a target halted, with that
@@ -99,8 +99,11 @@ impl Controller {
         let mut state = State::default();
         let mut queue: WorkQueue<WorkspaceId> = WorkQueue::new();
         let mut workers: Tasks<WorkspaceId, Done> = Tasks::default();
-        let mut resync = tokio::time::interval(self.resync_interval);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first resync at once, then every interval plus up to 10 %
+        // jitter, which keeps many hosts from rereading in step.
+        let jittered = |every: Duration| every + every.mul_f64(fastrand::f64() * 0.1);
+        let resync = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(resync);
         let mut refreshes: Tasks<String, refresh::Refreshed> = Tasks::default();
         let mut tag_refresh = self.tag_refresh.map(|every| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -152,19 +155,17 @@ impl Controller {
                 Some(ended) = refreshes.next() => match ended {
                     Ended::Done(done) => self.finish_refresh(&mut state, &mut queue, done, &mut refreshes),
                     Ended::Lost { key, error } => {
-                        tracing::error!(image = key, %error, "a refresh task failed; the image is refreshed again when asked");
-                        state.refreshing.remove(&key);
-                        state.refresh_again.remove(&key);
+                        tracing::error!(image = key, %error, "a refresh task failed");
+                        self.lost_refresh(&mut state, key, &mut refreshes);
                     }
                 },
                 Some(t) = inputs.observed.recv() => match t {
                     Trigger::Workspace(id) => queue.add(id),
                     Trigger::All => self.enqueue_all(&state, &mut queue),
                 },
-                _ = resync.tick() => {
-                    // Jitter keeps many hosts from rereading in step.
-                    let jitter = self.resync_interval.mul_f64(fastrand::f64() * 0.1);
-                    tokio::time::sleep(jitter).await;
+                () = &mut resync => {
+                    let next = tokio::time::Instant::now() + jittered(self.resync_interval);
+                    resync.as_mut().reset(next);
                     self.reread(&mut state, &mut queue).await;
                     // A refresh may be about to use an image nothing runs yet.
                     if state.refreshing.is_empty() {
@@ -239,6 +240,7 @@ impl Controller {
                 state.desired_complete = true;
                 self.count_rows(state);
                 self.seed_images(state);
+                self.prune_refresh_failures(state);
             }
             Err(error) => {
                 tracing::error!(%error, "reading the desired state failed");
@@ -251,7 +253,7 @@ impl Controller {
             .with_label_values(&["desired"])
             .set(i64::from(state.desired_complete));
         self.enqueue_all(state, queue);
-        self.prune(state).await;
+        self.prune(state);
     }
 
     /// Every key: this host's rows and every workspace its objects name.
@@ -294,8 +296,9 @@ impl Controller {
         self.metrics.oldest_unconverged_age_seconds.set(oldest);
     }
 
-    /// Deletes events past retention, at most hourly.
-    async fn prune(&self, state: &mut State) {
+    /// Deletes events past retention, at most hourly, off the loop (a
+    /// large backlog must not stall it).
+    fn prune(&self, state: &mut State) {
         let due = state
             .last_prune
             .is_none_or(|t| t.elapsed() > Duration::from_secs(3600));
@@ -303,10 +306,13 @@ impl Controller {
             return;
         }
         state.last_prune = Some(tokio::time::Instant::now());
-        match desired::prune_events(&self.pool, self.events_retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "pruned old workspace events"),
-            Err(error) => tracing::warn!(%error, "pruning workspace events failed"),
-        }
+        let (pool, retention) = (self.pool.clone(), self.events_retention);
+        tokio::spawn(async move {
+            match desired::prune_events(&pool, retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "pruned old workspace events"),
+                Err(error) => tracing::warn!(%error, "pruning workspace events failed"),
+            }
+        });
     }
 }

@@ -20,6 +20,7 @@ use crate::model::{
     DesiredState, ImageRef, ImageSource, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, ResolvedImage,
     WorkspaceId,
 };
+use crate::plan::RefreshFailure;
 
 /// A refresh's answer for one image reference.
 #[derive(Debug)]
@@ -95,16 +96,14 @@ impl Controller {
         }
     }
 
-    /// Starts resolving every moving-tag and local-build image the rows of
-    /// this host (of `runtime`, or all) run from; one task per reference,
-    /// none for a reference already being resolved.
-    pub(super) fn start_refresh(
+    /// The moving-tag and local-build references the rows of this host (of
+    /// `runtime`, or all) run from, by reference text.
+    fn moving_references(
         &self,
-        state: &mut State,
+        state: &State,
         runtime: Option<&str>,
-        tasks: &mut Tasks<String, Refreshed>,
-    ) {
-        let mut wanted: BTreeMap<String, (ImageRef, ImageSource)> = BTreeMap::new();
+    ) -> BTreeMap<String, (ImageRef, ImageSource)> {
+        let mut wanted = BTreeMap::new();
         for row in state.rows.values() {
             if row.desired_state == DesiredState::Removed
                 || runtime.is_some_and(|r| r != row.runtime)
@@ -120,6 +119,46 @@ impl Controller {
                 wanted.insert(image.as_str().to_string(), (image, source));
             }
         }
+        wanted
+    }
+
+    /// Forgets the refresh failures of references no row runs from now.
+    pub(super) fn prune_refresh_failures(&self, state: &mut State) {
+        if state.refresh_failures.is_empty() {
+            return;
+        }
+        let wanted = self.moving_references(state, None);
+        state
+            .refresh_failures
+            .retain(|key, _| wanted.contains_key(key));
+    }
+
+    /// A refresh task that ended without an answer (it panicked): the
+    /// reference is free again, and asked once more if that was wanted.
+    pub(super) fn lost_refresh(
+        &self,
+        state: &mut State,
+        key: String,
+        tasks: &mut Tasks<String, Refreshed>,
+    ) {
+        match state.refresh_again.remove(&key) {
+            Some((image, source)) => self.spawn_refresh(image, source, tasks),
+            None => {
+                state.refreshing.remove(&key);
+            }
+        }
+    }
+
+    /// Starts resolving every moving-tag and local-build image the rows of
+    /// this host (of `runtime`, or all) run from; one task per reference,
+    /// none for a reference already being resolved.
+    pub(super) fn start_refresh(
+        &self,
+        state: &mut State,
+        runtime: Option<&str>,
+        tasks: &mut Tasks<String, Refreshed>,
+    ) {
+        let wanted = self.moving_references(state, runtime);
         let mut started = 0;
         for (key, (image, source)) in wanted {
             if state.refreshing.contains(&key) {
@@ -192,11 +231,16 @@ impl Controller {
                 now
             }
             Err(error) => {
-                // The workspaces keep running what they run, and say why
-                // they are not on what the reference names now; the next
-                // refresh asks again.
+                // The workspaces keep running what they run, and say why;
+                // the next refresh asks again. A build that fails is a
+                // wanted change blocked; a registry that did not answer
+                // says nothing of a change.
                 tracing::warn!(image = key, %error, "refreshing an image failed");
-                state.refresh_failures.insert(key, error.to_string());
+                let failure = RefreshFailure {
+                    message: error.to_string(),
+                    blocks_change: matches!(error, ActError::BuildFailed { .. }),
+                };
+                state.refresh_failures.insert(key, failure);
                 self.enqueue_all(state, queue);
                 return;
             }

@@ -127,7 +127,13 @@ pub struct Swept {
     pub failed: usize,
     /// The lease was not held, or went during the sweep: it stopped there.
     pub lost_lease: bool,
+    /// The sweep used its time and stopped; the rest waits for the next.
+    pub unfinished: bool,
 }
+
+/// How long one sweep removes images for: it runs on the control loop,
+/// which must keep turning.
+const SWEEP_BUDGET: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -208,12 +214,17 @@ pub async fn sweep_images(
         kept: kept.clone(),
         ..Swept::default()
     };
+    let began = std::time::Instant::now();
     for image in records {
         if kept.contains_key(&image.image_id) {
             continue;
         }
         if !still_held() {
             swept.lost_lease = true;
+            break;
+        }
+        if began.elapsed() > SWEEP_BUDGET {
+            swept.unfinished = true;
             break;
         }
         match executor.remove_image(&image.image_id).await {
@@ -318,6 +329,13 @@ impl Controller {
             return;
         }
         match sweep_images(&self.pool, &self.executor, lease).await {
+            Ok(swept) if swept.unfinished => {
+                tracing::info!(
+                    removed = swept.removed.len(),
+                    "image retention: sweep out of time; it goes on at the next resync"
+                );
+                self.executor.image_sweep_wanted();
+            }
             Ok(swept) if !swept.removed.is_empty() || swept.failed > 0 => tracing::info!(
                 removed = swept.removed.len(),
                 kept = swept.kept.len(),

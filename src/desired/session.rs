@@ -138,18 +138,20 @@ impl Session {
         let retries = || crate::backoff::exponential(first, self.retry_max.max(first));
         let mut backoff = retries();
         loop {
-            let mut listened = false;
+            let mut answered = false;
             let outcome = self
-                .connected(&triggers, &lease, &cancel, &mut listened)
+                .connected(&triggers, &lease, &cancel, &mut answered)
                 .await;
             lease.send_replace(None);
             match outcome {
                 Ok(()) => return,
                 Err(error) => tracing::warn!(%error, "database session lost; reconnecting"),
             }
-            // A session that got as far as listening was healthy: the next
-            // outage starts its backoff over.
-            if listened {
+            // A session that listened and had a lease query answered was
+            // healthy: the next outage starts its backoff over. One that
+            // fails before that (a read-only or full database) keeps
+            // backing off rather than reconnecting every 200 ms.
+            if answered {
                 backoff = retries();
             }
             let delay = backoff.next().unwrap_or(self.retry_max);
@@ -168,7 +170,7 @@ impl Session {
         triggers: &mpsc::UnboundedSender<DesiredTrigger>,
         lease_tx: &watch::Sender<Option<Lease>>,
         cancel: &CancellationToken,
-        listened: &mut bool,
+        answered: &mut bool,
     ) -> Result<(), String> {
         let mut config: tokio_postgres::Config = self
             .url
@@ -201,7 +203,7 @@ impl Session {
         // The driver holds the connection: it goes when this session does,
         // even when this future is dropped half-way.
         let _driver = AbortOnDrop(driver.abort_handle());
-        self.hold(&client, triggers, lease_tx, cancel, &mut dead, listened)
+        self.hold(&client, triggers, lease_tx, cancel, &mut dead, answered)
             .await
     }
 
@@ -212,13 +214,12 @@ impl Session {
         lease_tx: &watch::Sender<Option<Lease>>,
         cancel: &CancellationToken,
         dead: &mut oneshot::Receiver<String>,
-        listened: &mut bool,
+        answered: &mut bool,
     ) -> Result<(), String> {
         client
             .batch_execute("LISTEN berth_workspaces; LISTEN berth_pins; LISTEN berth_refresh;")
             .await
             .map_err(|e| format!("listen: {e}"))?;
-        *listened = true;
         let _ = triggers.send(DesiredTrigger::All);
         let every = self.ttl / 3;
         let mut tick = tokio::time::interval(every);
@@ -243,6 +244,9 @@ impl Session {
                         acquire(client, &self.host, &self.holder, self.ttl),
                     )
                     .await;
+                    if matches!(attempt, Ok(Ok(_))) {
+                        *answered = true;
+                    }
                     match attempt {
                         Ok(Ok(Some(lease))) => {
                             if lease_tx.borrow().as_ref() != Some(&lease) {

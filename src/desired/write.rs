@@ -162,13 +162,24 @@ pub async fn prune_events(
     pool: &PgPool,
     retention: std::time::Duration,
 ) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
-        "DELETE FROM workspace_events WHERE at < now() - $1::float8 * interval '1 second'",
-    )
-    .bind(retention.as_secs_f64())
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected())
+    // In batches: a large backlog is many short statements, never one
+    // long one holding locks and a connection.
+    let mut deleted = 0;
+    loop {
+        let result = sqlx::query(
+            "DELETE FROM workspace_events WHERE id IN (
+                SELECT id FROM workspace_events
+                 WHERE at < now() - $1::float8 * interval '1 second'
+                 LIMIT 5000)",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(pool)
+        .await?;
+        deleted += result.rows_affected();
+        if result.rows_affected() == 0 {
+            return Ok(deleted);
+        }
+    }
 }
 
 /// Halts a pin rollout everywhere: puts `from` back into the pin of

@@ -144,11 +144,18 @@ pub(super) fn current(
                     let detail =
                         "the wanted change was undone; it is tried again when the row changes";
                     StatusUpdate::reason(Reason::RolledBack, Some(detail.into()))
-                } else if let Some(why) = &f.refresh_failure {
+                } else if let Some(failed) = &f.refresh_failure {
                     let detail = format!(
-                        "refreshing the image failed: {why}; the running image keeps serving"
+                        "refreshing the image failed: {}; the running image keeps serving",
+                        failed.message
                     );
-                    StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+                    if failed.blocks_change {
+                        StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+                    } else {
+                        let mut online = StatusUpdate::plain(Status::Online);
+                        online.detail = Some(detail);
+                        online
+                    }
                 } else {
                     StatusUpdate::plain(Status::Online)
                 });

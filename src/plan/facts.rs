@@ -63,6 +63,18 @@ impl Catalogue {
     }
 }
 
+/// Why the last refresh of an image reference (a moving tag, a local
+/// build) failed. The workspaces on it keep running what they run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshFailure {
+    /// The error, credentials masked.
+    pub message: String,
+    /// Whether a wanted change is known to be blocked: a new commit that
+    /// does not build, or a repository that does not answer. A registry
+    /// that did not answer a tag says nothing of a change.
+    pub blocks_change: bool,
+}
+
 /// A failure the executor reported for this key, and when to try again
 /// (per-key backoff is the controller's; the planner only reads it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +164,7 @@ pub struct Facts<'a> {
     pub image: ResolvedImage,
     /// Why the last refresh of that reference failed, if it has not
     /// succeeded since.
-    pub refresh_failure: Option<String>,
+    pub refresh_failure: Option<RefreshFailure>,
     pub desired_complete: bool,
     pub observed_complete: bool,
     pub memory: Memory,

@@ -27,18 +27,26 @@ pub fn choose<'c>(
             row.runtime.chars().take(64).collect::<String>()
         ))
     })?;
-    // A pin wins in either mode. Without a registry prefix (local-build
-    // mode) the pinned reference is the catalogue's repository as written,
-    // so an operator who pins on such a host names the registry there.
-    let repository = match settings.registry_prefix.as_deref() {
-        Some(prefix) => format!(
-            "{}/{}",
-            prefix.trim_end_matches('/'),
-            runtime.image_repository
+    // A pin wins in registry mode. Without a registry prefix (local-build
+    // mode) a pin names `<image_repository>@<digest>`, and wins only when
+    // that repository names its registry: pins are fleet-wide, and one
+    // meant for registry hosts must not send a host without a registry to
+    // pull from Docker Hub.
+    let (repository, pins_apply) = match settings.registry_prefix.as_deref() {
+        Some(prefix) => (
+            format!(
+                "{}/{}",
+                prefix.trim_end_matches('/'),
+                runtime.image_repository
+            ),
+            true,
         ),
-        None => runtime.image_repository.clone(),
+        None => (
+            runtime.image_repository.clone(),
+            names_registry(&runtime.image_repository),
+        ),
     };
-    if !settings.local_override {
+    if pins_apply && !settings.local_override {
         for ring in [row.ring.as_str(), "stable"] {
             if let Some(digest) = catalogue.pin(&runtime.name, ring) {
                 let image = parse(&format!("{repository}@{digest}"), "pinned image")?;
@@ -59,6 +67,15 @@ pub fn choose<'c>(
         (false, true) => (local_build_reference(&runtime.name), ImageSource::LocalOnly),
     };
     Ok((parse(&text, "runtime image")?, source, Some(runtime)))
+}
+
+/// Whether a repository's first component names a registry host (a dot,
+/// a port or `localhost`, as Docker reads it).
+fn names_registry(repository: &str) -> bool {
+    match repository.split_once('/') {
+        Some((first, _)) => first.contains('.') || first.contains(':') || first == "localhost",
+        None => false,
+    }
 }
 
 /// The `:latest` tag local-build mode gives a runtime's builds.

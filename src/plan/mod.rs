@@ -55,7 +55,7 @@ mod status;
 mod validate;
 
 pub use action::{Action, Change, Op, Plan, Restore, Target, Why};
-pub use facts::{Catalogue, Facts, Failure, Memory, Probes};
+pub use facts::{Catalogue, Facts, Failure, Memory, Probes, RefreshFailure};
 pub use image::{LOCAL_BUILD_REPOSITORY, choose as choose_image};
 pub use pass::{PassIndex, PassPlan, Snapshot, apply_delete_guard, plan_key, plan_pass};
 pub use rules::plan;

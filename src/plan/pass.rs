@@ -12,7 +12,9 @@ use crate::model::{
     ResolvedImage, Tier, WorkspaceId, WorkspaceRow,
 };
 
-use super::{Catalogue, Facts, InvalidSpec, Memory, Plan, Probes, Settings, plan, spec};
+use super::{
+    Catalogue, Facts, InvalidSpec, Memory, Plan, Probes, RefreshFailure, Settings, plan, spec,
+};
 
 /// Everything a pass reads.
 #[derive(Clone, Debug, Default)]
@@ -27,7 +29,7 @@ pub struct Snapshot {
     pub images: BTreeMap<String, ResolvedImage>,
     /// By reference text: why the last refresh of a moving tag or local
     /// build failed, while it has not succeeded since.
-    pub refresh_failures: BTreeMap<String, String>,
+    pub refresh_failures: BTreeMap<String, RefreshFailure>,
     pub desired_complete: bool,
     pub observed_complete: bool,
     pub memory: BTreeMap<WorkspaceId, Memory>,

@@ -118,7 +118,28 @@ fn a_failed_refresh_shows_on_the_rows_that_keep_serving_and_touches_nothing() {
         Some(Status::Online)
     );
 
-    f.refresh_failure = Some("local build failed: missing dependency libfoo".into());
+    // A registry that did not answer says nothing of a change: online,
+    // with why in last_error.
+    f.refresh_failure = Some(crate::plan::RefreshFailure {
+        message: "registry unreachable".into(),
+        blocks_change: false,
+    });
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty());
+    let status = p.status.unwrap();
+    assert_eq!((status.status, status.reason), (Status::Online, None));
+    assert!(
+        status
+            .detail
+            .unwrap_or_default()
+            .contains("registry unreachable")
+    );
+
+    // A commit that does not build blocks the wanted change.
+    f.refresh_failure = Some(crate::plan::RefreshFailure {
+        message: "local build failed: missing dependency libfoo".into(),
+        blocks_change: true,
+    });
     let p = plan_at(&f, t0());
     assert!(p.actions.is_empty(), "the running container is left alone");
     assert_eq!(reason(&p), Some(Reason::ChangeBlocked));

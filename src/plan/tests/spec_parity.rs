@@ -327,40 +327,62 @@ fn local_build_mode_uses_the_molecule_local_placeholder() {
 }
 
 #[test]
-fn a_pin_wins_in_local_build_mode_named_by_the_catalogues_repository() {
+fn in_local_build_mode_a_pin_wins_only_where_the_catalogue_names_its_registry() {
     let settings = Settings {
         registry_prefix: None,
         ..Settings::test()
     };
+    let row = parity_row().with_runtime("codex");
+    // The seeded repository names no registry: a fleet-wide pin meant for
+    // registry hosts leaves this host on its local build.
     let mut cat = Catalogue::seeded();
     cat.set_pin("codex", "stable", digest('c'));
-    let row = parity_row().with_runtime("codex");
-    let pinned = spec(&row, &cat, &settings).expect("spec");
-    assert_eq!(
-        pinned.image.to_string(),
-        format!("workspace-template-codex@{}", digest('c'))
-    );
-    assert_eq!(
-        pinned.image_source,
-        ImageSource::Pinned {
-            ring: "stable".into()
+    let local = spec(&row, &cat, &settings).expect("spec");
+    assert!(matches!(local.image_source, ImageSource::LocalBuild { .. }));
+
+    for (repository, wins) in [
+        ("registry.example.com/team/workspace-template-codex", true),
+        ("localhost/workspace-template-codex", true),
+        ("team/workspace-template-codex", false),
+        ("workspace-template-codex", false),
+    ] {
+        let mut codex = crate::model::RuntimeRow::new("codex");
+        codex.image_repository = repository.into();
+        let mut cat = Catalogue::new([codex], []);
+        cat.set_pin("codex", "stable", digest('c'));
+        let s = spec(&row, &cat, &settings).expect("spec");
+        if wins {
+            assert_eq!(
+                s.image.to_string(),
+                format!("{repository}@{}", digest('c')),
+                "{repository}"
+            );
+            assert_eq!(
+                s.image_source,
+                ImageSource::Pinned {
+                    ring: "stable".into()
+                }
+            );
+        } else {
+            assert!(
+                matches!(s.image_source, ImageSource::LocalBuild { .. }),
+                "{repository}: {:?}",
+                s.image_source
+            );
         }
-    );
-    // WORKSPACE_IMAGE_LOCAL_OVERRIDE still ignores pins: the local build's
-    // tag as found, never pulled nor built.
-    let over = Settings {
-        local_override: true,
-        ..settings.clone()
-    };
-    let local = spec(&row, &cat, &over).expect("spec");
-    assert_eq!(
-        local.image.as_str(),
-        "molecule-local/workspace-template-codex:latest"
-    );
-    assert_eq!(local.image_source, ImageSource::LocalOnly);
-    // Another runtime's pin is not this one's.
-    let other = spec(&parity_row(), &cat, &settings).expect("spec");
-    assert!(matches!(other.image_source, ImageSource::LocalBuild { .. }));
+        // WORKSPACE_IMAGE_LOCAL_OVERRIDE ignores pins: the local build's
+        // tag as found, never pulled nor built.
+        let over = Settings {
+            local_override: true,
+            ..settings.clone()
+        };
+        let s = spec(&row, &cat, &over).expect("spec");
+        assert_eq!(
+            s.image.as_str(),
+            "molecule-local/workspace-template-codex:latest"
+        );
+        assert_eq!(s.image_source, ImageSource::LocalOnly);
+    }
 }
 
 #[test]
