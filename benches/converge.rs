@@ -6,6 +6,12 @@
 //!   scripts/testenv up .berth/test && . .berth/test/env
 //!   cargo bench --bench converge
 //! BENCH_ONE_AT_A_TIME (default 50) and BENCH_BATCH (default 100) size it.
+//!
+//! Both sides run the test image without a health check (`agent:plain`):
+//! the one with a 1 s check, a hundred times over, saturates a two-core
+//! machine with health-check execs and measures that instead. berth then
+//! counts a workspace ready after `BERTH_READY_MIN_UPTIME=1s` of running.
+//! Each phase starts on an empty host.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -61,7 +67,7 @@ async fn setup(docker: &Docker) -> Setup {
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let pool = PgPool::connect(&url).await.unwrap();
     berth::desired::migrate(&pool).await.unwrap();
-    let reference = format!("{registry}/berth-test/agent:v1");
+    let reference = format!("{registry}/berth-test/agent:plain");
     let digest = docker
         .inspect_registry_image(&reference, None)
         .await
@@ -183,6 +189,30 @@ async fn raw_one(docker: &Docker, image: &str, label: &HashMap<String, String>) 
     t0.elapsed()
 }
 
+/// `berth run` for the bench's host, given two seconds to take its lease.
+async fn start_berth(s: &Setup) -> tokio::process::Child {
+    let berth = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("run")
+        .env("DATABASE_URL", &s.url)
+        .env("BERTH_HOST_ID", &s.host)
+        .env(
+            "MOLECULE_IMAGE_REGISTRY",
+            format!("{}/berth-test", var("BERTH_TEST_REGISTRY")),
+        )
+        .env("BERTH_NETWORK", format!("bn-{}", s.host))
+        .env("BERTH_LISTEN", "127.0.0.1:0")
+        .env("BERTH_READY_MIN_UPTIME", "1s")
+        .env("BERTH_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    berth
+}
+
 #[tokio::main]
 async fn main() {
     let (one, batch) = (count("BENCH_ONE_AT_A_TIME", 50), count("BENCH_BATCH", 100));
@@ -199,24 +229,7 @@ async fn main() {
     ]);
     let raw_filter = format!("berth.bench={}", s.host);
 
-    let mut berth = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("run")
-        .env("DATABASE_URL", &s.url)
-        .env("BERTH_HOST_ID", &s.host)
-        .env(
-            "MOLECULE_IMAGE_REGISTRY",
-            format!("{}/berth-test", var("BERTH_TEST_REGISTRY")),
-        )
-        .env("BERTH_NETWORK", format!("bn-{}", s.host))
-        .env("BERTH_LISTEN", "127.0.0.1:0")
-        .env("BERTH_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut berth = start_berth(&s).await;
 
     println!("one at a time ({one} rows; the image is local, concurrency 8):");
     let (mut ran, mut online, mut raw) = (Vec::new(), Vec::new(), Vec::new());
@@ -235,6 +248,16 @@ async fn main() {
         "ratio berth running / raw p50: {:.2}",
         berth_run.as_secs_f64() / raw_p50.as_secs_f64()
     );
+
+    // The batch starts on an empty host: no rows, no containers.
+    let _ = berth.kill().await;
+    remove_labelled(&docker, &host_label).await;
+    remove_labelled(&docker, &raw_filter).await;
+    sqlx::query("DELETE FROM workspaces")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let mut berth = start_berth(&s).await;
 
     println!("\n{batch} rows in one transaction:");
     let t0 = Instant::now();

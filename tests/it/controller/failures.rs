@@ -2,14 +2,13 @@
 //! onto such an image, orphans, the Go provisioner's leftovers, and a
 //! database outage.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use berth::model::{LABEL_HOST, LABEL_MANAGED, WorkspaceId};
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListVolumesOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListVolumesOptions, StopContainerOptionsBuilder,
 };
 use serde_json::json;
 
@@ -226,11 +225,11 @@ async fn a_database_outage_stops_every_mutation_until_it_is_over() {
         .unwrap();
     // Thirty seconds without the database: the daemon's list of this
     // host's containers, with their states and start times, does not move.
-    let during = host_containers(&w).await;
+    let during = w.host_containers().await;
     assert_eq!(during.len(), 2, "{during:?}");
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(
-        host_containers(&w).await,
+        w.host_containers().await,
         during,
         "berth changed containers while the database was away"
     );
@@ -285,37 +284,6 @@ async fn a_change_made_while_the_listening_session_is_gone_is_not_missed() {
         .await;
     assert_eq!(row.generation, 2);
     assert_eq!(w.sh(id, "grep ^NEW= /tmp/agent.env").await.trim(), "NEW=1");
-}
-
-/// Every container of the world's host, by id: state and start time.
-async fn host_containers(w: &World) -> BTreeMap<String, (String, String)> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{LABEL_HOST}={}", w.host)],
-    )]);
-    let opts = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let mut out = BTreeMap::new();
-    for c in w.scope.docker.list_containers(Some(opts)).await.unwrap() {
-        let id = c.id.unwrap_or_default();
-        let inspect = w
-            .scope
-            .docker
-            .inspect_container(&id, None::<InspectContainerOptions>)
-            .await
-            .unwrap();
-        let state = inspect.state.unwrap_or_default();
-        out.insert(
-            id,
-            (
-                format!("{:?}", state.status),
-                state.started_at.unwrap_or_default(),
-            ),
-        );
-    }
-    out
 }
 
 /// `host:port` of a postgres URL.

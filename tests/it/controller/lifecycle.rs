@@ -446,16 +446,7 @@ async fn no_more_than_the_concurrency_limit_of_passes_act_at_once() {
         e.1 = e.1.max(at);
     }
     assert_eq!(windows.len(), ids.len(), "{windows:?}");
-    let most = windows
-        .values()
-        .map(|(start, _)| {
-            windows
-                .values()
-                .filter(|(s, e)| s <= start && start <= e)
-                .count()
-        })
-        .max()
-        .unwrap();
+    let most = super::most_at_once(&windows.values().copied().collect::<Vec<_>>());
     assert!(most <= 2, "{most} passes acted at once: {windows:?}");
     assert!(most == 2, "the passes ran one at a time: {windows:?}");
 }
@@ -477,6 +468,21 @@ async fn wait_logged(berth: &Berth, what: &str, secs: u64) {
     }
 }
 
+/// Sets the workspace's env to V=`v` (keeping it deaf to SIGTERM) and
+/// returns the running berth once the replace is under way.
+async fn replace_slowly(w: &mut World, id: berth::model::WorkspaceId, v: &str) -> Berth {
+    w.exec(
+        &format!(
+            "UPDATE workspaces SET env = '{{\"AGENT_IGNORE_TERM\": \"1\", \"V\": \"{v}\"}}' WHERE id = $1"
+        ),
+        id,
+    )
+    .await;
+    let berth = w.berth.take().unwrap();
+    wait_logged(&berth, "ensure_image (recreate: env changed)", 30).await;
+    berth
+}
+
 #[tokio::test]
 async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once() {
     let mut w = World::new().await;
@@ -491,13 +497,7 @@ async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once(
     let first = w
         .wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
         .await;
-    w.exec(
-        "UPDATE workspaces SET env = '{\"AGENT_IGNORE_TERM\": \"1\", \"V\": \"2\"}' WHERE id = $1",
-        id,
-    )
-    .await;
-    let mut berth = w.berth.take().unwrap();
-    wait_logged(&berth, "ensure_image (recreate: env changed)", 30).await;
+    let mut berth = replace_slowly(&mut w, id, "2").await;
     let signalled = std::time::Instant::now();
     berth.signal("TERM").await;
     assert_eq!(
@@ -527,13 +527,7 @@ async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once(
         r.is("online", None) && r.converged()
     })
     .await;
-    w.exec(
-        "UPDATE workspaces SET env = '{\"AGENT_IGNORE_TERM\": \"1\", \"V\": \"3\"}' WHERE id = $1",
-        id,
-    )
-    .await;
-    let mut berth = w.berth.take().unwrap();
-    wait_logged(&berth, "ensure_image (recreate: env changed)", 30).await;
+    let mut berth = replace_slowly(&mut w, id, "3").await;
     let signalled = std::time::Instant::now();
     berth.signal("TERM").await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -193,6 +193,34 @@ impl World {
         }
     }
 
+    /// Every container of this world's host, by id: its state and start
+    /// time, as the daemon lists and inspects them.
+    pub async fn host_containers(&self) -> std::collections::BTreeMap<String, (String, String)> {
+        use bollard::query_parameters::ListContainersOptionsBuilder;
+        let filters = std::collections::HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={}", berth::model::LABEL_HOST, self.host)],
+        )]);
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let mut out = std::collections::BTreeMap::new();
+        for c in self.scope.docker.list_containers(Some(opts)).await.unwrap() {
+            let id = c.id.unwrap_or_default();
+            let inspect = self
+                .scope
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .unwrap();
+            let state = inspect.state.unwrap_or_default();
+            let status = format!("{:?}", state.status);
+            out.insert(id, (status, state.started_at.unwrap_or_default()));
+        }
+        out
+    }
+
     /// The workspace's container (by its name), if any.
     pub async fn container(&self, id: WorkspaceId) -> Option<ContainerInspectResponse> {
         self.scope
@@ -254,6 +282,20 @@ impl World {
         }
         out
     }
+}
+
+/// Most windows that hold one instant, over the windows' starts.
+pub fn most_at_once<T: PartialOrd>(windows: &[(T, T)]) -> usize {
+    windows
+        .iter()
+        .map(|(start, _)| {
+            windows
+                .iter()
+                .filter(|(s, e)| s <= start && start <= e)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 pub fn running(c: Option<&ContainerInspectResponse>) -> bool {

@@ -10,7 +10,7 @@ use berth::model::WorkspaceId;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::World;
+use super::{World, most_at_once};
 
 async fn digest(w: &World, tag: &str) -> String {
     let reference = format!("{}/berth-test/agent:{tag}", crate::harness::env().registry);
@@ -239,14 +239,7 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
     }
     let windows = replace_windows(&w).await;
     assert_eq!(windows.len(), ids.len(), "{windows:?}");
-    let mut most = 0;
-    for (start, _) in windows.values() {
-        let overlapping = windows
-            .values()
-            .filter(|(s, e)| s <= start && start <= e)
-            .count();
-        most = most.max(overlapping);
-    }
+    let most = most_at_once(&windows.values().copied().collect::<Vec<_>>());
     assert!(most <= 3, "{most} replaces overlapped: {windows:?}");
     assert!(most >= 2, "the waves ran in parallel: {windows:?}");
     let first_end = windows.values().map(|(_, e)| *e).min().unwrap();
@@ -289,20 +282,6 @@ async fn a_pin_that_does_not_hold_for_the_debounce_replaces_nothing() {
         before,
         "a flapping pin replaced something"
     );
-}
-
-/// Most windows that hold one instant, over the windows' starts.
-fn most_at_once(windows: &BTreeMap<uuid::Uuid, (DateTime<Utc>, DateTime<Utc>)>) -> usize {
-    windows
-        .values()
-        .map(|(start, _)| {
-            windows
-                .values()
-                .filter(|(s, e)| s <= start && start <= e)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// Waits until the newest history entry that set `digest` is stable.
@@ -386,7 +365,7 @@ async fn a_rollback_after_a_stable_pin_goes_back_in_the_same_waves_and_keeps_the
     // most max-parallel at a time, and its digest becomes stable again.
     let windows = replace_windows_after(&w, cursor).await;
     assert_eq!(windows.len(), ids.len(), "{windows:?}");
-    let most = most_at_once(&windows);
+    let most = most_at_once(&windows.values().copied().collect::<Vec<_>>());
     assert!(most <= 3, "{most} replaces overlapped: {windows:?}");
     assert!(most >= 2, "the waves ran in parallel: {windows:?}");
     let first_end = windows.values().map(|(_, e)| *e).min().unwrap();

@@ -5,10 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use berth::model::WorkspaceId;
-use bollard::query_parameters::{
-    EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder,
-};
+use bollard::query_parameters::{EventsOptionsBuilder, ListVolumesOptionsBuilder};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -19,23 +16,7 @@ use crate::controller::World;
 /// and the names of its volumes.
 async fn daemon_state(w: &World) -> (BTreeMap<String, (String, String)>, Vec<String>) {
     let filters = HashMap::from([("label".to_string(), vec![format!("berth.host={}", w.host)])]);
-    let opts = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let mut containers = BTreeMap::new();
-    for c in w.scope.docker.list_containers(Some(opts)).await.unwrap() {
-        let id = c.id.unwrap();
-        let inspect = w
-            .scope
-            .docker
-            .inspect_container(&id, None::<InspectContainerOptions>)
-            .await
-            .unwrap();
-        let state = inspect.state.unwrap();
-        let status = format!("{:?}", state.status);
-        containers.insert(id, (status, state.started_at.unwrap_or_default()));
-    }
+    let containers = w.host_containers().await;
     let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
     let mut volumes: Vec<String> = w
         .scope
