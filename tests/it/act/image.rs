@@ -127,6 +127,11 @@ async fn a_re_pushed_moving_tag_resolves_to_the_new_digest() {
     // A container created from what was ensured before the tag moved runs
     // the image of that digest, not the tag's new one.
     let spec = f.spec(&f.row().with_image(&moving));
+    // Its volumes made first, labelled: a create alone would have the
+    // engine make them unlabelled, and no cleanup would find them.
+    for v in &spec.volumes {
+        f.exec.ensure_volume(v).await.unwrap();
+    }
     let id = f.exec.create(&spec, &first).await.unwrap();
     assert_eq!(f.inspect(&id).await.image.unwrap(), v1.id);
     f.exec.remove(&id).await.unwrap();
