@@ -18,12 +18,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, VolumeCreateRequest};
+use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptions};
 use sqlx::{Connection, Executor, PgPool};
 
 mod common;
-use common::{count, percentile, remove_labelled, var};
+use common::{count, percentile, remove_labelled, var, workspace_body};
 
 fn summary(name: &str, mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
@@ -160,29 +160,7 @@ async fn raw_one(docker: &Docker, image: &str, label: &HashMap<String, String>) 
         };
         docker.create_volume(req).await.unwrap();
     }
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        labels: Some(label.clone()),
-        env: Some(vec!["WORKSPACE_ID=x".into()]),
-        exposed_ports: Some(vec!["8000/tcp".into()]),
-        host_config: Some(HostConfig {
-            binds: Some(vec![
-                format!("{name}-configs:/configs"),
-                format!("{name}-workspace:/workspace"),
-            ]),
-            memory: Some(512 << 20),
-            nano_cpus: Some(1_000_000_000),
-            port_bindings: Some(HashMap::from([(
-                "8000/tcp".to_string(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let body = workspace_body(&name, image, label, None);
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let id = docker.create_container(Some(opts), body).await.unwrap().id;
     docker.start_container(&id, None).await.unwrap();

@@ -28,11 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthStatusEnum, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
-};
+use bollard::models::{HealthStatusEnum, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -43,7 +39,7 @@ use sqlx::{Connection, Executor, PgPool};
 use tokio::process::Child;
 
 mod common;
-use common::{count, percentile, remove_labelled, var};
+use common::{count, percentile, remove_labelled, var, workspace_body};
 
 /// berth's default `BERTH_STOP_TIMEOUT`, which the raw side stops with too.
 const STOP_TIMEOUT_SECS: i32 = 10;
@@ -479,65 +475,15 @@ fn configs_archive() -> Vec<u8> {
 }
 
 impl Raw {
-    fn body(&self, name: &str, image: &str) -> ContainerCreateBody {
-        ContainerCreateBody {
-            image: Some(image.to_string()),
-            labels: Some(self.labels.clone()),
-            env: Some(vec![
-                format!("WORKSPACE_ID={name}"),
-                "WORKSPACE_CONFIG_PATH=/configs".into(),
-                "TIER=2".into(),
-                "PLUGINS_DIR=/plugins".into(),
-                "PYTHONPATH=/app".into(),
-            ]),
-            exposed_ports: Some(vec!["8000/tcp".into()]),
-            host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{name}-configs:/configs"),
-                    format!("{name}-workspace:/workspace"),
-                ]),
-                memory: Some(512 << 20),
-                nano_cpus: Some(1_000_000_000),
-                network_mode: Some(self.network.clone()),
-                port_bindings: Some(HashMap::from([(
-                    "8000/tcp".to_string(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(String::new()),
-                    }]),
-                )])),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".into()),
-                    config: Some(HashMap::from([
-                        ("max-size".to_string(), "10m".to_string()),
-                        ("max-file".to_string(), "3".to_string()),
-                    ])),
-                }),
-                ..Default::default()
-            }),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    self.network.clone(),
-                    EndpointSettings {
-                        aliases: Some(vec![name.to_string()]),
-                        ..Default::default()
-                    },
-                )])),
-            }),
-            ..Default::default()
-        }
-    }
-
     /// Creates, fills and starts container `name` on its volumes; its id.
     async fn create_fill_start(&self, name: &str, image: &str) -> String {
         let opts = CreateContainerOptionsBuilder::new().name(name).build();
         let id = self
             .docker
-            .create_container(Some(opts), self.body(name, image))
+            .create_container(
+                Some(opts),
+                workspace_body(name, image, &self.labels, Some(&self.network)),
+            )
             .await
             .unwrap()
             .id;

@@ -24,16 +24,21 @@ fn known(id: &str) -> ResolvedImage {
     }
 }
 
+/// The row's container, running the first build of its runtime.
+fn serving_first_build(r: &WorkspaceRow, s: &Settings) -> ObservedContainer {
+    let mut c = container_for(&built(r, s), "c1");
+    c.labels
+        .insert(LABEL_IMAGE_ID.into(), "sha256:built-first".into());
+    c
+}
+
 #[test]
 fn a_new_build_of_the_runtime_replaces_its_containers_as_building() {
     let s = local();
     let r = row(1);
     let spec = built(&r, &s);
     assert!(matches!(spec.image_source, ImageSource::LocalBuild { .. }));
-    let mut c = container_for(&spec, "c1");
-    c.labels
-        .insert(LABEL_IMAGE_ID.into(), "sha256:built-first".into());
-    let cs = [c];
+    let cs = [serving_first_build(&r, &s)];
     let mut f = facts_for(&s, &r, &cs, &[]);
 
     f.image = ResolvedImage::default();
@@ -60,11 +65,7 @@ fn a_new_build_of_the_runtime_replaces_its_containers_as_building() {
 fn a_failed_build_leaves_the_old_container_serving_as_change_blocked() {
     let s = local();
     let r = row(1);
-    let spec = built(&r, &s);
-    let mut c = container_for(&spec, "c1");
-    c.labels
-        .insert(LABEL_IMAGE_ID.into(), "sha256:built-first".into());
-    let cs = [c];
+    let cs = [serving_first_build(&r, &s)];
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.image = known("sha256:built-after-a-commit");
     f.memory.failure = Some(Failure {
@@ -72,7 +73,7 @@ fn a_failed_build_leaves_the_old_container_serving_as_change_blocked() {
         phase: Phase::Build,
         message: "local build failed: step 3 returned a non-zero code: 1".into(),
         retry_at: t0() + mins(1),
-        hash: spec.hash.clone(),
+        hash: built(&r, &s).hash,
     });
     let p = plan_at(&f, t0());
     assert!(p.actions.is_empty(), "nothing touched while backing off");
@@ -106,11 +107,7 @@ fn a_failed_build_of_a_missing_container_says_image_build_failed() {
 fn a_failed_refresh_shows_on_the_rows_that_keep_serving_and_touches_nothing() {
     let s = local();
     let r = row(1);
-    let spec = built(&r, &s);
-    let mut c = container_for(&spec, "c1");
-    c.labels
-        .insert(LABEL_IMAGE_ID.into(), "sha256:built-first".into());
-    let cs = [c];
+    let cs = [serving_first_build(&r, &s)];
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.image = known("sha256:built-first");
     assert_eq!(

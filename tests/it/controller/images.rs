@@ -322,6 +322,21 @@ async fn refusing_registry(
     (addr, pings, task.abort_handle())
 }
 
+/// `n` workspaces whose rows name `image` explicitly.
+async fn on_image(w: &World, image: &str, n: usize) -> Vec<WorkspaceId> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = w.insert(json!({})).await;
+        w.exec(
+            &format!("UPDATE workspaces SET image = '{image}' WHERE id = $1"),
+            id,
+        )
+        .await;
+        ids.push(id);
+    }
+    ids
+}
+
 #[tokio::test]
 async fn a_registry_refusing_credentials_is_registry_auth_and_backed_off() {
     let mut w = World::new().await;
@@ -333,16 +348,7 @@ async fn a_registry_refusing_credentials_is_registry_auth_and_backed_off() {
     let port = harness::process::free_port();
     w.start(&[("BERTH_LISTEN", &format!("127.0.0.1:{port}"))]);
     let image = format!("{addr}/private/agent:latest");
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let id = w.insert(json!({})).await;
-        w.exec(
-            &format!("UPDATE workspaces SET image = '{image}' WHERE id = $1"),
-            id,
-        )
-        .await;
-        ids.push(id);
-    }
+    let ids = on_image(&w, &image, 3).await;
     for id in &ids {
         w.wait_row(*id, 60, "registry_auth", |r| {
             r.is("provisioning", Some("registry_auth"))
@@ -377,16 +383,7 @@ async fn a_rate_limiting_registry_is_backed_off_once_for_every_workspace() {
     let (addr, pings, server) = rate_limiting_registry().await;
     w.start(&[]);
     let image = format!("{addr}/limited/agent:latest");
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        let id = w.insert(json!({})).await;
-        w.exec(
-            &format!("UPDATE workspaces SET image = '{image}' WHERE id = $1"),
-            id,
-        )
-        .await;
-        ids.push(id);
-    }
+    let ids = on_image(&w, &image, 4).await;
     for id in &ids {
         let row = w
             .wait_row(*id, 60, "registry_rate_limited", |r| {

@@ -246,24 +246,7 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
     let before_canary_done = windows.values().filter(|(s, _)| *s < first_end).count();
     assert_eq!(before_canary_done, 1, "the canary did not go alone");
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let stable: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT stable_at FROM runtime_image_pin_history WHERE new_digest = $1 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(&v2)
-        .fetch_one(&w.pool)
-        .await
-        .unwrap();
-        if stable.is_some() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stable_at was not set"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_stable(&w, &v2, 20).await;
 }
 
 #[tokio::test]
