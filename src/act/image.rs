@@ -31,7 +31,7 @@ pub struct EnsuredImage {
 }
 
 /// `[registry/]path` of a reference, without tag or digest.
-pub(crate) fn repository(image: &ImageRef) -> &str {
+pub fn repository(image: &ImageRef) -> &str {
     let text = image.as_str();
     let text = text.split_once('@').map_or(text, |(name, _)| name);
     match image.tag() {

@@ -35,7 +35,7 @@ pub use build::{BuildCounts, BuildSettings};
 pub use container::container_body;
 pub use error::{ActError, Object};
 pub use files::build_archive;
-pub use image::EnsuredImage;
+pub use image::{EnsuredImage, repository};
 pub use registry::Refusal;
 pub use retention::ImageRemoval;
 

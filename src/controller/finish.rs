@@ -22,9 +22,14 @@ impl Controller {
         let id = done.id;
         queue.done(&id);
         // What the pass made local is known first, so that a halt the pass
-        // causes puts the previous image back over it, not the reverse.
-        for (image, known) in &done.images {
+        // causes puts the previous image back over it, not the reverse. It
+        // is taken only over what the pass was planned with: a refresh that
+        // landed during a long pull knows better.
+        for (image, planned, known) in &done.images {
             let key = image.as_str().to_string();
+            if state.images.get(&key).is_some_and(|now| now != planned) {
+                continue;
+            }
             let target = known
                 .digest
                 .as_ref()

@@ -29,20 +29,10 @@ pub struct Refreshed {
     pub result: Result<ResolvedImage, ActError>,
 }
 
-/// Whether a row's image follows a moving reference: the runtime's tag, a
-/// row's explicit image named by a tag, or a local build.
-fn moving(image: &ImageRef, source: &ImageSource) -> bool {
-    match source {
-        ImageSource::Tag | ImageSource::LocalBuild { .. } => true,
-        ImageSource::Explicit => image.is_moving(),
-        ImageSource::Pinned { .. } | ImageSource::LocalOnly => false,
-    }
-}
-
 impl Controller {
     /// Learns what each moving reference names from the containers already
     /// made from it, for references the controller knows nothing of yet (a
-    /// restarted berth): the image most of them run. So a restart does not
+    /// restarted berth), when they all run one image. So a restart does not
     /// ask the registry or the repository anew, and changes nothing until
     /// a refresh.
     pub(super) fn seed_images(&self, state: &mut State) {
@@ -54,13 +44,21 @@ impl Controller {
                 continue;
             };
             let key = image.as_str();
-            if !moving(&image, &source) || state.images.contains_key(key) {
+            if !source.follows(&image) || state.images.contains_key(key) {
                 continue;
             }
             let Some(c) = self.observed.main_container(row.id) else {
                 continue;
             };
-            if !crate::plan::hash::same_image(key, &c.image) {
+            // A local build's container names its commit's tag, not the
+            // `:latest` the row asks for: the repository decides.
+            let made_from = match &source {
+                ImageSource::LocalBuild { .. } => ImageRef::parse(&c.image).is_ok_and(|made| {
+                    crate::act::repository(&made) == crate::act::repository(&image)
+                }),
+                _ => crate::plan::hash::same_image(key, &c.image),
+            };
+            if !made_from {
                 continue;
             }
             let known = match source {
@@ -85,7 +83,18 @@ impl Controller {
                 .or_default() += 1;
         }
         for (key, counts) in seen {
-            if let Some((known, _)) = counts.into_iter().max_by_key(|(_, n)| *n) {
+            // Containers on different images (a rollout cut short by the
+            // restart) say nothing of which is current: unknown changes
+            // nothing until a refresh or a create asks.
+            if counts.len() != 1 {
+                tracing::info!(
+                    image = key,
+                    images = counts.len(),
+                    "containers of one reference run different images: left to the next refresh"
+                );
+                continue;
+            }
+            if let Some((known, _)) = counts.into_iter().next() {
                 tracing::debug!(
                     image = key,
                     ?known,
@@ -115,7 +124,7 @@ impl Controller {
             else {
                 continue;
             };
-            if moving(&image, &source) {
+            if source.follows(&image) {
                 wanted.insert(image.as_str().to_string(), (image, source));
             }
         }

@@ -328,7 +328,19 @@ impl Controller {
         if !self.executor.image_sweep_due(every) {
             return;
         }
-        match sweep_images(&self.pool, &self.executor, lease).await {
+        // The budget is checked between removals; the whole sweep is also
+        // bounded, since one engine or database call may hang far longer.
+        let bounded = tokio::time::timeout(
+            SWEEP_BUDGET.saturating_mul(2),
+            sweep_images(&self.pool, &self.executor, lease),
+        )
+        .await;
+        let Ok(swept) = bounded else {
+            tracing::warn!("image retention: sweep timed out; it goes on at the next resync");
+            self.executor.image_sweep_wanted();
+            return;
+        };
+        match swept {
             Ok(swept) if swept.unfinished => {
                 tracing::info!(
                     removed = swept.removed.len(),

@@ -37,8 +37,9 @@ pub struct Work {
 pub struct Done {
     pub id: WorkspaceId,
     pub plan: Plan,
-    /// Images made local, by the reference the plan asked for.
-    pub images: Vec<(ImageRef, ResolvedImage)>,
+    /// Images made local: the reference the plan asked for, what the plan
+    /// knew of it, and what the pass found.
+    pub images: Vec<(ImageRef, ResolvedImage, ResolvedImage)>,
     pub failure: Option<Failed>,
     /// The spec hash the plan worked towards.
     pub hash: Option<String>,
@@ -158,14 +159,20 @@ pub async fn carry_out(
         tracing::debug!(workspace = %id, action = %action, took_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "action");
         match result {
             Ok(Outcome::Image(ensured)) => {
-                if let Op::EnsureImage { image, source, .. } = &action.op {
+                if let Op::EnsureImage {
+                    image,
+                    source,
+                    known: planned,
+                    ..
+                } = &action.op
+                {
                     let runtime = row.as_ref().map(|r| r.runtime.as_str());
                     super::retention::record_ensured(pool, &held, runtime, source, &ensured).await;
                     let known = ResolvedImage {
                         digest: ensured.digest,
                         id: Some(ensured.id),
                     };
-                    done.images.push((image.clone(), known));
+                    done.images.push((image.clone(), planned.clone(), known));
                 }
                 events.push(event(id, action, Ok(())));
             }

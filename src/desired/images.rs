@@ -64,14 +64,6 @@ struct RawHostImage {
     last_used_at: DateTime<Utc>,
 }
 
-fn written(rows: u64) -> Written {
-    if rows == 1 {
-        Written::Yes
-    } else {
-        Written::Refused
-    }
-}
-
 /// Records `image` as pulled or built by berth on the lease's host. A record
 /// of the same image is updated (reference, runtime, digest) and counts as
 /// used now; its `made_at` stays.
@@ -98,7 +90,7 @@ pub async fn record_image(
     .bind(image.made.as_str())
     .execute(pool)
     .await?;
-    Ok(written(result.rows_affected()))
+    Ok(Written::from_rows(result.rows_affected()))
 }
 
 /// Marks the recorded images among `image_ids` as used now; how many were.
@@ -176,5 +168,5 @@ pub async fn forget_image(
     .bind(image_id)
     .execute(pool)
     .await?;
-    Ok(written(result.rows_affected()))
+    Ok(Written::from_rows(result.rows_affected()))
 }

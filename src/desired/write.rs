@@ -36,7 +36,7 @@ pub enum Written {
 
 impl Written {
     /// A fenced single-row update landed when it matched its row.
-    fn from_rows(affected: u64) -> Self {
+    pub(super) fn from_rows(affected: u64) -> Self {
         if affected == 1 {
             Written::Yes
         } else {

@@ -106,6 +106,19 @@ pub enum ImageSource {
     LocalBuild { runtime: String },
 }
 
+impl ImageSource {
+    /// Whether `image`, from this source, follows a moving reference that
+    /// a refresh re-resolves: the runtime's tag, a row's explicit image
+    /// named by a tag, or a local build.
+    pub fn follows(&self, image: &super::ImageRef) -> bool {
+        match self {
+            ImageSource::Tag | ImageSource::LocalBuild { .. } => true,
+            ImageSource::Explicit => image.is_moving(),
+            ImageSource::Pinned { .. } | ImageSource::LocalOnly => false,
+        }
+    }
+}
+
 /// A named volume the container mounts, with the labels it is created
 /// with.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -74,11 +74,12 @@ pub async fn refresh(
             else {
                 continue;
             };
+            if !source.follows(&image) {
+                continue;
+            }
             let source = match source {
-                ImageSource::Tag => "tag",
-                ImageSource::Explicit if image.is_moving() => "tag",
                 ImageSource::LocalBuild { .. } => "build",
-                _ => continue,
+                _ => "tag",
             };
             workspaces.push(OnTag {
                 id: row.id.0,

@@ -196,7 +196,7 @@ async fn a_cut_event_stream_is_followed_by_a_relist_equal_to_a_fresh_list() {
 }
 
 #[tokio::test]
-async fn volumes_and_missed_changes_are_learned_by_the_periodic_relist() {
+async fn volumes_are_learned_by_the_periodic_relist_and_an_exit_code_is_cached() {
     let scope = DockerScope::new().await;
     let host = host_id();
     let running = observe(

@@ -242,7 +242,7 @@ async fn a_database_outage_stops_every_mutation_until_it_is_over() {
     // at it); the start itself takes a moment on a loaded engine.
     let took = back.elapsed();
     println!("converged {took:?} after the database came back");
-    assert!(took < Duration::from_secs(12), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn a_change_made_while_the_listening_session_is_gone_is_not_missed() {
         .unwrap();
     tx.commit().await.unwrap();
     let row = w
-        .wait_row(id, 20, "replaced after the session came back", |r| {
+        .wait_row(id, 60, "replaced after the session came back", |r| {
             r.is("online", None) && r.converged() && r.container_id != first.container_id
         })
         .await;

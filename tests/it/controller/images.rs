@@ -528,7 +528,7 @@ async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held
     w.berth.take().unwrap().kill().await;
     w.start(&[
         ("BERTH_PIN_DEBOUNCE", "0s"),
-        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_PROVISION_TIMEOUT", "20s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
         ("BERTH_ROLLOUT_MAX_PARALLEL", "3"),
     ]);
@@ -545,28 +545,16 @@ async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held
     let (code, out, err) = harness::berth(&["refresh", &tag.runtime], &env).await;
     assert_eq!(code, 0, "{out}\n{err}");
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !w.berth.as_ref().unwrap().tail().contains("rollout halted") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no halt:\n{}",
-            w.berth.as_ref().unwrap().tail()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    super::wait_logged(w.berth.as_ref().unwrap(), "rollout halted", 90).await;
     // A second refresh finds the same broken digest: held back.
     let (code, _, _) = harness::berth(&["refresh", &tag.runtime], &env).await;
     assert_eq!(code, 0);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        w.berth
-            .as_ref()
-            .unwrap()
-            .tail()
-            .contains("refreshed onto an image whose rollout halted"),
-        "{}",
-        w.berth.as_ref().unwrap().tail()
-    );
+    super::wait_logged(
+        w.berth.as_ref().unwrap(),
+        "refreshed onto an image whose rollout halted",
+        30,
+    )
+    .await;
     let tried: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT workspace_id) FROM workspace_events
           WHERE action = 'create' AND reason LIKE 'recreate:%'",

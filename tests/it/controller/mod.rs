@@ -284,6 +284,23 @@ impl World {
     }
 }
 
+/// Waits until berth's whole log (not only its tail) holds `what`.
+pub async fn wait_logged(berth: &Berth, what: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let log = std::fs::read_to_string(&berth.log).unwrap_or_default();
+        if log.contains(what) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what:?} not logged in {secs}s:\n{}",
+            berth.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Most windows that hold one instant, over the windows' starts.
 pub fn most_at_once<T: PartialOrd>(windows: &[(T, T)]) -> usize {
     windows

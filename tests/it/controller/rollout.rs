@@ -349,7 +349,7 @@ async fn a_rollback_after_a_stable_pin_goes_back_in_the_same_waves_and_keeps_the
     let windows = replace_windows_after(&w, cursor).await;
     assert_eq!(windows.len(), ids.len(), "{windows:?}");
     let most = most_at_once(&windows.values().copied().collect::<Vec<_>>());
-    assert!(most <= 3, "{most} replaces overlapped: {windows:?}");
+    assert!(most <= 2, "{most} replaces overlapped: {windows:?}");
     assert!(most >= 2, "the waves ran in parallel: {windows:?}");
     let first_end = windows.values().map(|(_, e)| *e).min().unwrap();
     let before_canary_done = windows.values().filter(|(s, _)| *s < first_end).count();
