@@ -41,6 +41,17 @@ pub enum ActError {
     StartFailed { container: String, message: String },
     #[error("image {image} not found: {message}")]
     ImageNotFound { image: String, message: String },
+    /// The digest a moving tag named when berth last resolved it is no
+    /// longer in the registry (deleted, garbage-collected): nothing can be
+    /// made from it, and the tag must be resolved anew.
+    #[error(
+        "image {image}: {digest}, which the tag named when berth last resolved it, is no longer in the registry ({message}); the tag is resolved again"
+    )]
+    DigestGone {
+        image: String,
+        digest: crate::model::Digest,
+        message: String,
+    },
     #[error("registry refused the credentials for {image}: {message}")]
     RegistryAuth { image: String, message: String },
     #[error("registry rate limit for {image}: {message}")]
@@ -91,7 +102,9 @@ impl ActError {
         match self {
             ActError::NameConflict { .. } => Some(Reason::NameConflict),
             ActError::StartFailed { .. } => Some(Reason::StartFailed),
-            ActError::ImageNotFound { .. } => Some(Reason::ImageNotFound),
+            ActError::ImageNotFound { .. } | ActError::DigestGone { .. } => {
+                Some(Reason::ImageNotFound)
+            }
             ActError::RegistryAuth { .. } => Some(Reason::RegistryAuth),
             ActError::RegistryRateLimited { .. } => Some(Reason::RegistryRateLimited),
             ActError::BuildFailed { .. } => Some(Reason::ImageBuildFailed),
@@ -127,7 +140,7 @@ impl ActError {
         match self {
             ActError::NameConflict { .. } => "name_conflict",
             ActError::StartFailed { .. } => "start_failed",
-            ActError::ImageNotFound { .. } => "image_not_found",
+            ActError::ImageNotFound { .. } | ActError::DigestGone { .. } => "image_not_found",
             ActError::RegistryAuth { .. } => "registry_auth",
             ActError::RegistryRateLimited { .. } => "registry_rate_limited",
             ActError::BuildFailed { .. } => "image_build_failed",

@@ -205,7 +205,19 @@ impl Executor {
             // stream; distribution inspect answers 404 and touches nothing.
             self.resolve(image).await?;
         }
-        self.pull(image, &digest, platform).await?;
+        match self.pull(image, &digest, platform).await {
+            // A tag's known digest the registry no longer has (the tag
+            // moved and the old manifest was deleted): the tag must be
+            // resolved anew, which the caller learns from the kind.
+            Err(ActError::ImageNotFound { message, .. }) if image.is_moving() => {
+                return Err(ActError::DigestGone {
+                    image: image.to_string(),
+                    digest,
+                    message,
+                });
+            }
+            pulled => pulled?,
+        }
         let id = self
             .local_id(&by_digest)
             .await?

@@ -88,6 +88,9 @@ struct State {
     refreshing: BTreeSet<String>,
     /// References asked to refresh again while one was resolving.
     refresh_again: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
+    /// References a pass found stale (their known digest is gone from the
+    /// registry), for the loop to refresh.
+    stale: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pending_refresh: Option<Option<String>>,
@@ -179,7 +182,12 @@ impl Controller {
                 // A pass parked behind a build: its slot is free for others.
                 () = self.executor.pass_parked() => {}
                 Some(ended) = workers.next() => match ended {
-                    Ended::Done(done) => self.finish(&mut state, &mut queue, done).await,
+                    Ended::Done(done) => {
+                        self.finish(&mut state, &mut queue, done).await;
+                        for (image, source) in std::mem::take(&mut state.stale).into_values() {
+                            self.refresh_reference(&mut state, image, source, &mut refreshes);
+                        }
+                    }
                     Ended::Lost { key, error } => {
                         // A bug, not an input: the workspace is tried again
                         // with backoff rather than left in flight forever.

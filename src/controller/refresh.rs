@@ -169,22 +169,35 @@ impl Controller {
     ) {
         let wanted = self.moving_references(state, runtime);
         let mut started = 0;
-        for (key, (image, source)) in wanted {
-            if state.refreshing.contains(&key) {
-                // Asked again while an answer is on its way (a build of an
-                // older commit, say): ask once more when it arrives.
-                state.refresh_again.insert(key, (image, source));
-                continue;
-            }
-            state.refreshing.insert(key);
-            started += 1;
-            self.spawn_refresh(image, source, tasks);
+        for (image, source) in wanted.into_values() {
+            started += usize::from(self.refresh_reference(state, image, source, tasks));
         }
         tracing::info!(
             runtime = runtime.unwrap_or("*"),
             images = started,
             "refreshing moving tags and local builds"
         );
+    }
+
+    /// Starts resolving one reference; true when a task started (else one
+    /// is under way, and it is asked once more when that answers).
+    pub(super) fn refresh_reference(
+        &self,
+        state: &mut State,
+        image: ImageRef,
+        source: ImageSource,
+        tasks: &mut Tasks<String, Refreshed>,
+    ) -> bool {
+        let key = image.as_str().to_string();
+        if state.refreshing.contains(&key) {
+            // Asked again while an answer is on its way (a build of an
+            // older commit, say): ask once more when it arrives.
+            state.refresh_again.insert(key, (image, source));
+            return false;
+        }
+        state.refreshing.insert(key);
+        self.spawn_refresh(image, source, tasks);
+        true
     }
 
     fn spawn_refresh(

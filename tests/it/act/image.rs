@@ -255,3 +255,30 @@ async fn the_configured_platform_reaches_create() {
     }
     f.exec.create(&spec, &image).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_tags_known_digest_the_registry_lost_is_digest_gone() {
+    let f = Fixture::new().await;
+    let tag = image(&f.agent("v1"));
+    let lost = berth::model::Digest::parse(&format!("sha256:{}", "d".repeat(64))).unwrap();
+    let known = berth::model::ResolvedImage {
+        digest: Some(lost.clone()),
+        id: None,
+    };
+    for source in [ImageSource::Tag, ImageSource::Explicit] {
+        let err = f
+            .exec
+            .ensure_known(&tag, &source, None, &known)
+            .await
+            .unwrap_err();
+        match &err {
+            ActError::DigestGone { image, digest, .. } => {
+                assert_eq!((image.as_str(), digest), (tag.as_str(), &lost));
+            }
+            other => panic!("expected the digest gone, got {other:?}"),
+        }
+        assert_eq!(err.reason(), Some(Reason::ImageNotFound));
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("resolved again"), "{err}");
+    }
+}

@@ -253,6 +253,71 @@ async fn tag_refresh_replaces_a_moved_tag_without_being_asked() {
     tag.cleanup(&w).await;
 }
 
+/// Deletes `repo`'s manifest `digest` from the run's registry (its
+/// storage allows deletes), as a registry's cleanup would.
+async fn delete_manifest(repo: &str, digest: &str) {
+    let registry = harness::env().registry;
+    let name = repo.strip_prefix(&format!("{registry}/")).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(&registry).await.unwrap();
+    let request =
+        format!("DELETE /v2/{name}/manifests/{digest} HTTP/1.0\r\nHost: {registry}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 202") || answer.starts_with("HTTP/1.1 202"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_tags_digest_gone_from_the_registry_is_resolved_again_not_retried_forever() {
+    let mut w = World::new().await;
+    let tag = MovingTag::new(&w).await;
+    tag.push(&w, "v1").await;
+    w.start(&[("BERTH_PIN_DEBOUNCE", "0s")]);
+    let first = tag.insert(&w).await;
+    online_on(&w, &[first], &w.v1, 90).await;
+    // The tag moves on and the registry deletes the manifest it named;
+    // the last workspace on it goes, and with it the local reference.
+    tag.push(&w, "v2").await;
+    delete_manifest(&tag.repo, &w.v1).await;
+    w.exec(
+        "UPDATE workspaces SET desired_state = 'removed' WHERE id = $1",
+        first,
+    )
+    .await;
+    w.wait_container(first, 60, "removed", |c| c.is_none())
+        .await;
+    tag.cleanup(&w).await;
+
+    // berth still knows the tag as v1; the pull of v1 finds nothing, so
+    // it resolves the tag again and creates on what it names now.
+    let late = tag.insert(&w).await;
+    online_on(&w, &[late], &w.v2, 90).await;
+    let berth = w.berth.as_ref().unwrap();
+    assert!(
+        berth.tail().contains("resolving the tag again"),
+        "{}",
+        berth.tail()
+    );
+    let failed: Option<String> = sqlx::query_scalar(
+        "SELECT detail->>'error' FROM workspace_events
+          WHERE workspace_id = $1 AND detail ? 'error' ORDER BY id LIMIT 1",
+    )
+    .bind(late.0)
+    .fetch_optional(&w.pool)
+    .await
+    .unwrap();
+    assert!(
+        failed
+            .as_deref()
+            .is_some_and(|d| d.contains("no longer in the registry")),
+        "the failed pull says why: {failed:?}"
+    );
+    tag.cleanup(&w).await;
+}
+
 #[tokio::test]
 async fn refresh_without_a_running_berth_says_nothing_was_refreshed() {
     let w = World::new().await;
