@@ -29,6 +29,8 @@ struct Cache {
     /// came from, for ids looked at since the last full list; older ones
     /// are as old as that list.
     seen: HashMap<String, Ticket>,
+    /// The same for volumes, by name.
+    seen_volumes: HashMap<String, Ticket>,
     /// The ticket of the last full list that landed.
     listed: Ticket,
     next: u64,
@@ -37,14 +39,31 @@ struct Cache {
 }
 
 impl Cache {
-    /// Whether an answer to the look `at` about `id` is older than what
-    /// the cache holds.
-    fn stale(&self, id: &str, at: Ticket) -> bool {
-        let stale = at < self.listed || self.seen.get(id).is_some_and(|held| *held > at);
+    /// Whether an answer to the look `at` about `key` (in `seen`) is older
+    /// than what the cache holds.
+    fn stale(listed: Ticket, seen: &HashMap<String, Ticket>, key: &str, at: Ticket) -> bool {
+        let stale = at < listed || seen.get(key).is_some_and(|held| *held > at);
         if stale {
-            tracing::debug!(container = %id, "an answer older than the cache's is dropped");
+            tracing::debug!(object = %key, "an answer older than the cache's is dropped");
         }
         stale
+    }
+}
+
+/// Lays what looks begun after a full list (at `at`) saw over that list:
+/// an entry they saw is kept as they saw it, one they saw gone stays gone.
+fn keep_later<T: Clone>(
+    seen: &mut HashMap<String, Ticket>,
+    held: &HashMap<String, T>,
+    listed: &mut HashMap<String, T>,
+    at: Ticket,
+) {
+    seen.retain(|_, t| *t > at);
+    for key in seen.keys() {
+        match held.get(key) {
+            Some(newer) => listed.insert(key.clone(), newer.clone()),
+            None => listed.remove(key),
+        };
     }
 }
 
@@ -109,22 +128,17 @@ impl Observed {
     pub(super) fn replace(
         &self,
         mut containers: HashMap<String, ObservedContainer>,
-        volumes: HashMap<String, ObservedVolume>,
+        mut volumes: HashMap<String, ObservedVolume>,
         at: Ticket,
     ) {
         self.write(|c| {
-            c.seen.retain(|_, held| *held > at);
-            if !c.seen.is_empty() {
+            keep_later(&mut c.seen, &c.containers, &mut containers, at);
+            keep_later(&mut c.seen_volumes, &c.volumes, &mut volumes, at);
+            if !c.seen.is_empty() || !c.seen_volumes.is_empty() {
                 tracing::debug!(
-                    kept = c.seen.len(),
+                    kept = c.seen.len() + c.seen_volumes.len(),
                     "a full list keeps what later looks saw"
                 );
-            }
-            for id in c.seen.keys() {
-                match c.containers.get(id) {
-                    Some(newer) => containers.insert(id.clone(), newer.clone()),
-                    None => containers.remove(id),
-                };
             }
             c.containers = containers;
             c.volumes = volumes;
@@ -138,7 +152,7 @@ impl Observed {
     /// later look already told more.
     pub(super) fn upsert(&self, container: ObservedContainer, at: Ticket) {
         self.write(|c| {
-            if c.stale(&container.id, at) {
+            if Cache::stale(c.listed, &c.seen, &container.id, at) {
                 return;
             }
             c.seen.insert(container.id.clone(), at);
@@ -150,11 +164,26 @@ impl Observed {
     /// look saw it.
     pub(super) fn remove(&self, id: &str, at: Ticket) {
         self.write(|c| {
-            if c.stale(id, at) {
+            if Cache::stale(c.listed, &c.seen, id, at) {
                 return;
             }
             c.seen.insert(id.to_string(), at);
             c.containers.remove(id);
+        });
+    }
+
+    /// Stores what a look begun at `at` saw of the volume `name`: `None`
+    /// when it is gone. Dropped when a later look already told more.
+    pub(super) fn set_volume(&self, name: &str, volume: Option<ObservedVolume>, at: Ticket) {
+        self.write(|c| {
+            if Cache::stale(c.listed, &c.seen_volumes, name, at) {
+                return;
+            }
+            c.seen_volumes.insert(name.to_string(), at);
+            match volume {
+                Some(v) => c.volumes.insert(name.to_string(), v),
+                None => c.volumes.remove(name),
+            };
         });
     }
 
@@ -288,5 +317,44 @@ mod tests {
         let after = cache.ticket();
         cache.upsert(container("a", ContainerState::Exited), after);
         assert_eq!(state(&cache, "a"), Some(ContainerState::Exited));
+    }
+
+    fn volume(name: &str, epoch: &str) -> ObservedVolume {
+        ObservedVolume {
+            name: name.to_string(),
+            labels: BTreeMap::from([("epoch".to_string(), epoch.to_string())]),
+        }
+    }
+
+    fn epoch(cache: &Observed, name: &str) -> Option<String> {
+        let (_, volumes, _) = cache.snapshot();
+        volumes
+            .into_iter()
+            .find(|v| v.name == name)
+            .map(|v| v.label("epoch").unwrap_or_default().to_string())
+    }
+
+    #[test]
+    fn a_volume_look_outlives_an_older_list_and_loses_to_a_newer_one() {
+        let cache = Observed::default();
+        let list = cache.ticket();
+        let look = cache.ticket();
+        // A pass discarded the session and made it anew (epoch 2) while a
+        // list that still saw epoch 1 was on its way.
+        cache.set_volume("s", Some(volume("s", "2")), look);
+        cache.set_volume("gone", None, look);
+        let old: HashMap<_, _> = [volume("s", "1"), volume("gone", "1")]
+            .into_iter()
+            .map(|v| (v.name.clone(), v))
+            .collect();
+        cache.replace(HashMap::new(), old, list);
+        assert_eq!(epoch(&cache, "s").as_deref(), Some("2"));
+        assert_eq!(epoch(&cache, "gone"), None);
+        // An older look does not overwrite; a later list replaces all.
+        cache.set_volume("s", Some(volume("s", "1")), list);
+        assert_eq!(epoch(&cache, "s").as_deref(), Some("2"));
+        let later = cache.ticket();
+        cache.replace(HashMap::new(), HashMap::new(), later);
+        assert_eq!(epoch(&cache, "s"), None);
     }
 }

@@ -330,5 +330,16 @@ pub async fn sync_workspace(
             cache.remove(&gone, at);
         }
     }
+    // Its volumes too: a pass makes and removes them (a discarded session
+    // comes back with a new epoch label), and the next pass plans on them.
+    for name in id.volume_names() {
+        match docker.inspect_volume(&name).await {
+            Ok(v) => cache.set_volume(&name, Some(convert::volume(&v)), at),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound { .. } => cache.set_volume(&name, None, at),
+                other => return Err(other),
+            },
+        }
+    }
     Ok(())
 }

@@ -9,8 +9,9 @@ use super::hash::{self, changed_fields};
 use super::rules::Mine;
 use super::{Change, Facts};
 
-/// The session volume's recorded epoch when the row's is newer (a volume
-/// without the label, as the Go provisioner left it, counts as current).
+/// The session volume's recorded epoch when the row's is newer. A volume
+/// without the label (the Go provisioner's) counts as epoch 0, the
+/// column's default: kept at cut-over, discarded once the row is bumped.
 pub(super) fn stale_session(
     f: &Facts,
     row: &WorkspaceRow,
@@ -22,7 +23,10 @@ pub(super) fn stale_session(
         return None;
     }
     let volume = mine.volumes.iter().find(|v| v.name == name)?;
-    let applied: i64 = volume.label(LABEL_SESSION_EPOCH)?.parse().ok()?;
+    let applied: i64 = match volume.label(LABEL_SESSION_EPOCH) {
+        Some(text) => text.parse().ok()?,
+        None => 0,
+    };
     (applied < row.session_epoch).then_some((applied, row.session_epoch))
 }
 

@@ -174,6 +174,27 @@ fn a_session_epoch_bump_discards_the_session_volume_during_the_replace() {
 }
 
 #[test]
+fn a_session_volume_without_an_epoch_label_counts_as_epoch_zero() {
+    let s = Settings::test();
+    let mut r = row(1).with_runtime("claude-code");
+    let cs = [container_for(&built(&r, &s), "c1")];
+    // As the Go provisioner left it: no epoch label.
+    let mut sessions = volume(wid(1), &wid(1).sessions_volume(), "default");
+    sessions.labels.remove(LABEL_SESSION_EPOCH);
+    let vs = [sessions];
+    let kept = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert!(
+        kept.actions.is_empty(),
+        "kept at cut-over: {:?}",
+        whys(&kept)
+    );
+    r.session_epoch = 1;
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert_eq!(whys(&p)[0], "recreate: session_epoch 0 → 1");
+    assert!(ops(&p).contains(&"remove_volume"));
+}
+
+#[test]
 fn a_failed_pull_leaves_the_old_container_serving_as_change_blocked() {
     let s = Settings::test();
     let r = row(1).with_env(json!({"A": "2"}));

@@ -129,6 +129,19 @@ async fn a_session_epoch_bump_starts_a_fresh_session_volume_and_keeps_the_worksp
         .await
         .expect("a session volume");
     assert_eq!(after.labels.get(LABEL_HOST), Some(&w.host));
+    // Once: the passes after the replace see the new volume's epoch, so
+    // the fresh session is not discarded again (a full relist is 30 s away).
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        w.count_events(id, "create").await,
+        2,
+        "created, then replaced once"
+    );
+    assert_eq!(
+        w.count_events(id, "remove_volume").await,
+        1,
+        "one session discarded"
+    );
 }
 
 #[tokio::test]
