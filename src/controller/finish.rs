@@ -72,23 +72,13 @@ impl Controller {
                     .reconcile_errors_total
                     .with_label_values(&[failed.error.kind()])
                     .inc();
-                if let (Some(reason), Some(hash)) = (failed.error.reason(), &done.hash) {
-                    memory.record_failure(Failure {
-                        reason,
-                        phase: failed.phase,
-                        message: failed.error.to_string(),
-                        retry_at: Utc::now()
-                            + chrono::TimeDelta::from_std(delay).unwrap_or_default(),
-                        hash: hash.clone(),
-                    });
+                let retry_at = Utc::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default();
+                if remember(memory, failed, done.hash.as_deref(), retry_at) {
                     // Plan again at once: that pass only reports the
                     // failure on the row; the retry waits for the backoff.
                     queue.add(id);
                 }
                 if failed.restored {
-                    if let Some(hash) = &done.hash {
-                        memory.record_rollback(hash);
-                    }
                     self.metrics
                         .rollbacks_total
                         .with_label_values(&[failed.phase.to_string().as_str()])
@@ -150,6 +140,41 @@ impl Controller {
                 .inc();
         }
     }
+}
+
+/// Takes a failed pass into the key's memory; true when the planner now
+/// has a failure to report. Every failure but a stale plan (the object
+/// gone or in the way: planned again at once) is kept with its retry time,
+/// so every trigger honours the backoff and the row says what failed: its
+/// reason, or for an engine error or a deadline the phase it stopped in.
+/// A replace undone for a cause in the spec or the image is not tried
+/// again until the spec changes; one undone for a transient cause is.
+fn remember(
+    memory: &mut crate::plan::Memory,
+    failed: &super::Failed,
+    hash: Option<&str>,
+    retry_at: chrono::DateTime<Utc>,
+) -> bool {
+    let Some(hash) = hash else {
+        return false;
+    };
+    if failed.restored && !failed.error.is_transient() {
+        memory.record_rollback(hash);
+    }
+    if failed.error.needs_replan() {
+        return false;
+    }
+    memory.record_failure(Failure {
+        reason: failed
+            .error
+            .reason()
+            .unwrap_or_else(|| failed.phase.reason()),
+        phase: failed.phase,
+        message: failed.error.to_string(),
+        retry_at,
+        hash: hash.to_string(),
+    });
+    true
 }
 
 impl Controller {
@@ -287,4 +312,87 @@ fn phase_word(word: &str) -> Option<&'static str> {
     ["pull", "build", "create", "start", "readiness"]
         .into_iter()
         .find(|p| *p == word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::{ActError, Object};
+    use crate::docker::DockerError;
+    use crate::model::Reason;
+    use crate::plan::{Memory, Phase};
+
+    fn failed(error: ActError, phase: Phase, restored: bool) -> super::super::Failed {
+        super::super::Failed {
+            error,
+            phase,
+            restored,
+        }
+    }
+
+    #[test]
+    fn a_failure_without_a_reason_still_backs_off_and_names_its_phase() {
+        let mut memory = Memory::default();
+        let engine = ActError::docker(
+            "create",
+            DockerError::Server {
+                status: 500,
+                message: "boom".into(),
+            },
+        );
+        assert!(remember(
+            &mut memory,
+            &failed(engine, Phase::Create, false),
+            Some("h1"),
+            Utc::now()
+        ));
+        let kept = memory.failure.as_ref().expect("a failure to report");
+        assert_eq!((kept.reason, kept.phase), (Reason::Creating, Phase::Create));
+        assert!(kept.message.contains("boom"), "{}", kept.message);
+        assert_eq!(memory.rolled_back_hash, None);
+    }
+
+    #[test]
+    fn a_replace_undone_by_a_transient_error_is_tried_again_one_undone_by_its_image_is_not() {
+        let mut memory = Memory::default();
+        let transient = ActError::Timeout {
+            what: "pull",
+            after: std::time::Duration::from_secs(1),
+        };
+        remember(
+            &mut memory,
+            &failed(transient, Phase::Start, true),
+            Some("h1"),
+            Utc::now(),
+        );
+        assert_eq!(memory.rolled_back_hash, None, "tried again after backoff");
+        let refused = ActError::StartFailed {
+            container: "c".into(),
+            message: "no such file".into(),
+        };
+        remember(
+            &mut memory,
+            &failed(refused, Phase::Start, true),
+            Some("h1"),
+            Utc::now(),
+        );
+        assert_eq!(memory.rolled_back_hash.as_deref(), Some("h1"));
+        assert_eq!(memory.failure.unwrap().reason, Reason::StartFailed);
+    }
+
+    #[test]
+    fn a_stale_plan_is_planned_again_without_a_failure() {
+        let mut memory = Memory::default();
+        let gone = ActError::Gone {
+            object: Object::Container,
+            name: "c".into(),
+        };
+        assert!(!remember(
+            &mut memory,
+            &failed(gone, Phase::Start, false),
+            Some("h1"),
+            Utc::now()
+        ));
+        assert_eq!(memory.failure, None);
+    }
 }

@@ -27,6 +27,21 @@ impl fmt::Display for Phase {
     }
 }
 
+impl Phase {
+    /// The reason a row shows while this phase runs, and while a failure
+    /// of it that has no reason of its own (the engine erred, a deadline
+    /// passed) waits for its retry.
+    pub fn reason(self) -> Reason {
+        match self {
+            Phase::Pull => Reason::Pulling,
+            Phase::Build => Reason::Building,
+            Phase::Create => Reason::Creating,
+            Phase::Start => Reason::Starting,
+            Phase::Readiness => Reason::WaitingReady,
+        }
+    }
+}
+
 /// The status, reason and `last_error` the row should show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusUpdate {
