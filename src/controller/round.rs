@@ -119,6 +119,7 @@ impl Controller {
             // A pin's history records the digest as stable; a tag or a
             // build has no history to mark.
             if let Track::Pin(ring) = &key.track
+                && self.pin_landed(state, &key)
                 && let Err(error) =
                     desired::mark_stable(&self.pool, runtime, ring, digest.as_str()).await
             {
@@ -277,6 +278,34 @@ impl Controller {
     /// Writes the `rollout` column of a row whose replace waits for its
     /// wave (or will not run: the rollout halted), when it shows something
     /// else.
+    /// Whether every running row of this host the pin of `key` decides
+    /// runs its digest now: a rollout whose workspaces dropped out (a pull
+    /// backing off, a replace given up) has not landed, and marks nothing
+    /// stable.
+    fn pin_landed(&self, state: &State, key: &RolloutKey) -> bool {
+        let Track::Pin(ring) = &key.track else {
+            return false;
+        };
+        state.rows.values().all(|row| {
+            if row.desired_state != DesiredState::Running
+                || row.paused
+                || row.runtime != key.runtime
+            {
+                return true;
+            }
+            match plan::choose_image(row, &state.catalogue, &self.settings) {
+                Ok((image, crate::model::ImageSource::Pinned { ring: r }, _))
+                    if &r == ring && image.digest() == Some(&key.to) =>
+                {
+                    self.observed.main_container(row.id).is_some_and(|c| {
+                        c.label(crate::model::LABEL_IMAGE_DIGEST) == Some(key.to.as_str())
+                    })
+                }
+                _ => true,
+            }
+        })
+    }
+
     async fn show_rollout(
         &self,
         lease: &Lease,

@@ -204,11 +204,26 @@ pub async fn halt_pin(
     .bind(note)
     .execute(pool)
     .await?;
+    // A digest that failed on this host is not stable, whatever another
+    // host that finished its own rollout first marked: `berth rollback`
+    // and the next halt must not choose it.
+    sqlx::query(
+        "UPDATE runtime_image_pin_history SET stable_at = NULL
+          WHERE id = (SELECT max(id) FROM runtime_image_pin_history
+                       WHERE template_name = $1 AND ring = $2 AND new_digest = $3)",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(to)
+    .execute(pool)
+    .await?;
     Ok(result.rows_affected() == 1)
 }
 
 /// Marks the latest history entry that set (`runtime`, `ring`) to `digest`
-/// stable: a rollout of it completed.
+/// stable: a rollout of it completed. Only while the pin still names it: a
+/// pin moved on (rolled back, halted elsewhere) says the digest did not
+/// hold.
 pub async fn mark_stable(
     pool: &PgPool,
     runtime: &str,
@@ -219,7 +234,9 @@ pub async fn mark_stable(
         "UPDATE runtime_image_pin_history SET stable_at = now()
           WHERE id = (SELECT max(id) FROM runtime_image_pin_history
                        WHERE template_name = $1 AND ring = $2 AND new_digest = $3)
-            AND stable_at IS NULL",
+            AND stable_at IS NULL
+            AND EXISTS (SELECT 1 FROM runtime_image_pins
+                         WHERE template_name = $1 AND ring = $2 AND digest = $3)",
     )
     .bind(runtime)
     .bind(ring)

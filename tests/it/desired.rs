@@ -395,3 +395,65 @@ async fn notifications_reach_the_session_as_triggers() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_digest_is_marked_stable_only_while_pinned_and_a_halt_unmarks_it() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let (a, b, c) = (d('a'), d('b'), d('c'));
+    let set = |digest: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'stable', $1)
+                 ON CONFLICT (template_name, ring) DO UPDATE SET digest = EXCLUDED.digest",
+            )
+            .bind(digest)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let stable = |digest: String| {
+        let pool = pool.clone();
+        async move {
+            let at: Option<Option<chrono::DateTime<chrono::Utc>>> = sqlx::query_scalar(
+                "SELECT stable_at FROM runtime_image_pin_history
+                  WHERE template_name = 'codex' AND ring = 'stable' AND new_digest = $1
+                  ORDER BY id DESC LIMIT 1",
+            )
+            .bind(digest)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            at.flatten().is_some()
+        }
+    };
+    set(a.clone()).await;
+    desired::mark_stable(&pool, "codex", "stable", &a)
+        .await
+        .unwrap();
+    assert!(stable(a.clone()).await, "pinned and landed: stable");
+
+    // The pin moved on (a rollback, a halt elsewhere) before this host
+    // finished with b: b is not marked.
+    set(b.clone()).await;
+    set(c.clone()).await;
+    desired::mark_stable(&pool, "codex", "stable", &b)
+        .await
+        .unwrap();
+    assert!(!stable(b.clone()).await, "b is no longer pinned");
+
+    // c landed on one host and was marked; another host halts it: the
+    // mark goes, so a rollback does not choose c as "stable".
+    desired::mark_stable(&pool, "codex", "stable", &c)
+        .await
+        .unwrap();
+    assert!(stable(c.clone()).await);
+    let written = desired::halt_pin(&pool, "codex", "stable", &c, &a, "halted")
+        .await
+        .unwrap();
+    assert!(written);
+    assert!(!stable(c.clone()).await, "a halted digest is not stable");
+}
