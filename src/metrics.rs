@@ -52,6 +52,38 @@ const SECONDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
+/// `reconcile_total{result}`: how a pass ended (controller::finish).
+const RESULTS: &[&str] = &["success", "error", "requeue"];
+
+/// `reconcile_errors_total{kind}`: `ActError::kind` (a non-transient
+/// Docker error by `DockerError::kind`), `database` when the outcome cannot
+/// be written, `panic` when a pass is lost.
+const ERROR_KINDS: &[&str] = &[
+    "name_conflict",
+    "start_failed",
+    "image_not_found",
+    "registry_auth",
+    "registry_rate_limited",
+    "image_build_failed",
+    "invalid_spec",
+    "gone",
+    "in_the_way",
+    "timeout",
+    "transient",
+    "not_found",
+    "conflict",
+    "auth",
+    "refused",
+    "stream",
+    "other",
+    "database",
+    "panic",
+];
+
+/// `rollbacks_total{reason}` and `provision_timeouts_total{phase}`: the
+/// `plan::Phase` a replace was undone in or a provision stalled in.
+const PHASES: &[&str] = &["pull", "build", "create", "start", "readiness"];
+
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("berth".into()), None)?;
@@ -173,6 +205,31 @@ impl Metrics {
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // A labelled counter shows a child only once it exists. Every known
+        // label value starts at 0, so increase() and rate() see the first
+        // event after a restart as a step from 0 rather than a new series.
+        for result in RESULTS {
+            metrics
+                .reconcile_total
+                .with_label_values(&[result])
+                .inc_by(0);
+        }
+        for kind in ERROR_KINDS {
+            metrics
+                .reconcile_errors_total
+                .with_label_values(&[kind])
+                .inc_by(0);
+        }
+        for phase in PHASES {
+            metrics
+                .rollbacks_total
+                .with_label_values(&[phase])
+                .inc_by(0);
+            metrics
+                .provision_timeouts_total
+                .with_label_values(&[phase])
+                .reset();
+        }
         for side in ["desired", "observed"] {
             metrics.snapshot_complete.with_label_values(&[side]).set(0);
         }
@@ -253,5 +310,113 @@ mod tests {
             text.contains("berth_build_info{version=\"0.1.0\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_labelled_counters_the_alerts_rate_start_at_zero_for_every_known_value() {
+        let text = Metrics::new().unwrap().render();
+        let series = [
+            ("reconcile_total", "result", RESULTS),
+            ("reconcile_errors_total", "kind", ERROR_KINDS),
+            ("rollbacks_total", "reason", PHASES),
+            ("provision_timeouts_total", "phase", PHASES),
+        ];
+        for (name, label, values) in series {
+            for value in values {
+                let line = format!("berth_{name}{{{label}=\"{value}\"}} 0\n");
+                assert!(text.contains(&line), "{line:?} missing from:\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_known_label_values_are_exactly_those_berth_counts() {
+        use crate::act::{ActError, Object};
+        use crate::docker::DockerError;
+        use crate::plan::Phase;
+
+        let phases = [
+            Phase::Pull,
+            Phase::Build,
+            Phase::Create,
+            Phase::Start,
+            Phase::Readiness,
+        ];
+        let shown: Vec<String> = phases.iter().map(|p| p.to_string()).collect();
+        assert_eq!(shown, PHASES);
+
+        let m = || String::from("m");
+        let docker = [
+            DockerError::NotFound { message: m() },
+            DockerError::Conflict { message: m() },
+            DockerError::Auth { message: m() },
+            DockerError::RateLimited { message: m() },
+            DockerError::Refused {
+                status: 400,
+                message: m(),
+            },
+            DockerError::Server {
+                status: 500,
+                message: m(),
+            },
+            DockerError::Transport { message: m() },
+            DockerError::Stream { message: m() },
+            DockerError::Other { message: m() },
+        ];
+        let digest = crate::model::Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        let mut errors = vec![
+            ActError::NameConflict {
+                object: Object::Volume,
+                name: m(),
+                detail: m(),
+            },
+            ActError::StartFailed {
+                container: m(),
+                message: m(),
+            },
+            ActError::ImageNotFound {
+                image: m(),
+                message: m(),
+            },
+            ActError::DigestGone {
+                image: m(),
+                digest,
+                message: m(),
+            },
+            ActError::RegistryAuth {
+                image: m(),
+                message: m(),
+            },
+            ActError::RegistryRateLimited {
+                image: m(),
+                message: m(),
+            },
+            ActError::BuildFailed {
+                image: m(),
+                message: m(),
+            },
+            ActError::InvalidFiles { message: m() },
+            ActError::Gone {
+                object: Object::Container,
+                name: m(),
+            },
+            ActError::InTheWay {
+                object: Object::Container,
+                name: m(),
+                detail: m(),
+            },
+            ActError::Timeout {
+                what: "pull",
+                after: std::time::Duration::from_secs(1),
+            },
+        ];
+        errors.extend(docker.into_iter().map(|e| ActError::docker("create", e)));
+        let mut kinds: Vec<&str> = errors.iter().map(ActError::kind).collect();
+        kinds.extend(["database", "panic"]);
+        kinds.sort_unstable();
+        kinds.dedup();
+        let mut known = ERROR_KINDS.to_vec();
+        known.sort_unstable();
+        assert_eq!(kinds, known);
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::values::{fmt_duration, positive_duration};
+use super::values::{fmt_duration, mask_url, positive_duration};
 use super::{ConfigError, Effective, SETTINGS, Setting, Source};
 
 /// Resolves settings from flags and environment, collecting every error and
@@ -55,8 +55,11 @@ impl<'a> Resolver<'a> {
             .filter(|(v, _)| !v.trim().is_empty())
     }
 
+    /// Records the effective value `berth config` shows, a URL's user info
+    /// masked.
     pub(super) fn show(&mut self, name: &'static str, value: String, source: Source) {
         let setting = Self::setting(name);
+        let value = if setting.url { mask_url(&value) } else { value };
         self.effective.push(Effective {
             name: setting.env,
             value,
@@ -64,9 +67,17 @@ impl<'a> Resolver<'a> {
         });
     }
 
+    /// Records a bad value; the error echoes it as `berth config` would
+    /// show it (a secret as `***`, a URL's user info masked).
     pub(super) fn bad(&mut self, name: &'static str, raw: String, message: String) {
         let setting = Self::setting(name);
-        let value = if setting.secret { "***".into() } else { raw };
+        let value = if setting.secret {
+            "***".into()
+        } else if setting.url {
+            mask_url(&raw)
+        } else {
+            raw
+        };
         self.errors.push(ConfigError {
             name: setting.env,
             value: Some(value),
@@ -154,5 +165,82 @@ impl<'a> Resolver<'a> {
 
     pub(super) fn duration(&mut self, name: &'static str, default: &str) -> Option<Duration> {
         self.value(name, default, positive_duration, fmt_duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::{Config, ConfigErrors};
+
+    const DB: &str = "postgres://berth:s3cret-pw@db.internal:5432/berth";
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_sources(&HashMap::new(), move |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn a_bad_repo_prefix_is_echoed_with_its_user_info_masked() {
+        for (raw, shown) in [
+            (
+                "https://tok-123@git.example/org /tpl-",
+                "https://***@git.example/org /tpl-",
+            ),
+            (
+                "https://bob:pw-123@git.example/org /tpl-",
+                "https://bob:***@git.example/org /tpl-",
+            ),
+            ("tok-123@git.example/org/tpl-", "***@git.example/org/tpl-"),
+        ] {
+            let Err(errors) = from_env(&[
+                ("DATABASE_URL", DB),
+                ("MOLECULE_LOCAL_TEMPLATE_REPO_PREFIX", raw),
+            ]) else {
+                panic!("{raw} is accepted");
+            };
+            let text = errors.to_string();
+            assert!(
+                text.contains("MOLECULE_LOCAL_TEMPLATE_REPO_PREFIX"),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{shown:?}")), "{text}");
+            assert!(
+                !text.contains("tok-123") && !text.contains("pw-123"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn berth_config_shows_a_repo_prefix_without_its_user_info() {
+        for (raw, masked) in [
+            (
+                "https://tok-123@git.example/org/tpl-",
+                "https://***@git.example/org/tpl-",
+            ),
+            (
+                "https://bob:pw-123@git.example/org/tpl-",
+                "https://bob:***@git.example/org/tpl-",
+            ),
+        ] {
+            let c = from_env(&[
+                ("DATABASE_URL", DB),
+                ("MOLECULE_LOCAL_TEMPLATE_REPO_PREFIX", raw),
+            ])
+            .unwrap();
+            let shown = c
+                .effective
+                .iter()
+                .find(|e| e.name == "MOLECULE_LOCAL_TEMPLATE_REPO_PREFIX")
+                .unwrap();
+            assert_eq!(shown.value, masked);
+            let all = format!("{:?} {c:?} {}", c.effective, c.images.describe());
+            assert!(!all.contains("tok-123") && !all.contains("pw-123"), "{all}");
+        }
     }
 }

@@ -1,11 +1,15 @@
 //! Every setting berth reads: its environment variable, whether it is a
-//! secret, its default as shown in `--help`, and what it means. The flag of a
+//! secret or a URL, its default as shown in `--help`, and what it means. The flag of a
 //! setting is derived from its variable (see [`flag_name`]).
 
 #[derive(Debug)]
 pub struct Setting {
     pub env: &'static str,
+    /// Never shown: `***` in `berth config` and in errors.
     pub secret: bool,
+    /// A URL that may carry credentials in its user info: shown masked
+    /// (`mask_url`) in `berth config` and in errors, a bad value too.
+    pub url: bool,
     pub default: &'static str,
     pub help: &'static str,
 }
@@ -14,6 +18,17 @@ const fn s(env: &'static str, default: &'static str, help: &'static str) -> Sett
     Setting {
         env,
         secret: false,
+        url: false,
+        default,
+        help,
+    }
+}
+
+const fn url(env: &'static str, default: &'static str, help: &'static str) -> Setting {
+    Setting {
+        env,
+        secret: false,
+        url: true,
         default,
         help,
     }
@@ -23,6 +38,7 @@ const fn secret(env: &'static str, help: &'static str) -> Setting {
     Setting {
         env,
         secret: true,
+        url: false,
         default: "unset",
         help,
     }
@@ -38,7 +54,7 @@ pub fn flag_name(env: &str) -> String {
 
 pub const SETTINGS: &[Setting] = &[
     secret("DATABASE_URL", "PostgreSQL URL (required)"),
-    s(
+    url(
         "DOCKER_HOST",
         "local socket",
         "Docker Engine endpoint (unix://, tcp://, http://)",
@@ -184,7 +200,7 @@ pub const SETTINGS: &[Setting] = &[
         "info",
         "log filter (tracing's EnvFilter syntax, e.g. info,berth=debug)",
     ),
-    s(
+    url(
         "MOLECULE_IMAGE_REGISTRY",
         "unset: local-build mode",
         "image registry prefix, e.g. ghcr.io/molecule-ai",
@@ -194,7 +210,7 @@ pub const SETTINGS: &[Setting] = &[
         "linux/amd64 on arm64, else none",
         "platform for pull and create; empty = none",
     ),
-    s(
+    url(
         "MOLECULE_LOCAL_TEMPLATE_REPO_PREFIX",
         "the platform's template repositories",
         "git URL prefix of template repositories (local-build mode)",
@@ -224,7 +240,7 @@ pub const SETTINGS: &[Setting] = &[
     s("TIER3_CPU_SHARES", "2048", "CPU of tier 3 (1024 = 1 CPU)"),
     s("TIER4_MEMORY_MB", "4096", "memory limit of tier 4, MiB"),
     s("TIER4_CPU_SHARES", "4096", "CPU of tier 4 (1024 = 1 CPU)"),
-    s(
+    url(
         "PLATFORM_URL",
         "http://host.docker.internal:8080",
         "platform URL given to workspaces (PLATFORM_URL, MOLECULE_URL)",

@@ -273,9 +273,10 @@ fn backoff_bounds_must_be_ordered() {
 }
 
 #[test]
-fn mask_url_hides_passwords_only() {
+fn mask_url_hides_passwords_and_a_user_alone() {
     assert_eq!(mask_url("postgres://u:p@h/db"), "postgres://u:***@h/db");
-    assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+    // A user alone may be a token.
+    assert_eq!(mask_url("postgres://u@h/db"), "postgres://***@h/db");
     assert_eq!(
         mask_url("postgres://h/db?password=x&sslmode=disable"),
         "postgres://h/db?password=***&sslmode=disable"

@@ -256,21 +256,24 @@ pub fn platform_value(raw: &str) -> Result<Platform, String> {
     }
 }
 
-/// The URL with the password of its user info replaced by `***` (and any
-/// `password=` query parameter too), so it can be printed.
+/// The URL with the secret of its user info replaced by `***`, and any
+/// `password=` query parameter too, so it can be printed: the password of
+/// `user:password@` (the user stays, for the operator), or a user alone,
+/// which can be a token (`https://<token>@host/`). Without a scheme, a
+/// `user@` before the first `/` (an scp-like ssh prefix, or a URL typed
+/// without its scheme) is user info too.
 pub fn mask_url(raw: &str) -> String {
     let mut out = raw.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
-            }
-        }
+    let rest_start = out.find("://").map_or(0, |i| i + 3);
+    let authority_end = out[rest_start..]
+        .find(['/', '?', '#'])
+        .map_or(out.len(), |i| rest_start + i);
+    if let Some(at) = out[rest_start..authority_end].rfind('@') {
+        let secret_start = match out[rest_start..rest_start + at].find(':') {
+            Some(colon) => rest_start + colon + 1,
+            None => rest_start,
+        };
+        out.replace_range(secret_start..rest_start + at, "***");
     }
     if let Some(q) = out.find('?') {
         let (base, query) = out.split_at(q + 1);
@@ -284,4 +287,53 @@ pub fn mask_url(raw: &str) -> String {
         out = format!("{base}{}", masked.join("&"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_url_hides_a_user_alone_and_the_password_of_a_user() {
+        assert_eq!(
+            mask_url("https://tok-123@git.example/org/tpl-"),
+            "https://***@git.example/org/tpl-"
+        );
+        assert_eq!(
+            mask_url("https://bob:pw-456@git.example:3000/org/tpl-"),
+            "https://bob:***@git.example:3000/org/tpl-"
+        );
+        assert_eq!(
+            mask_url("postgres://berth:s3cret@db:5432/berth"),
+            "postgres://berth:***@db:5432/berth"
+        );
+        assert_eq!(
+            mask_url("ssh://git@git.example/org/tpl-"),
+            "ssh://***@git.example/org/tpl-"
+        );
+        assert_eq!(
+            mask_url("git@git.example:org/tpl-"),
+            "***@git.example:org/tpl-"
+        );
+        assert_eq!(
+            mask_url("tok-123@git.example/org/tpl-"),
+            "***@git.example/org/tpl-"
+        );
+    }
+
+    #[test]
+    fn mask_url_leaves_urls_without_user_info_and_paths_alone() {
+        for raw in [
+            "https://git.example/org/tpl-",
+            "https://git.example/org@2/tpl-",
+            "/srv/git/user@host/tpl-",
+            "file:///srv/git/tpl-",
+        ] {
+            assert_eq!(mask_url(raw), raw);
+        }
+        assert_eq!(
+            mask_url("postgres://h/db?password=x&sslmode=disable"),
+            "postgres://h/db?password=***&sslmode=disable"
+        );
+    }
 }

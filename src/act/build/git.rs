@@ -2,10 +2,13 @@
 //! `ls-remote` for its HEAD (no clone) and a shallow clone of that HEAD.
 //!
 //! Credentials never reach git's argv, which every user of the host can
-//! read: a password in the prefix URL and `MOLECULE_GITEA_TOKEN` become an
-//! `Authorization` header set through `GIT_CONFIG_*` variables of the child,
-//! scoped to the repository's origin, and the URL git sees has no user
-//! info. Every URL and every line git prints is masked before it is shown.
+//! read: the URL on git's command line has no user info. A password in the
+//! prefix URL and `MOLECULE_GITEA_TOKEN` become an `Authorization` header,
+//! and a user alone (which may be a token: `https://<token>@host/`) comes
+//! back to git through a `url.<origin with user>.insteadOf` rewrite; both
+//! are set through `GIT_CONFIG_*` variables of the child, which only its
+//! own user can read, and are scoped to the repository's origin. Every URL
+//! and every line git prints is masked (any user info) before it is shown.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -33,6 +36,10 @@ pub struct Remote {
     url: String,
     /// `Authorization: Basic …` and the origin it is sent to.
     header: Option<(String, Secret<String>)>,
+    /// `url.<scheme>://<user>@<host>/.insteadOf` and the origin it
+    /// rewrites: git fetches with the prefix's user alone as if the URL on
+    /// its command line named it.
+    user_rewrite: Option<(Secret<String>, String)>,
     /// Strings masked out of anything git prints (the password, the token
     /// and their header form).
     secrets: Vec<Secret<String>>,
@@ -55,6 +62,7 @@ impl Remote {
             return Remote {
                 url,
                 header: None,
+                user_rewrite: None,
                 secrets: Vec::new(),
             };
         };
@@ -84,15 +92,21 @@ impl Remote {
         if let Some(p) = password {
             secrets.push(Secret::new(p.to_string()));
         }
-        // A user without a secret stays in the URL (an ssh-style user name
-        // or a credential helper's key); a user with one goes in the header.
-        let url = match (user, &header) {
-            (Some(user), None) => format!("{scheme}://{user}@{host}{path}"),
-            _ => format!("{scheme}://{host}{path}"),
+        // A user with a secret goes in the header. A user alone is either a
+        // name (a credential helper's key) or a token git sends as the user
+        // name: git gets it back through the rewrite, so it authenticates as
+        // it would with the user in the URL.
+        let user_rewrite = match (userinfo, &header) {
+            (Some(info), None) => Some((
+                Secret::new(format!("url.{scheme}://{info}@{host}/.insteadOf")),
+                format!("{scheme}://{host}/"),
+            )),
+            _ => None,
         };
         Remote {
-            url,
+            url: format!("{scheme}://{host}{path}"),
             header,
+            user_rewrite,
             secrets,
         }
     }
@@ -158,10 +172,19 @@ impl Remote {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        let mut config: Vec<(String, String)> = Vec::new();
         if let Some((origin, value)) = &self.header {
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", format!("http.{origin}.extraHeader"))
-                .env("GIT_CONFIG_VALUE_0", value.expose());
+            config.push((format!("http.{origin}.extraHeader"), value.expose().clone()));
+        }
+        if let Some((key, origin)) = &self.user_rewrite {
+            config.push((key.expose().clone(), origin.clone()));
+        }
+        if !config.is_empty() {
+            cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+            for (i, (key, value)) in config.into_iter().enumerate() {
+                cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+                    .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+            }
         }
         let out = match tokio::time::timeout(timeout, cmd.output()).await {
             Err(_) => {
@@ -277,9 +300,81 @@ mod tests {
         let ssh = remote("git@git.example:org/tpl-", Some("tok"));
         assert_eq!(ssh.url, "git@git.example:org/tpl-codex");
         assert!(ssh.header.is_none(), "a token is for https only");
-        let user_only = remote("https://bob@git.example/tpl-", None);
-        assert_eq!(user_only.url, "https://bob@git.example/tpl-codex");
-        assert!(user_only.header.is_none());
+    }
+
+    #[test]
+    fn a_user_alone_leaves_the_url_for_a_rewrite_git_reads_from_its_environment() {
+        let r = remote("https://tok-123@git.example:3000/org/tpl-", None);
+        assert_eq!(r.url, "https://git.example:3000/org/tpl-codex");
+        assert!(r.header.is_none());
+        let (key, origin) = r.user_rewrite.as_ref().unwrap();
+        assert_eq!(
+            key.expose(),
+            "url.https://tok-123@git.example:3000/.insteadOf"
+        );
+        assert_eq!(origin, "https://git.example:3000/");
+        assert!(!format!("{r:?}").contains("tok-123"));
+        assert_eq!(r.shown(), "https://git.example:3000/org/tpl-codex");
+        let said = "fatal: could not read Password for 'https://tok-123@git.example:3000': terminal prompts disabled";
+        assert!(!r.mask(said).contains("tok-123"), "{}", r.mask(said));
+    }
+
+    #[test]
+    fn a_user_alone_with_the_gitea_token_goes_in_the_header() {
+        let r = remote("https://bob@git.example/tpl-", Some("tok-456"));
+        assert_eq!(r.url, "https://git.example/tpl-codex");
+        assert!(r.user_rewrite.is_none());
+        let basic = base64::engine::general_purpose::STANDARD.encode("bob:tok-456");
+        assert_eq!(
+            header(&r).unwrap().1,
+            format!("Authorization: Basic {basic}")
+        );
+    }
+
+    /// git sends a user alone as `user:` once the server asks, as it does
+    /// with the user in the URL; the command line never names it.
+    #[tokio::test]
+    async fn git_still_authenticates_with_a_user_alone_and_never_shows_it() {
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let server = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                loop {
+                    let (mut conn, _) = listener.accept().await.unwrap();
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&request).into_owned());
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"t\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                }
+            }
+        });
+        let r = remote(&format!("http://tok-123@127.0.0.1:{port}/org/tpl-"), None);
+        let err = r.head(Duration::from_secs(30)).await.unwrap_err();
+        server.abort();
+        let requests = seen.lock().unwrap().join("\n");
+        let basic = base64::engine::general_purpose::STANDARD.encode("tok-123:");
+        assert!(
+            requests.contains(&format!("Authorization: Basic {basic}")),
+            "{requests}"
+        );
+        assert!(!err.to_string().contains("tok-123"), "{err}");
     }
 
     #[test]

@@ -194,6 +194,41 @@ fn every_metric_the_dashboard_and_rules_query_is_exposed_with_its_labels() {
     assert!(alerts >= 5);
 }
 
+/// increase() and rate() see no increase in a series born with its first
+/// event, so every counter a rule takes them of is exposed at 0 by a berth
+/// that has counted nothing yet, with each label value the rule selects.
+#[test]
+fn the_counters_the_rules_rate_are_exposed_at_zero_before_any_event() {
+    let fresh = Metrics::new().unwrap().render();
+    let rules = file("alerts.yaml");
+    let mut rated = 0;
+    for call in ["rate(", "increase("] {
+        for (at, _) in rules.match_indices(call) {
+            let start = at + call.len();
+            let end = start + rules[start..].find(')').expect("a closed call");
+            for (name, selectors) in queried(&rules[start..end]) {
+                rated += 1;
+                let wanted: Vec<String> = selectors
+                    .iter()
+                    .filter(|(key, _)| !TARGET_LABELS.contains(&key.as_str()))
+                    .map(|(key, value)| format!("{key}=\"{value}\""))
+                    .collect();
+                let at_zero = fresh.lines().any(|line| {
+                    line.strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                        && line.ends_with(" 0")
+                        && wanted.iter().all(|w| line.contains(w.as_str()))
+                });
+                assert!(
+                    at_zero,
+                    "alerts.yaml rates {name}{wanted:?}, which a fresh berth does not expose at 0:\n{fresh}"
+                );
+            }
+        }
+    }
+    assert!(rated >= 5, "alerts.yaml rates {rated} counters");
+}
+
 #[test]
 fn the_rules_pass_promtool_check_and_their_unit_tests() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards");

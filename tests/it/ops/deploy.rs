@@ -1,6 +1,6 @@
 //! `deploy/`: the image builds here FROM scratch and runs berth, the
 //! compose file is valid and demands an explicit host id, the systemd unit
-//! passes `systemd-analyze verify`.
+//! sets one and passes `systemd-analyze verify`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -135,6 +135,16 @@ fn the_systemd_unit_verifies_and_is_type_notify_with_a_watchdog() {
     ] {
         assert!(unit.contains(line), "{line} missing from the unit");
     }
+    // An explicit host id, set before the env file so the file can override
+    // it: without one berth would reconcile the rows of host "default".
+    let host_id = unit
+        .find("\nEnvironment=BERTH_HOST_ID=%H\n")
+        .expect("Environment=BERTH_HOST_ID=%H missing from the unit");
+    let env_file = unit.find("\nEnvironmentFile=").unwrap();
+    assert!(
+        host_id < env_file,
+        "BERTH_HOST_ID must be set before EnvironmentFile="
+    );
     let example = std::fs::read_to_string(repo().join("deploy/berth.env.example")).unwrap();
     assert!(example.lines().any(|l| l.starts_with("BERTH_HOST_ID=")));
     if Command::new("systemd-analyze")
