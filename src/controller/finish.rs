@@ -49,6 +49,7 @@ impl Controller {
         if done.lost_lease {
             return;
         }
+        self.time_convergence(state, &done);
         let memory = state.memory.entry(id).or_default();
         let result = match (&done.failure, &done.write_error) {
             (Some(failed), _) => {
@@ -178,6 +179,38 @@ fn remember(
 }
 
 impl Controller {
+    /// `time_to_converge_seconds`: a pass that ended without a failure
+    /// showing the row in its desired state (online, stopped, removed; not
+    /// rolled back) for a generation not yet reached observes the time
+    /// since the desired change, once. A row that already showed it (a
+    /// restarted berth) is taken as reached without a sample.
+    fn time_convergence(&self, state: &mut State, done: &Done) {
+        let (Some(update), Some(row)) = (&done.plan.status, state.rows.get(&done.id)) else {
+            return;
+        };
+        let reached = matches!(
+            update.status,
+            Status::Online | Status::Stopped | Status::Removed
+        ) && update.reason != Some(crate::model::Reason::RolledBack);
+        if !reached || done.failure.is_some() || done.write_error.is_some() || done.lost_lease {
+            return;
+        }
+        let memory = state.memory.entry(done.id).or_default();
+        if memory.reached_generation == Some(row.generation) {
+            return;
+        }
+        memory.reached_generation = Some(row.generation);
+        let shown = row.status == Some(update.status) && row.observed_generation == row.generation;
+        if !shown {
+            let took = (Utc::now() - row.desired_changed_at)
+                .to_std()
+                .unwrap_or_default();
+            self.metrics
+                .time_to_converge_seconds
+                .observe(took.as_secs_f64());
+        }
+    }
+
     /// What a finished pass means for the rollouts: a replace finished
     /// ready, one undone (a readiness failure, which may halt its rollout),
     /// or one that did not start after all.

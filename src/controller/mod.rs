@@ -79,6 +79,10 @@ struct State {
     /// Image references whose last refresh failed, with why.
     refresh_failures: BTreeMap<String, crate::plan::RefreshFailure>,
     last_prune: Option<tokio::time::Instant>,
+    /// The notes each key's last plan made, written as events only when
+    /// they change (an orphan's kept volumes would else be one event per
+    /// pass, forever).
+    noted: BTreeMap<WorkspaceId, Vec<String>>,
     rollouts: Rollouts,
     /// Image references whose rollout onto a target halted, with that
     /// target (a digest or an image ID): a refresh that finds it again

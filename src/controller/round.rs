@@ -186,8 +186,16 @@ impl Controller {
                 }
             }
             state.memory.insert(id, plan.memory.clone());
-            let guard_events: Vec<Event> = plan
-                .notes
+            let new_notes = if plan.notes.is_empty() {
+                state.noted.remove(&id);
+                &[][..]
+            } else if state.noted.get(&id) == Some(&plan.notes) {
+                &[][..]
+            } else {
+                state.noted.insert(id, plan.notes.clone());
+                plan.notes.as_slice()
+            };
+            let guard_events: Vec<Event> = new_notes
                 .iter()
                 .map(|note| Event {
                     workspace: id,
@@ -275,9 +283,6 @@ impl Controller {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Writes the `rollout` column of a row whose replace waits for its
-    /// wave (or will not run: the rollout halted), when it shows something
-    /// else.
     /// Whether every running row of this host the pin of `key` decides
     /// runs its digest now: a rollout whose workspaces dropped out (a pull
     /// backing off, a replace given up) has not landed, and marks nothing
@@ -306,6 +311,9 @@ impl Controller {
         })
     }
 
+    /// Writes the `rollout` column of a row whose replace waits for its
+    /// wave (or will not run: the rollout halted), when it shows something
+    /// else.
     async fn show_rollout(
         &self,
         lease: &Lease,

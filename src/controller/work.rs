@@ -186,11 +186,19 @@ pub async fn carry_out(
                 if let Some(restore) = done.plan.restore.clone()
                     && index >= restore.from
                 {
+                    let mut all = true;
                     for step in &restore.actions {
+                        // The host's new holder finishes or undoes the
+                        // replace from what it observes: this instance
+                        // changes nothing more.
+                        if !still_held() {
+                            all = false;
+                            break;
+                        }
                         let result = executor.apply(&step.op, &mut run).await;
                         events.push(event(id, step, result.as_ref().map(|_| ())));
                     }
-                    restored = restore.previous.is_some();
+                    restored = all && restore.previous.is_some();
                 }
                 tracing::warn!(workspace = %id, action = %action, %error, restored, "action failed");
                 done.failure = Some(Failed {

@@ -113,6 +113,10 @@ pub struct Memory {
     /// The spec hash whose replace was rolled back; not tried again until
     /// the desired spec changes.
     pub rolled_back_hash: Option<String>,
+    /// The last generation whose desired state the row was seen to reach
+    /// (online, stopped, removed); the controller times convergence once
+    /// per generation with it.
+    pub reached_generation: Option<i64>,
     /// The `restart_epoch` berth last restarted for.
     pub restarted_epoch: Option<i64>,
 }

@@ -84,14 +84,25 @@ async fn secrets_appear_in_no_log_metric_row_event_or_command_output() {
     )
     .await;
     // Replaced, or the replace undone: either way its steps were logged.
-    w.wait_row(good, 60, "replaced or rolled back", |r| {
-        r.converged()
-            && (r.is("online", None) && r.container_id != first.container_id
-                || r.is("online", Some("rolled_back")))
-    })
-    .await;
+    let edited = w
+        .wait_row(good, 60, "replaced or rolled back", |r| {
+            r.converged()
+                && (r.is("online", None) && r.container_id != first.container_id
+                    || r.is("online", Some("rolled_back")))
+        })
+        .await;
     let metrics = get(port.parse().unwrap(), "/metrics").await;
     assert!(metrics.contains("berth_reconcile_total"), "{metrics}");
+    // The create reached online, and the env edit too unless it was
+    // rolled back: one convergence each.
+    let reached = if edited.is("online", None) { 2.0 } else { 1.0 };
+    let converged: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("berth_time_to_converge_seconds_count"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no convergence count:\n{metrics}"));
+    assert!(converged >= reached, "convergences counted: {converged}");
     super::dashboards::check_live(&metrics);
     seen.push(("/metrics (json run)".into(), metrics));
     let berth_json = w.berth.take().unwrap();
