@@ -44,6 +44,9 @@ impl Controller {
         for waiting in state.rollouts.take_wakeups() {
             queue.add(waiting);
         }
+        if done.failure.is_some() || done.lost_lease {
+            undo_restart_mark(state.memory.entry(id).or_default(), &done.plan);
+        }
         let was_timed_out = state.rows.get(&id).and_then(|r| r.status_reason)
             == Some(crate::model::Reason::ProvisionTimeout);
         if done.lost_lease {
@@ -140,6 +143,18 @@ impl Controller {
                 .with_label_values(&[phase])
                 .inc();
         }
+    }
+}
+
+/// A pass that failed or lost the lease may not have restarted what its
+/// plan restarted for a `restart_epoch` bump: the bump is wanted again.
+fn undo_restart_mark(memory: &mut crate::plan::Memory, plan: &crate::plan::Plan) {
+    if plan
+        .actions
+        .iter()
+        .any(|a| matches!(a.op, crate::plan::Op::Restart { .. }))
+    {
+        memory.restarted_epoch = None;
     }
 }
 
@@ -411,6 +426,29 @@ mod tests {
         );
         assert_eq!(memory.rolled_back_hash.as_deref(), Some("h1"));
         assert_eq!(memory.failure.unwrap().reason, Reason::StartFailed);
+    }
+
+    #[test]
+    fn a_restart_that_did_not_happen_is_wanted_again() {
+        let mut memory = Memory {
+            restarted_epoch: Some(3),
+            ..Memory::default()
+        };
+        let mut plan = crate::plan::Plan::new(
+            crate::model::WorkspaceId(uuid::Uuid::nil()),
+            Memory::default(),
+        );
+        undo_restart_mark(&mut memory, &plan);
+        assert_eq!(memory.restarted_epoch, Some(3), "no restart planned");
+        plan.push(
+            crate::plan::Op::Restart {
+                target: crate::plan::Target::Id("c".into()),
+                timeout: std::time::Duration::from_secs(1),
+            },
+            crate::plan::Why::RestartEpoch { from: 2, to: 3 },
+        );
+        undo_restart_mark(&mut memory, &plan);
+        assert_eq!(memory.restarted_epoch, None);
     }
 
     #[test]

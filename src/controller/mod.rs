@@ -133,7 +133,11 @@ impl Controller {
                 _ = stop.cancelled() => break,
                 Some(t) = inputs.desired.recv() => match t {
                     DesiredTrigger::Workspace(id) => queue.add(id),
-                    DesiredTrigger::Pin { .. } | DesiredTrigger::All => {
+                    DesiredTrigger::Pin { .. } => self.reread(&mut state, &mut queue).await,
+                    DesiredTrigger::All => {
+                        // The database session is back (or new): changes
+                        // made meanwhile on either side are read anew.
+                        self.observed.request_relist();
                         self.reread(&mut state, &mut queue).await;
                     }
                     DesiredTrigger::Refresh { runtime } => {

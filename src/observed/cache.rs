@@ -71,6 +71,9 @@ fn keep_later<T: Clone>(
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     inner: Arc<RwLock<Cache>>,
+    /// A full relist asked for by the controller (its database session
+    /// came back: both sides are read anew).
+    relist: Arc<tokio::sync::Notify>,
 }
 
 impl Observed {
@@ -213,8 +216,19 @@ impl Observed {
         })
     }
 
-    pub(super) fn mark_incomplete(&self) {
-        self.write(|c| c.complete = false);
+    /// Marks the cache incomplete; true when it was complete.
+    pub(super) fn mark_incomplete(&self) -> bool {
+        self.write(|c| std::mem::replace(&mut c.complete, false))
+    }
+
+    /// Asks the observer for a full relist now.
+    pub fn request_relist(&self) {
+        self.relist.notify_one();
+    }
+
+    /// Resolves when a relist was asked for.
+    pub(super) async fn relist_requested(&self) {
+        self.relist.notified().await;
     }
 }
 

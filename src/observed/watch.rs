@@ -103,7 +103,11 @@ impl Observer {
                 _ = cancel.cancelled() => return,
                 outcome = self.session(since.timestamp()) => outcome,
             };
-            self.cache.mark_incomplete();
+            if self.cache.mark_incomplete() {
+                // Readiness and the metrics say so now, not at the next
+                // resync; passes meanwhile delete and create nothing.
+                self.trigger(Trigger::All);
+            }
             match outcome {
                 Session::Healthy(reason) => {
                     tracing::warn!(%reason, "docker event stream lost; relisting");
@@ -139,8 +143,11 @@ impl Observer {
         if let Err(e) = self.relist().await {
             return Session::Failed(e);
         }
-        let mut relist = tokio::time::interval(self.relist_every);
-        relist.tick().await;
+        // Every interval plus up to 10 % jitter, so hosts do not list in
+        // step; at once when the controller asks.
+        let jittered = |every: Duration| every + every.mul_f64(fastrand::f64() * 0.1);
+        let relist = tokio::time::sleep(jittered(self.relist_every));
+        tokio::pin!(relist);
         loop {
             tokio::select! {
                 event = events.next() => match event {
@@ -152,7 +159,15 @@ impl Observer {
                     Some(Err(e)) => return Session::Healthy(DockerError::from(e).to_string()),
                     None => return Session::Healthy("the engine closed the stream".into()),
                 },
-                _ = relist.tick() => {
+                () = &mut relist => {
+                    relist.as_mut().reset(tokio::time::Instant::now() + jittered(self.relist_every));
+                    if let Err(e) = self.relist().await {
+                        return Session::Failed(e);
+                    }
+                }
+                () = self.cache.relist_requested() => {
+                    tracing::info!("relisting the engine's objects, as asked");
+                    relist.as_mut().reset(tokio::time::Instant::now() + jittered(self.relist_every));
                     if let Err(e) = self.relist().await {
                         return Session::Failed(e);
                     }

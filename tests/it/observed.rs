@@ -317,3 +317,37 @@ async fn an_unlabelled_ws_container_is_listed_but_not_owned() {
     let labels: HashMap<_, _> = seen.labels.into_iter().collect();
     assert!(!labels.contains_key(LABEL_MANAGED));
 }
+
+#[tokio::test]
+async fn a_relist_asked_for_lands_at_once_and_a_lost_stream_is_announced() {
+    let host = host_id();
+    let proxy = SocketProxy::start().await;
+    let mut running = observe(proxy.docker().await, &host, Duration::from_secs(3600)).await;
+    // The controller asks when its database session comes back.
+    let before = running.cache.relists();
+    running.cache.request_relist();
+    wait_for(&running.cache, 5, "the relist asked for", |c| {
+        c.relists() > before
+    })
+    .await;
+
+    // A lost stream is announced at once (readiness and the metrics
+    // follow), before the relist that follows it.
+    while running.triggers.try_recv().is_ok() {}
+    proxy.cut();
+    let announced = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match running.triggers.recv().await {
+                Some(Trigger::All) => return running.cache.is_complete(),
+                Some(_) => continue,
+                None => panic!("the observer stopped"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        announced.ok(),
+        Some(false),
+        "the first trigger after the cut comes while the cache is incomplete"
+    );
+}
