@@ -72,6 +72,17 @@ pub struct PassIndex<'s> {
 }
 
 impl<'s> PassIndex<'s> {
+    /// Workspaces with a container of this host: the base of a percentage
+    /// delete guard. Rows alone (invalid, not yet created) do not count, so
+    /// no number of rows widens what one pass may delete.
+    pub fn workspaces_with_containers(&self) -> usize {
+        let host = &self.settings.host_id;
+        self.containers
+            .values()
+            .filter(|cs| cs.iter().any(|c| c.owned_by(host)))
+            .count()
+    }
+
     pub fn new(s: &'s Snapshot, settings: &'s Settings) -> Self {
         let rows: Vec<&WorkspaceRow> = s
             .rows
@@ -213,7 +224,7 @@ pub fn plan_pass(s: &Snapshot, settings: &Settings, now: DateTime<Utc>) -> PassP
         .into_iter()
         .map(|id| plan(&ix.facts(id), now))
         .collect();
-    let limit = settings.delete_guard.limit(plans.len());
+    let limit = settings.delete_guard.limit(ix.workspaces_with_containers());
     let guard_blocked = apply_delete_guard(&mut plans, limit);
     PassPlan {
         plans,

@@ -136,7 +136,8 @@ fn good_world(
 
 #[test]
 fn ten_thousand_bad_rows_fail_alone_and_leave_the_others_planned_as_before() {
-    // A count guard: a percentage would grow with the bad rows themselves.
+    // A count guard that lets every planned removal through: the test
+    // compares plans, not the guard.
     let settings = Settings {
         delete_guard: DeleteGuard::Count(100),
         ..Settings::test()

@@ -147,6 +147,30 @@ fn removals_over_the_delete_guard_are_all_withheld_with_an_alarm() {
 }
 
 #[test]
+fn a_percentage_guard_counts_workspaces_with_containers_not_rows() {
+    // max(5, 10%): six orphans are one too many, however many rows (here
+    // sixty that never got a container) the table holds.
+    let s = Settings {
+        delete_guard: DeleteGuard::Default,
+        ..Settings::test()
+    };
+    let seen = Memory {
+        orphan_since: Some(t0()),
+        orphan_sightings: 1,
+        ..Memory::default()
+    };
+    let containers: Vec<_> = (1..=6)
+        .map(|n| container_for(&built(&row(n), &s), &format!("c{n}")))
+        .collect();
+    let rows: Vec<_> = (100..160).map(row).collect();
+    let mut snap = snapshot(rows, containers);
+    snap.memory = (1..=6).map(|n| (wid(n), seen.clone())).collect();
+    let pass = plan_pass(&snap, &s, t0() + mins(10));
+    assert_eq!(pass.guard_blocked, Some((6, 5)));
+    assert!(pass.plans.iter().all(|p| p.guarded_removals() == 0));
+}
+
+#[test]
 fn a_pass_uses_the_runtimes_provision_timeout() {
     let s = Settings::test();
     let mut snap = snapshot(vec![row(1)], vec![]);
