@@ -6,8 +6,11 @@
 //! `BERTH_TAG_REFRESH`), or a local build of a new template commit (the
 //! target is the new image ID). It waits out `BERTH_PIN_DEBOUNCE` (a
 //! change that does not hold replaces nothing), lets the canary count of
-//! replaces run alone, then at most max-parallel at a time, each slot
-//! freed only when a replace finished (ready) or failed. A started image
+//! replaces run alone as wave 0, then waves of at most max-parallel, each
+//! wave starting only when every replace of the one before finished
+//! (ready) or failed. A replace that did not start after all (a pull
+//! failed, the workspace turned away) gives its place in the wave to
+//! another workspace. A started image
 //! that fails readiness is a failure; a pull or build that fails is not
 //! (nothing was touched). Failures above the ratio halt the rollout:
 //! nothing more starts, and the controller puts the previous image back —
@@ -70,6 +73,11 @@ pub struct Rollout {
     /// Workspaces told to wait for a slot: woken when one frees.
     pub waiting: BTreeSet<WorkspaceId>,
     pub halted: bool,
+    /// The wave under way: 0 is the canary.
+    pub wave: usize,
+    /// Replaces started in this wave (those that did not start after all
+    /// are given back).
+    pub wave_started: usize,
 }
 
 /// A rollout that just halted.
@@ -156,6 +164,22 @@ impl Rollout {
     fn free_slot(&mut self, wake: &mut BTreeSet<WorkspaceId>) {
         wake.append(&mut self.waiting);
     }
+
+    /// A replace of this wave that did not start after all: its place in
+    /// the wave goes to another workspace.
+    fn give_back(&mut self, wake: &mut BTreeSet<WorkspaceId>) {
+        self.wave_started = self.wave_started.saturating_sub(1);
+        self.free_slot(wake);
+    }
+
+    /// How many replaces `wave` holds.
+    fn wave_size(wave: usize, limits: &Limits) -> usize {
+        if wave == 0 {
+            limits.canary as usize
+        } else {
+            limits.max_parallel.max(1) as usize
+        }
+    }
 }
 
 impl Rollouts {
@@ -179,6 +203,8 @@ impl Rollouts {
                 failed: BTreeSet::new(),
                 waiting: BTreeSet::new(),
                 halted: false,
+                wave: 0,
+                wave_started: 0,
             });
         if r.halted {
             return Gate::Halted;
@@ -190,12 +216,14 @@ impl Rollouts {
         if r.in_progress.contains(&id) {
             return Gate::Go;
         }
-        let slots = if (r.done.len() as u32) < limits.canary {
-            limits.canary.saturating_sub(r.done.len() as u32)
-        } else {
-            limits.max_parallel
-        } as usize;
-        if r.in_progress.len() < slots {
+        // The next wave opens once every replace of this one finished (an
+        // empty canary wave opens the first at once).
+        if r.wave_started >= Rollout::wave_size(r.wave, limits) && r.in_progress.is_empty() {
+            r.wave += 1;
+            r.wave_started = 0;
+        }
+        if r.wave_started < Rollout::wave_size(r.wave, limits) {
+            r.wave_started += 1;
             r.waiting.remove(&id);
             r.in_progress.insert(id);
             Gate::Go
@@ -248,7 +276,7 @@ impl Rollouts {
     pub fn release(&mut self, id: WorkspaceId) {
         for r in self.by_key.values_mut() {
             if r.in_progress.remove(&id) {
-                r.free_slot(&mut self.wake);
+                r.give_back(&mut self.wake);
             }
         }
     }
@@ -258,7 +286,7 @@ impl Rollouts {
     pub fn abandon(&mut self, id: WorkspaceId, still: Option<&RolloutKey>) {
         for (key, r) in self.by_key.iter_mut() {
             if Some(key) != still && r.in_progress.remove(&id) {
-                r.free_slot(&mut self.wake);
+                r.give_back(&mut self.wake);
             }
         }
     }
@@ -287,14 +315,14 @@ impl Rollouts {
 
     /// Rollouts under way, rollouts halted, and the highest wave of those
     /// under way.
-    pub fn summary(&self, limits: &Limits) -> (usize, usize, usize) {
+    pub fn summary(&self) -> (usize, usize, usize) {
         let mut out = (0, 0, 0);
         for r in self.by_key.values() {
             if r.halted {
                 out.1 += 1;
             } else {
                 out.0 += 1;
-                out.2 = out.2.max(wave(r.done.len(), limits));
+                out.2 = out.2.max(r.wave);
             }
         }
         out
@@ -302,10 +330,10 @@ impl Rollouts {
 
     /// The `rollout` column for a workspace in a rollout: the change, its
     /// state, the wave (0 is the canary) and the counts so far.
-    pub fn describe(&self, key: &RolloutKey, state: &str, limits: &Limits) -> serde_json::Value {
+    pub fn describe(&self, key: &RolloutKey, state: &str) -> serde_json::Value {
         let r = self.by_key.get(key);
         let done = r.map_or(0, |r| r.done.len());
-        let wave = wave(done, limits);
+        let wave = r.map_or(0, |r| r.wave);
         let mut v = serde_json::json!({
             "runtime": key.runtime,
             "track": match key.track {
@@ -325,17 +353,6 @@ impl Rollouts {
             v["ring"] = serde_json::Value::String(ring.clone());
         }
         v
-    }
-}
-
-/// The wave a rollout with `done` finished replaces is in: 0 while the
-/// canaries go, then one per max-parallel replaces.
-fn wave(done: usize, limits: &Limits) -> usize {
-    let canary = limits.canary as usize;
-    if done < canary {
-        0
-    } else {
-        1 + (done - canary) / (limits.max_parallel.max(1) as usize)
     }
 }
 
@@ -389,8 +406,33 @@ mod tests {
             matches!(gate(&mut r, ws[4]), Gate::Wait(_)),
             "at most max-parallel"
         );
+        // A wave is gated on the whole wave before it, not on one slot.
         r.succeeded(ws[1]);
+        r.succeeded(ws[2]);
+        assert!(
+            matches!(gate(&mut r, ws[4]), Gate::Wait(_)),
+            "wave 1 is not finished"
+        );
+        r.succeeded(ws[3]);
         assert_eq!(gate(&mut r, ws[4]), Gate::Go);
+        assert_eq!(r.summary(), (1, 0, 2), "the second wave after the canary");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replace_that_did_not_start_gives_its_place_in_the_wave_back() {
+        let mut r = Rollouts::default();
+        let ws = ids(6);
+        let gate = |r: &mut Rollouts, id| r.gate(&replace(), id, &LIMITS, Duration::ZERO);
+        assert_eq!(gate(&mut r, ws[0]), Gate::Go);
+        r.succeeded(ws[0]);
+        for id in &ws[1..4] {
+            assert_eq!(gate(&mut r, *id), Gate::Go);
+        }
+        // Its pull failed: nothing was touched, another takes its place.
+        r.release(ws[1]);
+        assert_eq!(gate(&mut r, ws[4]), Gate::Go);
+        assert!(matches!(gate(&mut r, ws[5]), Gate::Wait(_)));
+        assert_eq!(r.summary(), (1, 0, 1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -398,22 +440,24 @@ mod tests {
         let mut r = Rollouts::default();
         let ws = ids(5);
         r.gate(&replace(), ws[0], &LIMITS, Duration::ZERO);
-        assert_eq!(r.summary(&LIMITS), (1, 0, 0), "the canary is wave 0");
+        assert_eq!(r.summary(), (1, 0, 0), "the canary is wave 0");
         r.succeeded(ws[0]);
         for id in &ws[1..4] {
             r.gate(&replace(), *id, &LIMITS, Duration::ZERO);
+        }
+        for id in &ws[1..4] {
             r.succeeded(*id);
         }
-        assert_eq!(r.summary(&LIMITS), (1, 0, 2), "1 canary + 3 done: wave 2");
-        let col = r.describe(&key(), "waiting", &LIMITS);
+        r.gate(&replace(), ws[4], &LIMITS, Duration::ZERO);
+        assert_eq!(r.summary(), (1, 0, 2), "1 canary + 3 done: wave 2");
+        let col = r.describe(&key(), "waiting");
         assert_eq!(
             (col["wave"].as_u64(), col["done"].as_u64()),
             (Some(2), Some(4))
         );
         assert_eq!(col["ring"], "stable");
-        r.gate(&replace(), ws[4], &LIMITS, Duration::ZERO);
         r.failed(ws[4], &LIMITS);
-        assert_eq!(r.summary(&LIMITS), (0, 1, 0));
+        assert_eq!(r.summary(), (0, 1, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,7 +504,7 @@ mod tests {
         let id = ids(1)[0];
         r.gate(&replace(), id, &LIMITS, Duration::from_secs(5));
         assert!(r.completed(&BTreeSet::new()).is_empty(), "nothing was done");
-        assert_eq!(r.summary(&LIMITS), (0, 0, 0), "and nothing is under way");
+        assert_eq!(r.summary(), (0, 0, 0), "and nothing is under way");
     }
 
     #[tokio::test(start_paused = true)]

@@ -162,13 +162,7 @@ impl Controller {
                     .rollouts
                     .gate(&replace, id, &self.rollout, self.pin_debounce)
                 {
-                    Gate::Go => {
-                        rollout = Some(state.rollouts.describe(
-                            &replace.key,
-                            "replacing",
-                            &self.rollout,
-                        ))
-                    }
+                    Gate::Go => rollout = Some(state.rollouts.describe(&replace.key, "replacing")),
                     Gate::Wait(after) => {
                         self.show_rollout(&lease, row, &replace.key, "waiting", state)
                             .await;
@@ -263,7 +257,7 @@ impl Controller {
                 done
             });
         }
-        let (active, halted, wave) = state.rollouts.summary(&self.rollout);
+        let (active, halted, wave) = state.rollouts.summary();
         let rollouts = &self.metrics.rollouts;
         rollouts.with_label_values(&["active"]).set(active as i64);
         rollouts.with_label_values(&["halted"]).set(halted as i64);
@@ -322,7 +316,7 @@ impl Controller {
         what: &str,
         state: &State,
     ) {
-        let column = state.rollouts.describe(key, what, &self.rollout);
+        let column = state.rollouts.describe(key, what);
         if row.rollout.as_ref() == Some(&column) {
             return;
         }
