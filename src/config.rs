@@ -52,6 +52,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub pull_progress_timeout: Duration,
     pub pull_timeout: Duration,
+    /// Local builds: a HEAD check with no answer, or an engine build with
+    /// no output, for this long fails.
+    pub build_progress_timeout: Duration,
+    /// Local builds: the most the clone and the engine build of one commit
+    /// may take together.
+    pub build_timeout: Duration,
     /// Moving-tag re-resolution interval; `None` is off.
     pub tag_refresh: Option<Duration>,
     pub rollout: Rollout,

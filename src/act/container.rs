@@ -17,6 +17,7 @@ use bollard::query_parameters::{
 use crate::docker::DockerError;
 use crate::model::{ContainerSpec, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, LABEL_SPEC_HASH};
 
+use super::binds::check_binds;
 use super::{ActError, EnsuredImage, Executor, Object, docker_labels};
 
 /// Beyond the stop timeout, how long the stop request may take to answer.
@@ -189,8 +190,10 @@ impl Executor {
         }
     }
 
-    /// Creates the container from `spec` and `image`; returns its id. The
-    /// workspace network is created first when missing. When the name is
+    /// Creates the container from `spec` and `image`; returns its id. A
+    /// host directory the spec binds must resolve under the workspace roots
+    /// (see [`super::binds`]), or nothing is created. The workspace network
+    /// is created first when missing. When the name is
     /// taken: by an object that is not this workspace's on this host, a
     /// `name_conflict` (never a removal); by this workspace's container of
     /// the same spec and image, that container (a retried create); by
@@ -200,6 +203,7 @@ impl Executor {
         spec: &ContainerSpec,
         image: &EnsuredImage,
     ) -> Result<String, ActError> {
+        check_binds(&spec.material.binds, &self.workspace_roots).await?;
         let network = &spec.material.network_mode;
         if !network.is_empty() && network != "host" {
             self.ensure_network(network).await?;

@@ -65,6 +65,15 @@ pub enum ActError {
     /// /configs, an unreadable template dir).
     #[error("files for /configs: {message}")]
     InvalidFiles { message: String },
+    /// A host directory the container would bind does not resolve, symlinks
+    /// followed, under `BERTH_WORKSPACE_ROOTS`, or does not resolve at all;
+    /// the container is not created.
+    #[error("host directory {dir:?} for {target}: {detail}")]
+    InvalidBind {
+        dir: String,
+        target: String,
+        detail: String,
+    },
     /// The object an action addresses is gone; the next pass plans again.
     #[error("{object} {name} is gone")]
     Gone { object: Object, name: String },
@@ -108,7 +117,9 @@ impl ActError {
             ActError::RegistryAuth { .. } => Some(Reason::RegistryAuth),
             ActError::RegistryRateLimited { .. } => Some(Reason::RegistryRateLimited),
             ActError::BuildFailed { .. } => Some(Reason::ImageBuildFailed),
-            ActError::InvalidFiles { .. } => Some(Reason::InvalidSpec),
+            ActError::InvalidFiles { .. } | ActError::InvalidBind { .. } => {
+                Some(Reason::InvalidSpec)
+            }
             ActError::Docker { source, .. } => match source {
                 DockerError::Auth { .. } => Some(Reason::RegistryAuth),
                 DockerError::RateLimited { .. } => Some(Reason::RegistryRateLimited),
@@ -144,7 +155,7 @@ impl ActError {
             ActError::RegistryAuth { .. } => "registry_auth",
             ActError::RegistryRateLimited { .. } => "registry_rate_limited",
             ActError::BuildFailed { .. } => "image_build_failed",
-            ActError::InvalidFiles { .. } => "invalid_spec",
+            ActError::InvalidFiles { .. } | ActError::InvalidBind { .. } => "invalid_spec",
             ActError::Gone { .. } => "gone",
             ActError::InTheWay { .. } => "in_the_way",
             ActError::Timeout { .. } => "timeout",

@@ -9,6 +9,7 @@
 
 mod apply;
 mod auth;
+mod binds;
 mod build;
 mod container;
 mod error;
@@ -65,12 +66,41 @@ pub struct ExecutorSettings {
     pub local_build: Option<BuildSettings>,
 }
 
+/// The executor's settings and the host directories its containers may
+/// bind. [`Executor::new`] takes either; plain [`ExecutorSettings`] allow
+/// none, so a container binding a host directory is refused.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    pub settings: ExecutorSettings,
+    /// `BERTH_WORKSPACE_ROOTS`: a host directory a container binds must
+    /// resolve, symlinks followed, under one of them.
+    pub workspace_roots: Vec<PathBuf>,
+}
+
+impl From<ExecutorSettings> for ExecutorConfig {
+    fn from(settings: ExecutorSettings) -> Self {
+        ExecutorConfig {
+            settings,
+            workspace_roots: Vec::new(),
+        }
+    }
+}
+
 impl ExecutorSettings {
-    /// The settings from the parsed configuration; `docker_config` is where
-    /// the caller found the docker CLI config file (see
-    /// [`docker_config_path`]).
-    pub fn from_config(config: &Config, docker_config: Option<PathBuf>) -> Self {
-        ExecutorSettings {
+    /// These settings, with `roots` as the host directories a container
+    /// may bind.
+    pub fn binding_under(self, roots: Vec<PathBuf>) -> ExecutorConfig {
+        ExecutorConfig {
+            settings: self,
+            workspace_roots: roots,
+        }
+    }
+
+    /// The settings from the parsed configuration, binding under its
+    /// `BERTH_WORKSPACE_ROOTS`; `docker_config` is where the caller found
+    /// the docker CLI config file.
+    pub fn from_config(config: &Config, docker_config: Option<PathBuf>) -> ExecutorConfig {
+        let settings = ExecutorSettings {
             host_id: config.host_id.clone(),
             registry_prefix: match &config.images {
                 ImageMode::Registry { prefix } => Some(prefix.clone()),
@@ -87,13 +117,18 @@ impl ExecutorSettings {
                     repo_prefix,
                     cache_dir,
                     gitea_token,
-                } => Some(BuildSettings::new(
-                    repo_prefix.clone(),
-                    cache_dir.clone(),
-                    gitea_token.clone(),
-                )),
+                } => Some(BuildSettings {
+                    progress_timeout: config.build_progress_timeout,
+                    timeout: config.build_timeout,
+                    ..BuildSettings::new(
+                        repo_prefix.clone(),
+                        cache_dir.clone(),
+                        gitea_token.clone(),
+                    )
+                }),
             },
-        }
+        };
+        settings.binding_under(config.workspace_roots.clone())
     }
 }
 
@@ -102,6 +137,8 @@ impl ExecutorSettings {
 pub struct Executor {
     docker: Docker,
     settings: ExecutorSettings,
+    /// The host directories a container may bind (see [`binds`]).
+    workspace_roots: Arc<[PathBuf]>,
     /// Serializes the network's check-then-create.
     network_lock: Arc<Mutex<()>>,
     /// The host's CPU count as NanoCPUs, asked of the engine once.
@@ -115,10 +152,15 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(docker: Docker, settings: ExecutorSettings) -> Self {
+    pub fn new(docker: Docker, config: impl Into<ExecutorConfig>) -> Self {
+        let ExecutorConfig {
+            settings,
+            workspace_roots,
+        } = config.into();
         Executor {
             docker,
             settings,
+            workspace_roots: workspace_roots.into(),
             network_lock: Arc::default(),
             host_cpus: Arc::default(),
             builds: Arc::default(),

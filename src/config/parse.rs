@@ -52,6 +52,8 @@ pub(super) fn parse(r: &mut Resolver<'_>) -> Option<Config> {
     let shutdown_grace = r.duration("BERTH_SHUTDOWN_GRACE", "30s");
     let pull_progress_timeout = r.duration("BERTH_PULL_PROGRESS_TIMEOUT", "2m");
     let pull_timeout = r.duration("BERTH_PULL_TIMEOUT", "15m");
+    let build_progress_timeout = r.duration("BERTH_BUILD_PROGRESS_TIMEOUT", "10m");
+    let build_timeout = r.duration("BERTH_BUILD_TIMEOUT", "45m");
     let tag_refresh = r.value("BERTH_TAG_REFRESH", "off", duration_or_off, |d| match d {
         Some(d) => humantime::format_duration(*d).to_string(),
         None => "off".into(),
@@ -120,6 +122,14 @@ pub(super) fn parse(r: &mut Resolver<'_>) -> Option<Config> {
             "is longer than BERTH_PULL_TIMEOUT".into(),
         );
     }
+    if let (Some(progress), Some(total)) = (build_progress_timeout, build_timeout)
+        && progress > total
+    {
+        r.conflict(
+            "BERTH_BUILD_PROGRESS_TIMEOUT",
+            "is longer than BERTH_BUILD_TIMEOUT".into(),
+        );
+    }
 
     Some(Config {
         database_url: database_url?,
@@ -140,6 +150,8 @@ pub(super) fn parse(r: &mut Resolver<'_>) -> Option<Config> {
         shutdown_grace: shutdown_grace?,
         pull_progress_timeout: pull_progress_timeout?,
         pull_timeout: pull_timeout?,
+        build_progress_timeout: build_progress_timeout?,
+        build_timeout: build_timeout?,
         tag_refresh: tag_refresh?,
         rollout: Rollout {
             canary: canary?,

@@ -145,6 +145,16 @@ pub const SETTINGS: &[Setting] = &[
         "a pull taking longer than this fails",
     ),
     s(
+        "BERTH_BUILD_PROGRESS_TIMEOUT",
+        "10m",
+        "a local build silent this long fails (a git HEAD check, a build step with no output)",
+    ),
+    s(
+        "BERTH_BUILD_TIMEOUT",
+        "45m",
+        "a local build's clone and image build taking longer than this fail",
+    ),
+    s(
         "BERTH_TAG_REFRESH",
         "off",
         "moving-tag re-resolution interval, or off",

@@ -41,6 +41,8 @@ fn defaults_follow_the_design_table() {
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.pull_progress_timeout, Duration::from_secs(120));
     assert_eq!(c.pull_timeout, Duration::from_secs(900));
+    assert_eq!(c.build_progress_timeout, Duration::from_secs(600));
+    assert_eq!(c.build_timeout, Duration::from_secs(45 * 60));
     assert_eq!(c.tag_refresh, None);
     assert_eq!(
         c.rollout,
@@ -260,6 +262,50 @@ fn tier_overrides_and_roots_are_parsed() {
         let errs = errors(&[("DATABASE_URL", DB), ("BERTH_WORKSPACE_ROOTS", bad)]);
         assert_eq!(errs[0].name, "BERTH_WORKSPACE_ROOTS", "{bad}");
     }
+}
+
+#[test]
+fn build_deadlines_are_their_own_and_reach_the_executor() {
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_PULL_PROGRESS_TIMEOUT", "1m"),
+        ("BERTH_PULL_TIMEOUT", "2m"),
+        ("BERTH_BUILD_PROGRESS_TIMEOUT", "20m"),
+        ("BERTH_BUILD_TIMEOUT", "1h30m"),
+    ])
+    .unwrap();
+    assert_eq!(c.build_progress_timeout, Duration::from_secs(20 * 60));
+    assert_eq!(c.build_timeout, Duration::from_secs(90 * 60));
+    let shown = |name: &str| {
+        let e = c.effective.iter().find(|e| e.name == name).unwrap();
+        (e.value.clone(), e.source)
+    };
+    assert_eq!(
+        shown("BERTH_BUILD_TIMEOUT"),
+        ("1h 30m".to_string(), Source::Env)
+    );
+    let exec = crate::act::ExecutorSettings::from_config(&c, None).settings;
+    let build = exec.local_build.expect("local-build mode");
+    assert_eq!(build.progress_timeout, c.build_progress_timeout);
+    assert_eq!(build.timeout, c.build_timeout);
+    assert_eq!(exec.pull_timeout, Duration::from_secs(120));
+
+    let errs = errors(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_BUILD_PROGRESS_TIMEOUT", "1h"),
+        ("BERTH_BUILD_TIMEOUT", "30m"),
+    ]);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].name, "BERTH_BUILD_PROGRESS_TIMEOUT");
+    let errs = errors(&[("DATABASE_URL", DB), ("BERTH_BUILD_TIMEOUT", "0s")]);
+    assert_eq!(errs[0].name, "BERTH_BUILD_TIMEOUT");
+}
+
+#[test]
+fn the_executor_binds_under_the_configured_roots() {
+    let c = config(&[("DATABASE_URL", DB), ("BERTH_WORKSPACE_ROOTS", "/srv/ws")]).unwrap();
+    let exec = crate::act::ExecutorSettings::from_config(&c, None);
+    assert_eq!(exec.workspace_roots, [PathBuf::from("/srv/ws")]);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::super::Executor;
 use super::git::Remote;
@@ -12,12 +13,14 @@ impl Executor {
     /// The source of `head` under `runtime_dir`: kept from before, or a
     /// fresh shallow clone (made beside it and renamed into place, so a
     /// kept directory is always complete). The commit is the clone's own,
-    /// which is newer than `head` when HEAD moved meanwhile.
+    /// which is newer than `head` when HEAD moved meanwhile. A clone taking
+    /// longer than `timeout` fails.
     pub(super) async fn checkout(
         &self,
         remote: &Remote,
         runtime_dir: &Path,
         head: &str,
+        timeout: Duration,
     ) -> Result<(String, PathBuf), String> {
         let kept = runtime_dir.join(head);
         if kept.is_dir() {
@@ -29,9 +32,7 @@ impl Executor {
         let scratch = runtime_dir.join(format!(".clone-{:016x}", fastrand::u64(..)));
         self.builds.clones.fetch_add(1, Ordering::Relaxed);
         tracing::info!(repository = %remote.shown(), commit = &head[..12], "local build: cloning");
-        let cloned = remote
-            .clone_into(&scratch, self.settings.pull_timeout)
-            .await;
+        let cloned = remote.clone_into(&scratch, timeout).await;
         let commit = match cloned {
             Ok(commit) => commit,
             Err(e) => {

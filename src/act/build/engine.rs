@@ -6,11 +6,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::time::Duration;
 
 use bollard::body_full;
 use bollard::query_parameters::{BuildImageOptions, BuildImageOptionsBuilder};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
 
 use crate::docker::DockerError;
 use crate::model::Platform;
@@ -90,6 +92,13 @@ pub struct BuildRequest<'a> {
     pub labels: HashMap<String, String>,
     pub platform: Option<&'a Platform>,
     pub context: Vec<u8>,
+    /// No build output for this long fails the build.
+    pub progress_timeout: Duration,
+    /// When the build fails unless done: `timeout` after the checkout (a
+    /// clone, or the kept source) began.
+    pub deadline: Instant,
+    /// `BERTH_BUILD_TIMEOUT`, for the message.
+    pub timeout: Duration,
 }
 
 /// The last lines of the build log.
@@ -133,16 +142,16 @@ fn options(request: &BuildRequest<'_>) -> BuildImageOptions {
 
 impl Executor {
     /// Builds `request` into the local image store. A step that fails, a
-    /// stream with no message for the progress timeout, or a build past
-    /// the total timeout is a `BuildFailed` quoting the log's last lines;
-    /// dropping the stream ends the daemon's build.
+    /// stream with no message for the request's progress timeout, or a
+    /// build past its deadline is a `BuildFailed` quoting the log's last
+    /// lines; dropping the stream ends the daemon's build.
     pub(super) async fn run_build(&self, request: BuildRequest<'_>) -> Result<(), ActError> {
         let opts = options(&request);
+        let progress = request.progress_timeout;
+        let (deadline, total) = (request.deadline, request.timeout);
         let mut stream =
             self.docker
                 .build_image(opts, None, Some(body_full(request.context.into())));
-        let progress = self.settings.pull_progress_timeout;
-        let total = self.settings.pull_timeout;
         let failed = |message: String| ActError::BuildFailed {
             image: request.tag.to_string(),
             message,
@@ -173,11 +182,14 @@ impl Executor {
                 }
             }
         };
-        match tokio::time::timeout(total, drain).await {
+        match tokio::time::timeout_at(deadline, drain).await {
             Ok(result) => result,
             Err(_) => {
                 let after = humantime::format_duration(total);
-                Err(failed(format!("the build took longer than {after}")))
+                Err(failed(format!(
+                    "the clone and build took longer than {after}; {}",
+                    tail.quoted()
+                )))
             }
         }
     }
@@ -250,6 +262,9 @@ mod tests {
             labels: HashMap::from([("berth.build.runtime".into(), "codex".into())]),
             platform: Some(&platform),
             context: Vec::new(),
+            progress_timeout: Duration::from_secs(1),
+            deadline: Instant::now(),
+            timeout: Duration::from_secs(1),
         };
         let opts = options(&request);
         assert_eq!(opts.platform, "linux/amd64");

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::SecretUrl;
 use crate::docker::DockerError;
@@ -44,6 +45,13 @@ pub const LABEL_BUILD_COMMIT: &str = "berth.build.commit";
 pub const LABEL_BUILD_DOCKERFILE: &str = "berth.build.dockerfile";
 pub const LABEL_BUILD_PLATFORM: &str = "berth.build.platform";
 
+/// `BERTH_BUILD_PROGRESS_TIMEOUT`'s default: a RUN step may print nothing
+/// for minutes.
+pub const DEFAULT_PROGRESS_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// `BERTH_BUILD_TIMEOUT`'s default: a cold build takes up to 25 minutes
+/// (longer under emulation).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+
 /// Local-build mode's sources and cache.
 #[derive(Clone, Debug)]
 pub struct BuildSettings {
@@ -53,9 +61,17 @@ pub struct BuildSettings {
     pub cache_dir: PathBuf,
     /// `MOLECULE_GITEA_TOKEN`: authenticates http(s) fetches.
     pub gitea_token: Option<Secret<String>>,
+    /// `BERTH_BUILD_PROGRESS_TIMEOUT`: a HEAD check with no answer, or an
+    /// engine build with no output, for this long fails.
+    pub progress_timeout: Duration,
+    /// `BERTH_BUILD_TIMEOUT`: the most the clone and the engine build of
+    /// one commit may take together.
+    pub timeout: Duration,
 }
 
 impl BuildSettings {
+    /// The settings with the default deadlines of `BERTH_BUILD_PROGRESS_TIMEOUT`
+    /// and `BERTH_BUILD_TIMEOUT`.
     pub fn new(
         repo_prefix: SecretUrl,
         cache_dir: PathBuf,
@@ -65,6 +81,8 @@ impl BuildSettings {
             repo_prefix,
             cache_dir,
             gitea_token,
+            progress_timeout: DEFAULT_PROGRESS_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -235,7 +253,7 @@ impl Executor {
         );
         self.builds.head_checks.fetch_add(1, Ordering::Relaxed);
         let head = remote
-            .head(self.settings.pull_progress_timeout)
+            .head(settings.progress_timeout)
             .await
             .map_err(|e| failed(e.to_string()))?;
         let runtime_dir = settings.cache_dir.join(runtime);
@@ -249,7 +267,11 @@ impl Executor {
             return Ok(local(tag, id));
         }
 
-        let (commit, context) = match self.checkout(&remote, &runtime_dir, &head).await {
+        let deadline = tokio::time::Instant::now() + settings.timeout;
+        let (commit, context) = match self
+            .checkout(&remote, &runtime_dir, &head, settings.timeout)
+            .await
+        {
             Ok(found) => found,
             Err(message) => return Err(failed(message)),
         };
@@ -290,6 +312,9 @@ impl Executor {
             labels,
             platform,
             context: tar,
+            progress_timeout: settings.progress_timeout,
+            deadline,
+            timeout: settings.timeout,
         };
         self.run_build(request).await.map_err(|e| match e {
             ActError::BuildFailed { message, .. } => failed(format!(
@@ -374,6 +399,43 @@ fn local(reference: String, id: String) -> EnsuredImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template repository that accepts connections and never answers:
+    /// the HEAD check gives up after the build's progress timeout, whatever
+    /// the pull deadlines say.
+    #[tokio::test]
+    async fn the_head_check_gives_up_after_the_build_progress_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let prefix = SecretUrl::new(&format!("http://127.0.0.1:{port}/tpl-"));
+        let mut build = BuildSettings::new(prefix, cache.path().to_path_buf(), None);
+        build.progress_timeout = std::time::Duration::from_secs(1);
+        let mut settings = crate::act::tests::settings();
+        settings.pull_progress_timeout = std::time::Duration::from_secs(600);
+        settings.pull_timeout = std::time::Duration::from_secs(600);
+        settings.local_build = Some(build);
+        let docker = bollard::Docker::connect_with_local_defaults().expect("a client");
+        let exec = Executor::new(docker, settings);
+        let image = ImageRef::parse("molecule-local/workspace-template-lb:latest").unwrap();
+
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            exec.ensure_built(&image, "lb", None),
+        )
+        .await;
+        silent.abort();
+        let err = waited.expect("the HEAD check gave up").unwrap_err();
+        assert!(matches!(err, ActError::BuildFailed { .. }), "{err}");
+        assert!(err.to_string().contains("no answer within 1s"), "{err}");
+        assert_eq!(exec.build_counts().clones, 0);
+    }
 
     #[test]
     fn runtime_names_cannot_escape_a_path_or_url() {

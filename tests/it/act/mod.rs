@@ -42,7 +42,10 @@ impl Fixture {
         let registry = harness::env().registry;
         let scope = DockerScope::new().await;
         let root = tempfile::tempdir().unwrap();
-        let exec = Executor::new(scope.docker.clone(), exec_settings(&scope, &registry));
+        let exec = Executor::new(
+            scope.docker.clone(),
+            exec_settings(&scope, &registry).binding_under(vec![root.path().to_path_buf()]),
+        );
         let mut settings = plan::Settings::test();
         settings.host_id = HOST.into();
         settings.network = format!("berth-test-net-{}", scope.test);
@@ -57,7 +60,8 @@ impl Fixture {
         }
     }
 
-    /// The settings of this fixture's executor, to vary.
+    /// The settings of this fixture's executor, to vary; they allow no
+    /// host directory to be bound.
     pub fn exec_settings(&self) -> ExecutorSettings {
         exec_settings(&self.scope, &self.registry)
     }

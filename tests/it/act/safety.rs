@@ -1,10 +1,11 @@
 //! berth never touches what it does not own (DESIGN §2 rule 1), even an
-//! object that holds a workspace's name.
+//! object that holds a workspace's name, and never binds a host directory
+//! that resolves outside the workspace roots.
 
 use std::time::Duration;
 
 use berth::act::{ActError, Object};
-use berth::model::{LABEL_HOST, LABEL_MANAGED, Reason};
+use berth::model::{LABEL_HOST, LABEL_MANAGED, Reason, WorkspaceAccess};
 use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
 
@@ -137,4 +138,55 @@ async fn a_volume_with_berths_name_but_not_its_labels_is_a_name_conflict_left_al
 
     let after = f.scope.docker.inspect_volume(&configs.name).await.unwrap();
     assert_eq!(after.labels, labels, "labels as they were");
+}
+
+/// A workspace with read-write access can make a symlink in its own host
+/// directory; a row naming a path through it passes the planner, whose
+/// check reads the path's text, and the executor refuses it.
+#[tokio::test]
+async fn a_workspace_dir_leading_out_of_the_roots_through_a_symlink_is_never_bound() {
+    let f = Fixture::new().await;
+    let outside = tempfile::tempdir().unwrap();
+    let own = f.root.path().join("a");
+    std::fs::create_dir(&own).unwrap();
+    let link = own.join("x");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    let link = link.to_str().unwrap();
+    let row = f
+        .row()
+        .with_workspace(Some(link), WorkspaceAccess::ReadWrite);
+    let spec = f.spec(&row);
+    let image = f
+        .exec
+        .ensure_image(&spec.image, &spec.image_source, None)
+        .await
+        .unwrap();
+    let err = f.exec.create(&spec, &image).await.unwrap_err();
+    assert!(matches!(err, ActError::InvalidBind { .. }), "{err:?}");
+    assert_eq!(err.reason(), Some(Reason::InvalidSpec));
+    let text = err.to_string();
+    let target = outside.path().canonicalize().unwrap();
+    assert!(text.contains(link), "{text}");
+    assert!(text.contains(target.to_str().unwrap()), "{text}");
+    let made = f.scope.docker.inspect_container(&spec.name, None).await;
+    assert!(made.is_err(), "no container was created: {made:?}");
+
+    // Through the op the controller runs, too.
+    let mut run = berth::act::Run::default();
+    let op = berth::plan::Op::Create(Box::new(spec.clone()));
+    let err = f.exec.apply(&op, &mut run).await.unwrap_err();
+    assert_eq!(err.kind(), "invalid_spec");
+    assert_eq!(run.created, None);
+
+    // A plain directory under the root is bound as before.
+    let plain = own.join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let plain = plain.to_str().unwrap();
+    let row = f
+        .row()
+        .with_workspace(Some(plain), WorkspaceAccess::ReadWrite);
+    let spec = f.spec(&row);
+    let (id, _) = f.create(&spec).await;
+    let binds = f.inspect(&id).await.host_config.unwrap().binds.unwrap();
+    assert!(binds.contains(&format!("{plain}:/workspace")), "{binds:?}");
 }

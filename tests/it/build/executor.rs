@@ -13,18 +13,27 @@ use super::{Templates, broken_dockerfile, good_dockerfile, image_ids};
 use crate::harness::docker;
 
 pub fn executor(docker: &bollard::Docker, t: &Templates) -> Executor {
-    executor_with(docker, t, Duration::from_secs(60))
+    executor_with(docker, t, Duration::from_secs(60), Duration::from_secs(120))
 }
 
-fn executor_with(docker: &bollard::Docker, t: &Templates, progress: Duration) -> Executor {
-    let build = BuildSettings::new(SecretUrl::new(&t.prefix), t.cache.clone(), None);
+/// An executor whose builds have these deadlines; its pull deadlines are
+/// longer than any test, so only the build's own can end a build.
+fn executor_with(
+    docker: &bollard::Docker,
+    t: &Templates,
+    progress: Duration,
+    total: Duration,
+) -> Executor {
+    let mut build = BuildSettings::new(SecretUrl::new(&t.prefix), t.cache.clone(), None);
+    build.progress_timeout = progress;
+    build.timeout = total;
     let settings = ExecutorSettings {
         host_id: "default".into(),
         registry_prefix: None,
         registry_auth: None,
         docker_config: None,
-        pull_progress_timeout: progress,
-        pull_timeout: Duration::from_secs(120),
+        pull_progress_timeout: Duration::from_secs(600),
+        pull_timeout: Duration::from_secs(600),
         network_labels: BTreeMap::new(),
         local_build: Some(build),
     };
@@ -200,14 +209,20 @@ async fn a_missing_repository_a_failing_dockerfile_and_a_stall_are_build_failure
     );
     t.repo(&stalls, &stalling);
     let (image, source) = placeholder(&stalls);
-    let impatient = executor_with(&docker, &t, Duration::from_secs(3));
+    let second = Duration::from_secs(1);
+    let impatient = executor_with(&docker, &t, 3 * second, 120 * second);
     let started = Instant::now();
     let message = build_failure(impatient.ensure_image(&image, &source, None).await);
     assert!(message.contains("no build output for 3s"), "{message}");
+    assert!(started.elapsed() < 20 * second, "the deadline held");
+    let hurried = executor_with(&docker, &t, 60 * second, 3 * second);
+    let started = Instant::now();
+    let message = build_failure(hurried.ensure_image(&image, &source, None).await);
     assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the deadline held"
+        message.contains("the clone and build took longer than 3s"),
+        "{message}"
     );
+    assert!(started.elapsed() < 20 * second, "the deadline held");
 
     let bare = t.runtime();
     t.repo(&bare, "");

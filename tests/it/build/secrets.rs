@@ -68,11 +68,13 @@ async fn the_token_goes_in_a_header_never_in_argv_or_the_error() {
     let in_url = format!("urlpw{}", harness::unique());
     let gitea = format!("gitea{}", harness::unique());
     let prefix = format!("http://oauth2:{in_url}@127.0.0.1:{port}/org/tpl-");
-    let build = BuildSettings::new(
+    let mut build = BuildSettings::new(
         SecretUrl::new(&prefix),
         t.cache.clone(),
         Some(Secret::new(gitea.clone())),
     );
+    build.progress_timeout = Duration::from_secs(20);
+    build.timeout = Duration::from_secs(20);
     let exec = Executor::new(
         docker.clone(),
         ExecutorSettings {

@@ -1,0 +1,167 @@
+//! Host directories bound into a container lie under the allowed roots as
+//! the host resolves them, not only by their text.
+//!
+//! The planner accepts a row's `workspace_dir` when its text lies under
+//! `BERTH_WORKSPACE_ROOTS`. A workspace with read-write access can make a
+//! symlink in its own directory (`<root>/a/x -> /`), and a row naming
+//! `<root>/a/x` would then bind whatever the link points at. So before a
+//! create the executor resolves each host path the container binds, symlinks
+//! followed, and refuses one that resolves outside every root (resolved the
+//! same way) or does not resolve at all. Docker resolves the path again at
+//! each start; the check holds for what the create is given.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::ActError;
+
+/// The docker socket, which the planner binds into tier-4 containers
+/// itself; no row names it.
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// Every bind of `binds` (`source:target[:options]`) whose source is a host
+/// path, other than tier 4's docker socket, resolves under one of `roots`.
+pub(super) async fn check_binds(binds: &[String], roots: &[PathBuf]) -> Result<(), ActError> {
+    let host_binds: Vec<(&str, &str)> = binds
+        .iter()
+        .filter_map(|bind| {
+            let mut parts = bind.splitn(3, ':');
+            let source = parts.next()?;
+            let target = parts.next().unwrap_or_default();
+            let socket = source == DOCKER_SOCKET && target == DOCKER_SOCKET;
+            (source.starts_with('/') && !socket).then_some((source, target))
+        })
+        .collect();
+    if host_binds.is_empty() {
+        return Ok(());
+    }
+    // A root that does not resolve holds nothing a bind could resolve to.
+    let mut resolved_roots = Vec::with_capacity(roots.len());
+    for root in roots {
+        if let Ok(resolved) = tokio::fs::canonicalize(root).await {
+            resolved_roots.push(resolved);
+        }
+    }
+    for (source, target) in host_binds {
+        let refuse = |detail: String| ActError::InvalidBind {
+            dir: source.to_string(),
+            target: target.to_string(),
+            detail,
+        };
+        let resolved = tokio::fs::canonicalize(source)
+            .await
+            .map_err(|e| refuse(unresolved(&e)))?;
+        if !resolved_roots.iter().any(|root| resolved.starts_with(root)) {
+            return Err(refuse(outside(&resolved)));
+        }
+    }
+    Ok(())
+}
+
+fn unresolved(e: &io::Error) -> String {
+    format!("cannot be resolved on the host ({e}); it must exist under BERTH_WORKSPACE_ROOTS")
+}
+
+fn outside(resolved: &Path) -> String {
+    format!(
+        "resolves to {:?}, which is outside BERTH_WORKSPACE_ROOTS",
+        resolved.display().to_string()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::model::Reason;
+
+    fn binds(dir: &Path, target: &str) -> Vec<String> {
+        vec![
+            "ws-0f8fad5bd9cb-configs:/configs".to_string(),
+            format!("{}:{target}", dir.display()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_symlink_out_of_the_root_is_refused_naming_where_it_leads() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let link = root.path().join("x");
+        symlink(elsewhere.path(), &link).unwrap();
+        let roots = [root.path().to_path_buf()];
+        let err = check_binds(&binds(&link, "/workspace"), &roots)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::InvalidSpec));
+        assert_eq!(err.kind(), "invalid_spec");
+        let text = err.to_string();
+        let target = elsewhere.path().canonicalize().unwrap();
+        assert!(text.contains(&link.display().to_string()), "{text}");
+        assert!(text.contains(&target.display().to_string()), "{text}");
+        assert!(text.contains("outside BERTH_WORKSPACE_ROOTS"), "{text}");
+
+        // A link deeper in the path leads out the same way.
+        let below = link.join("sub");
+        std::fs::create_dir(elsewhere.path().join("sub")).unwrap();
+        let err = check_binds(&binds(&below, "/workspace:ro"), &roots).await;
+        assert!(matches!(err, Err(ActError::InvalidBind { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_directory_or_a_link_staying_inside_the_root_is_accepted() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a");
+        std::fs::create_dir(&dir).unwrap();
+        let inside = root.path().join("b");
+        symlink(&dir, &inside).unwrap();
+        let roots = [root.path().to_path_buf()];
+        check_binds(&binds(&dir, "/workspace"), &roots)
+            .await
+            .unwrap();
+        check_binds(&binds(&inside, "/workspace:ro"), &roots)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_root_reached_through_a_symlink_holds_its_own_directories() {
+        let real = tempfile::tempdir().unwrap();
+        let links = tempfile::tempdir().unwrap();
+        let root = links.path().join("root");
+        symlink(real.path(), &root).unwrap();
+        let dir = root.join("a");
+        std::fs::create_dir(&dir).unwrap();
+        check_binds(&binds(&dir, "/workspace"), &[root])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_or_no_roots_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let missing = root.path().join("missing");
+        let roots = [root.path().to_path_buf()];
+        let err = check_binds(&binds(&missing, "/workspace"), &roots)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("cannot be resolved"), "{text}");
+        assert_eq!(err.reason(), Some(Reason::InvalidSpec));
+
+        let dir = root.path().join("a");
+        std::fs::create_dir(&dir).unwrap();
+        let err = check_binds(&binds(&dir, "/workspace"), &[]).await;
+        assert!(matches!(err, Err(ActError::InvalidBind { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn volumes_and_the_tier_4_docker_socket_are_not_host_directories() {
+        let binds = [
+            "ws-0f8fad5bd9cb-configs:/configs".to_string(),
+            "ws-0f8fad5b-d9cb-469f-a165-70867728950e-workspace:/workspace".to_string(),
+            format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}"),
+        ];
+        check_binds(&binds, &[]).await.unwrap();
+    }
+}
