@@ -162,6 +162,7 @@ async fn main() {
         pull_timeout: Duration::from_secs(120),
         network_labels: BTreeMap::from([(LABEL.to_string(), run.clone())]),
         local_build: None,
+        workspace_roots: Vec::new(),
     };
     let exec = Executor::new(docker.clone(), exec_settings);
     let mut settings = plan::Settings::test();

@@ -203,7 +203,7 @@ impl Executor {
         spec: &ContainerSpec,
         image: &EnsuredImage,
     ) -> Result<String, ActError> {
-        check_binds(&spec.material.binds, &self.workspace_roots).await?;
+        check_binds(&spec.material.binds, &self.settings.workspace_roots).await?;
         let network = &spec.material.network_mode;
         if !network.is_empty() && network != "host" {
             self.ensure_network(network).await?;

@@ -64,43 +64,17 @@ pub struct ExecutorSettings {
     /// Local-build mode's sources and cache; `None` in registry mode, where
     /// nothing is built.
     pub local_build: Option<BuildSettings>,
-}
-
-/// The executor's settings and the host directories its containers may
-/// bind. [`Executor::new`] takes either; plain [`ExecutorSettings`] allow
-/// none, so a container binding a host directory is refused.
-#[derive(Clone, Debug)]
-pub struct ExecutorConfig {
-    pub settings: ExecutorSettings,
     /// `BERTH_WORKSPACE_ROOTS`: a host directory a container binds must
-    /// resolve, symlinks followed, under one of them.
+    /// resolve, symlinks followed, under one of them; none allows no bind.
     pub workspace_roots: Vec<PathBuf>,
 }
 
-impl From<ExecutorSettings> for ExecutorConfig {
-    fn from(settings: ExecutorSettings) -> Self {
-        ExecutorConfig {
-            settings,
-            workspace_roots: Vec::new(),
-        }
-    }
-}
-
 impl ExecutorSettings {
-    /// These settings, with `roots` as the host directories a container
-    /// may bind.
-    pub fn binding_under(self, roots: Vec<PathBuf>) -> ExecutorConfig {
-        ExecutorConfig {
-            settings: self,
-            workspace_roots: roots,
-        }
-    }
-
     /// The settings from the parsed configuration, binding under its
     /// `BERTH_WORKSPACE_ROOTS`; `docker_config` is where the caller found
     /// the docker CLI config file.
-    pub fn from_config(config: &Config, docker_config: Option<PathBuf>) -> ExecutorConfig {
-        let settings = ExecutorSettings {
+    pub fn from_config(config: &Config, docker_config: Option<PathBuf>) -> ExecutorSettings {
+        ExecutorSettings {
             host_id: config.host_id.clone(),
             registry_prefix: match &config.images {
                 ImageMode::Registry { prefix } => Some(prefix.clone()),
@@ -127,8 +101,8 @@ impl ExecutorSettings {
                     )
                 }),
             },
-        };
-        settings.binding_under(config.workspace_roots.clone())
+            workspace_roots: config.workspace_roots.clone(),
+        }
     }
 }
 
@@ -137,8 +111,6 @@ impl ExecutorSettings {
 pub struct Executor {
     docker: Docker,
     settings: ExecutorSettings,
-    /// The host directories a container may bind (see [`binds`]).
-    workspace_roots: Arc<[PathBuf]>,
     /// Serializes the network's check-then-create.
     network_lock: Arc<Mutex<()>>,
     /// The host's CPU count as NanoCPUs, asked of the engine once.
@@ -152,15 +124,10 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(docker: Docker, config: impl Into<ExecutorConfig>) -> Self {
-        let ExecutorConfig {
-            settings,
-            workspace_roots,
-        } = config.into();
+    pub fn new(docker: Docker, settings: ExecutorSettings) -> Self {
         Executor {
             docker,
             settings,
-            workspace_roots: workspace_roots.into(),
             network_lock: Arc::default(),
             host_cpus: Arc::default(),
             builds: Arc::default(),
@@ -228,6 +195,7 @@ pub(crate) mod tests {
             pull_timeout: Duration::from_secs(60),
             network_labels: BTreeMap::new(),
             local_build: None,
+            workspace_roots: Vec::new(),
         }
     }
 

@@ -284,7 +284,7 @@ fn build_deadlines_are_their_own_and_reach_the_executor() {
         shown("BERTH_BUILD_TIMEOUT"),
         ("1h 30m".to_string(), Source::Env)
     );
-    let exec = crate::act::ExecutorSettings::from_config(&c, None).settings;
+    let exec = crate::act::ExecutorSettings::from_config(&c, None);
     let build = exec.local_build.expect("local-build mode");
     assert_eq!(build.progress_timeout, c.build_progress_timeout);
     assert_eq!(build.timeout, c.build_timeout);

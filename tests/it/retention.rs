@@ -161,6 +161,7 @@ async fn holder(
         pull_timeout: Duration::from_secs(120),
         network_labels: scope.labels().into_iter().collect(),
         local_build: None,
+        workspace_roots: Vec::new(),
     };
     let executor = Executor::new(scope.docker.clone(), settings);
     let (_tx, rx) = watch::channel(Some(lease.clone()));

@@ -44,7 +44,10 @@ impl Fixture {
         let root = tempfile::tempdir().unwrap();
         let exec = Executor::new(
             scope.docker.clone(),
-            exec_settings(&scope, &registry).binding_under(vec![root.path().to_path_buf()]),
+            ExecutorSettings {
+                workspace_roots: vec![root.path().to_path_buf()],
+                ..exec_settings(&scope, &registry)
+            },
         );
         let mut settings = plan::Settings::test();
         settings.host_id = HOST.into();
@@ -176,6 +179,7 @@ fn exec_settings(scope: &DockerScope, registry: &str) -> ExecutorSettings {
         pull_timeout: Duration::from_secs(120),
         network_labels: scope.labels().into_iter().collect(),
         local_build: None,
+        workspace_roots: Vec::new(),
     }
 }
 

@@ -36,6 +36,7 @@ fn executor_with(
         pull_timeout: Duration::from_secs(600),
         network_labels: BTreeMap::new(),
         local_build: Some(build),
+        workspace_roots: Vec::new(),
     };
     Executor::new(docker.clone(), settings)
 }
@@ -275,6 +276,7 @@ async fn in_registry_mode_a_local_build_source_is_refused_not_built() {
             pull_timeout: Duration::from_secs(5),
             network_labels: BTreeMap::new(),
             local_build: None,
+            workspace_roots: Vec::new(),
         },
     );
     let (image, source) = placeholder(&rt);

@@ -86,6 +86,7 @@ async fn the_token_goes_in_a_header_never_in_argv_or_the_error() {
             pull_timeout: Duration::from_secs(20),
             network_labels: Default::default(),
             local_build: Some(build),
+            workspace_roots: Vec::new(),
         },
     );
     let (image, source) = placeholder(&rt);
