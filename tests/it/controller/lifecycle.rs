@@ -310,16 +310,47 @@ async fn berth_killed_and_started_again_adopts_every_container() {
         }
         v
     };
+    let (pool, host) = (w.pool.clone(), w.host.clone());
+    let epoch = || async {
+        sqlx::query_scalar::<_, i64>("SELECT epoch FROM host_leases WHERE host = $1")
+            .bind(&host)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let old_epoch = epoch().await;
     w.berth.take().unwrap().kill().await;
     w.start(&[]);
-    // Two resyncs of the new instance.
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    // The new instance holds the host, then passes over every key for two
+    // resyncs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while epoch().await == old_epoch {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new berth never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
     for (id, (cid, started)) in [a, b].into_iter().zip(before) {
         let c = w.container(id).await.unwrap();
         assert_eq!(c.id, cid, "recreated");
         assert_eq!(c.state.unwrap().started_at, started, "restarted");
         assert!(w.row(id).await.is("online", None));
     }
+    // And it acts: a change to one row is carried out, the other is left.
+    let a_container = w.container(a).await.unwrap().id;
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"X": "z"}' WHERE id = $1"#,
+        b,
+    )
+    .await;
+    let old_b = w.row(b).await.container_id;
+    w.wait_row(b, 60, "b replaced by the new berth", |r| {
+        r.is("online", None) && r.converged() && r.container_id != old_b
+    })
+    .await;
+    assert_eq!(w.container(a).await.unwrap().id, a_container);
 }
 
 #[tokio::test]
