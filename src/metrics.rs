@@ -171,7 +171,7 @@ impl Metrics {
             rollout_halts_total: counter("rollout_halts_total", "Image rollouts halted")?,
             rollouts: gauge_vec(
                 "rollouts",
-                "Image rollouts (pin, tag, build) by state",
+                "Image rollouts (pin, tag, build) by state: active, or halted (being put back, or a tag or build target held back until it moves)",
                 &["state"],
             )?,
             rollout_wave: gauge(

@@ -295,6 +295,9 @@ impl Controller {
             target = target.as_deref().unwrap_or_default(),
             "refreshed: workspaces on another image are replaced onto this one in waves"
         );
+        // The reference moved past the target it held back: that halt is
+        // over (should it come back, it rolls out from the canary again).
+        state.held_back.remove(&key);
         state.images.insert(key, now);
         self.enqueue_all(state, queue);
     }

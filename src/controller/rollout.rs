@@ -328,6 +328,15 @@ impl Rollouts {
         out
     }
 
+    /// The image references of halted rollouts still carried (their
+    /// workspaces being put back).
+    pub fn halted_images(&self) -> impl Iterator<Item = &str> {
+        self.by_key
+            .values()
+            .filter(|r| r.halted)
+            .map(|r| r.image.as_str())
+    }
+
     /// The `rollout` column for a workspace in a rollout: the change, its
     /// state, the wave (0 is the canary) and the counts so far.
     pub fn describe(&self, key: &RolloutKey, state: &str) -> serde_json::Value {

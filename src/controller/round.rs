@@ -257,10 +257,18 @@ impl Controller {
                 done
             });
         }
-        let (active, halted, wave) = state.rollouts.summary();
+        let (active, _, wave) = state.rollouts.summary();
+        // Halted: a rollout still being put back, or a tag or build whose
+        // halted target this instance keeps holding back (until the tag
+        // or the template moves on), each reference once.
+        let mut halted: std::collections::BTreeSet<&str> =
+            state.held_back.keys().map(String::as_str).collect();
+        halted.extend(state.rollouts.halted_images());
         let rollouts = &self.metrics.rollouts;
         rollouts.with_label_values(&["active"]).set(active as i64);
-        rollouts.with_label_values(&["halted"]).set(halted as i64);
+        rollouts
+            .with_label_values(&["halted"])
+            .set(halted.len() as i64);
         self.metrics.rollout_wave.set(wave as i64);
         for (reason, refusal) in [
             ("rate_limited", crate::act::Refusal::RateLimited),

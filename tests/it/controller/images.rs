@@ -591,11 +591,14 @@ async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held
     online_on(&w, &ids, &w.v1, 90).await;
     // A short deadline only for the rollout.
     w.berth.take().unwrap().kill().await;
+    let port = harness::process::free_port();
+    let listen = format!("127.0.0.1:{port}");
     w.start(&[
         ("BERTH_PIN_DEBOUNCE", "0s"),
         ("BERTH_PROVISION_TIMEOUT", "20s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
         ("BERTH_ROLLOUT_MAX_PARALLEL", "3"),
+        ("BERTH_LISTEN", &listen),
     ]);
     for id in &ids {
         w.wait_row(*id, 60, "online after the restart", |r| {
@@ -632,6 +635,19 @@ async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held
     let touched = before.iter().zip(&after).filter(|(b, a)| b != a).count();
     assert!(touched <= 1, "only the canary was touched");
     online_on(&w, &ids, &w.v1, 30).await;
+    // The halt shows while the target is held back, after the workspaces
+    // are back (the gauge follows a round of passes: one resync).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let metrics = harness::process::get(port, "/metrics").await;
+    assert!(
+        metrics.contains("berth_rollouts{state=\"halted\"} 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("berth_rollouts"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // A workspace created after the halt gets the image the others run,
     // not what the tag names now.
     let late = tag.insert(&w).await;
