@@ -67,6 +67,8 @@ pub struct PassIndex<'s> {
     containers: BTreeMap<WorkspaceId, Vec<&'s ObservedContainer>>,
     volumes: BTreeMap<WorkspaceId, Vec<&'s ObservedVolume>>,
     t4_holder: Option<WorkspaceId>,
+    /// The host directories rows mount read-write, with their rows.
+    writable: Vec<(&'s std::path::Path, WorkspaceId)>,
     /// Owned objects that name no workspace berth can tell.
     pub unattributed: Vec<String>,
 }
@@ -99,6 +101,12 @@ impl<'s> PassIndex<'s> {
                 .filter(|r| r.desired_state != DesiredState::Removed)
                 .min_by_key(|r| (r.created_at, r.id))
                 .map(|r| r.id),
+            writable: rows
+                .iter()
+                .filter(|r| r.desired_state != DesiredState::Removed)
+                .filter(|r| r.workspace_access == crate::model::WorkspaceAccess::ReadWrite)
+                .filter_map(|r| Some((std::path::Path::new(r.workspace_dir.as_deref()?), r.id)))
+                .collect(),
             rows: rows.iter().map(|r| (r.id, *r)).collect(),
             containers: BTreeMap::new(),
             volumes: BTreeMap::new(),
@@ -192,7 +200,7 @@ impl<'s> PassIndex<'s> {
                 facts.provision_timeout =
                     rt.provision_timeout.unwrap_or(settings.provision_timeout);
             }
-            let built = pass_guards(row, &self.by_id12, self.t4_holder)
+            let built = pass_guards(row, &self.by_id12, self.t4_holder, &self.writable)
                 .and_then(|()| spec(row, &s.catalogue, settings));
             let built = built.map(|mut spec| {
                 facts.image = s
@@ -253,12 +261,27 @@ fn claims<'a>(rows: &[&'a WorkspaceRow]) -> BTreeMap<String, Vec<&'a WorkspaceRo
 }
 
 /// The older row keeps a contested name; only the oldest T4 row holds the
-/// host's one T4.
+/// host's one T4; no row mounts a directory inside another row's writable
+/// one (that workspace could put a symlink there, which the engine follows
+/// at every start, past the check at create).
 fn pass_guards(
     row: &WorkspaceRow,
     by_id12: &BTreeMap<String, Vec<&WorkspaceRow>>,
     t4_holder: Option<WorkspaceId>,
+    writable: &[(&std::path::Path, WorkspaceId)],
 ) -> Result<(), InvalidSpec> {
+    if row.workspace_access != crate::model::WorkspaceAccess::None
+        && let Some(dir) = row.workspace_dir.as_deref().map(std::path::Path::new)
+        && let Some((outer, owner)) = writable
+            .iter()
+            .find(|(w, id)| *id != row.id && dir != *w && dir.starts_with(w))
+    {
+        return Err(InvalidSpec::invalid(format!(
+            "workspace_dir {} lies inside {}, which workspace {owner} mounts read-write",
+            dir.display(),
+            outer.display()
+        )));
+    }
     if let Some(first) = by_id12.get(&row.id.id12()).and_then(|l| l.first())
         && first.id != row.id
     {

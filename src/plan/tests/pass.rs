@@ -147,6 +147,46 @@ fn removals_over_the_delete_guard_are_all_withheld_with_an_alarm() {
 }
 
 #[test]
+fn a_directory_inside_another_workspaces_writable_one_is_refused() {
+    let mut s = Settings::test();
+    s.workspace_roots = vec!["/srv/ws".into()];
+    let access = |n, dir: &str, a| {
+        let mut r = row(n);
+        r.workspace_dir = Some(dir.to_string());
+        r.workspace_access = a;
+        r
+    };
+    use crate::model::WorkspaceAccess::{ReadOnly, ReadWrite};
+    let rows = vec![
+        access(1, "/srv/ws/a", ReadWrite),
+        access(2, "/srv/ws/a/x", ReadOnly),
+        access(3, "/srv/ws/b", ReadOnly),
+        access(4, "/srv/ws/b/y", ReadOnly),
+        access(5, "/srv/ws/ab", ReadWrite),
+        access(6, "/srv/ws/a", ReadWrite),
+    ];
+    let pass = plan_pass(&snapshot(rows, vec![]), &s, t0());
+    assert_eq!(reason_of(&pass, wid(2)), Some(Reason::InvalidSpec));
+    let detail = plan_of(&pass, wid(2))
+        .status
+        .clone()
+        .unwrap()
+        .detail
+        .unwrap();
+    assert!(
+        detail.contains("/srv/ws/a") && detail.contains("read-write"),
+        "{detail}"
+    );
+    for n in [1, 3, 4, 5, 6] {
+        assert_ne!(
+            reason_of(&pass, wid(n)),
+            Some(Reason::InvalidSpec),
+            "workspace {n}: a read-only outer dir, a sibling with a common prefix and the same dir are fine"
+        );
+    }
+}
+
+#[test]
 fn a_percentage_guard_counts_workspaces_with_containers_not_rows() {
     // max(5, 10%): six orphans are one too many, however many rows (here
     // sixty that never got a container) the table holds.
