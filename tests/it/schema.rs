@@ -443,3 +443,43 @@ async fn enumerations_are_constrained_by_the_database() {
         sqlx::query(ok).bind(id).execute(&pool).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn berth_run_exits_69_without_a_database_or_an_engine_and_65_on_a_newer_schema() {
+    let url = "postgres://berth:pw-not-shown@127.0.0.1:1/berth";
+    let (code, out, err) = berth(&["run"], &[("DATABASE_URL", url)]).await;
+    assert_eq!(code, 69, "stdout: {out}\nstderr: {err}");
+    assert!(!err.contains("pw-not-shown") && !out.contains("pw-not-shown"));
+
+    let db = TestDb::migrated().await;
+    let no_engine = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("BERTH_LISTEN", "127.0.0.1:0"),
+    ];
+    let (code, out, err) = berth(&["run"], &no_engine).await;
+    assert_eq!(code, 69, "stdout: {out}\nstderr: {err}");
+    assert!(
+        format!("{out}{err}").contains("Docker Engine"),
+        "{out}{err}"
+    );
+
+    let pool = db.pool().await;
+    sqlx::query("UPDATE berth_schema SET floor = 99")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, err) = berth(
+        &["run"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("BERTH_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 65, "stdout: {out}\nstderr: {err}");
+    assert!(
+        format!("{out}{err}").contains("schema version 99"),
+        "{out}{err}"
+    );
+}

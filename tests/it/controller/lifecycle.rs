@@ -166,6 +166,12 @@ async fn stopped_keeps_the_container_running_starts_it_again_and_removed_deletes
         .await
         .expect("a stopped workspace keeps its container");
     assert_eq!(c.state.unwrap().running, Some(false));
+    for name in [id.configs_volume(), id.workspace_volume()] {
+        assert!(
+            w.scope.docker.inspect_volume(&name).await.is_ok(),
+            "a stopped workspace keeps its volume {name}"
+        );
+    }
 
     w.exec(
         "UPDATE workspaces SET desired_state = 'running' WHERE id = $1",
