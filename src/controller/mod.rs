@@ -129,6 +129,8 @@ impl Controller {
                     .await;
             }
             self.metrics.workqueue_depth.set(queue.depth() as i64);
+            let adds = &self.metrics.workqueue_adds_total;
+            adds.inc_by(queue.adds().saturating_sub(adds.get()));
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(t) = inputs.desired.recv() => match t {
@@ -286,8 +288,6 @@ impl Controller {
         for key in keys {
             queue.add(key);
         }
-        self.metrics.workqueue_adds_total.reset();
-        self.metrics.workqueue_adds_total.inc_by(queue.adds());
     }
 
     /// `workspaces{status}`, unconverged rows and the oldest of them.
