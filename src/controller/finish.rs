@@ -53,6 +53,18 @@ impl Controller {
             return;
         }
         self.time_convergence(state, &done);
+        if !done.built_for.is_zero()
+            && let (Some(row), Some(memory)) = (state.rows.get(&id), state.memory.get_mut(&id))
+        {
+            // The provision timeout counts provisioning, not a build of the
+            // image (which has deadlines of its own: a cold build takes
+            // longer than a workspace may take to come up).
+            let since = memory
+                .provisioning_since
+                .map_or(row.desired_changed_at, |s| s.max(row.desired_changed_at));
+            memory.provisioning_since =
+                Some(since + chrono::TimeDelta::from_std(done.built_for).unwrap_or_default());
+        }
         let memory = state.memory.entry(id).or_default();
         let result = match (&done.failure, &done.write_error) {
             (Some(failed), _) => {

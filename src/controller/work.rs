@@ -47,6 +47,9 @@ pub struct Done {
     pub lost_lease: bool,
     /// A status write or event write failed (the database is the problem).
     pub write_error: Option<String>,
+    /// How long the pass waited for a local build it then used (its own,
+    /// or another pass's of the same image).
+    pub built_for: std::time::Duration,
 }
 
 /// An action that failed, and what the restore path did.
@@ -117,6 +120,7 @@ pub async fn carry_out(
         hash: spec.as_ref().map(|s| s.hash.clone()),
         lost_lease: false,
         write_error: None,
+        built_for: std::time::Duration::ZERO,
     };
     let mut events = Vec::new();
     let mut run = Run::default();
@@ -166,6 +170,9 @@ pub async fn carry_out(
                     ..
                 } = &action.op
                 {
+                    if matches!(source, ImageSource::LocalBuild { .. }) {
+                        done.built_for = started.elapsed();
+                    }
                     let runtime = row.as_ref().map(|r| r.runtime.as_str());
                     super::retention::record_ensured(pool, &held, runtime, source, &ensured).await;
                     let known = ResolvedImage {

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{
     Templates, add_runtime, broken_dockerfile, count, good_dockerfile, image_ids, insert_on, log,
-    start_local,
+    slow_dockerfile, start_local,
 };
 use crate::controller::{World, running};
 
@@ -476,5 +476,30 @@ async fn berth_refresh_builds_a_new_commit_once_and_an_unchanged_repository_not_
             r.is("online", None) && r.converged()
         })
         .await;
+    }
+}
+
+#[tokio::test]
+async fn a_build_longer_than_the_provision_timeout_does_not_time_the_workspaces_out() {
+    let mut t = Templates::new();
+    let mut w = World::new().await;
+    let rt = t.runtime();
+    t.repo(&rt, &slow_dockerfile(12));
+    add_runtime(&w, &rt).await;
+    // The build (12 s) outlasts the provision timeout (8 s): the timeout
+    // counts provisioning, and a build has deadlines of its own.
+    start_local(&mut w, &t, &[("BERTH_PROVISION_TIMEOUT", "8s")]);
+    let ids = [insert_on(&w, &rt).await, insert_on(&w, &rt).await];
+    for id in ids {
+        let row = w
+            .wait_row(id, 90, "online, or given up", |r| {
+                r.is("online", None) || r.is("failed", Some("provision_timeout"))
+            })
+            .await;
+        assert!(
+            row.is("online", None),
+            "timed out behind the build: {:?}",
+            row.last_error
+        );
     }
 }

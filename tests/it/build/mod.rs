@@ -33,6 +33,14 @@ pub fn good_dockerfile() -> String {
     )
 }
 
+/// [`good_dockerfile`] with a build step that takes `secs` seconds.
+pub fn slow_dockerfile(secs: u32) -> String {
+    format!(
+        "{}RUN [\"/bin/busybox\", \"sleep\", \"{secs}\"]\n",
+        good_dockerfile()
+    )
+}
+
 /// A Dockerfile whose build step fails after printing a cause.
 pub fn broken_dockerfile() -> String {
     let run = harness::env().run_id;
