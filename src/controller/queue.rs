@@ -17,6 +17,10 @@ use tokio_util::time::{DelayQueue, delay_queue};
 /// The error backoff of one key.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// The longest a timer waits: a later look is the periodic resync's (the
+/// timer wheel also refuses deadlines beyond about two years, which a
+/// runtime's provision timeout can name).
+const TIMER_MAX: Duration = Duration::from_secs(3600);
 
 type Backoff = Box<dyn Iterator<Item = Duration> + Send>;
 
@@ -87,7 +91,7 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
             self.add(key);
             return;
         }
-        let at = Instant::now() + delay;
+        let at = Instant::now() + delay.min(TIMER_MAX);
         match self.timer_of.get(&key) {
             Some((_, existing)) if *existing <= at => {}
             Some((timer, _)) => {
@@ -114,6 +118,17 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
             .unwrap_or_default();
         self.active.insert(key.clone());
         Some((key, waited))
+    }
+
+    /// A key taken by [`WorkQueue::pop`] but not worked on now: pending
+    /// again, first in line.
+    pub fn put_back(&mut self, key: K) {
+        self.active.remove(&key);
+        self.dirty.remove(&key);
+        if self.queued.insert(key.clone()) {
+            self.enqueued_at.insert(key.clone(), Instant::now());
+            self.ready.push_front(key);
+        }
     }
 
     /// The pass over `key` finished; if it was added meanwhile, it is
@@ -245,5 +260,25 @@ mod tests {
         q.forget(&"bad");
         assert!(q.retry("bad") < Duration::from_secs(3));
         assert_eq!(q.retries(), 14);
+    }
+
+    #[test]
+    fn a_key_put_back_is_first_in_line_and_free_to_pop_again() {
+        let mut q = WorkQueue::new();
+        q.add("a");
+        q.add("b");
+        let (a, _) = q.pop().unwrap();
+        q.put_back(a);
+        assert_eq!(q.in_flight(), 0);
+        assert_eq!(q.depth(), 2);
+        assert_eq!(q.pop().map(|p| p.0), Some("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_years_away_waits_an_hour_and_does_not_panic() {
+        let mut q = WorkQueue::new();
+        q.add_after("far", Duration::from_secs(3 * 365 * 24 * 3600));
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        assert_eq!(q.next_timer().await, "far");
     }
 }
