@@ -128,6 +128,7 @@ impl Controller {
                 self.dispatch(&mut state, &mut queue, &mut workers, &inputs.lease)
                     .await;
             }
+            self.set_gauges(&state);
             self.metrics.workqueue_depth.set(queue.depth() as i64);
             let adds = &self.metrics.workqueue_adds_total;
             adds.inc_by(queue.adds().saturating_sub(adds.get()));
@@ -245,6 +246,18 @@ impl Controller {
     /// key. A failed read leaves the desired side incomplete (no deletions)
     /// and is retried at the next resync.
     async fn reread(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
+        if self.load_desired(state).await {
+            self.count_rows(state);
+            self.seed_images(state);
+            self.prune_refresh_failures(state);
+        }
+        self.enqueue_all(state, queue);
+        self.prune(state);
+    }
+
+    /// Reads every row of this host and the catalogue into `state`; false
+    /// (and the desired side incomplete: no deletions) when that failed.
+    async fn load_desired(&self, state: &mut State) -> bool {
         let host = &self.settings.host_id;
         let read = async {
             let rows = desired::load_rows(&self.pool, host).await?;
@@ -256,9 +269,6 @@ impl Controller {
                 state.rows = rows.into_iter().map(|r| (r.id, r)).collect();
                 state.catalogue = catalogue;
                 state.desired_complete = true;
-                self.count_rows(state);
-                self.seed_images(state);
-                self.prune_refresh_failures(state);
             }
             Err(error) => {
                 tracing::error!(%error, "reading the desired state failed");
@@ -270,8 +280,7 @@ impl Controller {
             .snapshot_complete
             .with_label_values(&["desired"])
             .set(i64::from(state.desired_complete));
-        self.enqueue_all(state, queue);
-        self.prune(state);
+        state.desired_complete
     }
 
     /// Every key: this host's rows and every workspace its objects name.

@@ -15,6 +15,9 @@ use crate::desired::{self, Event, Lease};
 use crate::model::{DesiredState, LABEL_WORKSPACE, ObservedContainer, WorkspaceId, WorkspaceRow};
 use crate::plan::{self, Plan, Probes, Snapshot};
 
+/// The most keys one round takes from the queue.
+const BATCH: usize = 1024;
+
 impl Controller {
     pub(super) async fn dispatch(
         &self,
@@ -33,8 +36,14 @@ impl Controller {
         let parked = self.executor.parked_on_builds().min(self.concurrency);
         let busy = workers.len().saturating_sub(parked);
         let free = self.concurrency.saturating_sub(busy);
+        // Keys that need nothing cost no slot: a round looks at a batch
+        // (a resync queues every key) and starts at most `free` passes;
+        // keys with work beyond that go back, first in line.
         let mut taken = Vec::new();
-        while taken.len() < free {
+        if free == 0 {
+            return;
+        }
+        while taken.len() < free.max(BATCH) {
             let Some((id, waited)) = queue.pop() else {
                 break;
             };
@@ -52,10 +61,22 @@ impl Controller {
         // snapshot too.
         match desired::load_rows_by_id(&self.pool, &self.settings.host_id, &taken).await {
             Ok(rows) => {
+                let had = taken
+                    .iter()
+                    .filter(|id| state.rows.contains_key(id))
+                    .count();
                 for id in &taken {
                     state.rows.remove(id);
                 }
+                let vanished = had > rows.len();
                 state.rows.extend(rows.into_iter().map(|r| (r.id, r)));
+                if vanished {
+                    // A row went: others may have gone with it (a mass
+                    // delete). All rows are read again before planning, so
+                    // every orphan is seen at once and the delete guard
+                    // weighs them together.
+                    self.load_desired(state).await;
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "rereading rows failed; retrying those keys");
@@ -133,8 +154,20 @@ impl Controller {
             self.sweep_images(lease_rx, workers.len(), super::retention::Sweep::Now)
                 .await;
         }
+        // Orphans are counted from their first sighting in any round, not
+        // only when their key is taken: all orphans of a mass deletion
+        // ripen together, and the delete guard sees them in one pass.
+        let in_round: std::collections::BTreeSet<WorkspaceId> = taken.iter().copied().collect();
+        for p in &pass.plans {
+            if p.memory.orphan_since.is_some() && !in_round.contains(&p.id) {
+                let kept = state.memory.entry(p.id).or_default();
+                kept.orphan_since = kept.orphan_since.or(p.memory.orphan_since);
+                kept.orphan_sightings = kept.orphan_sightings.max(p.memory.orphan_sightings);
+            }
+        }
         let mut plans: BTreeMap<WorkspaceId, Plan> =
             pass.plans.into_iter().map(|p| (p.id, p)).collect();
+        let mut passes = 0;
         if let Some((wanted, limit)) = pass.guard_blocked {
             tracing::error!(
                 wanted,
@@ -152,6 +185,12 @@ impl Controller {
                 continue;
             };
             let row = state.rows.get(&id).cloned();
+            let notes_new = !plan.notes.is_empty() && state.noted.get(&id) != Some(&plan.notes);
+            let steady = plan.actions.is_empty() && unchanged(row.as_ref(), &plan) && !notes_new;
+            if !steady && passes >= free {
+                queue.put_back(id);
+                continue;
+            }
             // A replace onto a new pin, tag digest or build waits for its
             // wave.
             let mut rollout = None;
@@ -198,8 +237,7 @@ impl Controller {
                     detail: serde_json::json!({}),
                 })
                 .collect();
-            if plan.actions.is_empty() && unchanged(row.as_ref(), &plan) && guard_events.is_empty()
-            {
+            if steady {
                 // Steady state: nothing to do, nothing new to write. A
                 // failure still backing off keeps its backoff.
                 queue.done(&id);
@@ -240,6 +278,7 @@ impl Controller {
                 self.observed.clone(),
             );
             let held = lease.clone();
+            passes += 1;
             workers.spawn(id, async move {
                 if !guard_events.is_empty() {
                     let _ = desired::record_events(&pool, &held, &guard_events).await;
@@ -257,6 +296,13 @@ impl Controller {
                 done
             });
         }
+        self.metrics
+            .reconcile_time_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The rollout and registry gauges, set at every loop turn.
+    pub(super) fn set_gauges(&self, state: &State) {
         let (active, _, wave) = state.rollouts.summary();
         // Halted: a rollout still being put back, or a tag or build whose
         // halted target this instance keeps holding back (until the tag
@@ -280,9 +326,6 @@ impl Controller {
                 .with_label_values(&[reason])
                 .set(n as i64);
         }
-        self.metrics
-            .reconcile_time_seconds
-            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Whether every running row of this host the pin of `key` decides

@@ -362,3 +362,35 @@ async fn two_hosts_on_one_daemon_and_database_each_converge_only_their_own_rows(
         assert_eq!(hosts, vec![host.clone()], "another host acted on {id}");
     }
 }
+
+#[tokio::test]
+async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays() {
+    let mut w = World::new().await;
+    // max(5, 10%) of 12 workspaces: 5 removals a pass at most.
+    w.start(&[("BERTH_ORPHAN_GRACE", "4s")]);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(w.insert(json!({})).await);
+    }
+    for id in &ids {
+        w.wait_row(*id, 120, "online", |r| r.is("online", None))
+            .await;
+    }
+    sqlx::query("DELETE FROM workspaces WHERE host = $1")
+        .bind(&w.host)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    super::wait_logged(w.berth.as_ref().unwrap(), "delete guard", 30).await;
+    // Well past the grace: the guard still holds every orphan back.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut kept = 0;
+    for id in &ids {
+        kept += usize::from(w.container(*id).await.is_some());
+    }
+    assert_eq!(
+        kept,
+        ids.len(),
+        "the guard let orphans go one batch at a time"
+    );
+}
