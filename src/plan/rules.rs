@@ -248,8 +248,28 @@ fn settle<'a>(
         );
         main = Some(keeper);
     }
-    if row.desired_state != DesiredState::Running && main.is_some() {
-        others.extend(prev.take());
+    if row.desired_state != DesiredState::Running
+        && let (Some(new), Some(old)) = (main, prev)
+    {
+        // A replace cut short by a stop: the old container, proven before,
+        // goes back under the name (stopped); the new one, never proven
+        // ready, goes. Started again, the row replaces anew, with its way
+        // back.
+        p.push(
+            Op::RemoveContainer {
+                target: Target::Id(new.id.clone()),
+            },
+            Why::Restore,
+        );
+        p.push(
+            Op::Rename {
+                target: Target::Id(old.id.clone()),
+                to: main_name.clone(),
+            },
+            Why::Restore,
+        );
+        main = Some(old);
+        prev = None;
     }
     if let Some(keep) = main.or(prev) {
         for c in &others {

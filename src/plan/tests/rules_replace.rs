@@ -354,6 +354,36 @@ fn an_interrupted_replace_of_a_stopped_row_renames_the_old_container_without_sta
 }
 
 #[test]
+fn a_row_stopped_during_a_replace_keeps_the_proven_old_container_not_the_new_one() {
+    let s = Settings::test();
+    let r = row(1)
+        .with_env(json!({"A": "2"}))
+        .with_state(crate::model::DesiredState::Stopped);
+    let mut old = container_for(&built(&row(1), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let new = container_for(&built(&r, &s), "new");
+    let cs = [old, new];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&p), ["remove_container", "rename"], "{:?}", whys(&p));
+    assert_eq!(
+        p.actions[0].op,
+        Op::RemoveContainer {
+            target: Target::Id("new".into())
+        }
+    );
+    assert_eq!(
+        p.actions[1].op,
+        Op::Rename {
+            target: Target::Id("old".into()),
+            to: wid(1).container_name()
+        }
+    );
+    assert_eq!(p.guarded_removals(), 0, "a stop is operator intent");
+    assert_eq!(p.status.map(|s| s.status), Some(Status::Stopped));
+}
+
+#[test]
 fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
     let s = Settings::test();
     let r = row(1).with_env(json!({"A": "2"}));
