@@ -148,13 +148,11 @@ impl Registries {
         );
     }
 
-    /// Registries whose window is open now, by refusal (for the metrics).
+    /// Registries whose last answer was this refusal, by refusal (for the
+    /// metrics): backed off until one of their answers is not a refusal.
     pub fn count(&self, refusal: Refusal) -> usize {
-        let now = Instant::now();
         let map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
-        map.values()
-            .filter(|e| e.refusal == refusal && now < e.until)
-            .count()
+        map.values().filter(|e| e.refusal == refusal).count()
     }
 }
 
@@ -218,7 +216,13 @@ mod tests {
         assert_eq!(r.by_host.lock().unwrap()["reg"].delay, INITIAL);
         assert_eq!(r.count(Refusal::RateLimited), 1);
         tokio::time::advance(INITIAL * 2).await;
-        assert_eq!(r.count(Refusal::RateLimited), 0, "the window closed");
+        assert_eq!(
+            r.count(Refusal::RateLimited),
+            1,
+            "refusing until an answer says otherwise, though the window closed"
+        );
+        r.answered("reg", Ok(()));
+        assert_eq!(r.count(Refusal::RateLimited), 0);
     }
 
     #[tokio::test(start_paused = true)]
