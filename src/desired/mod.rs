@@ -12,8 +12,8 @@ pub use images::{
     HostImage, Made, NewImage, forget_image, host_images, mark_images_used, record_image,
 };
 pub use rows::{
-    ReadError, RollbackTarget, load_catalogue, load_pins, load_row, load_rows, load_rows_by_id,
-    rollback_target,
+    ReadError, RollbackTarget, hosts_with_rows, load_catalogue, load_pins, load_row, load_rows,
+    load_rows_by_id, no_rows_notice, rollback_target,
 };
 pub use schema::{MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, connect, migrate};
 pub use session::{

@@ -169,6 +169,29 @@ pub async fn load_rows(pool: &PgPool, host: &str) -> Result<Vec<WorkspaceRow>, R
     raw.into_iter().map(RawWorkspace::into_row).collect()
 }
 
+/// The hosts that have live (not removed) rows, with how many, most first
+/// (at most 20): what an operator whose host has none wants to see.
+pub async fn hosts_with_rows(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT host, count(*) FROM workspaces WHERE desired_state <> 'removed'
+          GROUP BY host ORDER BY count(*) DESC, host LIMIT 20",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How an operator reads "no rows for `host`": which hosts have some.
+pub fn no_rows_notice(host: &str, others: &[(String, i64)]) -> String {
+    if others.is_empty() {
+        return format!("no workspace rows for host {host:?}, nor for any other host");
+    }
+    let list: Vec<String> = others.iter().map(|(h, n)| format!("{h:?} ({n})")).collect();
+    format!(
+        "no workspace rows for host {host:?} (BERTH_HOST_ID); hosts with rows: {}",
+        list.join(", ")
+    )
+}
+
 /// One row of `host`, or `None` when there is none (deleted, or another
 /// host's).
 pub async fn load_row(

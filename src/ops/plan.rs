@@ -39,6 +39,9 @@ pub struct HostPlan {
     pub guard_blocked: Option<GuardBlocked>,
     /// Owned objects that name no workspace berth can tell; never touched.
     pub unattributed: Vec<String>,
+    /// When this host has no rows: which hosts have (a wrong
+    /// `BERTH_HOST_ID` shows here first).
+    pub no_rows: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -95,6 +98,9 @@ impl HostPlan {
             "host {}: {} row(s), {} container(s) observed",
             self.host, self.rows, self.containers
         );
+        if let Some(notice) = &self.no_rows {
+            let _ = writeln!(out, "{notice}");
+        }
         if self.workspaces.is_empty() {
             out.push_str("nothing to do: every workspace is in line with its row\n");
         }
@@ -151,11 +157,18 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
     let read = async {
         let rows = desired::load_rows(&pool, &config.host_id).await?;
         let catalogue = desired::load_catalogue(&pool).await?;
-        Ok::<_, desired::ReadError>((rows, catalogue))
+        let no_rows = match rows.is_empty() {
+            true => Some(desired::no_rows_notice(
+                &config.host_id,
+                &desired::hosts_with_rows(&pool).await?,
+            )),
+            false => None,
+        };
+        Ok::<_, desired::ReadError>((rows, catalogue, no_rows))
     };
     let read = read.await;
     pool.close().await;
-    let (rows, catalogue) = read?;
+    let (rows, catalogue, no_rows) = read?;
     let docker = crate::docker::connect(config.docker_host.as_deref())
         .await
         .map_err(OpsError::Docker)?;
@@ -179,7 +192,10 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
     };
     snapshot.memory = orphan_memory(&snapshot, &settings);
     let pass = plan::plan_pass(&snapshot, &settings, now);
-    Ok(describe(&snapshot, &settings, pass))
+    Ok(HostPlan {
+        no_rows,
+        ..describe(&snapshot, &settings, pass)
+    })
 }
 
 /// Whether the template dir holds a config.yaml, as the controller probes.
@@ -264,6 +280,7 @@ pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> Hos
             .guard_blocked
             .map(|(wanted, limit)| GuardBlocked { wanted, limit }),
         unattributed: pass.unattributed,
+        no_rows: None,
     }
 }
 
