@@ -53,7 +53,11 @@ pub fn flag_name(env: &str) -> String {
 }
 
 pub const SETTINGS: &[Setting] = &[
-    secret("DATABASE_URL", "PostgreSQL URL (required)"),
+    url(
+        "DATABASE_URL",
+        "unset",
+        "PostgreSQL URL (required; no TLS: sslmode=require and verify-* are refused)",
+    ),
     url(
         "DOCKER_HOST",
         "local socket",

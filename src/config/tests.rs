@@ -110,6 +110,22 @@ fn a_bad_database_url_is_reported_without_its_password() {
 }
 
 #[test]
+fn a_database_url_demanding_tls_is_refused_and_shown_without_its_password() {
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let url = format!("postgres://berth:topsecret@db.example/berth?sslmode={mode}");
+        let errs = errors(&[("DATABASE_URL", &url)]);
+        let text = ConfigErrors(errs).to_string();
+        assert!(text.contains(&format!("sslmode={mode} needs TLS")), "{text}");
+        assert!(text.contains("postgres://berth:***@db.example"), "{text}");
+        assert!(!text.contains("topsecret"), "{text}");
+    }
+    for mode in ["disable", "prefer"] {
+        let url = format!("postgres://berth:pw@db/berth?sslmode={mode}");
+        assert!(config(&[("DATABASE_URL", &url)]).is_ok(), "{mode}");
+    }
+}
+
+#[test]
 fn secrets_never_appear_in_debug_output_or_effective_values() {
     let c = config(&[
         ("DATABASE_URL", DB),

@@ -222,7 +222,19 @@ pub fn database_url(raw: &str) -> Result<SecretUrl, String> {
         return Err("not a PostgreSQL URL: it must start with postgres:// or postgresql://".into());
     }
     sqlx::postgres::PgConnectOptions::from_str(raw)
-        .map_err(|_| "not a valid PostgreSQL URL (postgres://user:password@host:port/database)")?;
+        .map_err(|_| "not a valid PostgreSQL URL (postgres://user:password@host:port/database; percent-encode special characters in the password)")?;
+    // berth speaks to PostgreSQL without TLS: a URL that demands it would
+    // only ever fail to connect, as if the database were down.
+    let query = raw.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split('&') {
+        if let Some(mode) = pair.strip_prefix("sslmode=")
+            && matches!(mode, "require" | "verify-ca" | "verify-full")
+        {
+            return Err(format!(
+                "sslmode={mode} needs TLS, which berth does not speak to PostgreSQL: use sslmode=disable or prefer, and keep the database on a private network or behind a local tunnel"
+            ));
+        }
+    }
     Ok(SecretUrl::new(raw))
 }
 
