@@ -58,6 +58,31 @@ fn key_host(key: &str) -> &str {
 
 impl Executor {
     /// The credentials for `reference`'s registry, or `None` (anonymous).
+    /// Which credentials went with a request for `reference` (`sent`: any
+    /// did), for a refusal's message: never the credentials themselves.
+    pub(crate) fn credentials_sent(&self, reference: &str, sent: bool) -> String {
+        if !sent {
+            let host = registry_host(reference);
+            return match &self.settings.registry_prefix {
+                Some(prefix) if self.settings.registry_auth.is_some() => format!(
+                    "none: GHCR_USER/GHCR_TOKEN are for {}, not {host}, and the docker config has no entry for it",
+                    prefix_host(prefix)
+                ),
+                _ => format!("none: no GHCR_USER/GHCR_TOKEN for {host} and no docker config entry"),
+            };
+        }
+        let host = registry_host(reference);
+        let prefix_host = self.settings.registry_prefix.as_deref().map(prefix_host);
+        if self.settings.registry_auth.is_some() && prefix_host == Some(host) {
+            "GHCR_USER/GHCR_TOKEN".to_string()
+        } else {
+            match &self.settings.docker_config {
+                Some(path) => format!("the docker config's ({})", path.display()),
+                None => "the docker config's".to_string(),
+            }
+        }
+    }
+
     pub(crate) async fn credentials(
         &self,
         reference: &str,
@@ -258,6 +283,23 @@ mod tests {
         assert_eq!(creds.username.as_deref(), Some("user"));
         assert_eq!(creds.password.as_deref(), Some("pass"));
         assert!(creds_for(file, "other.example/a:v1").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_which_credentials_went_never_their_value() {
+        let docker = Docker::connect_with_local_defaults().unwrap();
+        let mut settings = super::super::tests::settings();
+        settings.registry_prefix = Some("ghcr.io/molecule-ai".into());
+        settings.registry_auth = Some(crate::config::RegistryAuth {
+            user: "bot".into(),
+            token: Secret::new("ghp_x".into()),
+        });
+        let exec = Executor::new(docker, settings);
+        let ghcr = exec.credentials_sent("ghcr.io/molecule-ai/a:1", true);
+        assert_eq!(ghcr, "GHCR_USER/GHCR_TOKEN");
+        let other = exec.credentials_sent("quay.io/x/a:1", false);
+        assert!(other.contains("are for ghcr.io, not quay.io"), "{other}");
+        assert!(!format!("{ghcr}{other}").contains("ghp_x"));
     }
 
     #[tokio::test]

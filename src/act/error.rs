@@ -52,7 +52,7 @@ pub enum ActError {
         digest: crate::model::Digest,
         message: String,
     },
-    #[error("registry refused the credentials for {image}: {message}")]
+    #[error("registry refused access to {image}: {message}")]
     RegistryAuth { image: String, message: String },
     #[error("registry rate limit for {image}: {message}")]
     RegistryRateLimited { image: String, message: String },

@@ -81,10 +81,28 @@ impl Executor {
         image: &ImageRef,
     ) -> Result<bollard::models::DistributionInspect, ActError> {
         let creds = self.credentials(image.as_str()).await?;
+        let sent = creds.is_some();
         self.docker
             .inspect_registry_image(image.as_str(), expose(creds))
             .await
-            .map_err(|e| registry_error("distribution inspect", image.as_str(), e.into()))
+            .map_err(|e| {
+                let e = registry_error("distribution inspect", image.as_str(), e.into());
+                self.say_credentials(e, image.as_str(), sent)
+            })
+    }
+
+    /// A refusal of the credentials names which went (never their value).
+    fn say_credentials(&self, e: ActError, reference: &str, sent: bool) -> ActError {
+        match e {
+            ActError::RegistryAuth { image, message } => ActError::RegistryAuth {
+                message: format!(
+                    "{message} (credentials sent: {})",
+                    self.credentials_sent(reference, sent)
+                ),
+                image,
+            },
+            other => other,
+        }
     }
 
     /// The local image `id` as a local build of `image`'s repository,
@@ -258,6 +276,7 @@ impl Executor {
         platform: Option<&Platform>,
     ) -> Result<(), ActError> {
         let creds = self.credentials(reference).await?;
+        let sent = creds.is_some();
         let mut opts = CreateImageOptionsBuilder::new().from_image(reference);
         if let Some(p) = platform {
             opts = opts.platform(&p.0);
@@ -277,7 +296,10 @@ impl Executor {
                         });
                     }
                     Ok(None) => return Ok(()),
-                    Ok(Some(Err(e))) => return Err(registry_error("pull", reference, e.into())),
+                    Ok(Some(Err(e))) => {
+                        let e = registry_error("pull", reference, e.into());
+                        return Err(self.say_credentials(e, reference, sent));
+                    }
                     Ok(Some(Ok(_))) => {}
                 }
             }

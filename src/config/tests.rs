@@ -115,7 +115,10 @@ fn a_database_url_demanding_tls_is_refused_and_shown_without_its_password() {
         let url = format!("postgres://berth:topsecret@db.example/berth?sslmode={mode}");
         let errs = errors(&[("DATABASE_URL", &url)]);
         let text = ConfigErrors(errs).to_string();
-        assert!(text.contains(&format!("sslmode={mode} needs TLS")), "{text}");
+        assert!(
+            text.contains(&format!("sslmode={mode} needs TLS")),
+            "{text}"
+        );
         assert!(text.contains("postgres://berth:***@db.example"), "{text}");
         assert!(!text.contains("topsecret"), "{text}");
     }

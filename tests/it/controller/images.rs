@@ -431,7 +431,13 @@ async fn a_registry_refusing_credentials_is_registry_auth_and_backed_off() {
         ids.len()
     );
     for id in &ids {
-        assert!(w.row(*id).await.is("provisioning", Some("registry_auth")));
+        let row = w.row(*id).await;
+        assert!(row.is("provisioning", Some("registry_auth")));
+        let said = row.last_error.unwrap_or_default();
+        assert!(
+            said.contains("credentials sent: none"),
+            "the row says no credentials went: {said}"
+        );
         assert!(w.container(*id).await.is_none(), "nothing was created");
     }
     let metrics = harness::process::get(port, "/metrics").await;
