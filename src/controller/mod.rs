@@ -95,6 +95,8 @@ struct State {
     /// References a pass found stale (their known digest is gone from the
     /// registry), for the loop to refresh.
     stale: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
+    /// The host had no rows at the last reread (and the log said so).
+    no_rows_said: bool,
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pending_refresh: Option<Option<String>>,
@@ -129,7 +131,9 @@ impl Controller {
                     .await;
             }
             self.set_gauges(&state);
-            self.metrics.workqueue_depth.set(queue.depth() as i64);
+            let leading = inputs.lease.borrow().is_some();
+            let depth = if leading { queue.depth() } else { 0 };
+            self.metrics.workqueue_depth.set(depth as i64);
             let adds = &self.metrics.workqueue_adds_total;
             adds.inc_by(queue.adds().saturating_sub(adds.get()));
             tokio::select! {
@@ -240,6 +244,9 @@ impl Controller {
     fn on_lease(&self, lease: &Option<Lease>) {
         self.metrics.leader.set(i64::from(lease.is_some()));
         self.readiness.set_leader(lease.is_some());
+        if lease.is_none() {
+            self.count_rows(&State::default());
+        }
     }
 
     /// Rereads every row of this host and the catalogue, then queues every
@@ -247,6 +254,17 @@ impl Controller {
     /// and is retried at the next resync.
     async fn reread(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
         if self.load_desired(state).await {
+            if state.rows.is_empty() != state.no_rows_said {
+                state.no_rows_said = state.rows.is_empty();
+                if state.no_rows_said {
+                    // Said once: a wrong BERTH_HOST_ID shows in the log.
+                    let others = desired::hosts_with_rows(&self.pool)
+                        .await
+                        .unwrap_or_default();
+                    let notice = desired::no_rows_notice(&self.settings.host_id, &others);
+                    tracing::warn!("{notice}");
+                }
+            }
             self.count_rows(state);
             self.seed_images(state);
             self.prune_refresh_failures(state);
@@ -301,6 +319,14 @@ impl Controller {
 
     /// `workspaces{status}`, unconverged rows and the oldest of them.
     fn count_rows(&self, state: &State) {
+        if self.metrics.leader.get() == 0 {
+            // A standby reports none: sums over a host's instances count
+            // each row once.
+            self.metrics.workspaces.reset();
+            self.metrics.unconverged_workspaces.set(0);
+            self.metrics.oldest_unconverged_age_seconds.set(0);
+            return;
+        }
         let now = Utc::now();
         let mut by_status: BTreeMap<&str, i64> = BTreeMap::new();
         let mut unconverged = 0;

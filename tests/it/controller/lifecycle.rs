@@ -605,9 +605,19 @@ async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first
         !is_ok(&get(b_port, "/readyz").await),
         "the standby is ready"
     );
-    assert!(get(b_port, "/metrics").await.contains("\nberth_leader 0"));
+    let standby = get(b_port, "/metrics").await;
+    assert!(standby.contains("\nberth_leader 0"));
+    // The standby counts no rows and queues nothing: sums over both
+    // instances count each row once.
+    assert!(!standby.contains("berth_workspaces{"), "{standby}");
+    assert!(standby.contains("\nberth_workqueue_depth 0"), "{standby}");
     assert!(is_ok(&get(a_port, "/readyz").await), "{}", a.tail());
-    assert!(get(a_port, "/metrics").await.contains("\nberth_leader 1"));
+    let leader = get(a_port, "/metrics").await;
+    assert!(leader.contains("\nberth_leader 1"));
+    assert!(
+        leader.contains("berth_workspaces{status=\"online\"} 1"),
+        "{leader}"
+    );
     let standby_log = std::fs::read_to_string(&b.log).unwrap();
     assert!(
         standby_log.contains("reachable beyond this machine"),

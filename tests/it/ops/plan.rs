@@ -252,3 +252,31 @@ async fn plan_exits_69_without_an_engine_and_65_without_a_schema() {
     assert_eq!(code, 65, "{err}");
     assert!(err.contains("berth migrate"), "{err}");
 }
+
+#[tokio::test]
+async fn plan_for_a_host_without_rows_names_the_hosts_that_have_some() {
+    let w = World::new().await;
+    w.insert(json!({})).await;
+    w.insert(json!({})).await;
+    let typo = format!("{}-typo", w.host);
+    let env = env_with(&w, &[("BERTH_HOST_ID", &typo)]);
+    let (code, out, err) = berth(&["plan"], &env).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("no workspace rows for host {typo:?}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{:?} (2)", w.host)), "{out}");
+    let (_, json, _) = berth(&["plan", "--json"], &env).await;
+    let view: Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        view["no_rows"]
+            .as_str()
+            .is_some_and(|s| s.contains(&w.host)),
+        "{view}"
+    );
+    // berth run says it too, in its log.
+    let run = crate::harness::process::Berth::start(&env);
+    crate::controller::wait_logged(&run, "no workspace rows for host", 30).await;
+    run.kill().await;
+}
