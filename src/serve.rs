@@ -28,8 +28,8 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
     {
         Ok(pool) => pool,
         Err(error) => {
-            tracing::error!(%error, database = %config.database_url, "cannot reach the database");
-            return Exit::Unavailable;
+            tracing::error!(%error, database = %config.database_url, "cannot connect to the database");
+            return crate::cli::schema_exit(&error);
         }
     };
     let schema = if migrate {
@@ -43,11 +43,7 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
     };
     if let Err(error) = schema {
         tracing::error!(%error, "database schema");
-        return match error {
-            desired::SchemaError::TooOld { .. } => Exit::Schema,
-            desired::SchemaError::Unreachable(_) => Exit::Unavailable,
-            _ => Exit::Failure,
-        };
+        return crate::cli::schema_exit(&error);
     }
     let docker = match crate::docker::connect(config.docker_host.as_deref()).await {
         Ok(docker) => docker,

@@ -41,7 +41,8 @@ Exit codes:
   0   success
   1   anything else
   2   plan --detailed-exitcode: actions are pending
-  64  bad usage or configuration (every bad value is reported)
+  64  bad usage or configuration (every bad value is reported; also a
+      database that refuses the user, password or database name)
   65  the database schema is incompatible with this berth
   69  the database or the Docker Engine is unreachable
 
@@ -191,10 +192,13 @@ fn render_config(config: &Config, json: bool) -> String {
     out
 }
 
-fn schema_exit(error: &SchemaError) -> Exit {
+/// The exit code a schema or connection error means (DESIGN §1.4): a
+/// refused connection is configuration (64: a restart cannot help).
+pub(crate) fn schema_exit(error: &SchemaError) -> Exit {
     match error {
         SchemaError::TooOld { .. } => Exit::Schema,
         SchemaError::Unreachable(_) => Exit::Unavailable,
+        SchemaError::Refused(_) => Exit::Usage,
         SchemaError::Database(_) | SchemaError::Migrate(_) => Exit::Failure,
     }
 }

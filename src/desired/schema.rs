@@ -38,6 +38,12 @@ pub enum SchemaError {
     },
     #[error("cannot reach the database: {0}")]
     Unreachable(#[source] sqlx::Error),
+    /// The server answered and refused: the user, the password or the
+    /// database name in `DATABASE_URL` is wrong (a restart cannot help).
+    #[error(
+        "the database refused the connection: {0} (check the user, password and database name in DATABASE_URL)"
+    )]
+    Refused(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -64,7 +70,16 @@ pub async fn connect(
         .acquire_timeout(timeout)
         .connect(url.expose())
         .await
-        .map_err(SchemaError::Unreachable)
+        .map_err(|e| match &e {
+            // 28P01 invalid_password, 28000 invalid_authorization_
+            // specification (no such role, pg_hba), 3D000 no such database.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("28P01" | "28000" | "3D000")) =>
+            {
+                SchemaError::Refused(db.message().to_string())
+            }
+            _ => SchemaError::Unreachable(e),
+        })
 }
 
 /// The database's compatibility floor, or `None` when berth's schema is

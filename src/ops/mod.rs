@@ -57,8 +57,8 @@ impl OpsError {
     pub fn exit(&self) -> Exit {
         match self {
             OpsError::Usage(_) => Exit::Usage,
-            OpsError::Schema(SchemaError::TooOld { .. }) | OpsError::NoSchema => Exit::Schema,
-            OpsError::Schema(SchemaError::Unreachable(_)) => Exit::Unavailable,
+            OpsError::NoSchema => Exit::Schema,
+            OpsError::Schema(e) => crate::cli::schema_exit(e),
             OpsError::Docker(e) if e.is_transient() => Exit::Unavailable,
             OpsError::Database(e) | OpsError::Read(ReadError::Database(e)) if unreachable(e) => {
                 Exit::Unavailable

@@ -483,3 +483,25 @@ async fn berth_run_exits_69_without_a_database_or_an_engine_and_65_on_a_newer_sc
         "{out}{err}"
     );
 }
+
+#[tokio::test]
+async fn a_database_that_refuses_the_user_or_lacks_the_database_is_exit_64_not_69() {
+    let db = TestDb::migrated().await;
+    // The same server: another database name, another user.
+    let (base, _) = db.url.rsplit_once('/').unwrap();
+    let missing_db = format!("{base}/no_such_database_here");
+    let at = base
+        .find('@')
+        .map_or(base.find("//").unwrap() + 2, |i| i + 1);
+    let missing_user = format!("postgres://no_such_role_here@{}/postgres", &base[at..]);
+    for url in [missing_db, missing_user] {
+        for command in [&["migrate"][..], &["run"][..]] {
+            let (code, out, err) = berth(command, &[("DATABASE_URL", url.as_str())]).await;
+            assert_eq!(code, 64, "{command:?} {url}\nstdout: {out}\nstderr: {err}");
+            assert!(
+                format!("{out}{err}").contains("check the user, password and database name"),
+                "{out}{err}"
+            );
+        }
+    }
+}
