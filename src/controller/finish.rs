@@ -47,14 +47,17 @@ impl Controller {
         if done.failure.is_some() || done.lost_lease {
             undo_restart_mark(state.memory.entry(id).or_default(), &done.plan);
         }
-        let was_timed_out = state.rows.get(&id).and_then(|r| r.status_reason)
+        let was_timed_out = done.row.as_ref().and_then(|r| r.status_reason)
             == Some(crate::model::Reason::ProvisionTimeout);
         if done.lost_lease {
+            // Looked at again soon: a refused write whose lease still holds
+            // (the row moved, say) should not wait for the next resync.
+            queue.add_after(id, std::time::Duration::from_secs(2));
             return;
         }
         self.time_convergence(state, &done);
         if !done.built_for.is_zero()
-            && let (Some(row), Some(memory)) = (state.rows.get(&id), state.memory.get_mut(&id))
+            && let (Some(row), Some(memory)) = (done.row.as_ref(), state.memory.get_mut(&id))
         {
             // The provision timeout counts provisioning, not a build of the
             // image (which has deadlines of its own: a cold build takes
@@ -212,7 +215,7 @@ impl Controller {
     /// since the desired change, once. A row that already showed it (a
     /// restarted berth) is taken as reached without a sample.
     fn time_convergence(&self, state: &mut State, done: &Done) {
-        let (Some(update), Some(row)) = (&done.plan.status, state.rows.get(&done.id)) else {
+        let (Some(update), Some(row)) = (&done.plan.status, done.row.as_ref()) else {
             return;
         };
         let reached = matches!(
@@ -244,17 +247,15 @@ impl Controller {
     async fn follow_rollouts(&self, state: &mut State, done: &Done) {
         use crate::plan::Why;
         let id = done.id;
+        if done.lost_lease {
+            // Nothing is known of how the pass ended: the slot stays until
+            // this instance (or its successor) looks again.
+            return;
+        }
         let whys = || done.plan.actions.iter().map(|a| &a.why);
-        let restored = done.failure.as_ref().is_some_and(|f| f.restored)
-            || (done.failure.is_none() && whys().any(|w| *w == Why::Restore));
-        // A transient engine error (a 5xx, a timeout) says nothing about
-        // the image: the replace was undone and is tried again later, but
-        // it does not count towards a halt.
-        let transient = done
-            .failure
-            .as_ref()
-            .is_some_and(|f| f.error.is_transient());
-        if restored && !transient {
+        let planned_restore = done.failure.is_none() && whys().any(|w| *w == Why::Restore);
+        let restored = done.failure.as_ref().is_some_and(|f| f.restored) || planned_restore;
+        if image_failed(done) {
             for halt in state.rollouts.failed(id, &self.rollout) {
                 self.halt(state, halt).await;
             }
@@ -316,21 +317,17 @@ impl Controller {
                     self.settings.host_id,
                     key.to.short()
                 );
-                match desired::halt_pin(
-                    &self.pool,
-                    runtime,
-                    ring,
-                    key.to.as_str(),
-                    from.as_str(),
-                    &note,
-                )
-                .await
-                {
-                    Ok(true) => tracing::warn!(runtime, ring, back_to = %from, "pin written back"),
-                    Ok(false) => {
-                        tracing::warn!(runtime, ring, "pin already changed; not written back")
-                    }
-                    Err(error) => tracing::error!(%error, "writing the pin back failed"),
+                let write = PinWriteBack {
+                    runtime: runtime.clone(),
+                    ring: ring.clone(),
+                    to: key.to.as_str().to_string(),
+                    from: from.as_str().to_string(),
+                    note,
+                };
+                if !self.write_pin_back(&write).await {
+                    // Tried again at each reread until the database takes
+                    // it: the halt holds here meanwhile.
+                    state.pin_write_backs.push(write);
                 }
             }
             Track::Tag | Track::Build => {
@@ -352,7 +349,64 @@ impl Controller {
     }
 }
 
+/// Whether a pass undid a replace for the image's fault, which counts
+/// towards a halt: the new container, made to the spec, not ready in time
+/// or not alive (the planner then marks its hash rolled back), or the
+/// engine refusing to run it. A replace cut short (no new container under
+/// the name, after a lost lease or a crash) or a transient engine error (a
+/// 5xx, a timeout) says nothing about the image: undone, and tried again.
+fn image_failed(done: &Done) -> bool {
+    let planned_restore = done.failure.is_none()
+        && done
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.why == crate::plan::Why::Restore);
+    if planned_restore {
+        done.hash.is_some() && done.plan.memory.rolled_back_hash == done.hash
+    } else {
+        done.failure
+            .as_ref()
+            .is_some_and(|f| f.restored && !f.error.is_transient())
+    }
+}
+
+/// A halted pin's write-back, kept until the database took it.
+#[derive(Debug, Clone)]
+pub(super) struct PinWriteBack {
+    runtime: String,
+    ring: String,
+    to: String,
+    from: String,
+    note: String,
+}
+
 impl Controller {
+    /// Writes a halted pin back; false when the database did not answer.
+    async fn write_pin_back(&self, w: &PinWriteBack) -> bool {
+        let (runtime, ring) = (&w.runtime, &w.ring);
+        match desired::halt_pin(&self.pool, runtime, ring, &w.to, &w.from, &w.note).await {
+            Ok(true) => tracing::warn!(runtime, ring, back_to = w.from, "pin written back"),
+            Ok(false) => tracing::warn!(runtime, ring, "pin already changed; not written back"),
+            Err(error) => {
+                tracing::error!(%error, runtime, ring, "writing the pin back failed; trying again at the next reread");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Tries the pin write-backs the database did not take before.
+    pub(super) async fn retry_pin_write_backs(&self, state: &mut State) {
+        let mut left = Vec::new();
+        for w in std::mem::take(&mut state.pin_write_backs) {
+            if !self.write_pin_back(&w).await {
+                left.push(w);
+            }
+        }
+        state.pin_write_backs = left;
+    }
+
     /// The newest digest of (`runtime`, `ring`) marked stable before `to`
     /// was pinned, if any.
     async fn stable_before(&self, runtime: &str, ring: &str, to: &Digest) -> Option<Digest> {
@@ -438,6 +492,65 @@ mod tests {
         );
         assert_eq!(memory.rolled_back_hash.as_deref(), Some("h1"));
         assert_eq!(memory.failure.unwrap().reason, Reason::StartFailed);
+    }
+
+    fn done_with(plan: crate::plan::Plan, failure: Option<super::super::Failed>) -> Done {
+        Done {
+            id: plan.id,
+            plan,
+            images: Vec::new(),
+            failure,
+            hash: Some("h1".into()),
+            lost_lease: false,
+            write_error: None,
+            built_for: std::time::Duration::ZERO,
+            row: None,
+        }
+    }
+
+    #[test]
+    fn only_an_undone_replace_for_the_images_fault_counts_towards_a_halt() {
+        use crate::plan::{Op, Plan, Target, Why};
+        let id = crate::model::WorkspaceId(uuid::Uuid::nil());
+        let restore = |rolled_back: Option<&str>| {
+            let mut p = Plan::new(
+                id,
+                Memory {
+                    rolled_back_hash: rolled_back.map(str::to_string),
+                    ..Memory::default()
+                },
+            );
+            p.push(
+                Op::Rename {
+                    target: Target::Id("old".into()),
+                    to: "ws-x".into(),
+                },
+                Why::Restore,
+            );
+            p
+        };
+        assert!(
+            image_failed(&done_with(restore(Some("h1")), None)),
+            "the new container failed readiness"
+        );
+        assert!(
+            !image_failed(&done_with(restore(None), None)),
+            "a replace cut short: no new container was judged"
+        );
+        let engine = |error| {
+            done_with(
+                Plan::new(id, Memory::default()),
+                Some(failed(error, Phase::Start, true)),
+            )
+        };
+        assert!(image_failed(&engine(ActError::StartFailed {
+            container: "c".into(),
+            message: "exec format error".into(),
+        })));
+        assert!(!image_failed(&engine(ActError::Timeout {
+            what: "start",
+            after: std::time::Duration::from_secs(1),
+        })));
     }
 
     #[test]

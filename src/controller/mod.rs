@@ -95,6 +95,8 @@ struct State {
     /// References a pass found stale (their known digest is gone from the
     /// registry), for the loop to refresh.
     stale: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
+    /// Halted pins whose write-back the database has not taken yet.
+    pin_write_backs: Vec<finish::PinWriteBack>,
     /// The host had no rows at the last reread (and the log said so).
     no_rows_said: bool,
     /// A refresh asked for while this instance did not hold the lease:
@@ -254,6 +256,7 @@ impl Controller {
     /// and is retried at the next resync.
     async fn reread(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
         if self.load_desired(state).await {
+            self.retry_pin_write_backs(state).await;
             if state.rows.is_empty() != state.no_rows_said {
                 state.no_rows_said = state.rows.is_empty();
                 if state.no_rows_said {

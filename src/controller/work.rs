@@ -50,6 +50,9 @@ pub struct Done {
     /// How long the pass waited for a local build it then used (its own,
     /// or another pass's of the same image).
     pub built_for: std::time::Duration,
+    /// The row as the pass planned on it (a reread meanwhile may already
+    /// show what the pass wrote).
+    pub row: Option<WorkspaceRow>,
 }
 
 /// An action that failed, and what the restore path did.
@@ -121,6 +124,7 @@ pub async fn carry_out(
         lost_lease: false,
         write_error: None,
         built_for: std::time::Duration::ZERO,
+        row: row.clone(),
     };
     let mut events = Vec::new();
     let mut run = Run::default();
