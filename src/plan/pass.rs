@@ -314,6 +314,15 @@ pub fn apply_delete_guard(plans: &mut [Plan], limit: usize) -> Option<(usize, us
         return None;
     }
     for p in plans.iter_mut().filter(|p| p.guarded_removals() > 0) {
+        // The restore path starts at an action index: it moves down by the
+        // removals withheld before it.
+        if let Some(restore) = p.restore.as_mut() {
+            let before = p.actions[..restore.from.min(p.actions.len())]
+                .iter()
+                .filter(|a| a.is_guarded_removal())
+                .count();
+            restore.from -= before;
+        }
         p.actions.retain(|a| !a.is_guarded_removal());
         p.notes.push(format!(
             "delete guard: the pass wanted {wanted} orphan/duplicate removals, over the limit of {limit}; none made"

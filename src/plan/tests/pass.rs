@@ -187,6 +187,39 @@ fn a_directory_inside_another_workspaces_writable_one_is_refused() {
 }
 
 #[test]
+fn withheld_removals_before_a_replace_leave_its_restore_on_the_same_step() {
+    use crate::plan::{Action, Op, Restore, Target, Why, apply_delete_guard};
+    let dup = |n: &str| {
+        Action::new(
+            Op::RemoveContainer {
+                target: Target::Id(n.into()),
+            },
+            Why::Duplicate {
+                keep: "main".into(),
+            },
+        )
+    };
+    let stop = Action::new(
+        Op::Stop {
+            target: Target::Id("main".into()),
+            timeout: std::time::Duration::from_secs(1),
+        },
+        Why::Stopped,
+    );
+    let mut p = Plan::new(wid(1), Memory::default());
+    p.actions = vec![dup("d1"), dup("d2"), stop.clone()];
+    p.restore = Some(Restore {
+        from: 2,
+        actions: Vec::new(),
+        previous: Some("main".into()),
+    });
+    let mut plans = [p];
+    assert_eq!(apply_delete_guard(&mut plans, 1), Some((2, 1)));
+    assert_eq!(plans[0].actions, vec![stop]);
+    assert_eq!(plans[0].restore.as_ref().unwrap().from, 0, "still the stop");
+}
+
+#[test]
 fn a_percentage_guard_counts_workspaces_with_containers_not_rows() {
     // max(5, 10%): six orphans are one too many, however many rows (here
     // sixty that never got a container) the table holds.
