@@ -63,7 +63,17 @@ impl Executor {
                 Ok(Outcome::Image(ensured))
             }
             Op::EnsureVolume(spec) => self.ensure_volume(spec).await.map(|()| Outcome::Done),
-            Op::RemoveVolume { name } => self.remove_volume(name).await.map(|()| Outcome::Done),
+            Op::RemoveVolume {
+                name,
+                below_epoch: None,
+            } => self.remove_volume(name).await.map(|()| Outcome::Done),
+            Op::RemoveVolume {
+                name,
+                below_epoch: Some(epoch),
+            } => self
+                .discard_session(name, *epoch)
+                .await
+                .map(|()| Outcome::Done),
             Op::Create(spec) => {
                 let image = match &run.image {
                     Some((image, ensured)) if *image == spec.image => ensured.clone(),

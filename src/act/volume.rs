@@ -48,6 +48,29 @@ impl Executor {
         }
     }
 
+    /// Discards a session volume for the session epoch `epoch`: removed
+    /// unless it already records that epoch or a later one (a discard
+    /// made before, which the planner's view had not caught up with).
+    pub async fn discard_session(&self, name: &str, epoch: i64) -> Result<(), ActError> {
+        let recorded = match self.docker.inspect_volume(name).await {
+            Ok(v) => v
+                .labels
+                .get(crate::model::LABEL_SESSION_EPOCH)
+                .map_or(Some(0), |e| e.parse::<i64>().ok()),
+            Err(e) => {
+                return match DockerError::from(e) {
+                    DockerError::NotFound { .. } => Ok(()),
+                    other => Err(ActError::docker("inspect volume", other)),
+                };
+            }
+        };
+        if recorded.is_some_and(|r| r >= epoch) {
+            tracing::info!(volume = name, epoch, "session volume already fresh; kept");
+            return Ok(());
+        }
+        self.remove_volume(name).await
+    }
+
     /// Removes the volume when it is this host's; gone already is done. A
     /// volume still in use is a conflict (the container goes first).
     pub async fn remove_volume(&self, name: &str) -> Result<(), ActError> {

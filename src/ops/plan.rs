@@ -318,7 +318,7 @@ fn action_view(a: &Action) -> ActionView {
     let object = match &a.op {
         Op::EnsureImage { image, .. } => Some(image.to_string()),
         Op::EnsureVolume(v) => Some(v.name.clone()),
-        Op::RemoveVolume { name } => Some(name.clone()),
+        Op::RemoveVolume { name, .. } => Some(name.clone()),
         Op::Create(spec) => Some(format!("{} from {}", spec.name, spec.image)),
         Op::Rename { to, .. } => Some(format!("→ {to}")),
         _ => None,

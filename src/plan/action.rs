@@ -54,6 +54,10 @@ pub enum Op {
     EnsureVolume(VolumeSpec),
     RemoveVolume {
         name: String,
+        /// A session discard: remove only while the volume's recorded
+        /// session epoch (none: 0) is below this, so a discard the cache
+        /// has not seen yet is never made twice.
+        below_epoch: Option<i64>,
     },
     Create(Box<ContainerSpec>),
     /// Write the files into /configs of a created, not yet started,

@@ -104,6 +104,7 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
                 p.push(
                     Op::RemoveVolume {
                         name: v.name.clone(),
+                        below_epoch: None,
                     },
                     Why::Removed,
                 );

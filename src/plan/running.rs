@@ -156,7 +156,10 @@ fn create(
     if let Some((from, to)) = stale_session(f, row, spec, mine) {
         let name = f.id.sessions_volume();
         p.push(
-            Op::RemoveVolume { name },
+            Op::RemoveVolume {
+                name,
+                below_epoch: Some(to),
+            },
             Why::Replace(Change::SessionEpoch { from, to }),
         );
     }
@@ -289,6 +292,7 @@ fn replace(
         p.push(
             Op::RemoveVolume {
                 name: f.id.sessions_volume(),
+                below_epoch: Some(to),
             },
             Why::Replace(change),
         );

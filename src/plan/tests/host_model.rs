@@ -66,7 +66,18 @@ impl Host {
                     });
                 }
             }
-            Op::RemoveVolume { name } => {
+            Op::RemoveVolume { name, below_epoch } => {
+                let recorded = |v: &ObservedVolume| {
+                    v.label(crate::model::LABEL_SESSION_EPOCH)
+                        .map_or(Some(0), |e| e.parse::<i64>().ok())
+                };
+                let fresh = self.volumes.iter().any(|v| {
+                    v.name == *name
+                        && below_epoch.is_some_and(|e| recorded(v).is_some_and(|r| r >= e))
+                });
+                if fresh {
+                    return Ok(());
+                }
                 let mount = format!("{name}:");
                 if self.containers.iter().any(|c| {
                     c.material

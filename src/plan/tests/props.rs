@@ -123,7 +123,7 @@ proptest! {
                 if let Some(Target::Id(id)) = a.op.target() {
                     prop_assert!(containers.contains(id), "{a} on {id} not owned by {}", p.id);
                 }
-                if let Op::RemoveVolume { name } = &a.op {
+                if let Op::RemoveVolume { name, .. } = &a.op {
                     prop_assert!(volumes.contains(name), "{a}");
                     let removed = row.is_some_and(|r| r.desired_state == DesiredState::Removed);
                     let session = matches!(a.why, Why::Replace(Change::SessionEpoch { .. }));

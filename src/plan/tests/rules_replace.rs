@@ -164,7 +164,8 @@ fn a_session_epoch_bump_discards_the_session_volume_during_the_replace() {
     assert_eq!(
         p.actions[i].op,
         Op::RemoveVolume {
-            name: wid(1).sessions_volume()
+            name: wid(1).sessions_volume(),
+            below_epoch: Some(1),
         }
     );
     assert!(

@@ -69,8 +69,36 @@ async fn the_planners_plan_for_a_missing_container_runs_through_apply() {
     for v in &spec.volumes {
         let op = Op::RemoveVolume {
             name: v.name.clone(),
+            below_epoch: None,
         };
         assert_eq!(f.exec.apply(&op, &mut run).await.unwrap(), Outcome::Done);
         assert!(f.scope.docker.inspect_volume(&v.name).await.is_err());
     }
+}
+
+#[tokio::test]
+async fn a_session_discard_keeps_a_volume_that_already_records_the_epoch() {
+    let f = Fixture::new().await;
+    let mut row = f.row().with_runtime("claude-code");
+    row.session_epoch = 2;
+    let spec = f.spec(&row);
+    let sessions = spec
+        .volumes
+        .iter()
+        .find(|v| v.name == row.id.sessions_volume())
+        .expect("a session volume");
+    f.exec.ensure_volume(sessions).await.unwrap();
+    let discard = |epoch| Op::RemoveVolume {
+        name: sessions.name.clone(),
+        below_epoch: Some(epoch),
+    };
+    let mut run = Run::default();
+    // The cache still showed the old epoch: the discard was made already.
+    f.exec.apply(&discard(2), &mut run).await.unwrap();
+    assert!(
+        f.scope.docker.inspect_volume(&sessions.name).await.is_ok(),
+        "a fresh session volume was discarded again"
+    );
+    f.exec.apply(&discard(3), &mut run).await.unwrap();
+    assert!(f.scope.docker.inspect_volume(&sessions.name).await.is_err());
 }
