@@ -257,6 +257,7 @@ impl Controller {
     async fn reread(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
         if self.load_desired(state).await {
             self.retry_pin_write_backs(state).await;
+            self.forget_the_gone(state, queue);
             if state.rows.is_empty() != state.no_rows_said {
                 state.no_rows_said = state.rows.is_empty();
                 if state.no_rows_said {
@@ -274,6 +275,42 @@ impl Controller {
         }
         self.enqueue_all(state, queue);
         self.prune(state);
+    }
+
+    /// Drops what is kept per workspace and per image reference once
+    /// nothing names it: no row and no observed object for a key; no row
+    /// choosing an image reference (what a month of churn would pile up).
+    fn forget_the_gone(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
+        let (containers, volumes, complete) = self.observed.snapshot();
+        if !complete {
+            return;
+        }
+        let mut live: BTreeSet<WorkspaceId> = state.rows.keys().copied().collect();
+        live.extend(containers.iter().filter_map(|c| c.workspace()));
+        live.extend(volumes.iter().filter_map(|v| v.workspace()));
+        let gone: Vec<WorkspaceId> = state
+            .memory
+            .keys()
+            .chain(state.noted.keys())
+            .filter(|id| !live.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            state.memory.remove(&id);
+            state.noted.remove(&id);
+            queue.forget(&id);
+        }
+        let references: BTreeSet<String> = state
+            .rows
+            .values()
+            .filter_map(|row| {
+                crate::plan::choose_image(row, &state.catalogue, &self.settings)
+                    .ok()
+                    .map(|(image, _, _)| image.as_str().to_string())
+            })
+            .collect();
+        state.images.retain(|r, _| references.contains(r));
+        state.held_back.retain(|r, _| references.contains(r));
     }
 
     /// Reads every row of this host and the catalogue into `state`; false

@@ -37,6 +37,7 @@ impl Controller {
     /// a refresh.
     pub(super) fn seed_images(&self, state: &mut State) {
         let mut seen: BTreeMap<String, BTreeMap<ResolvedImage, usize>> = BTreeMap::new();
+        let mains = self.observed.main_containers();
         for row in state.rows.values() {
             let Ok((image, source, _)) =
                 crate::plan::choose_image(row, &state.catalogue, &self.settings)
@@ -47,7 +48,7 @@ impl Controller {
             if !source.follows(&image) || state.images.contains_key(key) {
                 continue;
             }
-            let Some(c) = self.observed.main_container(row.id) else {
+            let Some(c) = mains.get(&row.id) else {
                 continue;
             };
             // A local build's container names its commit's tag, not the

@@ -336,6 +336,7 @@ impl Controller {
         let Track::Pin(ring) = &key.track else {
             return false;
         };
+        let mains = self.observed.main_containers();
         state.rows.values().all(|row| {
             if row.desired_state != DesiredState::Running
                 || row.paused
@@ -347,7 +348,7 @@ impl Controller {
                 Ok((image, crate::model::ImageSource::Pinned { ring: r }, _))
                     if &r == ring && image.digest() == Some(&key.to) =>
                 {
-                    self.observed.main_container(row.id).is_some_and(|c| {
+                    mains.get(&row.id).is_some_and(|c| {
                         c.label(crate::model::LABEL_IMAGE_DIGEST) == Some(key.to.as_str())
                     })
                 }

@@ -4,6 +4,7 @@
 //! one migrated further by a newer berth.
 
 use std::collections::BTreeSet;
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -65,10 +66,15 @@ pub async fn connect(
     max_connections: u32,
     timeout: Duration,
 ) -> Result<PgPool, SchemaError> {
+    // A statement that hangs (a lock, a stalled server) fails within a
+    // bound instead of stalling the controller loop that awaits it.
+    let options = sqlx::postgres::PgConnectOptions::from_str(url.expose())
+        .map_err(SchemaError::Unreachable)?
+        .options([("statement_timeout", "60s")]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(timeout)
-        .connect(url.expose())
+        .connect_with(options)
         .await
         .map_err(|e| match &e {
             // 28P01 invalid_password, 28000 invalid_authorization_

@@ -204,6 +204,20 @@ impl Observed {
         })
     }
 
+    /// Every workspace's own container (as [`Observed::main_container`]),
+    /// by workspace, read in one pass over the cache.
+    pub fn main_containers(&self) -> HashMap<WorkspaceId, ObservedContainer> {
+        self.read(|c| {
+            c.containers
+                .values()
+                .filter_map(|o| {
+                    let id = o.workspace()?;
+                    (o.name == id.container_name()).then(|| (id, o.clone()))
+                })
+                .collect()
+        })
+    }
+
     /// Ids of the cached containers labelled with workspace `id`.
     pub(super) fn workspace_containers(&self, id: WorkspaceId) -> Vec<String> {
         let label = id.to_string();

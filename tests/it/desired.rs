@@ -457,3 +457,17 @@ async fn a_digest_is_marked_stable_only_while_pinned_and_a_halt_unmarks_it() {
     assert!(written);
     assert!(!stable(c.clone()).await, "a halted digest is not stable");
 }
+
+#[tokio::test]
+async fn berths_connections_bound_every_statement() {
+    let db = TestDb::migrated().await;
+    let url = SecretUrl::new(&db.url);
+    let pool = desired::connect(&url, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "1min");
+}
