@@ -125,7 +125,7 @@ impl Metrics {
             )?,
             reconcile_time_seconds: histogram(
                 "reconcile_time_seconds",
-                "Duration of one reconcile pass",
+                "Duration of one dispatch round (planning the host and starting its passes)",
             )?,
             workqueue_depth: gauge("workqueue_depth", "Keys waiting for a pass")?,
             workqueue_adds_total: counter("workqueue_adds_total", "Keys added to the queue")?,

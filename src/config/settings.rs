@@ -61,7 +61,7 @@ pub const SETTINGS: &[Setting] = &[
     url(
         "DOCKER_HOST",
         "local socket",
-        "Docker Engine endpoint (unix://, tcp://, http://)",
+        "Docker Engine endpoint (unix://, tcp://, http://; no TLS)",
     ),
     s(
         "DOCKER_CONFIG",
@@ -240,12 +240,12 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s(
         "TIER1_MEMORY_MB",
-        "tier default",
+        "unlimited",
         "memory limit of tier 1, MiB",
     ),
     s(
         "TIER1_CPU_SHARES",
-        "tier default",
+        "unlimited",
         "CPU of tier 1 (1024 = 1 CPU)",
     ),
     s("TIER2_MEMORY_MB", "512", "memory limit of tier 2, MiB"),

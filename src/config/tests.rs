@@ -129,6 +129,27 @@ fn a_database_url_demanding_tls_is_refused_and_shown_without_its_password() {
 }
 
 #[test]
+fn a_docker_host_needing_tls_is_refused_and_plain_ones_pass() {
+    let errs = errors(&[
+        ("DATABASE_URL", DB),
+        ("DOCKER_HOST", "https://docker.example:2376"),
+    ]);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].name, "DOCKER_HOST");
+    assert!(errs[0].message.contains("needs TLS"), "{}", errs[0].message);
+    for ok in [
+        "unix:///var/run/docker.sock",
+        "tcp://10.0.0.2:2375",
+        "http://10.0.0.2:2375",
+    ] {
+        assert!(
+            config(&[("DATABASE_URL", DB), ("DOCKER_HOST", ok)]).is_ok(),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
 fn secrets_never_appear_in_debug_output_or_effective_values() {
     let c = config(&[
         ("DATABASE_URL", DB),

@@ -116,16 +116,20 @@ pub fn network(raw: &str) -> Result<String, String> {
 }
 
 pub fn docker_host(raw: &str) -> Result<String, String> {
-    let ok = ["unix://", "tcp://", "http://", "https://"]
+    if raw.starts_with("https://") {
+        // berth speaks to the engine without TLS: such an endpoint would
+        // only ever fail to connect, as if the engine were down.
+        return Err(
+            "https:// needs TLS, which berth does not speak to the engine: use the local socket (unix://) or a tcp:// endpoint on a private network".into(),
+        );
+    }
+    let ok = ["unix://", "tcp://", "http://"]
         .iter()
         .any(|scheme| raw.starts_with(scheme) && raw.len() > scheme.len());
     if ok {
         Ok(raw.to_string())
     } else {
-        Err(
-            "not a Docker endpoint: use unix:///path, tcp://host:port or http(s)://host:port"
-                .into(),
-        )
+        Err("not a Docker endpoint: use unix:///path, tcp://host:port or http://host:port".into())
     }
 }
 
