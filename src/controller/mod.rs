@@ -142,7 +142,14 @@ impl Controller {
                 _ = stop.cancelled() => break,
                 Some(t) = inputs.desired.recv() => match t {
                     DesiredTrigger::Workspace(id) => queue.add(id),
-                    DesiredTrigger::Pin { .. } => self.reread(&mut state, &mut queue).await,
+                    DesiredTrigger::Pin { .. } => {
+                        // A burst of pin edits (a script promoting every
+                        // runtime) is one reread: the resync comes forward.
+                        let soon = tokio::time::Instant::now() + Duration::from_millis(200);
+                        if resync.deadline() > soon {
+                            resync.as_mut().reset(soon);
+                        }
+                    }
                     DesiredTrigger::All => {
                         // The database session is back (or new): changes
                         // made meanwhile on either side are read anew.
