@@ -234,12 +234,15 @@ impl Rollouts {
         }
     }
 
-    /// A replace of `id` finished ready.
+    /// A replace of `id` finished ready. The waiting workspaces look
+    /// again only when that ends the wave: before, no place is free.
     pub fn succeeded(&mut self, id: WorkspaceId) {
         for r in self.by_key.values_mut() {
             if r.in_progress.remove(&id) {
                 r.done.insert(id);
-                r.free_slot(&mut self.wake);
+                if r.in_progress.is_empty() {
+                    r.free_slot(&mut self.wake);
+                }
             }
         }
     }
@@ -254,7 +257,6 @@ impl Rollouts {
                 continue;
             }
             r.failed.insert(id);
-            r.free_slot(&mut self.wake);
             let tried = r.done.len() + r.failed.len();
             let ratio = r.failed.len() as f64 / tried as f64;
             if !r.halted && ratio > limits.max_failure_ratio {
@@ -266,6 +268,11 @@ impl Rollouts {
                     failed: r.failed.len(),
                     tried,
                 });
+            }
+            // The waiting look again when the wave ends, or at once when
+            // the rollout halted (to show it).
+            if r.in_progress.is_empty() || r.halted {
+                r.free_slot(&mut self.wake);
             }
         }
         halts
@@ -486,6 +493,25 @@ mod tests {
         r.succeeded(ws[0]);
         assert_eq!(r.take_wakeups(), BTreeSet::from([ws[1], ws[2]]));
         assert!(r.take_wakeups().is_empty(), "each wake-up once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_waiting_wake_when_a_wave_ends_not_at_each_replace() {
+        let mut r = Rollouts::default();
+        let ws = ids(6);
+        let gate = |r: &mut Rollouts, id| r.gate(&replace(), id, &LIMITS, Duration::ZERO);
+        gate(&mut r, ws[0]);
+        r.succeeded(ws[0]);
+        for id in &ws[1..4] {
+            assert_eq!(gate(&mut r, *id), Gate::Go);
+        }
+        r.take_wakeups();
+        assert!(matches!(gate(&mut r, ws[4]), Gate::Wait(_)));
+        r.succeeded(ws[1]);
+        r.succeeded(ws[2]);
+        assert!(r.take_wakeups().is_empty(), "the wave is not over");
+        r.succeeded(ws[3]);
+        assert_eq!(r.take_wakeups(), BTreeSet::from([ws[4]]));
     }
 
     #[tokio::test(start_paused = true)]

@@ -369,7 +369,15 @@ impl Controller {
         state: &State,
     ) {
         let column = state.rollouts.describe(key, what);
-        if row.rollout.as_ref() == Some(&column) {
+        // Rewritten when the rollout, its state or its wave changes, not at
+        // each replace done elsewhere (thousands of waiting rows would be
+        // written at every one): the counts are as of the wave's start.
+        let same = |old: &serde_json::Value| {
+            ["runtime", "track", "to", "state", "wave"]
+                .iter()
+                .all(|k| old[*k] == column[*k])
+        };
+        if row.rollout.as_ref().is_some_and(same) {
             return;
         }
         if let Err(error) = desired::write_rollout(&self.pool, lease, row.id, &column).await {
