@@ -285,8 +285,8 @@ mod tests {
         assert!(creds_for(file, "other.example/a:v1").await.is_none());
     }
 
-    #[tokio::test]
-    async fn a_refusal_names_which_credentials_went_never_their_value() {
+    /// An executor with GHCR credentials for `ghcr.io/molecule-ai`.
+    fn ghcr_executor() -> Executor {
         let docker = Docker::connect_with_local_defaults().unwrap();
         let mut settings = super::super::tests::settings();
         settings.registry_prefix = Some("ghcr.io/molecule-ai".into());
@@ -294,7 +294,12 @@ mod tests {
             user: "bot".into(),
             token: Secret::new("ghp_x".into()),
         });
-        let exec = Executor::new(docker, settings);
+        Executor::new(docker, settings)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_which_credentials_went_never_their_value() {
+        let exec = ghcr_executor();
         let ghcr = exec.credentials_sent("ghcr.io/molecule-ai/a:1", true);
         assert_eq!(ghcr, "GHCR_USER/GHCR_TOKEN");
         let other = exec.credentials_sent("quay.io/x/a:1", false);
@@ -304,14 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn ghcr_credentials_serve_the_prefix_host_and_only_it() {
-        let docker = Docker::connect_with_local_defaults().unwrap();
-        let mut settings = super::super::tests::settings();
-        settings.registry_prefix = Some("ghcr.io/molecule-ai".into());
-        settings.registry_auth = Some(crate::config::RegistryAuth {
-            user: "bot".into(),
-            token: Secret::new("ghp_x".into()),
-        });
-        let exec = Executor::new(docker, settings);
+        let exec = ghcr_executor();
         let creds = exec
             .credentials("ghcr.io/molecule-ai/workspace-template-codex:latest")
             .await
