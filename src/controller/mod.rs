@@ -95,6 +95,10 @@ struct State {
     /// References a pass found stale (their known digest is gone from the
     /// registry), for the loop to refresh.
     stale: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
+    /// The image repositories each pass in flight makes local: the image
+    /// sweep keeps their images (a pass may not have created its container
+    /// yet).
+    ensuring: BTreeMap<WorkspaceId, Vec<String>>,
     /// Halted pins whose write-back the database has not taken yet.
     pin_write_backs: Vec<finish::PinWriteBack>,
     /// The host had no rows at the last reread (and the log said so).
@@ -102,6 +106,13 @@ struct State {
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pending_refresh: Option<Option<String>>,
+}
+
+impl State {
+    /// The repositories passes in flight make images of.
+    fn busy_repositories(&self) -> BTreeSet<String> {
+        self.ensuring.values().flatten().cloned().collect()
+    }
 }
 
 impl Controller {
@@ -196,8 +207,8 @@ impl Controller {
                     self.reread(&mut state, &mut queue).await;
                     // A refresh may be about to use an image nothing runs yet.
                     if state.refreshing.is_empty() {
-                        let in_flight = queue.in_flight();
-                        self.sweep_images(&inputs.lease, in_flight, retention::Sweep::IfDue)
+                        let busy = state.busy_repositories();
+                        self.sweep_images(&inputs.lease, &busy, retention::Sweep::IfDue)
                             .await;
                     }
                 }
@@ -207,6 +218,7 @@ impl Controller {
                 () = self.executor.pass_parked() => {}
                 Some(ended) = workers.next() => match ended {
                     Ended::Done(done) => {
+                        state.ensuring.remove(&done.id);
                         self.finish(&mut state, &mut queue, done).await;
                         for (image, source) in std::mem::take(&mut state.stale).into_values() {
                             self.refresh_reference(&mut state, image, source, &mut refreshes);
@@ -215,6 +227,7 @@ impl Controller {
                     Ended::Lost { key, error } => {
                         // A bug, not an input: the workspace is tried again
                         // with backoff rather than left in flight forever.
+                        state.ensuring.remove(&key);
                         queue.done(&key);
                         let delay = queue.retry(key);
                         self.metrics.workqueue_retries_total.inc();

@@ -45,6 +45,9 @@ pub enum Keep {
     /// The most recently used of its runtime's unused images (moving tag
     /// or local build).
     LastUsed,
+    /// A pass in flight is making an image of its repository local (it may
+    /// not have created its container yet).
+    InFlight,
 }
 
 /// The pins as the sweep needs them, per runtime.
@@ -176,12 +179,14 @@ async fn pin_facts(pool: &PgPool, runtimes: &BTreeSet<&str>) -> Result<PinFacts,
 
 /// Removes the recorded images of the lease's host that [`retain`] does
 /// not keep, and forgets their records. Does nothing without the lease and
-/// stops when it goes. Callers make sure no pass is between making an
-/// image local and creating its container (see `Controller::sweep_images`).
+/// stops when it goes. An image of a repository in `busy` (passes in flight
+/// are making images of it local and may not have created their containers
+/// yet) is kept.
 pub async fn sweep_images(
     pool: &PgPool,
     executor: &Executor,
     lease: &watch::Receiver<Option<Lease>>,
+    busy: &BTreeSet<String>,
 ) -> Result<Swept, SweepError> {
     let Some(held) = lease.borrow().clone() else {
         return Ok(Swept {
@@ -208,7 +213,16 @@ pub async fn sweep_images(
         .filter_map(|r| r.runtime.as_deref())
         .collect();
     let pins = pin_facts(pool, &runtimes).await?;
-    let kept = retain(&records, &in_use, &pins);
+    let mut kept = retain(&records, &in_use, &pins);
+    for r in &records {
+        // A reference berth cannot read is kept as well.
+        let repository = crate::model::ImageRef::parse(&r.reference)
+            .map(|image| crate::act::repository(&image).to_string())
+            .ok();
+        if repository.is_none_or(|repo| busy.contains(&repo)) {
+            kept.entry(r.image_id.clone()).or_insert(Keep::InFlight);
+        }
+    }
 
     let mut swept = Swept {
         kept: kept.clone(),
@@ -295,30 +309,23 @@ pub enum Sweep {
     /// From the periodic reread: runs when the last began at least
     /// [`SWEEP_EVERY_RESYNCS`] resync intervals ago.
     IfDue,
-    /// After a rollout completed: runs now, or at the next reread when
-    /// passes are in flight.
+    /// After a rollout completed: runs now.
     Now,
 }
 
 impl Controller {
     /// Sweeps unused images (see the module) while this instance holds the
-    /// lease and no pass is in flight: a pass between making an image local
-    /// and creating its container would otherwise lose the image. The
-    /// controller loop awaits this, so no pass starts meanwhile. A failure
-    /// is logged, never fatal.
+    /// lease, keeping every image of a repository a pass in flight is
+    /// making local (`busy`): such a pass may not have created its
+    /// container yet. The controller loop awaits this, so no pass starts
+    /// meanwhile. A failure is logged, never fatal.
     pub(super) async fn sweep_images(
         &self,
         lease: &watch::Receiver<Option<Lease>>,
-        in_flight: usize,
+        busy: &BTreeSet<String>,
         when: Sweep,
     ) {
         if lease.borrow().is_none() {
-            return;
-        }
-        if in_flight > 0 {
-            if when == Sweep::Now {
-                self.executor.image_sweep_wanted();
-            }
             return;
         }
         let every = match when {
@@ -332,7 +339,7 @@ impl Controller {
         // bounded, since one engine or database call may hang far longer.
         let bounded = tokio::time::timeout(
             SWEEP_BUDGET.saturating_mul(2),
-            sweep_images(&self.pool, &self.executor, lease),
+            sweep_images(&self.pool, &self.executor, lease, busy),
         )
         .await;
         let Ok(swept) = bounded else {

@@ -151,7 +151,8 @@ impl Controller {
             // The image before the rollout's is now the previous one: the
             // one before that may go. With passes running, the next resync
             // sweeps instead.
-            self.sweep_images(lease_rx, workers.len(), super::retention::Sweep::Now)
+            let busy = state.busy_repositories();
+            self.sweep_images(lease_rx, &busy, super::retention::Sweep::Now)
                 .await;
         }
         // Orphans are counted from their first sighting in any round, not
@@ -279,6 +280,20 @@ impl Controller {
             );
             let held = lease.clone();
             passes += 1;
+            let repositories: Vec<String> = work
+                .plan
+                .actions
+                .iter()
+                .filter_map(|a| match &a.op {
+                    plan::Op::EnsureImage { image, .. } => {
+                        Some(crate::act::repository(image).to_string())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !repositories.is_empty() {
+                state.ensuring.insert(id, repositories);
+            }
             workers.spawn(id, async move {
                 if !guard_events.is_empty() {
                     let _ = desired::record_events(&pool, &held, &guard_events).await;
