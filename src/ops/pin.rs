@@ -45,6 +45,10 @@ pub struct PinChange {
     pub history_id: Option<i64>,
     pub stable_at: Option<DateTime<Utc>>,
     pub touched: Vec<Touched>,
+    /// Said when hosts in local-build mode do not follow this pin (the
+    /// runtime's `image_repository` names no registry): their workspaces
+    /// among `touched` keep their local build.
+    pub local_build_note: Option<String>,
     pub applied: bool,
 }
 
@@ -122,8 +126,27 @@ impl PinChange {
             ]);
         }
         out.push_str(&t.render());
+        if let Some(note) = &self.local_build_note {
+            let _ = writeln!(out, "note: {note}");
+        }
         out
     }
+}
+
+/// The note for a runtime whose pins hosts in local-build mode ignore.
+async fn local_build_note(pool: &PgPool, runtime: &str) -> Result<Option<String>, OpsError> {
+    let repository: Option<String> =
+        sqlx::query_scalar("SELECT image_repository FROM runtimes WHERE name = $1")
+            .bind(runtime)
+            .fetch_optional(pool)
+            .await?;
+    Ok(repository
+        .filter(|r| !crate::plan::names_registry(r))
+        .map(|r| {
+            format!(
+                "hosts without MOLECULE_IMAGE_REGISTRY build {runtime} locally and do not follow this pin                  (its image_repository {r:?} names no registry): their workspaces keep their local build"
+            )
+        }))
 }
 
 async fn check_runtime(pool: &PgPool, runtime: &str) -> Result<(), OpsError> {
@@ -176,6 +199,7 @@ pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, Op
         from: current(pool, &req.runtime, &req.ring).await?,
         to: req.digest.as_str().to_string(),
         touched: touched(pool, &req.runtime, &req.ring).await?,
+        local_build_note: local_build_note(pool, &req.runtime).await?,
         runtime: req.runtime,
         ring: req.ring,
         note: req.note,
@@ -229,6 +253,7 @@ pub async fn prepare_rollback(
         history_id,
         stable_at,
         touched: touched(pool, runtime, ring).await?,
+        local_build_note: local_build_note(pool, runtime).await?,
         applied: false,
     })
 }

@@ -70,8 +70,9 @@ pub fn choose<'c>(
 }
 
 /// Whether a repository's first component names a registry host (a dot,
-/// a port or `localhost`, as Docker reads it).
-fn names_registry(repository: &str) -> bool {
+/// a port or `localhost`, as Docker reads it). In local-build mode only a
+/// runtime whose `image_repository` does follows its pins.
+pub fn names_registry(repository: &str) -> bool {
     match repository.split_once('/') {
         Some((first, _)) => first.contains('.') || first.contains(':') || first == "localhost",
         None => false,

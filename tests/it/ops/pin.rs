@@ -82,6 +82,26 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
     assert_eq!(change["applied"], true);
     assert_eq!(touched(&change), sorted(&[stable, canary]));
     assert!(err.contains("2 workspace(s) will be replaced"), "{err}");
+    // The seeded runtimes name no registry: local-build hosts build them.
+    assert!(
+        change["local_build_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("do not follow this pin")),
+        "{change}"
+    );
+    assert!(
+        err.contains("note: hosts without MOLECULE_IMAGE_REGISTRY"),
+        "{err}"
+    );
+    sqlx::query("UPDATE runtimes SET image_repository = 'ghcr.io/org/lg' WHERE name = 'langgraph'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (_, out, err) = berth(&["pin", "langgraph", &d, "--yes", "--json"], &env).await;
+    assert_eq!(
+        json(&out, &err)["local_build_note"],
+        serde_json::Value::Null
+    );
 
     let (code, out, err) = berth(
         &[
