@@ -7,6 +7,7 @@
 //! the host lease.
 
 mod finish;
+mod halt;
 mod queue;
 mod refresh;
 mod retention;
@@ -100,7 +101,7 @@ struct State {
     /// yet).
     ensuring: BTreeMap<WorkspaceId, Vec<String>>,
     /// Halted pins whose write-back the database has not taken yet.
-    pin_write_backs: Vec<finish::PinWriteBack>,
+    pin_write_backs: Vec<halt::PinWriteBack>,
     /// The host had no rows at the last reread (and the log said so).
     no_rows_said: bool,
     /// A refresh asked for while this instance did not hold the lease:

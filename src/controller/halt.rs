@@ -1,0 +1,264 @@
+//! What a finished pass means for the rollouts: a replace done, undone
+//! (for the image's fault, which may halt its rollout) or abandoned; a
+//! halt and what it puts back, and the pin write-backs the database has
+//! not taken yet.
+
+use super::rollout::{Halt, Track};
+use super::{Controller, Done, State};
+use crate::desired;
+use crate::model::{Digest, ResolvedImage};
+
+impl Controller {
+    /// What a finished pass means for the rollouts: a replace finished
+    /// ready, one undone (a readiness failure, which may halt its rollout),
+    /// or one that did not start after all.
+    pub(super) async fn follow_rollouts(&self, state: &mut State, done: &Done) {
+        use crate::plan::Why;
+        let id = done.id;
+        if done.lost_lease {
+            // Nothing is known of how the pass ended: the slot stays until
+            // this instance (or its successor) looks again.
+            return;
+        }
+        let whys = || done.plan.actions.iter().map(|a| &a.why);
+        let planned_restore = done.failure.is_none() && whys().any(|w| *w == Why::Restore);
+        let restored = done.failure.as_ref().is_some_and(|f| f.restored) || planned_restore;
+        if image_failed(done) {
+            for halt in state.rollouts.failed(id, &self.rollout) {
+                self.halt(state, halt).await;
+            }
+        } else if restored
+            || done.failure.as_ref().is_some_and(|f| {
+                matches!(
+                    f.phase,
+                    crate::plan::Phase::Pull | crate::plan::Phase::Build
+                )
+            })
+        {
+            // The image could not be made local (nothing was touched), or
+            // the engine failed on the way: the slot goes to the next
+            // workspace.
+            state.rollouts.release(id);
+        } else if whys().any(|w| *w == Why::FinishReplace) {
+            state.rollouts.succeeded(id);
+        }
+    }
+}
+
+impl Controller {
+    /// Puts a halted rollout's previous image back: into the pin row for
+    /// a pin (the history says berth did it and why), into the image
+    /// knowledge for a tag or a build (so the planner sees the old image
+    /// as current, and a refresh that finds the halted target again keeps
+    /// it out). Workspaces the rollout changed are replaced back onto it.
+    async fn halt(&self, state: &mut State, halt: Halt) {
+        self.metrics.rollout_halts_total.inc();
+        let Halt {
+            key,
+            from,
+            image,
+            failed,
+            tried,
+        } = halt;
+        let runtime = &key.runtime;
+        let track = key.track.as_str();
+        tracing::error!(runtime, track, to = %key.to, failed, tried, "rollout halted");
+        // A pin goes back to its previous stable digest (what `berth
+        // rollback` would choose) when the history marks one; else to the
+        // digest the workspaces ran before.
+        let from = match &key.track {
+            Track::Pin(ring) => self.stable_before(runtime, ring, &key.to).await.or(from),
+            _ => from,
+        };
+        let Some(from) = from else {
+            tracing::error!(
+                runtime,
+                track,
+                "no previous image known: nothing more rolls out onto the halted one"
+            );
+            return;
+        };
+        match &key.track {
+            Track::Pin(ring) => {
+                let note = format!(
+                    "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness",
+                    self.settings.host_id,
+                    key.to.short()
+                );
+                let write = PinWriteBack {
+                    runtime: runtime.clone(),
+                    ring: ring.clone(),
+                    to: key.to.as_str().to_string(),
+                    from: from.as_str().to_string(),
+                    note,
+                };
+                if !self.write_pin_back(&write).await {
+                    // Tried again at each reread until the database takes
+                    // it: the halt holds here meanwhile.
+                    state.pin_write_backs.push(write);
+                }
+            }
+            Track::Tag | Track::Build => {
+                let previous = match key.track {
+                    Track::Tag => ResolvedImage {
+                        digest: Some(from.clone()),
+                        id: None,
+                    },
+                    _ => ResolvedImage {
+                        digest: None,
+                        id: Some(from.as_str().to_string()),
+                    },
+                };
+                tracing::warn!(runtime, track, image, back_to = %from, "previous image is current again");
+                state.images.insert(image.clone(), previous);
+                state.held_back.insert(image, key.to.as_str().to_string());
+            }
+        }
+    }
+}
+
+/// Whether a pass undid a replace for the image's fault, which counts
+/// towards a halt: the new container, made to the spec, not ready in time
+/// or not alive (the planner then marks its hash rolled back), or the
+/// engine refusing to run it. A replace cut short (no new container under
+/// the name, after a lost lease or a crash) or a transient engine error (a
+/// 5xx, a timeout) says nothing about the image: undone, and tried again.
+fn image_failed(done: &Done) -> bool {
+    let planned_restore = done.failure.is_none()
+        && done
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.why == crate::plan::Why::Restore);
+    if planned_restore {
+        done.hash.is_some() && done.plan.memory.rolled_back_hash == done.hash
+    } else {
+        done.failure
+            .as_ref()
+            .is_some_and(|f| f.restored && !f.error.is_transient())
+    }
+}
+
+/// A halted pin's write-back, kept until the database took it.
+#[derive(Debug, Clone)]
+pub(super) struct PinWriteBack {
+    runtime: String,
+    ring: String,
+    to: String,
+    from: String,
+    note: String,
+}
+
+impl Controller {
+    /// Writes a halted pin back; false when the database did not answer.
+    async fn write_pin_back(&self, w: &PinWriteBack) -> bool {
+        let (runtime, ring) = (&w.runtime, &w.ring);
+        match desired::halt_pin(&self.pool, runtime, ring, &w.to, &w.from, &w.note).await {
+            Ok(true) => tracing::warn!(runtime, ring, back_to = w.from, "pin written back"),
+            Ok(false) => tracing::warn!(runtime, ring, "pin already changed; not written back"),
+            Err(error) => {
+                tracing::error!(%error, runtime, ring, "writing the pin back failed; trying again at the next reread");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Tries the pin write-backs the database did not take before.
+    pub(super) async fn retry_pin_write_backs(&self, state: &mut State) {
+        let mut left = Vec::new();
+        for w in std::mem::take(&mut state.pin_write_backs) {
+            if !self.write_pin_back(&w).await {
+                left.push(w);
+            }
+        }
+        state.pin_write_backs = left;
+    }
+
+    /// The newest digest of (`runtime`, `ring`) marked stable before `to`
+    /// was pinned, if any.
+    async fn stable_before(&self, runtime: &str, ring: &str, to: &Digest) -> Option<Digest> {
+        match desired::rollback_target(&self.pool, runtime, ring, to.as_str()).await {
+            Ok(Some(t)) if t.stable_at.is_some() => Digest::parse(&t.digest).ok(),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "reading the pin history failed; going back to the digest the workspaces ran");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::ActError;
+    use crate::plan::{Memory, Phase};
+
+    fn failed(error: ActError, phase: Phase, restored: bool) -> super::super::Failed {
+        super::super::Failed {
+            error,
+            phase,
+            restored,
+        }
+    }
+
+    fn done_with(plan: crate::plan::Plan, failure: Option<super::super::Failed>) -> Done {
+        Done {
+            id: plan.id,
+            plan,
+            images: Vec::new(),
+            failure,
+            hash: Some("h1".into()),
+            lost_lease: false,
+            write_error: None,
+            built_for: std::time::Duration::ZERO,
+            row: None,
+        }
+    }
+
+    #[test]
+    fn only_an_undone_replace_for_the_images_fault_counts_towards_a_halt() {
+        use crate::plan::{Op, Plan, Target, Why};
+        let id = crate::model::WorkspaceId(uuid::Uuid::nil());
+        let restore = |rolled_back: Option<&str>| {
+            let mut p = Plan::new(
+                id,
+                Memory {
+                    rolled_back_hash: rolled_back.map(str::to_string),
+                    ..Memory::default()
+                },
+            );
+            p.push(
+                Op::Rename {
+                    target: Target::Id("old".into()),
+                    to: "ws-x".into(),
+                },
+                Why::Restore,
+            );
+            p
+        };
+        assert!(
+            image_failed(&done_with(restore(Some("h1")), None)),
+            "the new container failed readiness"
+        );
+        assert!(
+            !image_failed(&done_with(restore(None), None)),
+            "a replace cut short: no new container was judged"
+        );
+        let engine = |error| {
+            done_with(
+                Plan::new(id, Memory::default()),
+                Some(failed(error, Phase::Start, true)),
+            )
+        };
+        assert!(image_failed(&engine(ActError::StartFailed {
+            container: "c".into(),
+            message: "exec format error".into(),
+        })));
+        assert!(!image_failed(&engine(ActError::Timeout {
+            what: "start",
+            after: std::time::Duration::from_secs(1),
+        })));
+    }
+}
