@@ -93,6 +93,17 @@ impl Fixture {
         spec
     }
 
+    /// Makes `spec`'s image local, then tries the create alone (no volumes
+    /// made first): what the executor answers.
+    pub async fn try_create(&self, spec: &ContainerSpec) -> Result<String, ActError> {
+        let image = self
+            .exec
+            .ensure_image(&spec.image, &spec.image_source, None)
+            .await
+            .unwrap();
+        self.exec.create(spec, &image).await
+    }
+
     /// Image, volumes and create, as a plan for a missing container runs
     /// them; returns the container id and the image.
     pub async fn create(&self, spec: &ContainerSpec) -> (String, EnsuredImage) {

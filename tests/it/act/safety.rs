@@ -58,12 +58,7 @@ async fn an_unlabelled_container_named_like_a_workspace_is_never_mutated() {
     let id = f.foreign_container(&name, &[]).await;
 
     let spec = f.spec(&row);
-    let image = f
-        .exec
-        .ensure_image(&spec.image, &spec.image_source, None)
-        .await
-        .unwrap();
-    match f.exec.create(&spec, &image).await {
+    match f.try_create(&spec).await {
         Err(ActError::NameConflict {
             object,
             name: n,
@@ -90,12 +85,7 @@ async fn a_container_of_another_host_is_never_mutated() {
     ];
     let id = f.foreign_container(&name, &labels).await;
     let spec = f.spec(&row);
-    let image = f
-        .exec
-        .ensure_image(&spec.image, &spec.image_source, None)
-        .await
-        .unwrap();
-    let err = f.exec.create(&spec, &image).await.unwrap_err();
+    let err = f.try_create(&spec).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::NameConflict), "{err}");
     assert_untouchable(&f, &id, &name).await;
 }
@@ -156,12 +146,7 @@ async fn a_workspace_dir_leading_out_of_the_roots_through_a_symlink_is_never_bou
         .row()
         .with_workspace(Some(link), WorkspaceAccess::ReadWrite);
     let spec = f.spec(&row);
-    let image = f
-        .exec
-        .ensure_image(&spec.image, &spec.image_source, None)
-        .await
-        .unwrap();
-    let err = f.exec.create(&spec, &image).await.unwrap_err();
+    let err = f.try_create(&spec).await.unwrap_err();
     assert!(matches!(err, ActError::InvalidBind { .. }), "{err:?}");
     assert_eq!(err.reason(), Some(Reason::InvalidSpec));
     let text = err.to_string();
