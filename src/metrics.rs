@@ -228,7 +228,7 @@ impl Metrics {
             metrics
                 .provision_timeouts_total
                 .with_label_values(&[phase])
-                .reset();
+                .inc_by(0);
         }
         for side in ["desired", "observed"] {
             metrics.snapshot_complete.with_label_values(&[side]).set(0);

@@ -69,20 +69,6 @@ impl Controller {
         let memory = state.memory.entry(id).or_default();
         let result = match (&done.failure, &done.write_error) {
             (Some(failed), _) => {
-                if let crate::act::ActError::DigestGone { image, .. } = &failed.error {
-                    // What the tag names now is asked at once; the pass's
-                    // own retry waits for its backoff as usual.
-                    let ensured = done.plan.actions.iter().find_map(|a| match &a.op {
-                        crate::plan::Op::EnsureImage {
-                            image: i, source, ..
-                        } if i.as_str() == image => Some((i.clone(), source.clone())),
-                        _ => None,
-                    });
-                    if let Some((i, source)) = ensured {
-                        tracing::warn!(workspace = %id, image, "the tag's known digest is gone from the registry: resolving the tag again");
-                        state.stale.insert(image.clone(), (i, source));
-                    }
-                }
                 let delay = queue.retry(id);
                 self.metrics.workqueue_retries_total.inc();
                 self.metrics
@@ -157,6 +143,25 @@ impl Controller {
                 .inc();
         }
     }
+}
+
+/// The image reference a failed pass found stale (the digest its tag
+/// named is gone from the registry), to resolve again at once; the pass's
+/// own retry waits for its backoff as usual.
+pub(super) fn stale_reference(
+    done: &Done,
+) -> Option<(crate::model::ImageRef, crate::model::ImageSource)> {
+    let Some(crate::act::ActError::DigestGone { image, .. }) =
+        done.failure.as_ref().map(|f| &f.error)
+    else {
+        return None;
+    };
+    done.plan.actions.iter().find_map(|a| match &a.op {
+        crate::plan::Op::EnsureImage {
+            image: i, source, ..
+        } if i.as_str() == image => Some((i.clone(), source.clone())),
+        _ => None,
+    })
 }
 
 /// A pass that failed or lost the lease may not have restarted what its

@@ -93,9 +93,6 @@ struct State {
     refreshing: BTreeSet<String>,
     /// References asked to refresh again while one was resolving.
     refresh_again: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
-    /// References a pass found stale (their known digest is gone from the
-    /// registry), for the loop to refresh.
-    stale: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
     /// The image repositories each pass in flight makes local: the image
     /// sweep keeps their images (a pass may not have created its container
     /// yet).
@@ -220,8 +217,11 @@ impl Controller {
                 Some(ended) = workers.next() => match ended {
                     Ended::Done(done) => {
                         state.ensuring.remove(&done.id);
+                        let stale = finish::stale_reference(&done);
+                        let id = done.id;
                         self.finish(&mut state, &mut queue, done).await;
-                        for (image, source) in std::mem::take(&mut state.stale).into_values() {
+                        if let Some((image, source)) = stale {
+                            tracing::warn!(workspace = %id, image = image.as_str(), "the tag's known digest is gone from the registry: resolving the tag again");
                             self.refresh_reference(&mut state, image, source, &mut refreshes);
                         }
                     }
@@ -292,16 +292,29 @@ impl Controller {
             }
             self.count_rows(state);
             self.seed_images(state);
-            self.prune_refresh_failures(state);
         }
         self.enqueue_all(state, queue);
         self.prune(state);
     }
 
-    /// Drops what is kept per workspace and per image reference once
-    /// nothing names it: no row and no observed object for a key; no row
-    /// choosing an image reference (what a month of churn would pile up).
+    /// Drops what is kept per image reference and per workspace once
+    /// nothing names it: no row choosing the reference (its knowledge,
+    /// held-back target, refresh failure); no row and no observed object
+    /// for a key (what a month of churn would pile up).
     fn forget_the_gone(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
+        let references: BTreeSet<String> = state
+            .rows
+            .values()
+            .filter_map(|row| {
+                crate::plan::choose_image(row, &state.catalogue, &self.settings)
+                    .ok()
+                    .map(|(image, _, _)| image.as_str().to_string())
+            })
+            .collect();
+        state.images.retain(|r, _| references.contains(r));
+        state.held_back.retain(|r, _| references.contains(r));
+        state.refresh_failures.retain(|r, _| references.contains(r));
+        // A key's things go only on a complete picture of the engine.
         let (containers, volumes, complete) = self.observed.snapshot();
         if !complete {
             return;
@@ -321,17 +334,6 @@ impl Controller {
             state.noted.remove(&id);
             queue.forget(&id);
         }
-        let references: BTreeSet<String> = state
-            .rows
-            .values()
-            .filter_map(|row| {
-                crate::plan::choose_image(row, &state.catalogue, &self.settings)
-                    .ok()
-                    .map(|(image, _, _)| image.as_str().to_string())
-            })
-            .collect();
-        state.images.retain(|r, _| references.contains(r));
-        state.held_back.retain(|r, _| references.contains(r));
     }
 
     /// Reads every row of this host and the catalogue into `state`; false

@@ -132,17 +132,6 @@ impl Controller {
         wanted
     }
 
-    /// Forgets the refresh failures of references no row runs from now.
-    pub(super) fn prune_refresh_failures(&self, state: &mut State) {
-        if state.refresh_failures.is_empty() {
-            return;
-        }
-        let wanted = self.moving_references(state, None);
-        state
-            .refresh_failures
-            .retain(|key, _| wanted.contains_key(key));
-    }
-
     /// A refresh task that ended without an answer (it panicked): the
     /// reference is free again, and asked once more if that was wanted.
     pub(super) fn lost_refresh(
