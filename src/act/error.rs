@@ -65,6 +65,13 @@ pub enum ActError {
     /// /configs, an unreadable template dir).
     #[error("files for /configs: {message}")]
     InvalidFiles { message: String },
+    /// After the files are written, /configs of the created container
+    /// (the configs volume plus what berth wrote) holds no config.yaml:
+    /// the workspace would only crash-loop, so it is not started.
+    #[error(
+        "no config.yaml in /configs of {container}: config_files and template_path hold none and the configs volume {volume} has none"
+    )]
+    ConfigMissing { container: String, volume: String },
     /// A host directory the container would bind does not resolve, symlinks
     /// followed, under `BERTH_WORKSPACE_ROOTS`, or does not resolve at all;
     /// the container is not created.
@@ -120,6 +127,7 @@ impl ActError {
             ActError::InvalidFiles { .. } | ActError::InvalidBind { .. } => {
                 Some(Reason::InvalidSpec)
             }
+            ActError::ConfigMissing { .. } => Some(Reason::ConfigMissing),
             ActError::Docker { source, .. } => match source {
                 DockerError::Auth { .. } => Some(Reason::RegistryAuth),
                 DockerError::RateLimited { .. } => Some(Reason::RegistryRateLimited),
@@ -156,6 +164,7 @@ impl ActError {
             ActError::RegistryRateLimited { .. } => "registry_rate_limited",
             ActError::BuildFailed { .. } => "image_build_failed",
             ActError::InvalidFiles { .. } | ActError::InvalidBind { .. } => "invalid_spec",
+            ActError::ConfigMissing { .. } => "config_missing",
             ActError::Gone { .. } => "gone",
             ActError::InTheWay { .. } => "in_the_way",
             ActError::Timeout { .. } => "timeout",

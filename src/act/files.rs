@@ -150,17 +150,43 @@ pub fn build_archive(files: &FilesSpec) -> Result<Vec<u8>, ActError> {
 impl Executor {
     /// Writes `files` into /configs of container `id` (one of this host's)
     /// as one archive. Writing the same files again gives the same result.
+    /// Unless the files carry a config.yaml, /configs must then hold one
+    /// (from the template or the configs volume): a container without it
+    /// only crash-loops, so its start is refused with `ConfigMissing`.
     pub async fn write_files(&self, id: &str, files: &FilesSpec) -> Result<(), ActError> {
+        let written = files
+            .files
+            .get("config.yaml")
+            .is_some_and(|c| !c.expose().is_empty());
         let files = files.clone();
         let archive = tokio::task::spawn_blocking(move || build_archive(&files))
             .await
             .map_err(|e| invalid(format!("building the archive: {e}")))??;
-        self.owned_container(id).await?;
+        let info = self.owned_container(id).await?;
         let opts = UploadToContainerOptionsBuilder::new().path("/").build();
         self.docker
             .upload_to_container(id, Some(opts), bollard::body_full(archive.into()))
             .await
-            .map_err(|e| super::container::container_error("upload to container", id, e.into()))
+            .map_err(|e| super::container::container_error("upload to container", id, e.into()))?;
+        if written || self.config_present(id).await? {
+            return Ok(());
+        }
+        let volume = info
+            .mounts
+            .iter()
+            .flatten()
+            .find(|m| m.destination.as_deref() == Some(&format!("/{ROOT}")))
+            .and_then(|m| m.name.clone())
+            .unwrap_or_else(|| "(none mounted)".into());
+        Err(ActError::ConfigMissing {
+            container: info
+                .name
+                .as_deref()
+                .unwrap_or(id)
+                .trim_start_matches('/')
+                .into(),
+            volume,
+        })
     }
 }
 
@@ -172,6 +198,11 @@ impl Executor {
         self.inspect(id)
             .await
             .map_err(|e| super::container::container_error("inspect container", id, e))?;
+        self.config_present(id).await
+    }
+
+    /// Whether `/configs/config.yaml` exists in container `id`.
+    async fn config_present(&self, id: &str) -> Result<bool, ActError> {
         let opts = ContainerArchiveInfoOptionsBuilder::new()
             .path(&format!("/{ROOT}/config.yaml"))
             .build();

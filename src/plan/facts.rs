@@ -146,8 +146,6 @@ pub struct Probes {
     pub docker_unknown: bool,
     /// Whether `template_path` holds a config.yaml; `None` = not looked.
     pub template_has_config: Option<bool>,
-    /// Whether the configs volume holds config.yaml; `None` = not looked.
-    pub volume_has_config: Option<bool>,
 }
 
 /// The facts for one workspace.

@@ -218,7 +218,9 @@ fn fill_and_start(spec: &ContainerSpec, deadline: DateTime<Utc>, why: Why, p: &m
 }
 
 /// `config_missing` only when every source is known to lack config.yaml
-/// (an unprobed source counts as present: no failure on a guess).
+/// (an unprobed source counts as present: no failure on a guess). An
+/// existing configs volume is looked into by the executor once the files
+/// are written, before the start (`ActError::ConfigMissing`).
 fn config_missing(f: &Facts, spec: &ContainerSpec, mine: &Mine) -> bool {
     let in_files = spec
         .files
@@ -227,8 +229,7 @@ fn config_missing(f: &Facts, spec: &ContainerSpec, mine: &Mine) -> bool {
         .is_some_and(|c| !c.expose().is_empty());
     let in_template =
         spec.files.template_path.is_some() && f.probes.template_has_config != Some(false);
-    let volume = mine.volumes.iter().any(|v| v.name == f.id.configs_volume());
-    let in_volume = volume && f.probes.volume_has_config != Some(false);
+    let in_volume = mine.volumes.iter().any(|v| v.name == f.id.configs_volume());
     !(in_files || in_template || in_volume)
 }
 

@@ -104,3 +104,31 @@ async fn a_path_that_escapes_configs_is_refused_and_nothing_is_written() {
     let names: Vec<&str> = configs.iter().map(|(n, ..)| n.as_str()).collect();
     assert_eq!(names, ["configs/"], "not even config.yaml was written");
 }
+
+#[tokio::test]
+async fn files_without_config_yaml_over_an_empty_configs_volume_are_config_missing() {
+    let f = Fixture::new().await;
+    let row = f
+        .row()
+        .with_config_files(serde_json::json!({"notes.md": "hi"}));
+    let spec = f.spec(&row);
+    let (id, _) = f.create(&spec).await;
+
+    let err = f.exec.write_files(&id, &spec.files).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::ConfigMissing), "{err}");
+    let ActError::ConfigMissing { volume, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*volume, row.id.configs_volume());
+    let state = f.inspect(&id).await.state.unwrap();
+    assert_eq!(state.running, Some(false), "nothing started");
+
+    // A config.yaml the volume already holds (written earlier, or by an
+    // operator) is enough: the same files then pass.
+    let with_config = FilesSpec {
+        files: BTreeMap::from([("config.yaml".to_string(), Secret::new("a: 1".into()))]),
+        ..FilesSpec::default()
+    };
+    f.exec.write_files(&id, &with_config).await.unwrap();
+    f.exec.write_files(&id, &spec.files).await.unwrap();
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use berth::model::{LABEL_HOST, LABEL_MANAGED, WorkspaceId};
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListVolumesOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListVolumesOptions, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use serde_json::json;
 
@@ -40,6 +41,51 @@ async fn an_image_that_never_becomes_ready_is_a_provision_timeout_naming_the_pha
         .await;
     let error = row.last_error.unwrap_or_default();
     assert!(error.contains("readiness"), "{error}");
+}
+
+#[tokio::test]
+async fn an_emptied_configs_volume_is_config_missing_not_a_crash_loop() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    let other = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    let serving = w
+        .wait_row(other, 60, "online", |r| r.is("online", None))
+        .await
+        .container_id;
+
+    // The row stops carrying a config.yaml, the volume loses its copy and
+    // the container goes: the one berth makes would find none.
+    w.exec(
+        "UPDATE workspaces SET config_files = '{}' WHERE id = $1",
+        id,
+    )
+    .await;
+    w.sh(id, "rm /configs/config.yaml").await;
+    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+    w.scope
+        .docker
+        .remove_container(&id.container_name(), Some(opts))
+        .await
+        .unwrap();
+    let row = w
+        .wait_row(id, 60, "config_missing", |r| {
+            r.is("failed", Some("config_missing"))
+        })
+        .await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains(&id.configs_volume()), "{error}");
+    assert!(
+        !running(w.container(id).await.as_ref()),
+        "a container without config.yaml is never started"
+    );
+    let kept = w.row(other).await;
+    assert!(kept.is("online", None));
+    assert_eq!(
+        kept.container_id, serving,
+        "the other workspace is untouched"
+    );
 }
 
 #[tokio::test]
