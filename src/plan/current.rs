@@ -13,7 +13,7 @@ use crate::model::{
 
 use super::StatusUpdate;
 use super::ready::{Readiness, after, crash_looping, readiness, since, track_restarts};
-use super::running::deadline;
+use super::running::{backing_off, deadline};
 use super::{Facts, Memory, Op, Phase, Plan, Target, Why};
 
 pub(super) fn timed_out(f: &Facts, phase: Phase, p: &mut Plan) {
@@ -79,6 +79,13 @@ pub(super) fn current(
         ContainerState::Created if c.started_at.is_none() => {
             if timed_out_now {
                 return timed_out(f, Phase::Start, p);
+            }
+            // Filling it failed (no config.yaml, an engine error): every
+            // trigger waits for the retry time, as a create would.
+            if let Some(fl) = backing_off(&p.memory, spec, now) {
+                p.status = Some(StatusUpdate::reason(fl.reason, Some(fl.message.clone())));
+                p.requeue(since(now, fl.retry_at));
+                return;
             }
             p.push(
                 Op::WriteFiles {

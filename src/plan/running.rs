@@ -84,7 +84,7 @@ pub(super) fn running(
 }
 
 /// A failure for this spec whose retry time has not come.
-fn backing_off<'m>(
+pub(super) fn backing_off<'m>(
     memory: &'m Memory,
     spec: &ContainerSpec,
     now: DateTime<Utc>,

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::model::{Reason, Status};
+use crate::model::{ContainerState, Reason, Status};
 use crate::plan::{Failure, Memory, Phase, StatusUpdate, Target};
 
 fn reason(p: &Plan) -> Option<Reason> {
@@ -318,4 +318,36 @@ fn a_start_the_daemon_refuses_stays_start_failed_with_its_words() {
     let given_up = plan_at(&f, t0() + mins(11));
     assert!(given_up.actions.is_empty());
     assert_eq!(reason(&given_up), Some(Reason::StartFailed));
+}
+
+#[test]
+fn a_created_container_whose_filling_failed_waits_for_the_retry_time() {
+    let s = Settings::test();
+    let r = row(1);
+    let spec = built(&r, &s);
+    let mut c = container_for(&spec, "c1");
+    c.state = ContainerState::Created;
+    c.started_at = None;
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory.provisioning_since = Some(t0());
+    f.memory.failure = Some(Failure {
+        reason: Reason::ConfigMissing,
+        phase: Phase::Create,
+        message: "no config.yaml in /configs".into(),
+        retry_at: t0() + mins(1),
+        hash: spec.hash.clone(),
+    });
+    let waiting = plan_at(&f, t0());
+    assert!(waiting.actions.is_empty(), "{:?}", ops(&waiting));
+    assert_eq!(reason(&waiting), Some(Reason::ConfigMissing));
+    assert_eq!(
+        waiting.requeue_after,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(
+        ops(&plan_at(&f, t0() + mins(2))),
+        ["write_files", "start"],
+        "filled and started after the backoff"
+    );
 }
