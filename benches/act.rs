@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use berth::act::{Executor, ExecutorSettings, build_archive, container_body};
+use berth::act::{Executor, ExecutorSettings, Images, build_archive, container_body};
 use berth::model::{ContainerSpec, Secret, WorkspaceId, WorkspaceRow};
 use berth::plan::{self, Catalogue};
 use bollard::Docker;
@@ -155,13 +155,14 @@ async fn main() {
     let network = format!("berth-bench-{run}");
     let exec_settings = ExecutorSettings {
         host_id: "default".into(),
-        registry_prefix: None,
+        images: Images::Registry {
+            prefix: format!("{registry}/berth-test"),
+        },
         registry_auth: None,
         docker_config: None,
         pull_progress_timeout: Duration::from_secs(30),
         pull_timeout: Duration::from_secs(120),
         network_labels: BTreeMap::from([(LABEL.to_string(), run.clone())]),
-        local_build: None,
         workspace_roots: Vec::new(),
     };
     let exec = Executor::new(docker.clone(), exec_settings);

@@ -63,7 +63,7 @@ impl Executor {
     pub(crate) fn credentials_sent(&self, reference: &str, sent: bool) -> String {
         if !sent {
             let host = registry_host(reference);
-            return match &self.settings.registry_prefix {
+            return match self.settings.images.registry_prefix() {
                 Some(prefix) if self.settings.registry_auth.is_some() => format!(
                     "none: GHCR_USER/GHCR_TOKEN are for {}, not {host}, and the docker config has no entry for it",
                     prefix_host(prefix)
@@ -72,7 +72,7 @@ impl Executor {
             };
         }
         let host = registry_host(reference);
-        let prefix_host = self.settings.registry_prefix.as_deref().map(prefix_host);
+        let prefix_host = self.settings.images.registry_prefix().map(prefix_host);
         if self.settings.registry_auth.is_some() && prefix_host == Some(host) {
             "GHCR_USER/GHCR_TOKEN".to_string()
         } else {
@@ -88,7 +88,7 @@ impl Executor {
         reference: &str,
     ) -> Result<Option<Secret<DockerCredentials>>, ActError> {
         let host = registry_host(reference);
-        let prefix_host = self.settings.registry_prefix.as_deref().map(prefix_host);
+        let prefix_host = self.settings.images.registry_prefix().map(prefix_host);
         if let (Some(auth), Some(prefix_host)) = (&self.settings.registry_auth, prefix_host)
             && prefix_host == host
         {
@@ -289,7 +289,9 @@ mod tests {
     fn ghcr_executor() -> Executor {
         let docker = Docker::connect_with_local_defaults().unwrap();
         let mut settings = super::super::tests::settings();
-        settings.registry_prefix = Some("ghcr.io/molecule-ai".into());
+        settings.images = crate::act::Images::Registry {
+            prefix: "ghcr.io/molecule-ai".into(),
+        };
         settings.registry_auth = Some(crate::config::RegistryAuth {
             user: "bot".into(),
             token: Secret::new("ghp_x".into()),

@@ -45,9 +45,8 @@ pub use retention::ImageRemoval;
 pub struct ExecutorSettings {
     /// `BERTH_HOST_ID`.
     pub host_id: String,
-    /// The registry prefix (`MOLECULE_IMAGE_REGISTRY`), whose host the
-    /// GHCR credentials are for.
-    pub registry_prefix: Option<String>,
+    /// Where runtime images come from, as configuration decided it.
+    pub images: Images,
     /// `GHCR_USER`/`GHCR_TOKEN`.
     pub registry_auth: Option<RegistryAuth>,
     /// The docker CLI config file (`auths`, `credHelpers`, `credsStore`),
@@ -61,9 +60,6 @@ pub struct ExecutorSettings {
     /// Labels added to the workspace network when berth creates it, beside
     /// the managed and host labels.
     pub network_labels: BTreeMap<String, String>,
-    /// Local-build mode's sources and cache; `None` in registry mode, where
-    /// nothing is built.
-    pub local_build: Option<BuildSettings>,
     /// `BERTH_WORKSPACE_ROOTS`: a host directory a container binds must
     /// resolve, symlinks followed, under one of them; none allows no bind.
     pub workspace_roots: Vec<PathBuf>,
@@ -76,22 +72,15 @@ impl ExecutorSettings {
     pub fn from_config(config: &Config, docker_config: Option<PathBuf>) -> ExecutorSettings {
         ExecutorSettings {
             host_id: config.host_id.clone(),
-            registry_prefix: match &config.images {
-                ImageMode::Registry { prefix } => Some(prefix.clone()),
-                ImageMode::LocalBuild { .. } => None,
-            },
-            registry_auth: config.registry_auth.clone(),
-            docker_config,
-            pull_progress_timeout: config.pull_progress_timeout,
-            pull_timeout: config.pull_timeout,
-            network_labels: BTreeMap::new(),
-            local_build: match &config.images {
-                ImageMode::Registry { .. } => None,
+            images: match &config.images {
+                ImageMode::Registry { prefix } => Images::Registry {
+                    prefix: prefix.clone(),
+                },
                 ImageMode::LocalBuild {
                     repo_prefix,
                     cache_dir,
                     gitea_token,
-                } => Some(BuildSettings {
+                } => Images::LocalBuild(BuildSettings {
                     progress_timeout: config.build_progress_timeout,
                     timeout: config.build_timeout,
                     ..BuildSettings::new(
@@ -101,7 +90,34 @@ impl ExecutorSettings {
                     )
                 }),
             },
+            registry_auth: config.registry_auth.clone(),
+            docker_config,
+            pull_progress_timeout: config.pull_progress_timeout,
+            pull_timeout: config.pull_timeout,
+            network_labels: BTreeMap::new(),
             workspace_roots: config.workspace_roots.clone(),
+        }
+    }
+}
+
+/// The executor's side of the image mode (`config::ImageMode`): one value,
+/// so a registry prefix and build settings never both apply.
+#[derive(Clone, Debug)]
+pub enum Images {
+    /// Registry mode: images come from `prefix` (`MOLECULE_IMAGE_REGISTRY`),
+    /// whose host the GHCR credentials are for; nothing is built.
+    Registry { prefix: String },
+    /// Local-build mode: runtime images are built from their template
+    /// repositories, with these sources and cache.
+    LocalBuild(BuildSettings),
+}
+
+impl Images {
+    /// The registry prefix in registry mode.
+    pub fn registry_prefix(&self) -> Option<&str> {
+        match self {
+            Images::Registry { prefix } => Some(prefix),
+            Images::LocalBuild(_) => None,
         }
     }
 }
@@ -188,13 +204,14 @@ pub(crate) mod tests {
     pub(crate) fn settings() -> ExecutorSettings {
         ExecutorSettings {
             host_id: "h1".into(),
-            registry_prefix: None,
+            images: Images::Registry {
+                prefix: "registry.test/ws".into(),
+            },
             registry_auth: None,
             docker_config: None,
             pull_progress_timeout: Duration::from_secs(5),
             pull_timeout: Duration::from_secs(60),
             network_labels: BTreeMap::new(),
-            local_build: None,
             workspace_roots: Vec::new(),
         }
     }

@@ -325,7 +325,9 @@ fn build_deadlines_are_their_own_and_reach_the_executor() {
         ("1h 30m".to_string(), Source::Env)
     );
     let exec = crate::act::ExecutorSettings::from_config(&c, None);
-    let build = exec.local_build.expect("local-build mode");
+    let crate::act::Images::LocalBuild(build) = exec.images else {
+        panic!("local-build mode");
+    };
     assert_eq!(build.progress_timeout, c.build_progress_timeout);
     assert_eq!(build.timeout, c.build_timeout);
     assert_eq!(exec.pull_timeout, Duration::from_secs(120));

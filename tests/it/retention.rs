@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use berth::act::{Executor, ExecutorSettings};
+use berth::act::{Executor, ExecutorSettings, Images};
 use berth::controller::{Keep, sweep_images};
 use berth::desired::{self, Lease, Made, NewImage};
 use bollard::Docker;
@@ -154,13 +154,14 @@ async fn holder(
     };
     let settings = ExecutorSettings {
         host_id: host,
-        registry_prefix: Some(format!("{}/berth-test", harness::env().registry)),
+        images: Images::Registry {
+            prefix: format!("{}/berth-test", harness::env().registry),
+        },
         registry_auth: None,
         docker_config: None,
         pull_progress_timeout: Duration::from_secs(30),
         pull_timeout: Duration::from_secs(120),
         network_labels: scope.labels().into_iter().collect(),
-        local_build: None,
         workspace_roots: Vec::new(),
     };
     let executor = Executor::new(scope.docker.clone(), settings);

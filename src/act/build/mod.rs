@@ -204,7 +204,7 @@ impl Executor {
         platform: Option<&Platform>,
     ) -> Result<EnsuredImage, ActError> {
         let failed = |message: String| build_failed(image, message);
-        let Some(settings) = &self.settings.local_build else {
+        let crate::act::Images::LocalBuild(settings) = &self.settings.images else {
             return Err(failed(
                 "local-build mode is off (MOLECULE_IMAGE_REGISTRY is set)".into(),
             ));
@@ -420,7 +420,7 @@ mod tests {
         let mut settings = crate::act::tests::settings();
         settings.pull_progress_timeout = std::time::Duration::from_secs(600);
         settings.pull_timeout = std::time::Duration::from_secs(600);
-        settings.local_build = Some(build);
+        settings.images = crate::act::Images::LocalBuild(build);
         let docker = bollard::Docker::connect_with_local_defaults().expect("a client");
         let exec = Executor::new(docker, settings);
         let image = ImageRef::parse("molecule-local/workspace-template-lb:latest").unwrap();

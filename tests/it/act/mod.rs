@@ -14,7 +14,7 @@ mod shape;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use berth::act::{ActError, EnsuredImage, Executor, ExecutorSettings};
+use berth::act::{ActError, EnsuredImage, Executor, ExecutorSettings, Images};
 use berth::model::{ContainerSpec, WorkspaceId, WorkspaceRow};
 use berth::plan::{self, Catalogue};
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
@@ -183,13 +183,14 @@ impl Fixture {
 fn exec_settings(scope: &DockerScope, registry: &str) -> ExecutorSettings {
     ExecutorSettings {
         host_id: HOST.into(),
-        registry_prefix: Some(format!("{registry}/berth-test")),
+        images: Images::Registry {
+            prefix: format!("{registry}/berth-test"),
+        },
         registry_auth: None,
         docker_config: None,
         pull_progress_timeout: Duration::from_secs(30),
         pull_timeout: Duration::from_secs(120),
         network_labels: scope.labels().into_iter().collect(),
-        local_build: None,
         workspace_roots: Vec::new(),
     }
 }

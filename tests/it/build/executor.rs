@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use berth::act::{ActError, BuildCounts, BuildSettings, Executor, ExecutorSettings};
+use berth::act::{ActError, BuildCounts, BuildSettings, Executor, ExecutorSettings, Images};
 use berth::config::SecretUrl;
 use berth::model::{ImageRef, ImageSource, Platform};
 
@@ -29,13 +29,12 @@ fn executor_with(
     build.timeout = total;
     let settings = ExecutorSettings {
         host_id: "default".into(),
-        registry_prefix: None,
         registry_auth: None,
         docker_config: None,
         pull_progress_timeout: Duration::from_secs(600),
         pull_timeout: Duration::from_secs(600),
         network_labels: BTreeMap::new(),
-        local_build: Some(build),
+        images: Images::LocalBuild(build),
         workspace_roots: Vec::new(),
     };
     Executor::new(docker.clone(), settings)
@@ -269,13 +268,14 @@ async fn in_registry_mode_a_local_build_source_is_refused_not_built() {
         docker.clone(),
         ExecutorSettings {
             host_id: "default".into(),
-            registry_prefix: Some("127.0.0.1:1/x".into()),
+            images: Images::Registry {
+                prefix: "127.0.0.1:1/x".into(),
+            },
             registry_auth: None,
             docker_config: None,
             pull_progress_timeout: Duration::from_secs(5),
             pull_timeout: Duration::from_secs(5),
             network_labels: BTreeMap::new(),
-            local_build: None,
             workspace_roots: Vec::new(),
         },
     );

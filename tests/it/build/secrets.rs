@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use berth::act::{BuildSettings, Executor, ExecutorSettings};
+use berth::act::{BuildSettings, Executor, ExecutorSettings, Images};
 use berth::config::SecretUrl;
 use berth::model::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,13 +79,12 @@ async fn the_token_goes_in_a_header_never_in_argv_or_the_error() {
         docker.clone(),
         ExecutorSettings {
             host_id: "default".into(),
-            registry_prefix: None,
             registry_auth: None,
             docker_config: None,
             pull_progress_timeout: Duration::from_secs(20),
             pull_timeout: Duration::from_secs(20),
             network_labels: Default::default(),
-            local_build: Some(build),
+            images: Images::LocalBuild(build),
             workspace_roots: Vec::new(),
         },
     );
