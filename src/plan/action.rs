@@ -312,6 +312,11 @@ pub struct Plan {
     pub memory: Memory,
     /// Things worth an event or a log line that are not actions.
     pub notes: Vec<String>,
+    /// A replace already under way onto the row's spec (a `-prev`
+    /// container holds the old one, the new one is not yet proven): what
+    /// it changes. The controller counts it in its rollout, so a berth
+    /// restarted mid-wave sees the replaces it left running.
+    pub resumed: Option<super::Change>,
 }
 
 impl Plan {
@@ -324,6 +329,7 @@ impl Plan {
             requeue_after: None,
             memory,
             notes: Vec::new(),
+            resumed: None,
         }
     }
 

@@ -56,14 +56,18 @@ pub fn readiness(
 }
 
 /// Folds Docker's restart count into the remembered restart times and
-/// drops the ones older than the window.
+/// drops the ones older than the window. The times are one container's:
+/// another container (a replace, a re-create) starts with none.
 pub fn track_restarts(memory: &mut Memory, c: &ObservedContainer, now: DateTime<Utc>) {
-    if let Some((id, seen)) = &memory.restart_seen
-        && *id == c.id
-        && c.restart_count > *seen
-    {
-        let new = (c.restart_count - seen).min(MAX_REMEMBERED as u32);
-        memory.restarts.extend((0..new).map(|_| now));
+    match &memory.restart_seen {
+        Some((id, seen)) if *id == c.id => {
+            if c.restart_count > *seen {
+                let new = (c.restart_count - seen).min(MAX_REMEMBERED as u32);
+                memory.restarts.extend((0..new).map(|_| now));
+            }
+        }
+        Some(_) => memory.restarts.clear(),
+        None => {}
     }
     memory.restart_seen = Some((c.id.clone(), c.restart_count));
     prune(memory, now);

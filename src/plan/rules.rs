@@ -13,7 +13,7 @@ use crate::model::{
 };
 
 use super::StatusUpdate;
-use super::ready::{Readiness, crash_looping, readiness, since};
+use super::ready::{Readiness, crash_looping, readiness, since, track_restarts};
 use super::{Facts, Op, Plan, Target, Why, running};
 
 /// What the workspace owns, and which of its names others hold.
@@ -293,7 +293,7 @@ fn settle<'a>(
     match prev {
         None => Some(main),
         Some(prev) => {
-            interrupted_replace(f, row, spec, main, prev, now, p);
+            interrupted_replace(f, row, spec, main, prev, mine, now, p);
             None
         }
     }
@@ -306,12 +306,14 @@ pub(super) fn matches_spec(c: &ObservedContainer, spec: &ContainerSpec) -> bool 
 /// A `-prev` container means a replace stopped part way: finish it when
 /// the new container is ready, wait while it may still become ready, else
 /// bring the old one back under its name.
+#[allow(clippy::too_many_arguments)]
 fn interrupted_replace(
     f: &Facts,
     row: &WorkspaceRow,
     spec: &ContainerSpec,
     main: Option<&ObservedContainer>,
     prev: &ObservedContainer,
+    mine: &Mine,
     now: DateTime<Utc>,
     p: &mut Plan,
 ) {
@@ -342,10 +344,43 @@ fn interrupted_replace(
         return;
     };
     let deadline = running::deadline(f, row, &p.memory);
+    // Restarts are the new container's own: the old one's crash loop (the
+    // very thing a row edit may fix) is not held against it.
+    track_restarts(&mut p.memory, main, now);
     let ready = readiness(main, row.last_heartbeat_at, f.settings, now);
     let matches = matches_spec(main, spec);
+    if matches {
+        p.resumed = super::change::change(f, row, spec, prev, mine);
+    }
     let alive = matches!(main.state, ContainerState::Running)
         || matches!(main.state, ContainerState::Restarting);
+    if matches
+        && main.state == ContainerState::Created
+        && main.started_at.is_none()
+        && now < deadline
+    {
+        // Made to the spec but never filled and started (a berth stopped
+        // between the steps): the replace goes on from there, once any
+        // failure of these steps has waited out its retry time.
+        if let Some(fl) = running::backing_off(&p.memory, spec, now) {
+            let detail = format!("the replace is blocked: {}", fl.message);
+            p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
+            p.requeue(since(now, fl.retry_at));
+            return;
+        }
+        let target = || Target::Id(main.id.clone());
+        p.push(
+            Op::WriteFiles {
+                target: target(),
+                files: spec.files.clone(),
+            },
+            Why::NotStarted,
+        );
+        p.push(Op::Start { target: target() }, Why::NotStarted);
+        p.status = Some(StatusUpdate::reason(Reason::Starting, None));
+        p.requeue(Duration::from_secs(1));
+        return;
+    }
     if matches && ready == Readiness::Ready {
         p.push(
             Op::RemoveContainer {

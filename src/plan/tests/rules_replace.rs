@@ -302,6 +302,66 @@ fn an_interrupted_replace_waits_for_a_new_container_until_the_deadline_and_says_
 }
 
 #[test]
+fn an_interrupted_replace_whose_new_container_was_never_started_goes_on() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut new = container_for(&built(&r, &s), "new");
+    new.state = ContainerState::Created;
+    new.started_at = None;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [new, old];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    let p = plan_at(&f, t0());
+    assert_eq!(ops(&p), ["write_files", "start"]);
+    assert_eq!(p.actions[1].op.target(), Some(&Target::Id("new".into())));
+    assert_eq!(reason(&p), Some(Reason::Starting));
+    assert_eq!(p.memory.rolled_back_hash, None, "nothing was given up");
+    assert!(
+        matches!(p.resumed, Some(Change::Fields(_))),
+        "the replace under way is named for its rollout: {:?}",
+        p.resumed
+    );
+
+    // A failed fill waits out its retry time; past the deadline the old
+    // container comes back.
+    f.memory.failure = Some(Failure {
+        reason: Reason::ConfigMissing,
+        phase: Phase::Create,
+        message: "no config.yaml".into(),
+        retry_at: t0() + mins(1),
+        hash: built(&r, &s).hash,
+    });
+    let blocked = plan_at(&f, t0());
+    assert!(blocked.actions.is_empty());
+    assert_eq!(reason(&blocked), Some(Reason::ChangeBlocked));
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
+    assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
+}
+
+#[test]
+fn the_old_containers_crash_loop_is_not_held_against_its_replacement() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut new = container_for(&built(&r, &s), "new");
+    new.health = crate::model::Health::Starting;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [new, old];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    // The old container restarted in a loop: that is why the row changed.
+    f.memory.restart_seen = Some(("old".into(), 9));
+    f.memory.restarts = vec![t0(); 9];
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty(), "{:?}", ops(&p));
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    assert!(p.memory.restarts.is_empty());
+    assert_eq!(p.memory.restart_seen, Some(("new".into(), 0)));
+}
+
+#[test]
 fn a_replace_interrupted_before_create_brings_the_old_container_back() {
     let s = Settings::test();
     let r = row(1);
