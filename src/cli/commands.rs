@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use clap::Subcommand;
 use serde::Serialize;
 
-use super::{EXIT_CODES, Exit};
+use super::{EXIT_CODES, Exit, emit};
 use crate::config::Config;
 use crate::model::Digest;
 use crate::ops::{self, Confirm, OpsError, PinChange, PinRequest, StatusFilter};
@@ -148,10 +148,17 @@ pub struct ChangeArgs {
     json: bool,
 }
 
-fn print_json<T: Serialize>(value: &T) {
+fn print(text: &str) -> Result<(), OpsError> {
+    emit(text).map_err(OpsError::Output)
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), OpsError> {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("berth: rendering JSON: {e}"),
+        Ok(text) => print(&format!("{text}\n")),
+        Err(e) => {
+            eprintln!("berth: rendering JSON: {e}");
+            Ok(())
+        }
     }
 }
 
@@ -179,9 +186,9 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
         } => {
             let plan = ops::plan(config).await?;
             if json {
-                print_json(&plan);
+                print_json(&plan)?;
             } else {
-                print!("{}", plan.render());
+                print(&plan.render())?;
             }
             Ok(if detailed_exitcode && plan.pending() > 0 {
                 Exit::Pending
@@ -205,9 +212,9 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
             pool.close().await;
             let rows = rows?;
             if json {
-                print_json(&rows);
+                print_json(&rows)?;
             } else {
-                print!("{}", ops::render_status(&rows, now));
+                print(&ops::render_status(&rows, now))?;
             }
             Ok(Exit::Success)
         }
@@ -221,9 +228,9 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
             pool.close().await;
             let view = view?;
             if json {
-                print_json(&view);
+                print_json(&view)?;
             } else {
-                print!("{}", ops::render_events(&view));
+                print(&ops::render_events(&view))?;
             }
             Ok(Exit::Success)
         }
@@ -254,9 +261,9 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
             pool.close().await;
             let view = view?;
             if json {
-                print_json(&view);
+                print_json(&view)?;
             } else {
-                print!("{}", view.render());
+                print(&view.render())?;
             }
             Ok(if view.listening_hosts.is_empty() {
                 Exit::Failure
@@ -300,11 +307,11 @@ async fn confirm_and_apply(
     if args.json {
         eprint!("{shown}");
     } else {
-        print!("{shown}");
+        print(&shown)?;
     }
     if change.is_noop() {
         if args.json {
-            print_json(&change);
+            print_json(&change)?;
         }
         return Ok(Exit::Success);
     }
@@ -322,12 +329,12 @@ async fn confirm_and_apply(
     }
     ops::apply_pin(pool, &mut change).await?;
     if args.json {
-        print_json(&change);
+        print_json(&change)?;
     } else {
-        println!(
-            "{}/{} is now pinned to {}; `berth status --runtime {}` shows the rollout",
+        print(&format!(
+            "{}/{} is now pinned to {}; `berth status --runtime {}` shows the rollout\n",
             change.runtime, change.ring, change.to, change.runtime
-        );
+        ))?;
     }
     Ok(Exit::Success)
 }

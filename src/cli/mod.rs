@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::{self, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -134,16 +135,32 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     match cli.command {
-        Command::Config { json } => {
-            print!("{}", render_config(&config, json));
-            Exit::Success.into()
-        }
+        Command::Config { json } => match emit(&render_config(&config, json)) {
+            Ok(()) => Exit::Success.into(),
+            Err(e) => {
+                eprintln!("berth: writing to stdout: {e}");
+                Exit::Failure.into()
+            }
+        },
         Command::Migrate => block_on(migrate(&config)).into(),
         Command::Run { no_migrate } => {
             crate::telemetry::init(config.log_format, &config.log_filter);
             block_on(crate::serve::run(&config, !no_migrate)).into()
         }
         Command::Ops(ops) => block_on(commands::run(ops, &config)).into(),
+    }
+}
+
+/// Writes `text` to stdout, locked and flushed; every command's output
+/// goes through here. A reader that is gone (`berth plan --json | head`)
+/// ends the output quietly: the write counts as done and the command's
+/// exit code stands, as `head` users expect. Other write errors are
+/// returned.
+pub(crate) fn emit(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -213,30 +230,33 @@ async fn migrate(config: &Config) -> Exit {
     };
     let result = desired::migrate(&pool).await;
     pool.close().await;
-    match result {
-        Ok(report) if report.applied.is_empty() => {
-            println!(
-                "schema up to date (berth schema version {}, database floor {})",
-                desired::SCHEMA_VERSION,
-                report.floor
-            );
-            Exit::Success
-        }
-        Ok(report) => {
-            for (version, description) in &report.applied {
-                println!("applied {version} {description}");
-            }
-            println!(
-                "{} migration(s) applied (berth schema version {}, database floor {})",
-                report.applied.len(),
-                desired::SCHEMA_VERSION,
-                report.floor
-            );
-            Exit::Success
-        }
+    let report = match result {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("berth: {e}");
-            schema_exit(&e)
+            return schema_exit(&e);
+        }
+    };
+    let mut out = String::new();
+    for (version, description) in &report.applied {
+        let _ = writeln!(out, "applied {version} {description}");
+    }
+    if report.applied.is_empty() {
+        out.push_str("schema up to date");
+    } else {
+        let _ = write!(out, "{} migration(s) applied", report.applied.len());
+    }
+    let _ = writeln!(
+        out,
+        " (berth schema version {}, database floor {})",
+        desired::SCHEMA_VERSION,
+        report.floor
+    );
+    match emit(&out) {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            eprintln!("berth: writing to stdout: {e}");
+            Exit::Failure
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum OpsError {
     Read(#[from] ReadError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Writing the output failed (a reader that is gone is no failure).
+    #[error("writing to stdout: {0}")]
+    Output(#[source] std::io::Error),
     /// Anything else, in words.
     #[error("{0}")]
     Failed(String),

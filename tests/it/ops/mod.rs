@@ -5,6 +5,7 @@ mod canary;
 mod dashboards;
 mod deploy;
 mod pin;
+mod pipe;
 mod plan;
 mod retention;
 mod status;
