@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Rollout as Limits;
-use crate::model::{Digest, ImageSource, WorkspaceId};
+use crate::model::{ContainerSpec, Digest, ImageSource, WorkspaceId};
 use crate::plan::{Change, Op, Plan, Why};
 
 /// What a rollout moves.
@@ -121,6 +121,18 @@ pub fn image_replace(plan: &Plan, runtime: &str) -> Option<Replace> {
         Op::Create(spec) => Some(spec),
         _ => None,
     })?;
+    replace_of(change, spec, runtime)
+}
+
+/// The rollout a replace already under way belongs to (`Plan::resumed`,
+/// onto `spec`), if it is one.
+pub fn resumed_replace(plan: &Plan, spec: &ContainerSpec, runtime: &str) -> Option<Replace> {
+    replace_of(plan.resumed.as_ref()?, spec, runtime)
+}
+
+/// The rollout `change` onto `spec` belongs to: a new pinned digest, a new
+/// digest of a moving tag, or a new local build.
+fn replace_of(change: &Change, spec: &ContainerSpec, runtime: &str) -> Option<Replace> {
     let (track, from, to) = match (change, &spec.image_source) {
         (Change::Digest { from, to }, ImageSource::Pinned { ring }) => {
             (Track::Pin(ring.clone()), from.clone(), to.clone())
@@ -160,6 +172,22 @@ pub struct Rollouts {
 }
 
 impl Rollout {
+    /// A rollout first seen now, at the canary wave.
+    fn new(replace: &Replace) -> Self {
+        Rollout {
+            from: replace.from.clone(),
+            image: replace.image.clone(),
+            seen_at: Instant::now(),
+            in_progress: BTreeSet::new(),
+            done: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            halted: false,
+            wave: 0,
+            wave_started: 0,
+        }
+    }
+
     /// A slot freed: every waiting workspace may look again.
     fn free_slot(&mut self, wake: &mut BTreeSet<WorkspaceId>) {
         wake.append(&mut self.waiting);
@@ -194,18 +222,7 @@ impl Rollouts {
         let r = self
             .by_key
             .entry(replace.key.clone())
-            .or_insert_with(|| Rollout {
-                from: replace.from.clone(),
-                image: replace.image.clone(),
-                seen_at: Instant::now(),
-                in_progress: BTreeSet::new(),
-                done: BTreeSet::new(),
-                failed: BTreeSet::new(),
-                waiting: BTreeSet::new(),
-                halted: false,
-                wave: 0,
-                wave_started: 0,
-            });
+            .or_insert_with(|| Rollout::new(replace));
         if r.halted {
             return Gate::Halted;
         }
@@ -232,6 +249,23 @@ impl Rollouts {
             r.waiting.insert(id);
             Gate::Wait(Duration::from_secs(5))
         }
+    }
+
+    /// `id`'s replace for `replace` is already under way (found running
+    /// by a restarted berth): it holds a place in the current wave, as if
+    /// the gate had let it go, so the rollout waits for it and counts
+    /// how it ends.
+    pub fn adopt(&mut self, replace: &Replace, id: WorkspaceId) {
+        let r = self
+            .by_key
+            .entry(replace.key.clone())
+            .or_insert_with(|| Rollout::new(replace));
+        if r.in_progress.contains(&id) || r.done.contains(&id) || r.failed.contains(&id) {
+            return;
+        }
+        r.waiting.remove(&id);
+        r.in_progress.insert(id);
+        r.wave_started += 1;
     }
 
     /// A replace of `id` finished ready. The waiting workspaces look
@@ -403,6 +437,25 @@ mod tests {
         max_parallel: 3,
         max_failure_ratio: 0.0,
     };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replace_found_under_way_holds_the_canary_place_and_its_failure_halts() {
+        let mut r = Rollouts::default();
+        let ws = ids(3);
+        let gate = |r: &mut Rollouts, id| r.gate(&replace(), id, &LIMITS, Duration::ZERO);
+        // A restarted berth finds ws[0] mid-replace onto the new digest.
+        r.adopt(&replace(), ws[0]);
+        r.adopt(&replace(), ws[0]);
+        assert!(
+            matches!(gate(&mut r, ws[1]), Gate::Wait(_)),
+            "the canary place is taken by the replace under way"
+        );
+        assert_eq!(gate(&mut r, ws[0]), Gate::Go, "it goes on");
+        let halts = r.failed(ws[0], &LIMITS);
+        assert_eq!(halts.len(), 1, "its failure counts");
+        assert_eq!((halts[0].failed, halts[0].tried), (1, 1));
+        assert_eq!(gate(&mut r, ws[2]), Gate::Halted);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_canary_goes_alone_then_waves_of_max_parallel() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::rollout::{Gate, RolloutKey, Track, image_replace};
+use super::rollout::{Gate, RolloutKey, Track, image_replace, resumed_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
@@ -112,13 +112,24 @@ impl Controller {
         // Rollouts still wanted by some workspace of the host this round;
         // one no longer wanted, with work done and none running, completed.
         let mut wanted: std::collections::BTreeSet<RolloutKey> = std::collections::BTreeSet::new();
+        // Replaces found under way (a restarted berth's), by workspace.
+        let mut resumed: BTreeMap<WorkspaceId, RolloutKey> = BTreeMap::new();
         for p in &pass.plans {
             // A workspace that no longer heads for its rollout's image (its
             // row is gone, stopped or paused, or it wants another rollout's
             // image now) gives its slot back.
             let heading = match state.rows.get(&p.id) {
                 Some(row) if row.desired_state == DesiredState::Running && !row.paused => {
-                    match image_replace(p, &row.runtime) {
+                    let under_way = p
+                        .resumed
+                        .as_ref()
+                        .and_then(|_| plan::spec(row, &state.catalogue, &self.settings).ok())
+                        .and_then(|spec| resumed_replace(p, &spec, &row.runtime));
+                    if let Some(r) = &under_way {
+                        state.rollouts.adopt(r, p.id);
+                        resumed.insert(p.id, r.key.clone());
+                    }
+                    match image_replace(p, &row.runtime).or(under_way) {
                         Some(r) => {
                             wanted.insert(r.key.clone());
                             Some(Some(r.key))
@@ -193,8 +204,10 @@ impl Controller {
                 continue;
             }
             // A replace onto a new pin, tag digest or build waits for its
-            // wave.
-            let mut rollout = None;
+            // wave; one under way already holds its place.
+            let mut rollout = resumed
+                .get(&id)
+                .map(|key| state.rollouts.describe(key, "replacing"));
             if let Some(row) = &row
                 && let Some(replace) = image_replace(&plan, &row.runtime)
             {

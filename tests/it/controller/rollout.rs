@@ -133,6 +133,101 @@ async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
     assert_eq!(images.len(), 1, "all on one image: {images:?}");
 }
 
+#[tokio::test]
+async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_the_canary() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 4).await;
+    let env = [
+        ("BERTH_PROVISION_TIMEOUT", "12s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "2"),
+    ];
+    w.berth.take().unwrap().kill().await;
+    w.start(&env);
+    let before = containers(&w, &ids).await;
+    let broken = digest(&w, "broken").await;
+    pin(&w, &broken).await;
+
+    // The canary's new container runs the bad image, not ready, with the
+    // old one under `-prev`: berth dies there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let canary = 'found: loop {
+        for id in &ids {
+            let prev = w
+                .scope
+                .docker
+                .inspect_container(&id.prev_container_name(), None)
+                .await;
+            let on_broken = w
+                .container(*id)
+                .await
+                .and_then(|c| c.config)
+                .and_then(|c| c.image)
+                .is_some_and(|image| image.ends_with(&broken));
+            if prev.is_ok() && on_broken {
+                break 'found *id;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no canary under way\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    w.berth.take().unwrap().kill().await;
+    w.start(&env);
+
+    let v1 = w.v1.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let back: String = sqlx::query_scalar(
+            "SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'",
+        )
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        if back == v1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin was not written back\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let note: Option<String> =
+        sqlx::query_scalar("SELECT note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    let note = note.unwrap_or_default();
+    assert!(
+        note.contains("1 of 1"),
+        "the canary's failure is counted: {note}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = containers(&w, &ids).await;
+    for (i, id) in ids.iter().enumerate() {
+        if *id != canary {
+            assert_eq!(
+                before[i], after[i],
+                "{id} was touched besides the canary {canary}"
+            );
+        }
+        let row = w.row(*id).await;
+        assert_eq!(row.status.as_deref(), Some("online"), "{row:?}");
+        assert_eq!(
+            row.runtime_image_digest.as_deref(),
+            Some(v1.as_str()),
+            "{row:?}"
+        );
+    }
+}
+
 /// From the events: (start, end) of each workspace's replace.
 async fn replace_windows(w: &World) -> BTreeMap<uuid::Uuid, (DateTime<Utc>, DateTime<Utc>)> {
     replace_windows_after(w, 0).await
