@@ -137,7 +137,8 @@ pub struct ChangeArgs {
     /// Why, recorded in the pin and its history.
     #[arg(long, value_name = "TEXT")]
     note: Option<String>,
-    /// Who, recorded as updated_by [default: the database role].
+    /// Who, recorded as updated_by [default: the operator's login, $SUDO_USER
+    /// or else $USER; without either, the database role].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
     /// Confirm without asking (required without a terminal).
@@ -146,6 +147,25 @@ pub struct ChangeArgs {
     /// Print the change as JSON (the question, if any, goes to stderr).
     #[arg(long)]
     json: bool,
+}
+
+impl ChangeArgs {
+    /// `--by`, or else the operator's login.
+    fn by(&self) -> Option<String> {
+        let var = |name| std::env::var(name).ok();
+        self.by
+            .clone()
+            .or_else(|| login(var("SUDO_USER"), var("USER")))
+    }
+}
+
+/// The login behind the command: the user who ran `sudo`, or else the
+/// user; `None` when neither names one.
+fn login(sudo_user: Option<String>, user: Option<String>) -> Option<String> {
+    [sudo_user, user]
+        .into_iter()
+        .flatten()
+        .find(|name| !name.trim().is_empty())
 }
 
 fn print(text: &str) -> Result<(), OpsError> {
@@ -246,7 +266,7 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
                 ring: change.ring.clone(),
                 digest,
                 note: change.note.clone(),
-                by: change.by.clone(),
+                by: change.by(),
             };
             let result = match ops::prepare_pin(&pool, request).await {
                 Ok(prepared) => confirm_and_apply(&pool, prepared, &change).await,
@@ -284,7 +304,7 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
                 &change.ring,
                 to,
                 change.note.clone(),
-                change.by.clone(),
+                change.by(),
             )
             .await;
             let result = match prepared {
@@ -337,4 +357,19 @@ async fn confirm_and_apply(
         ))?;
     }
     Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login;
+
+    #[test]
+    fn the_login_is_the_sudo_user_then_the_user_then_none() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(login(s("alice"), s("root")), s("alice"));
+        assert_eq!(login(None, s("bob")), s("bob"));
+        assert_eq!(login(s(""), s("bob")), s("bob"));
+        assert_eq!(login(None, s(" ")), None);
+        assert_eq!(login(None, None), None);
+    }
 }

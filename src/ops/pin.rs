@@ -44,6 +44,9 @@ pub struct PinChange {
     /// when a rollout of it completed (`None`: never marked stable).
     pub history_id: Option<i64>,
     pub stable_at: Option<DateTime<Utc>>,
+    /// Every workspace whose image the pin decides; `replaced` tells those
+    /// the change replaces now from those that take it when their
+    /// container is made.
     pub touched: Vec<Touched>,
     /// Said when hosts in local-build mode do not follow this pin (the
     /// runtime's `image_repository` names no registry): their workspaces
@@ -52,7 +55,7 @@ pub struct PinChange {
     pub applied: bool,
 }
 
-/// A workspace whose image the change replaces.
+/// A workspace whose image the pin decides.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct Touched {
     pub id: uuid::Uuid,
@@ -61,7 +64,13 @@ pub struct Touched {
     pub ring: String,
     pub desired_state: String,
     pub status: Option<String>,
+    pub status_reason: Option<String>,
     pub runtime_image_digest: Option<String>,
+    /// Whether the change replaces its container: it has one, and a spec
+    /// berth can build (not failed/invalid_spec or tier_not_allowed, which
+    /// leave the container as it is). The others take the new digest when
+    /// their container is made.
+    pub replaced: bool,
 }
 
 impl PinChange {
@@ -100,37 +109,61 @@ impl PinChange {
             out.push_str("no workspace runs this runtime and ring now\n");
             return out;
         }
-        let _ = writeln!(
-            out,
-            "{} workspace(s) will be replaced onto the new digest:",
-            self.touched.len()
-        );
-        let mut t = Table::new(&[
-            "WORKSPACE",
-            "NAME",
-            "HOST",
-            "RING",
-            "DESIRED",
-            "STATUS",
-            "RUNNING",
-        ]);
-        for w in &self.touched {
-            t.push(vec![
-                WorkspaceId(w.id).container_name(),
-                w.name.clone(),
-                w.host.clone(),
-                w.ring.clone(),
-                w.desired_state.clone(),
-                w.status.clone().unwrap_or_else(|| "-".into()),
-                short_digest(w.runtime_image_digest.as_deref()),
-            ]);
+        let (replaced, waiting): (Vec<&Touched>, Vec<&Touched>) =
+            self.touched.iter().partition(|w| w.replaced);
+        if replaced.is_empty() {
+            out.push_str("no workspace has a container this change replaces\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "{} workspace(s) will be replaced onto the new digest:",
+                replaced.len()
+            );
+            out.push_str(&touched_table(&replaced));
         }
-        out.push_str(&t.render());
+        if !waiting.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} workspace(s) not replaced (no container, or a spec berth cannot build); \
+                 each gets the new digest when berth makes its container:",
+                waiting.len()
+            );
+            out.push_str(&touched_table(&waiting));
+        }
         if let Some(note) = &self.local_build_note {
             let _ = writeln!(out, "note: {note}");
         }
         out
     }
+}
+
+fn touched_table(rows: &[&Touched]) -> String {
+    let mut t = Table::new(&[
+        "WORKSPACE",
+        "NAME",
+        "HOST",
+        "RING",
+        "DESIRED",
+        "STATUS",
+        "RUNNING",
+    ]);
+    for w in rows {
+        let status = match (&w.status, &w.status_reason) {
+            (None, _) => "-".to_string(),
+            (Some(s), None) => s.clone(),
+            (Some(s), Some(r)) => format!("{s}/{r}"),
+        };
+        t.push(vec![
+            WorkspaceId(w.id).container_name(),
+            w.name.clone(),
+            w.host.clone(),
+            w.ring.clone(),
+            w.desired_state.clone(),
+            status,
+            short_digest(w.runtime_image_digest.as_deref()),
+        ]);
+    }
+    t.render()
 }
 
 /// The note for a runtime whose pins hosts in local-build mode ignore.
@@ -144,7 +177,9 @@ async fn local_build_note(pool: &PgPool, runtime: &str) -> Result<Option<String>
         .filter(|r| !crate::plan::names_registry(r))
         .map(|r| {
             format!(
-                "hosts without MOLECULE_IMAGE_REGISTRY build {runtime} locally and do not follow this pin                  (its image_repository {r:?} names no registry): their workspaces keep their local build"
+                "hosts without MOLECULE_IMAGE_REGISTRY build {runtime} locally and do not follow \
+                 this pin (its image_repository {r:?} names no registry): their workspaces keep \
+                 their local build"
             )
         }))
 }
@@ -177,7 +212,11 @@ async fn current(pool: &PgPool, runtime: &str, ring: &str) -> Result<Option<Stri
 /// pin of its own).
 async fn touched(pool: &PgPool, runtime: &str, ring: &str) -> Result<Vec<Touched>, OpsError> {
     Ok(sqlx::query_as(
-        "SELECT w.id, w.name, w.host, w.ring, w.desired_state, w.status, w.runtime_image_digest
+        "SELECT w.id, w.name, w.host, w.ring, w.desired_state, w.status, w.status_reason,
+                w.runtime_image_digest,
+                w.container_id IS NOT NULL AND NOT coalesce(w.status = 'failed'
+                    AND w.status_reason IN ('invalid_spec', 'tier_not_allowed'), false)
+                  AS replaced
            FROM workspaces w
           WHERE w.runtime = $1 AND w.image IS NULL AND w.desired_state <> 'removed'
             AND (w.ring = $2 OR ($2 = 'stable' AND NOT EXISTS (

@@ -81,7 +81,8 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
     let change = json(&out, &err);
     assert_eq!(change["applied"], true);
     assert_eq!(touched(&change), sorted(&[stable, canary]));
-    assert!(err.contains("2 workspace(s) will be replaced"), "{err}");
+    // Neither row has a container yet: none is replaced now.
+    assert!(err.contains("2 workspace(s) not replaced"), "{err}");
     // The seeded runtimes name no registry: local-build hosts build them.
     assert!(
         change["local_build_note"]
@@ -134,6 +135,123 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
         .await
         .unwrap();
     assert_eq!(history, 3);
+}
+
+#[tokio::test]
+async fn pin_counts_as_replaced_only_the_workspaces_whose_container_it_replaces() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let running = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        "container_id = 'c1', status = 'online'",
+    )
+    .await;
+    let never_made = insert(&pool, "langgraph", "stable", "").await;
+    let invalid = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        "container_id = 'c2', status = 'failed', status_reason = 'invalid_spec'",
+    )
+    .await;
+    let tier = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        "status = 'failed', status_reason = 'tier_not_allowed'",
+    )
+    .await;
+    let env = db_env(&db);
+
+    let (code, out, err) = berth(&["pin", "langgraph", &digest('a'), "--yes"], &env).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let (replaced, rest) = out
+        .split_once("3 workspace(s) not replaced")
+        .unwrap_or_else(|| panic!("no list of the 3 workspaces not replaced:\n{out}"));
+    assert!(
+        replaced.contains("1 workspace(s) will be replaced"),
+        "{out}"
+    );
+    let name = |id: uuid::Uuid| berth::model::WorkspaceId(id).container_name();
+    assert!(replaced.contains(&name(running)), "{out}");
+    for id in [never_made, invalid, tier] {
+        assert!(
+            !replaced.contains(&name(id)),
+            "{id} counted as replaced:\n{out}"
+        );
+        assert!(rest.contains(&name(id)), "{id} missing:\n{out}");
+    }
+    assert!(rest.contains("failed/invalid_spec"), "{out}");
+    // The note reads as one sentence, without a run of spaces inside.
+    let note = out
+        .lines()
+        .find(|l| l.starts_with("note: "))
+        .unwrap_or_else(|| panic!("no local-build note:\n{out}"));
+    assert!(!note.contains("  "), "{note:?}");
+    assert!(
+        note.contains("do not follow this pin (its image_repository"),
+        "{note:?}"
+    );
+
+    let (code, out, err) =
+        berth(&["pin", "langgraph", &digest('b'), "--yes", "--json"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let change = json(&out, &err);
+    let mut flags: Vec<(String, bool)> = change["touched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap().to_string(), w["replaced"] == true))
+        .collect();
+    flags.sort();
+    let mut want: Vec<(String, bool)> = [
+        (running, true),
+        (never_made, false),
+        (invalid, false),
+        (tier, false),
+    ]
+    .iter()
+    .map(|(id, r)| (id.to_string(), *r))
+    .collect();
+    want.sort();
+    assert_eq!(flags, want);
+}
+
+#[tokio::test]
+async fn updated_by_is_by_or_else_the_login_or_else_the_database_role() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // (environment, flags, updated_by)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: [Case; 4] = [
+        (&[("SUDO_USER", "dave"), ("USER", "root")], &[], "dave"),
+        (&[("USER", "carol")], &[], "carol"),
+        (&[("USER", "carol")], &["--by", "alice"], "alice"),
+        (&[], &[], &role),
+    ];
+    for (n, (vars, flags, want)) in cases.into_iter().enumerate() {
+        let mut env = db_env(&db);
+        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let d = digest(char::from(b'a' + n as u8));
+        let mut args = vec!["pin", "langgraph", d.as_str(), "--yes"];
+        args.extend_from_slice(flags);
+        let (code, out, err) = berth(&args, &env).await;
+        assert_eq!(code, 0, "{vars:?} {flags:?}:\n{out}\n{err}");
+        let by: Option<String> = sqlx::query_scalar(
+            "SELECT updated_by FROM runtime_image_pin_history WHERE new_digest = $1",
+        )
+        .bind(&d)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(by.as_deref(), Some(want), "{vars:?} {flags:?}");
+    }
 }
 
 #[tokio::test]
