@@ -60,14 +60,12 @@ pub fn readiness(
 /// another container (a replace, a re-create) starts with none.
 pub fn track_restarts(memory: &mut Memory, c: &ObservedContainer, now: DateTime<Utc>) {
     match &memory.restart_seen {
-        Some((id, seen)) if *id == c.id => {
-            if c.restart_count > *seen {
-                let new = (c.restart_count - seen).min(MAX_REMEMBERED as u32);
-                memory.restarts.extend((0..new).map(|_| now));
-            }
+        Some((id, seen)) if *id == c.id && c.restart_count > *seen => {
+            let new = (c.restart_count - seen).min(MAX_REMEMBERED as u32);
+            memory.restarts.extend((0..new).map(|_| now));
         }
-        Some(_) => memory.restarts.clear(),
-        None => {}
+        Some((id, _)) if *id != c.id => memory.restarts.clear(),
+        _ => {}
     }
     memory.restart_seen = Some((c.id.clone(), c.restart_count));
     prune(memory, now);
