@@ -76,8 +76,13 @@ pub enum Ops {
         /// The workspace's id, container name (ws-<id12>) or row name. A
         /// name several rows share lists them (exit 64).
         workspace: String,
-        /// Show at most this many of the latest events.
-        #[arg(long, default_value_t = 100, value_name = "N")]
+        /// Show at most this many of the latest events (at least 1).
+        #[arg(
+            long,
+            default_value_t = 100,
+            value_name = "N",
+            value_parser = clap::value_parser!(i64).range(1..)
+        )]
         limit: i64,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -244,7 +249,7 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
             json,
         } => {
             let pool = ops::connect(config).await?;
-            let view = ops::events(&pool, &workspace, limit.max(1)).await;
+            let view = ops::events(&pool, &workspace, limit).await;
             pool.close().await;
             let view = view?;
             if json {

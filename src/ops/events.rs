@@ -116,10 +116,13 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
 /// The trail as a table, oldest first.
 pub fn render_events(view: &EventsView) -> String {
     let mut out = String::new();
-    let name = view
-        .name
-        .as_deref()
-        .map_or("(row gone)".into(), |n| format!("{n:?}"));
+    // Without a row, events show that one existed; without either, the
+    // id may never have named a workspace.
+    let name = match (&view.name, view.events.is_empty()) {
+        (Some(n), _) => format!("{n:?}"),
+        (None, false) => "(row gone)".into(),
+        (None, true) => "(no row)".into(),
+    };
     let _ = writeln!(
         out,
         "{} {} {}",
@@ -128,7 +131,20 @@ pub fn render_events(view: &EventsView) -> String {
         name
     );
     if view.events.is_empty() {
-        out.push_str("no events (the trail is pruned after BERTH_EVENTS_RETENTION)\n");
+        let _ = match &view.name {
+            Some(n) => writeln!(
+                out,
+                "no events recorded for {n:?} (any older than BERTH_EVENTS_RETENTION \
+                 would have been pruned)"
+            ),
+            None => writeln!(
+                out,
+                "no events recorded for {}, and no workspace row has that id \
+                 (a mistyped id, or a deleted workspace whose events were all older than \
+                 BERTH_EVENTS_RETENTION and pruned)",
+                view.workspace
+            ),
+        };
         return out;
     }
     let mut t = Table::new(&["AT", "HOST", "ACTION", "REASON", "DETAIL"]);

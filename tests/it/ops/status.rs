@@ -212,6 +212,29 @@ async fn events_find_a_workspace_by_id_container_or_name_and_list_an_ambiguous_n
     let (code, out, _) = berth(&["events", "solo", "--limit", "2"], &env).await;
     assert_eq!(code, 0);
     assert!(!out.contains("create") && out.contains("why stop"), "{out}");
+    for bad in ["0", "-1"] {
+        let (code, out, err) = berth(&["events", "solo", &format!("--limit={bad}")], &env).await;
+        assert_eq!(code, 64, "--limit {bad}:\n{out}");
+        assert!(err.contains("--limit") && err.contains(bad), "{err}");
+    }
+
+    // A row without events, and an id that names nothing: nothing is
+    // claimed to have been pruned.
+    row(&pool, "quiet", "h1", "langgraph", None).await;
+    let (code, out, err) = berth(&["events", "quiet"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no events recorded for \"quiet\""), "{out}");
+    assert!(!out.contains("the trail is pruned"), "{out}");
+    let stranger = uuid::Uuid::new_v4();
+    let (code, out, err) = berth(&["events", &stranger.to_string()], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(no row)")
+            && out.contains(&format!(
+                "no events recorded for {stranger}, and no workspace row has that id"
+            )),
+        "{out}"
+    );
 
     let (code, out, err) = berth(&["events", "twin"], &env).await;
     assert_eq!(code, 64, "{out}");
