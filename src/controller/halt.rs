@@ -63,12 +63,15 @@ impl Controller {
         let runtime = &key.runtime;
         let track = key.track.as_str();
         tracing::error!(runtime, track, to = %key.to, failed, tried, "rollout halted");
-        // A pin goes back to its previous stable digest (what `berth
-        // rollback` would choose) when the history marks one; else to the
-        // digest the workspaces ran before.
-        let from = match &key.track {
-            Track::Pin(ring) => self.stable_before(runtime, ring, &key.to).await.or(from),
-            _ => from,
+        // A pin goes back to the digest the workspaces it changed ran
+        // before: they are put back, and every other workspace keeps what
+        // it runs (an older stable digest would replace them all). Only
+        // when that is unknown does the history's previous stable digest
+        // (what `berth rollback` would choose) stand in.
+        let from = match (&key.track, from) {
+            (_, Some(from)) => Some(from),
+            (Track::Pin(ring), None) => self.stable_before(runtime, ring, &key.to).await,
+            (_, None) => None,
         };
         let Some(from) = from else {
             tracing::error!(

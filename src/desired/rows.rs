@@ -310,8 +310,10 @@ pub struct RollbackTarget {
 
 /// What `berth rollback` returns (`runtime`, `ring`) to from the digest
 /// `current`: an entry older than the one that set `current`, with another
-/// digest, preferring the newest one marked stable, else the newest.
-/// `None` when the history holds no such entry.
+/// digest, preferring the newest one marked stable, else the newest. A
+/// digest berth halted (written back from, after the entry) is never
+/// chosen unless it is marked stable. `None` when the history holds no
+/// such entry.
 pub async fn rollback_target(
     pool: &PgPool,
     runtime: &str,
@@ -319,12 +321,17 @@ pub async fn rollback_target(
     current: &str,
 ) -> Result<Option<RollbackTarget>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, new_digest AS digest, stable_at FROM runtime_image_pin_history
+        "SELECT id, new_digest AS digest, stable_at FROM runtime_image_pin_history h
           WHERE template_name = $1 AND ring = $2
             AND new_digest IS NOT NULL AND new_digest <> $3
             AND id < coalesce((SELECT max(id) FROM runtime_image_pin_history
                                 WHERE template_name = $1 AND ring = $2
                                   AND new_digest = $3), 9223372036854775807)
+            AND (stable_at IS NOT NULL OR NOT EXISTS (
+                  SELECT 1 FROM runtime_image_pin_history halt
+                   WHERE halt.template_name = $1 AND halt.ring = $2
+                     AND halt.updated_by = 'berth' AND halt.old_digest = h.new_digest
+                     AND halt.id > h.id))
           ORDER BY (stable_at IS NOT NULL) DESC, id DESC LIMIT 1",
     )
     .bind(runtime)

@@ -459,6 +459,48 @@ async fn a_digest_is_marked_stable_only_while_pinned_and_a_halt_unmarks_it() {
 }
 
 #[tokio::test]
+async fn a_rollback_never_returns_to_a_digest_berth_halted() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let (a, b, bad) = (d('a'), d('b'), d('f'));
+    for digest in [&a, &b, &bad] {
+        sqlx::query(
+            "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'stable', $1)
+             ON CONFLICT (template_name, ring) DO UPDATE SET digest = EXCLUDED.digest",
+        )
+        .bind(digest)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // b ran everywhere but was never marked (berth restarted mid-rollout);
+    // bad failed its canary and berth put b back.
+    assert!(
+        desired::halt_pin(&pool, "codex", "stable", &bad, &b, "halted")
+            .await
+            .unwrap()
+    );
+    let target = desired::rollback_target(&pool, "codex", "stable", &b)
+        .await
+        .unwrap()
+        .expect("a target");
+    assert_eq!(target.digest, a, "not the halted digest");
+
+    // Marked stable later (it rolled out fine after all), it may be chosen.
+    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now() WHERE new_digest = $1")
+        .bind(&bad)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let target = desired::rollback_target(&pool, "codex", "stable", &b)
+        .await
+        .unwrap()
+        .expect("a target");
+    assert_eq!(target.digest, bad);
+}
+
+#[tokio::test]
 async fn berths_connections_bound_every_statement() {
     let db = TestDb::migrated().await;
     let url = SecretUrl::new(&db.url);

@@ -42,6 +42,28 @@ async fn containers(w: &World, ids: &[WorkspaceId]) -> Vec<(Option<String>, Opti
     out
 }
 
+/// Waits until the pin names `digest` (a halt wrote it back).
+async fn wait_pin(w: &World, digest: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now: String = sqlx::query_scalar(
+            "SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'",
+        )
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        if now == digest {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin was not written back to {digest}\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn online_all(w: &World, n: usize) -> Vec<WorkspaceId> {
     let mut ids = Vec::new();
     for _ in 0..n {
@@ -71,24 +93,7 @@ async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
     pin(&w, &broken).await;
 
     let v1 = w.v1.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let back: String = sqlx::query_scalar(
-            "SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'",
-        )
-        .fetch_one(&w.pool)
-        .await
-        .unwrap();
-        if back == v1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pin was not written back\n{}",
-            w.berth.as_ref().unwrap().tail()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_pin(&w, &v1, 90).await;
     let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
         "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
     )
@@ -180,24 +185,7 @@ async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_
     w.start(&env);
 
     let v1 = w.v1.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let back: String = sqlx::query_scalar(
-            "SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'",
-        )
-        .fetch_one(&w.pool)
-        .await
-        .unwrap();
-        if back == v1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pin was not written back\n{}",
-            w.berth.as_ref().unwrap().tail()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_pin(&w, &v1, 90).await;
     let note: Option<String> =
         sqlx::query_scalar("SELECT note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1")
             .fetch_one(&w.pool)
@@ -223,6 +211,52 @@ async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_
         assert_eq!(
             row.runtime_image_digest.as_deref(),
             Some(v1.as_str()),
+            "{row:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_halt_puts_back_the_digest_the_workspaces_ran_not_an_older_stable_one() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 3).await;
+    // v2 rolls out everywhere, but its rollout is not marked stable (a
+    // berth restarted before it saw the end); v1 is the stable one.
+    let v2 = digest(&w, "v2").await;
+    pin(&w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 90, "on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    sqlx::query(
+        "UPDATE runtime_image_pin_history SET stable_at = CASE WHEN new_digest = $1 THEN now() END",
+    )
+    .bind(&w.v1)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    w.berth.take().unwrap().kill().await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    let before = containers(&w, &ids).await;
+    let broken = digest(&w, "broken").await;
+    pin(&w, &broken).await;
+    wait_pin(&w, &v2, 90).await;
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = containers(&w, &ids).await;
+    let touched = (0..ids.len()).filter(|i| before[*i] != after[*i]).count();
+    assert!(touched <= 1, "only the canary was touched: {touched}");
+    for id in &ids {
+        let row = w.row(*id).await;
+        assert_eq!(
+            row.runtime_image_digest.as_deref(),
+            Some(v2.as_str()),
             "{row:?}"
         );
     }
