@@ -33,6 +33,9 @@ pub struct HostPlan {
     pub host: String,
     pub rows: usize,
     pub containers: usize,
+    /// The containers among them this host's berth owns (managed, and
+    /// labelled for this host or for none).
+    pub host_containers: usize,
     /// Workspaces with actions, a status to write, or notes.
     pub workspaces: Vec<WorkspacePlan>,
     /// Orphan and duplicate removals withheld by the delete guard.
@@ -100,8 +103,26 @@ impl HostPlan {
         );
         if let Some(notice) = &self.no_rows {
             let _ = writeln!(out, "{notice}");
-        }
-        if self.workspaces.is_empty() {
+            if self.host_containers == 0 {
+                let _ = writeln!(
+                    out,
+                    "no container on this engine is berth's for host {:?} either: nothing to do",
+                    self.host
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{} container(s) on this engine are berth's for host {:?}: without rows, \
+                     each is an orphan to a berth running as this host",
+                    self.host_containers, self.host
+                );
+                if self.workspaces.is_empty() {
+                    out.push_str(
+                        "nothing to do now (an orphan is removed once older than BERTH_ORPHAN_GRACE)\n",
+                    );
+                }
+            }
+        } else if self.workspaces.is_empty() {
             out.push_str("nothing to do: every workspace is in line with its row\n");
         }
         for w in &self.workspaces {
@@ -275,6 +296,11 @@ pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> Hos
         host: settings.host_id.clone(),
         rows: rows.len(),
         containers: s.containers.len(),
+        host_containers: s
+            .containers
+            .iter()
+            .filter(|c| c.owned_by(&settings.host_id))
+            .count(),
         workspaces,
         guard_blocked: pass
             .guard_blocked

@@ -128,3 +128,59 @@ fn a_row_that_already_shows_its_status_is_not_pending() {
     assert_eq!(again.pending(), 0, "{again:#?}");
     assert!(again.render().contains("nothing to do"));
 }
+
+/// The plan of a host without rows, as `plan` completes it.
+fn without_rows(containers: Vec<ObservedContainer>, settings: &Settings) -> HostPlan {
+    HostPlan {
+        no_rows: Some(crate::desired::no_rows_notice(
+            &settings.host_id,
+            &[("other".to_string(), 2)],
+        )),
+        ..run(snapshot(vec![], containers), settings)
+    }
+}
+
+#[test]
+fn a_host_without_rows_is_not_said_to_be_in_line_and_its_own_containers_are_counted() {
+    let settings = Settings::test();
+    let host = settings.host_id.clone();
+    let text = |plan: &HostPlan| plan.render();
+
+    // Only another host's container: nothing of this host's.
+    let foreign = without_rows(
+        vec![owned(id(7), "elsewhere", TimeDelta::hours(5))],
+        &settings,
+    );
+    assert_eq!(foreign.host_containers, 0);
+    let t = text(&foreign);
+    assert!(t.contains("hosts with rows: \"other\" (2)"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "no container on this engine is berth's for host {host:?} either"
+        )),
+        "{t}"
+    );
+
+    // A young orphan of this host: counted, nothing to do yet.
+    let young = without_rows(vec![owned(id(8), &host, TimeDelta::seconds(10))], &settings);
+    assert_eq!(young.host_containers, 1);
+    let t = text(&young);
+    assert!(
+        t.contains(&format!(
+            "1 container(s) on this engine are berth's for host {host:?}"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("nothing to do now"), "{t}");
+
+    // An old one: its removal is listed, and no "nothing to do".
+    let old = without_rows(vec![owned(id(9), &host, TimeDelta::hours(3))], &settings);
+    let t = text(&old);
+    assert!(t.contains("remove orphan: no row for 3h"), "{t}");
+    assert!(!t.contains("nothing to do"), "{t}");
+
+    for plan in [&foreign, &young, &old] {
+        let t = text(plan);
+        assert!(!t.contains("every workspace is in line"), "{t}");
+    }
+}

@@ -267,6 +267,13 @@ async fn plan_for_a_host_without_rows_names_the_hosts_that_have_some() {
         "{out}"
     );
     assert!(out.contains(&format!("{:?} (2)", w.host)), "{out}");
+    assert!(
+        out.contains(&format!(
+            "no container on this engine is berth's for host {typo:?} either"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("every workspace is in line"), "{out}");
     let (_, json, _) = berth(&["plan", "--json"], &env).await;
     let view: Value = serde_json::from_str(&json).unwrap();
     assert!(
@@ -275,6 +282,7 @@ async fn plan_for_a_host_without_rows_names_the_hosts_that_have_some() {
             .is_some_and(|s| s.contains(&w.host)),
         "{view}"
     );
+    assert_eq!(view["host_containers"], 0, "{view}");
     // berth run says it too, in its log.
     let run = crate::harness::process::Berth::start(&env);
     crate::controller::wait_logged(&run, "no workspace rows for host", 30).await;
