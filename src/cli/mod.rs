@@ -203,7 +203,12 @@ fn render_config(config: &Config, json: bool) -> String {
         .unwrap_or(0);
     let mut out = String::new();
     for e in &config.effective {
-        let _ = writeln!(out, "{:width$}  {}  ({})", e.name, e.value, e.source);
+        let value = match (e.name, e.value.is_empty()) {
+            ("BERTH_WORKSPACE_ROOTS", true) => "(none: no host directory may be bound)",
+            (_, true) => "(empty)",
+            (_, false) => e.value.as_str(),
+        };
+        let _ = writeln!(out, "{:width$}  {value}  ({})", e.name, e.source);
     }
     let _ = writeln!(out, "\nimage mode: {mode}");
     out

@@ -115,3 +115,31 @@ async fn usage_errors_exit_64_and_help_exits_0() {
         assert!(out.contains("Exit codes:"), "{args:?}: {out}");
     }
 }
+
+#[tokio::test]
+async fn every_value_in_the_table_reads_as_something_and_no_roots_say_what_they_mean() {
+    let (code, out, err) = berth(&["config"], &[("DATABASE_URL", DB)]).await;
+    assert_eq!(code, 0, "{err}");
+    let settings: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+    let width = settings.iter().map(|l| l.find(' ').unwrap()).max().unwrap();
+    for line in &settings {
+        let value = &line[width + 2..];
+        assert!(!value.starts_with(' '), "a blank value: {line:?}");
+    }
+    let roots = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("BERTH_WORKSPACE_ROOTS"))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        roots(&out).contains("(none: no host directory may be bound)  (default)"),
+        "{out}"
+    );
+    let (_, out, _) = berth(
+        &["config"],
+        &[("DATABASE_URL", DB), ("BERTH_WORKSPACE_ROOTS", "/srv/ws")],
+    )
+    .await;
+    assert!(roots(&out).contains("/srv/ws  (env)"), "{out}");
+}
