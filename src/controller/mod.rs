@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use queue::WorkQueue;
 pub use retention::{Keep, PinFacts, SweepError, Swept, retain, sweep_images};
 pub use rollout::{Gate, Halt, Rollouts, Track};
+pub use round::probe;
 
 use tasks::{Ended, Tasks};
 pub use work::{Done, Failed, Work, carry_out};

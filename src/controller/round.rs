@@ -414,14 +414,18 @@ impl Controller {
     }
 }
 
-/// What the pure planner cannot see: whether the template dir holds a
-/// config.yaml.
-fn probe(row: &WorkspaceRow) -> Probes {
+/// What the pure planner cannot see of a row's host paths: whether its
+/// template dir is there and holds a config.yaml.
+pub fn probe(row: &WorkspaceRow) -> Probes {
     Probes {
         template_has_config: row
             .template_path
             .as_deref()
             .map(|dir| Path::new(dir).join("config.yaml").is_file()),
+        template_dir: row
+            .template_path
+            .as_deref()
+            .map(|dir| std::fs::read_dir(dir).is_ok()),
         ..Probes::default()
     }
 }

@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -25,7 +24,7 @@ use crate::config::Config;
 use crate::desired;
 use crate::model::{WorkspaceId, WorkspaceRow};
 use crate::observed::Observer;
-use crate::plan::{self, Action, Memory, Op, PassPlan, Probes, Settings, Snapshot, StatusUpdate};
+use crate::plan::{self, Action, Memory, Op, PassPlan, Settings, Snapshot, StatusUpdate};
 
 /// The plan of one pass over this host.
 #[derive(Clone, Debug, Serialize)]
@@ -200,7 +199,10 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
     let settings = config.plan_settings();
     let now = Utc::now();
     let mut snapshot = Snapshot {
-        probes: rows.iter().map(|r| (r.id, probe(r))).collect(),
+        probes: rows
+            .iter()
+            .map(|r| (r.id, crate::controller::probe(r)))
+            .collect(),
         rows,
         catalogue,
         containers,
@@ -217,17 +219,6 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
         no_rows,
         ..describe(&snapshot, &settings, pass)
     })
-}
-
-/// Whether the template dir holds a config.yaml, as the controller probes.
-fn probe(row: &WorkspaceRow) -> Probes {
-    Probes {
-        template_has_config: row
-            .template_path
-            .as_deref()
-            .map(|dir| Path::new(dir).join("config.yaml").is_file()),
-        ..Probes::default()
-    }
 }
 
 /// The projection for orphans: each owned container of a workspace

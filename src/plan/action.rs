@@ -198,7 +198,12 @@ pub enum Why {
         from: i64,
         to: i64,
     },
+    /// A replace undone: the previous container goes back under the name.
     Restore,
+    /// A create (or a replace that had to remove the old container first)
+    /// undone: the new container that did not start goes; there is no
+    /// previous one.
+    Undo,
     FinishReplace,
     Dead,
     Rename,
@@ -247,7 +252,8 @@ impl fmt::Display for Why {
             }
             Why::NotStarted => f.write_str("start: container was created but never started"),
             Why::RestartEpoch { from, to } => write!(f, "restart: restart_epoch {from} → {to}"),
-            Why::Restore => f.write_str("restore: the previous container serves again"),
+            Why::Restore => f.write_str("restore: the previous container takes the name back"),
+            Why::Undo => f.write_str("undo: the new container did not start and goes"),
             Why::FinishReplace => f.write_str("finish replace: the new container is ready"),
             Why::Dead => f.write_str("remove: container is dead"),
             Why::Rename => f.write_str("rename: the workspace's only container takes its name"),

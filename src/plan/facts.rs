@@ -146,6 +146,9 @@ pub struct Probes {
     pub docker_unknown: bool,
     /// Whether `template_path` holds a config.yaml; `None` = not looked.
     pub template_has_config: Option<bool>,
+    /// Whether `template_path` is a directory berth can read; `None` = not
+    /// looked (or no template).
+    pub template_dir: Option<bool>,
 }
 
 /// The facts for one workspace.

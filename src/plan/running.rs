@@ -144,6 +144,10 @@ fn create(
             .map_or(first_phase(spec).0, |fl| fl.phase);
         return timed_out(f, phase, p);
     }
+    if let Some(detail) = template_missing(f, spec) {
+        p.status = Some(StatusUpdate::reason(Reason::InvalidSpec, Some(detail)));
+        return;
+    }
     if config_missing(f, spec, mine) {
         let detail = "no config.yaml in config_files, template_path or the configs volume";
         p.status = Some(StatusUpdate::reason(
@@ -172,7 +176,7 @@ fn create(
         Op::RemoveContainer {
             target: Target::Created,
         },
-        Why::Restore,
+        Why::Undo,
     )];
     p.restore = Some(Restore {
         from,
@@ -217,6 +221,18 @@ fn fill_and_start(spec: &ContainerSpec, deadline: DateTime<Utc>, why: Why, p: &m
     );
 }
 
+/// Why the files cannot be written: the template dir they are copied
+/// from is not there (nothing is created until it is).
+fn template_missing(f: &Facts, spec: &ContainerSpec) -> Option<String> {
+    let dir = spec.files.template_path.as_ref()?;
+    (f.probes.template_dir == Some(false)).then(|| {
+        format!(
+            "template_path {} is not a directory berth can read",
+            dir.display()
+        )
+    })
+}
+
 /// `config_missing` only when every source is known to lack config.yaml
 /// (an unprobed source counts as present: no failure on a guess). An
 /// existing configs volume is looked into by the executor once the files
@@ -254,6 +270,12 @@ fn replace(
         let detail = format!("{change} is blocked: {}", fl.message);
         p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
         p.requeue(since(now, fl.retry_at));
+        return;
+    }
+    if let Some(missing) = template_missing(f, spec) {
+        // The old container keeps serving until the files can be written.
+        let detail = format!("{change} is blocked: {missing}");
+        p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
         return;
     }
     start_clock(f, row, &mut p.memory, now);
@@ -309,7 +331,7 @@ fn replace(
             Op::RemoveContainer {
                 target: Target::Created,
             },
-            &Why::Restore,
+            &Why::Undo,
         )];
         Restore {
             from: created_at,

@@ -72,6 +72,34 @@ fn no_config_yaml_from_any_source_is_config_missing() {
 }
 
 #[test]
+fn a_template_dir_that_is_not_there_creates_nothing_and_blocks_a_replace() {
+    let s = Settings::test();
+    let mut r = row(1).with_env(json!({"A": "1"}));
+    r.template_path = Some("/srv/templates/gone".into());
+    let mut f = facts_for(&s, &r, &[], &[]);
+    f.probes.template_dir = Some(false);
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty(), "{:?}", ops(&p));
+    assert_eq!(reason(&p), Some(Reason::InvalidSpec));
+    assert!(detail(&p).contains("/srv/templates/gone"), "{}", detail(&p));
+
+    // A running container on an older spec (no env) keeps serving.
+    let old = container_for(&built(&row(1), &s), "old");
+    let cs = [old];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.probes.template_dir = Some(false);
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty(), "{:?}", ops(&p));
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+    f.probes.template_dir = Some(true);
+    assert_eq!(
+        ops(&plan_at(&f, t0()))[0],
+        "ensure_image",
+        "the change goes once it is there"
+    );
+}
+
+#[test]
 fn a_create_waits_for_a_complete_container_list() {
     let s = Settings::test();
     let r = row(1);
