@@ -249,6 +249,7 @@ impl Controller {
                     action: "note".into(),
                     reason: note.clone(),
                     detail: serde_json::json!({}),
+                    at: now,
                 })
                 .collect();
             if steady {

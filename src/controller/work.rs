@@ -80,6 +80,22 @@ fn phase(op: &Op) -> Phase {
     }
 }
 
+/// Writes `events` (what the pass did since the last write) and clears
+/// them; kept for the next write when the database did not answer.
+async fn record(pool: &PgPool, held: &Lease, events: &mut Vec<Event>, done: &mut Done) {
+    if events.is_empty() {
+        return;
+    }
+    match desired::record_events(pool, held, events).await {
+        Ok(desired::Written::Yes) => events.clear(),
+        Ok(desired::Written::Refused) => {
+            done.lost_lease = true;
+            events.clear();
+        }
+        Err(e) => done.write_error = Some(format!("events: {e}")),
+    }
+}
+
 fn event(id: WorkspaceId, action: &Action, result: Result<(), &ActError>) -> Event {
     let mut detail = serde_json::json!({"op": action.op.name()});
     if let Some(target) = action.op.target() {
@@ -93,6 +109,7 @@ fn event(id: WorkspaceId, action: &Action, result: Result<(), &ActError>) -> Eve
         action: action.op.name().to_string(),
         reason: action.why.to_string(),
         detail,
+        at: chrono::Utc::now(),
     }
 }
 
@@ -155,6 +172,12 @@ pub async fn carry_out(
     for (index, action) in actions.iter().enumerate() {
         if !still_held() {
             done.lost_lease = true;
+            return done;
+        }
+        // What is done so far is on record before the next step starts: a
+        // berth that dies mid-pass leaves its trail.
+        record(pool, &held, &mut events, &mut done).await;
+        if done.lost_lease {
             return done;
         }
         let started = Instant::now();
@@ -235,9 +258,7 @@ pub async fn carry_out(
         done.lost_lease = true;
         return done;
     }
-    if let Err(e) = desired::record_events(pool, &held, &events).await {
-        done.write_error = Some(format!("events: {e}"));
-    }
+    record(pool, &held, &mut events, &mut done).await;
     // After a failure the status comes from the next (planning) pass,
     // which sees the failure in memory.
     if done.failure.is_none()

@@ -3,6 +3,7 @@
 //! holder and epoch of the row's host, so a stale instance's writes are
 //! refused by the database (they match no row).
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::Lease;
@@ -118,6 +119,8 @@ pub struct Event {
     pub reason: String,
     /// Structured detail; never a secret.
     pub detail: serde_json::Value,
+    /// When it happened (an action: when it ended).
+    pub at: DateTime<Utc>,
 }
 
 /// Appends events to `workspace_events`, fenced like status writes. The
@@ -134,11 +137,12 @@ pub async fn record_events(
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
     let details: Vec<serde_json::Value> = events.iter().map(|e| e.detail.clone()).collect();
+    let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
     let result = sqlx::query(
-        "INSERT INTO workspace_events (workspace_id, action, reason, detail, host, instance, epoch)
-         SELECT e.id, e.action, e.reason, e.detail, l.host, l.holder, l.epoch
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
-                AS e(id, action, reason, detail)
+        "INSERT INTO workspace_events (workspace_id, action, reason, detail, at, host, instance, epoch)
+         SELECT e.id, e.action, e.reason, e.detail, e.at, l.host, l.holder, l.epoch
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $8::timestamptz[])
+                AS e(id, action, reason, detail, at)
            JOIN host_leases l ON l.host = $5 AND l.holder = $6 AND l.epoch = $7",
     )
     .bind(&ids)
@@ -148,6 +152,7 @@ pub async fn record_events(
     .bind(&lease.host)
     .bind(&lease.holder)
     .bind(lease.epoch)
+    .bind(&ats)
     .execute(pool)
     .await?;
     Ok(if result.rows_affected() as usize == events.len() {

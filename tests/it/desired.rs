@@ -194,6 +194,7 @@ async fn status_and_event_writes_land_only_under_the_current_lease() {
             action: "stop".into(),
             reason: "desired stopped".into(),
             detail: serde_json::json!({}),
+            at: chrono::Utc::now(),
         };
         assert_eq!(
             desired::record_events(&pool, bad, &[event]).await.unwrap(),
@@ -207,11 +208,15 @@ async fn status_and_event_writes_land_only_under_the_current_lease() {
         .unwrap();
     assert_eq!(shown, "online");
 
+    let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678901Z")
+        .unwrap()
+        .to_utc();
     let event = Event {
         workspace: id,
         action: "create".into(),
         reason: "no container".into(),
         detail: serde_json::json!({"image": "x"}),
+        at,
     };
     assert_eq!(
         desired::record_events(&pool, &lease, &[event])
@@ -219,13 +224,14 @@ async fn status_and_event_writes_land_only_under_the_current_lease() {
             .unwrap(),
         Written::Yes
     );
-    let (instance, epoch): (String, i64) =
-        sqlx::query_as("SELECT instance, epoch FROM workspace_events WHERE workspace_id = $1")
+    let (instance, epoch, stored): (String, i64, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT instance, epoch, at FROM workspace_events WHERE workspace_id = $1")
             .bind(id.0)
             .fetch_one(&pool)
             .await
             .unwrap();
     assert_eq!((instance.as_str(), epoch), ("me", 7));
+    assert_eq!(stored, at, "the event keeps the time it happened");
 }
 
 struct Running {

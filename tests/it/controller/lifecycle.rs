@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use berth::model::{LABEL_HOST, LABEL_WORKSPACE};
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{World, running, wait_logged};
@@ -553,6 +554,20 @@ async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once(
     let new = w.container(id).await.expect("the new container");
     assert_ne!(new.id, first.container_id, "the replace was cut short");
     assert!(running(Some(&new)));
+    // Each event has the time of its own step: the stop took the stop
+    // timeout after the image step.
+    let (ensured, stopped): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT (SELECT max(at) FROM workspace_events WHERE workspace_id = $1 AND action = 'ensure_image'),
+                (SELECT max(at) FROM workspace_events WHERE workspace_id = $1 AND action = 'stop')",
+    )
+    .bind(id.0)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert!(
+        stopped - ensured >= chrono::TimeDelta::seconds(3),
+        "image step at {ensured}, stop at {stopped}"
+    );
 
     // A second signal does not wait for the pass.
     w.start(&slow);
@@ -575,6 +590,18 @@ async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once(
         signalled.elapsed() < Duration::from_secs(6),
         "the second signal waited {:?}",
         signalled.elapsed()
+    );
+    // The cut pass left its trail up to the step it was in.
+    let (action, reason): (String, String) = sqlx::query_as(
+        "SELECT action, reason FROM workspace_events WHERE workspace_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(id.0)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (action.as_str(), reason.as_str()),
+        ("ensure_image", "recreate: env changed")
     );
     // The next berth repairs whatever the cut pass left.
     w.start(&[]);
