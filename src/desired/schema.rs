@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::SecretUrl;
 
@@ -71,21 +71,31 @@ pub async fn connect(
     let options = sqlx::postgres::PgConnectOptions::from_str(url.expose())
         .map_err(SchemaError::Unreachable)?
         .options([("statement_timeout", "60s")]);
+    let classify = |e: sqlx::Error| match &e {
+        // 28P01 invalid_password, 28000 invalid_authorization_
+        // specification (no such role, pg_hba), 3D000 no such database.
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("28P01" | "28000" | "3D000")) =>
+        {
+            SchemaError::Refused(db.message().to_string())
+        }
+        _ => SchemaError::Unreachable(e),
+    };
+    // One connection first: a pool retries a refused connection until its
+    // timeout and then says only that it timed out; this says why, at once.
+    match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
+        Err(_) => return Err(SchemaError::Unreachable(sqlx::Error::PoolTimedOut)),
+        Ok(Err(e)) => return Err(classify(e)),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+        }
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(timeout)
         .connect_with(options)
         .await
-        .map_err(|e| match &e {
-            // 28P01 invalid_password, 28000 invalid_authorization_
-            // specification (no such role, pg_hba), 3D000 no such database.
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("28P01" | "28000" | "3D000")) =>
-            {
-                SchemaError::Refused(db.message().to_string())
-            }
-            _ => SchemaError::Unreachable(e),
-        })
+        .map_err(classify)
 }
 
 /// The database's compatibility floor, or `None` when berth's schema is

@@ -310,7 +310,8 @@ async fn every_operator_command_documents_its_flags_and_a_bad_flag_is_exit_64() 
             );
         }
     }
-    // An unreachable database is exit 69.
+    // An unreachable database is exit 69, with the reason.
     let (code, _, err) = berth(&["status"], &env).await;
     assert_eq!(code, 69, "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
 }
