@@ -102,6 +102,8 @@ struct State {
     pin_write_backs: Vec<halt::PinWriteBack>,
     /// The host had no rows at the last reread (and the log said so).
     no_rows_said: bool,
+    /// The delete guard's (wanted, limit) the log last reported.
+    guard_said: Option<(usize, usize)>,
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pending_refresh: Option<Option<String>>,

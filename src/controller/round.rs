@@ -181,13 +181,18 @@ impl Controller {
             pass.plans.into_iter().map(|p| (p.id, p)).collect();
         let mut passes = 0;
         if let Some((wanted, limit)) = pass.guard_blocked {
-            tracing::error!(
-                wanted,
-                limit,
-                "delete guard: this pass's orphan/duplicate removals exceed the limit; none made"
-            );
+            // Said once per count, not at every round it holds.
+            if state.guard_said != pass.guard_blocked {
+                tracing::error!(
+                    wanted,
+                    limit,
+                    hint = plan::GUARD_HINT,
+                    "delete guard: this pass's orphan/duplicate removals exceed the limit; none made"
+                );
+            }
             self.metrics.delete_guard_blocked_total.inc();
         }
+        state.guard_said = pass.guard_blocked;
 
         for id in taken {
             let Some(plan) = plans.remove(&id) else {

@@ -439,4 +439,9 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
         ids.len(),
         "the guard let orphans go one batch at a time"
     );
+    // Said once, with what to do, not at every round it holds.
+    let log = std::fs::read_to_string(&w.berth.as_ref().unwrap().log).unwrap();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("delete guard")).collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(said[0].contains("desired_state = 'removed'"), "{}", said[0]);
 }
