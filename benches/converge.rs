@@ -11,7 +11,9 @@
 //! the one with a 1 s check, a hundred times over, saturates a two-core
 //! machine with health-check execs and measures that instead. berth then
 //! counts a workspace ready after `BERTH_READY_MIN_UPTIME=1s` of running.
-//! Each phase starts on an empty host.
+//! Each phase starts on an empty host. The batch phase also brings the
+//! same containers up with Debian's docker-compose (v1), and prints berth's
+//! resident memory idle and with the batch next to compose's peak.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -23,7 +25,7 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerO
 use sqlx::{Connection, Executor, PgPool};
 
 mod common;
-use common::{count, percentile, remove_labelled, var, workspace_body};
+use common::{count, percentile, remove_labelled, stop_berth, var, workspace_body};
 
 fn summary(name: &str, mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
@@ -167,6 +169,77 @@ async fn raw_one(docker: &Docker, image: &str, label: &HashMap<String, String>) 
     t0.elapsed()
 }
 
+/// `VmRSS` and `VmHWM` (peak) of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Debian's docker-compose (v1) bringing up `n` workspace-shaped services
+/// (the raw side's shape) in one project, 8 at a time: its wall time and
+/// peak RSS in MiB, from GNU time. `None` when either tool is missing.
+fn compose_up(
+    n: usize,
+    image: &str,
+    label: (&str, &str),
+    project: &str,
+) -> Option<(Duration, f64)> {
+    let found = |tool: &str| std::path::Path::new(tool).exists();
+    if !found("/usr/bin/docker-compose") || !found("/usr/bin/time") {
+        println!("docker-compose or GNU time is not installed: the compose baseline is left out");
+        return None;
+    }
+    let (key, value) = label;
+    let labels = format!("{{{key}: '{value}'}}");
+    let mut yaml = String::from("version: '2.4'\nservices:\n");
+    let mut volumes = String::from("volumes:\n");
+    for i in 0..n {
+        let name = format!("w{i}");
+        yaml += &format!(
+            "  {name}:\n    image: {image}\n    labels: {labels}\n    environment: [WORKSPACE_ID={name}, WORKSPACE_CONFIG_PATH=/configs, TIER=2, PLUGINS_DIR=/plugins, PYTHONPATH=/app]\n    volumes: ['{name}-configs:/configs', '{name}-workspace:/workspace']\n    ports: ['127.0.0.1::8000']\n    mem_limit: 512m\n    cpus: 1\n    restart: unless-stopped\n    logging: {{driver: json-file, options: {{max-size: 10m, max-file: '3'}}}}\n"
+        );
+        volumes += &format!(
+            "  {name}-configs: {{labels: {labels}}}\n  {name}-workspace: {{labels: {labels}}}\n"
+        );
+    }
+    yaml += &volumes;
+    yaml += &format!("networks:\n  default:\n    labels: {labels}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let t0 = Instant::now();
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kb %M", "docker-compose", "-p", project, "-f"])
+        .arg(&file)
+        .args(["up", "-d", "--no-color"])
+        .env("COMPOSE_PARALLEL_LIMIT", "8")
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rss = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("maxrss_kb "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    match (out.status.success(), rss) {
+        (true, Some(kb)) => Some((took, kb / 1024.0)),
+        _ => {
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            println!("docker-compose up failed: {tail:?}");
+            None
+        }
+    }
+}
+
 /// `berth run` for the bench's host, given two seconds to take its lease.
 async fn start_berth(s: &Setup) -> tokio::process::Child {
     let berth = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -207,7 +280,7 @@ async fn main() {
     ]);
     let raw_filter = format!("berth.bench={}", s.host);
 
-    let mut berth = start_berth(&s).await;
+    let berth = start_berth(&s).await;
 
     println!("one at a time ({one} rows; the image is local, concurrency 8):");
     let (mut ran, mut online, mut raw) = (Vec::new(), Vec::new(), Vec::new());
@@ -227,8 +300,9 @@ async fn main() {
         berth_run.as_secs_f64() / raw_p50.as_secs_f64()
     );
 
-    // The batch starts on an empty host: no rows, no containers.
-    let _ = berth.kill().await;
+    // The batch starts on an empty host: no rows, no containers, and a
+    // released lease (a killed berth's would hold the host for its TTL).
+    stop_berth(berth).await;
     remove_labelled(&docker, &host_label).await;
     remove_labelled(&docker, &raw_filter).await;
     sqlx::query("DELETE FROM workspaces")
@@ -236,11 +310,14 @@ async fn main() {
         .await
         .unwrap();
     let mut berth = start_berth(&s).await;
+    let pid = berth.id().unwrap_or_default();
+    let (idle_rss, _) = rss_mib(pid);
 
     println!("\n{batch} rows in one transaction:");
     let t0 = Instant::now();
     let ids = insert(&s.pool, &s.host, batch).await;
     let (r, o) = converge(&docker, &s.pool, &ids, t0).await;
+    let (berth_rss, berth_peak) = rss_mib(pid);
     let all_running = r.iter().max().copied().unwrap_or_default();
     let all_online = o.iter().max().copied().unwrap_or_default();
     println!(
@@ -274,6 +351,33 @@ async fn main() {
         "ratio berth all running / raw: {:.2}",
         all_running.as_secs_f64() / raw_batch.as_secs_f64()
     );
+    // The compose project starts where the raw batch did: beside berth's
+    // containers only.
+    remove_labelled(&docker, &raw_filter).await;
+    let project = format!(
+        "bench{}",
+        s.host.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    );
+    let compose = compose_up(batch, &s.image, ("berth.bench", &s.host), &project);
+    if let Some((took, _)) = compose {
+        println!(
+            "docker-compose up -d, 8 at a time: all {batch} running after {:.1} s",
+            took.as_secs_f64()
+        );
+        println!(
+            "ratio berth all running / docker-compose: {:.2}",
+            all_running.as_secs_f64() / took.as_secs_f64()
+        );
+    }
+    println!(
+        "\nmemory: berth RSS {idle_rss:.1} MiB idle, {berth_rss:.1} MiB with {batch} workspaces (peak {berth_peak:.1} MiB)"
+    );
+    if let Some((_, compose_peak)) = compose {
+        println!(
+            "docker-compose peak RSS {compose_peak:.1} MiB for the same {batch}; ratio berth peak / compose peak: {:.2}",
+            berth_peak / compose_peak
+        );
+    }
 
     let _ = berth.kill().await;
     remove_labelled(&docker, &host_label).await;

@@ -39,7 +39,7 @@ use sqlx::{Connection, Executor, PgPool};
 use tokio::process::Child;
 
 mod common;
-use common::{count, percentile, remove_labelled, var, workspace_body};
+use common::{count, percentile, remove_labelled, stop_berth, var, workspace_body};
 
 /// berth's default `BERTH_STOP_TIMEOUT`, which the raw side stops with too.
 const STOP_TIMEOUT_SECS: i32 = 10;
@@ -262,19 +262,8 @@ impl Bench {
     /// next one takes the host at once); SIGKILL after 40 s.
     async fn stop_berth(&self) {
         let child = self.made.berth.lock().unwrap().take();
-        let Some(mut child) = child else { return };
-        if let Some(pid) = child.id() {
-            let _ = tokio::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-        }
-        if tokio::time::timeout(Duration::from_secs(40), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
+        if let Some(child) = child {
+            stop_berth(child).await;
         }
     }
 

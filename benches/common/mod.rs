@@ -127,3 +127,21 @@ pub fn workspace_body(
         ..Default::default()
     }
 }
+
+/// Stops a `berth run` with SIGTERM (it drains and releases the lease, so
+/// the next one takes the host at once); SIGKILL after 40 s.
+pub async fn stop_berth(mut child: tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
