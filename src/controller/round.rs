@@ -202,7 +202,10 @@ impl Controller {
                 continue;
             };
             let row = state.rows.get(&id).cloned();
-            let notes_new = !plan.notes.is_empty() && state.noted.get(&id) != Some(&plan.notes);
+            let notes_new = observed_complete
+                && state.desired_complete
+                && !plan.notes.is_empty()
+                && state.noted.get(&id) != Some(&plan.notes);
             let steady = plan.actions.is_empty() && unchanged(row.as_ref(), &plan) && !notes_new;
             if !steady && passes >= free {
                 queue.put_back(id);
@@ -238,7 +241,12 @@ impl Controller {
                 }
             }
             state.memory.insert(id, plan.memory.clone());
-            let new_notes = if plan.notes.is_empty() {
+            // Notes made on an incomplete picture (the waits of a berth
+            // just started) are passing: they go on record only once both
+            // snapshots are complete and the notes still hold.
+            let new_notes = if !(observed_complete && state.desired_complete) {
+                &[][..]
+            } else if plan.notes.is_empty() {
                 state.noted.remove(&id);
                 &[][..]
             } else if state.noted.get(&id) == Some(&plan.notes) {
