@@ -234,12 +234,23 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
                 runtime,
             };
             let rows = ops::status(&pool, &filter).await;
-            pool.close().await;
-            let rows = rows?;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    pool.close().await;
+                    return Err(e);
+                }
+            };
             if json {
+                pool.close().await;
                 print_json(&rows)?;
             } else {
-                print(&ops::render_status(&rows, now))?;
+                let hosts: Vec<String> = rows.iter().map(|r| r.host.clone()).collect();
+                let leases = ops::host_leases(&pool, &hosts).await;
+                pool.close().await;
+                let mut out = ops::render_status(&rows, now);
+                out.push_str(&ops::render_hosts(&rows, &leases?, config.lease_ttl));
+                print(&out)?;
             }
             Ok(Exit::Success)
         }

@@ -23,7 +23,9 @@ pub use events::{EventView, EventsView, events, render_events};
 pub use pin::{PinChange, PinRequest, Touched, apply_pin, prepare_pin, prepare_rollback};
 pub use plan::{HostPlan, plan};
 pub use refresh::{OnTag, RefreshView, refresh};
-pub use status::{StatusFilter, StatusView, render_status, status};
+pub use status::{
+    HostLease, StatusFilter, StatusView, host_leases, render_hosts, render_status, status,
+};
 pub use table::{Table, age, short_digest};
 
 use crate::cli::Exit;

@@ -90,6 +90,56 @@ pub async fn status(pool: &PgPool, filter: &StatusFilter) -> Result<Vec<StatusVi
     Ok(rows)
 }
 
+/// A host's lease as the database holds it: who last held it and how
+/// long ago (by the database's clock) it was renewed.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct HostLease {
+    pub host: String,
+    pub holder: String,
+    pub renewed_secs_ago: f64,
+}
+
+/// The leases of `hosts` (those without a lease row are absent).
+pub async fn host_leases(pool: &PgPool, hosts: &[String]) -> Result<Vec<HostLease>, OpsError> {
+    let leases = sqlx::query_as(
+        "SELECT host, holder, extract(epoch FROM now() - renewed_at)::float8 AS renewed_secs_ago
+           FROM host_leases WHERE host = ANY($1) ORDER BY host",
+    )
+    .bind(hosts)
+    .fetch_all(pool)
+    .await?;
+    Ok(leases)
+}
+
+/// One line per host of `rows`: whether a berth holds it, so a table of
+/// rows frozen in `provisioning` is not read as work in progress when no
+/// berth runs. A lease not renewed within `ttl` has lapsed.
+pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::Duration) -> String {
+    let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
+    let mut out = String::new();
+    for host in hosts {
+        let line = match leases.iter().find(|l| l.host == host) {
+            Some(l) if l.renewed_secs_ago <= ttl.as_secs_f64() => format!(
+                "host {host}: held by berth {} (lease renewed {:.0}s ago)",
+                l.holder,
+                l.renewed_secs_ago.max(0.0)
+            ),
+            Some(l) => format!(
+                "host {host}: NO berth holds it (the lease of {} was last renewed {:.0}s ago, past BERTH_LEASE_TTL {}s): its rows are not being reconciled",
+                l.holder,
+                l.renewed_secs_ago,
+                ttl.as_secs()
+            ),
+            None => format!(
+                "host {host}: NO berth has ever held it: its rows are not being reconciled (is BERTH_HOST_ID set to {host:?} where berth runs?)"
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 /// A rollout in a few words: `replacing w1 (3 done)`, `waiting w0`,
 /// `halted`; `-` outside one.
 fn rollout_cell(rollout: Option<&serde_json::Value>) -> String {
@@ -185,7 +235,64 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod rollout_tests {
-    use super::rollout_cell;
+    use super::{HostLease, StatusView, render_hosts, rollout_cell};
+
+    fn row(host: &str) -> StatusView {
+        StatusView {
+            id: uuid::Uuid::nil(),
+            name: "w".into(),
+            host: host.into(),
+            runtime: "agent".into(),
+            ring: "stable".into(),
+            desired_state: "running".into(),
+            paused: false,
+            status: Some("provisioning".into()),
+            status_reason: Some("pulling".into()),
+            last_error: None,
+            runtime_image_digest: None,
+            wanted_digest: None,
+            image: None,
+            container_id: None,
+            url: None,
+            generation: 1,
+            observed_generation: Some(1),
+            status_changed_at: None,
+            restart_count: 0,
+            rollout: None,
+        }
+    }
+
+    #[test]
+    fn each_host_says_whether_a_berth_holds_it() {
+        let rows = [row("a"), row("b"), row("b"), row("c")];
+        let leases = [
+            HostLease {
+                host: "a".into(),
+                holder: "vm1:42".into(),
+                renewed_secs_ago: 2.0,
+            },
+            HostLease {
+                host: "b".into(),
+                holder: "vm2:7".into(),
+                renewed_secs_ago: 300.0,
+            },
+        ];
+        let out = render_hosts(&rows, &leases, std::time::Duration::from_secs(15));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[0].starts_with("host a: held by berth vm1:42"),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("host b: NO berth holds it") && lines[1].contains("300s ago"),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("host c: NO berth has ever held it"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn a_rollout_reads_as_state_wave_and_progress() {

@@ -161,6 +161,18 @@ async fn status_filters_by_host_status_and_runtime() {
     ] {
         assert!(out.contains(shown), "{shown} missing:\n{out}");
     }
+    // Under the table, whether a berth holds each host: h1's lease is
+    // fresh, h2's lapsed long ago.
+    sqlx::query(
+        "INSERT INTO host_leases (host, holder, epoch, renewed_at)
+         VALUES ('h1', 'vm1:1', 1, now()), ('h2', 'vm2:2', 1, now() - interval '10 minutes')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (_, out, _) = berth(&["status"], &env).await;
+    assert!(out.contains("host h1: held by berth vm1:1"), "{out}");
+    assert!(out.contains("host h2: NO berth holds it"), "{out}");
 
     let (code, _, err) = berth(&["status", "--status", "sleeping"], &env).await;
     assert_eq!(code, 64);
