@@ -11,11 +11,11 @@ use crate::act::{ActError, Executor, Outcome, Run};
 use crate::desired::{self, Event, Lease, StatusWrite};
 use crate::metrics::Metrics;
 use crate::model::{
-    ContainerSpec, ImageRef, ImageSource, LABEL_IMAGE_DIGEST, ObservedContainer, ResolvedImage,
-    Status, WorkspaceId, WorkspaceRow,
+    ContainerSpec, ImageRef, ImageSource, LABEL_IMAGE_DIGEST, ObservedContainer, Reason,
+    ResolvedImage, Status, WorkspaceId, WorkspaceRow,
 };
 use crate::observed::Observed;
-use crate::plan::{Action, Op, Phase, Plan};
+use crate::plan::{Action, Op, Phase, Plan, StatusUpdate};
 
 /// Everything one pass needs, moved into its task.
 #[derive(Debug)]
@@ -169,6 +169,8 @@ pub async fn carry_out(
     }
 
     let actions = done.plan.actions.clone();
+    // The pass got as far as the new container's readiness wait.
+    let mut waiting = false;
     for (index, action) in actions.iter().enumerate() {
         if !still_held() {
             done.lost_lease = true;
@@ -212,7 +214,10 @@ pub async fn carry_out(
             }
             // Readiness is judged by the next pass, which the plan
             // requeues: the pass ends here.
-            Ok(Outcome::WaitReady { .. }) => break,
+            Ok(Outcome::WaitReady { .. }) => {
+                waiting = true;
+                break;
+            }
             Ok(_) => events.push(event(id, action, Ok(()))),
             Err(error) => {
                 events.push(event(id, action, Err(&error)));
@@ -272,6 +277,10 @@ pub async fn carry_out(
             observed.main_container(id)
         };
         let converged = done.plan.actions.is_empty();
+        // The row says where the pass got: past the pull or build, to the
+        // wait for readiness, not the phase it began in.
+        let reached = StatusUpdate::reason(Reason::WaitingReady, None);
+        let update = if waiting { &reached } else { update };
         let write = status_write(row, update, now_running.as_ref(), converged, rollout);
         let write = with_url(write, executor, spec.as_ref()).await;
         match desired::write_status(pool, &held, &write).await {
