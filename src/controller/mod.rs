@@ -284,7 +284,12 @@ impl Controller {
                 Ok(()) = inputs.lease.changed() => {
                     let lease = inputs.lease.borrow().clone();
                     self.on_lease(&lease);
-                    if lease.is_some() {
+                    if lease.is_none() {
+                        // Without the database session the rows read are
+                        // stale: the desired side is incomplete until the
+                        // reread that follows the session's return.
+                        self.set_desired_complete(&mut state, false);
+                    } else {
                         self.reread(&mut state, &mut queue).await;
                         if let Some(runtime) = state.pending_refresh.take() {
                             self.start_refresh(&mut state, runtime.as_deref(), &mut refreshes);
@@ -372,12 +377,19 @@ impl Controller {
                 state.desired_complete = false;
             }
         }
-        self.readiness.set_desired_complete(state.desired_complete);
+        self.set_desired_complete(state, state.desired_complete);
+        state.desired_complete
+    }
+
+    /// Whether the desired side is complete, in the state, `/readyz` and
+    /// `snapshot_complete{side="desired"}`.
+    fn set_desired_complete(&self, state: &mut State, complete: bool) {
+        state.desired_complete = complete;
+        self.readiness.set_desired_complete(complete);
         self.metrics
             .snapshot_complete
             .with_label_values(&["desired"])
-            .set(i64::from(state.desired_complete));
-        state.desired_complete
+            .set(i64::from(complete));
     }
 
     /// Every key: this host's rows and every workspace its objects name.
