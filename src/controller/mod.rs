@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use queue::WorkQueue;
 pub use retention::{Keep, PinFacts, SweepError, Swept, retain, sweep_images};
-pub use rollout::{Gate, Halt, Rollouts, Track};
+pub use rollout::{Gate, Halt, RolloutKey, Rollouts, Track, image_replace};
 pub use round::probe;
 
 use tasks::{Ended, Tasks};

@@ -44,6 +44,21 @@ pub struct HostPlan {
     /// When this host has no rows: which hosts have (a wrong
     /// `BERTH_HOST_ID` shows here first).
     pub no_rows: Option<String>,
+    /// Image changes among the replaces, by rollout: `berth run` gates
+    /// them in waves, which a single pass does not show.
+    pub rollouts: Vec<RolloutPreview>,
+    /// `BERTH_ROLLOUT_CANARY` and `BERTH_ROLLOUT_MAX_PARALLEL`.
+    pub waves: (u32, u32),
+}
+
+/// The replaces of one rollout in the plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutPreview {
+    pub runtime: String,
+    /// The pin's ring, `tag` or `build`.
+    pub track: String,
+    pub to: String,
+    pub workspaces: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -148,6 +163,22 @@ impl HostPlan {
                 let _ = writeln!(out, "  note: {note}");
             }
         }
+        if !self.rollouts.is_empty() {
+            let (canary, max_parallel) = self.waves;
+            let _ = writeln!(
+                out,
+                "\nimage rollouts: berth run replaces these in waves ({canary} canary first, then at most \
+                 {max_parallel} at a time, each wave once the one before is ready), not all at once as listed:"
+            );
+            for r in &self.rollouts {
+                let to = r.to.get(..19).unwrap_or(&r.to);
+                let _ = writeln!(
+                    out,
+                    "  {} ({}) → {to}: {} workspace(s)",
+                    r.runtime, r.track, r.workspaces
+                );
+            }
+        }
         if let Some(g) = &self.guard_blocked {
             let _ = writeln!(
                 out,
@@ -217,6 +248,7 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
     let pass = plan::plan_pass(&snapshot, &settings, now);
     Ok(HostPlan {
         no_rows,
+        waves: (config.rollout.canary, config.rollout.max_parallel),
         ..describe(&snapshot, &settings, pass)
     })
 }
@@ -260,6 +292,14 @@ pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> Hos
         .filter(|r| r.host == settings.host_id)
         .map(|r| (r.id, r))
         .collect();
+    let mut rollouts: BTreeMap<crate::controller::RolloutKey, usize> = BTreeMap::new();
+    for p in &pass.plans {
+        if let Some(row) = rows.get(&p.id)
+            && let Some(r) = crate::controller::image_replace(p, &row.runtime)
+        {
+            *rollouts.entry(r.key).or_default() += 1;
+        }
+    }
     let workspaces = pass
         .plans
         .into_iter()
@@ -298,6 +338,16 @@ pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> Hos
             .map(|(wanted, limit)| GuardBlocked { wanted, limit }),
         unattributed: pass.unattributed,
         no_rows: None,
+        rollouts: rollouts
+            .into_iter()
+            .map(|(key, workspaces)| RolloutPreview {
+                runtime: key.runtime.clone(),
+                track: key.track.as_str().to_string(),
+                to: key.to.as_str().to_string(),
+                workspaces,
+            })
+            .collect(),
+        waves: (0, 0),
     }
 }
 

@@ -184,3 +184,44 @@ fn a_host_without_rows_is_not_said_to_be_in_line_and_its_own_containers_are_coun
         assert!(!t.contains("every workspace is in line"), "{t}");
     }
 }
+
+#[test]
+fn image_replaces_are_summed_up_by_rollout_with_the_waves_berth_run_keeps() {
+    let settings = Settings::test();
+    let now = Utc::now();
+    let digest = |c: char| {
+        crate::model::Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    };
+    let mut catalogue = Catalogue::seeded();
+    catalogue.set_pin("langgraph", "stable", digest('a'));
+    let rows: Vec<WorkspaceRow> = (1..=3).map(|n| WorkspaceRow::test(id(n), now)).collect();
+    // Each runs the spec of the old pin.
+    let containers = rows
+        .iter()
+        .map(|row| {
+            let spec = crate::plan::spec(row, &catalogue, &settings).unwrap();
+            ObservedContainer {
+                labels: spec.labels.clone(),
+                image: spec.image.to_string(),
+                material: Some(spec.material.clone()),
+                ..owned(row.id, "default", TimeDelta::hours(1))
+            }
+        })
+        .collect();
+    catalogue.set_pin("langgraph", "stable", digest('b'));
+    let s = Snapshot {
+        catalogue,
+        ..snapshot(rows, containers)
+    };
+    let mut plan = run(s, &settings);
+    plan.waves = (1, 2);
+    assert_eq!(plan.rollouts.len(), 1, "{:#?}", plan.rollouts);
+    assert_eq!(plan.rollouts[0].workspaces, 3);
+    assert_eq!(plan.rollouts[0].track, "stable");
+    let text = plan.render();
+    assert!(
+        text.contains("in waves (1 canary first, then at most 2 at a time")
+            && text.contains("langgraph (stable) → sha256:bbbbbbbbbbbb: 3 workspace(s)"),
+        "{text}"
+    );
+}
