@@ -206,7 +206,19 @@ impl Controller {
                 && state.desired_complete
                 && !plan.notes.is_empty()
                 && state.noted.get(&id) != Some(&plan.notes);
-            let steady = plan.actions.is_empty() && unchanged(row.as_ref(), &plan) && !notes_new;
+            // The container column names what runs, once the engine's
+            // picture is complete (a paused row's container removed by
+            // hand is not shown as there).
+            let shown = main_container(&snapshot.containers, id);
+            let container_shown = !observed_complete
+                || plan.status.is_none()
+                || row.as_ref().is_none_or(|r| {
+                    r.container_id.as_deref() == shown.as_ref().map(|c| c.id.as_str())
+                });
+            let steady = plan.actions.is_empty()
+                && unchanged(row.as_ref(), &plan)
+                && container_shown
+                && !notes_new;
             if !steady && passes >= free {
                 queue.put_back(id);
                 continue;
