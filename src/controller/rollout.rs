@@ -18,7 +18,9 @@
 //! build — which replaces the changed workspaces back onto it.
 //!
 //! The state lives in the controller's memory; after a restart a rollout
-//! starts counting again, which only makes it more careful.
+//! starts counting again at the canary wave, which only makes it more
+//! careful, and the replaces found under way (a `-prev` container beside
+//! a new one made to the spec) hold their places in it and count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
