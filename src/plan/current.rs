@@ -53,10 +53,14 @@ pub(super) fn current(
         && c.started_at.is_none_or(|t| t < row.desired_changed_at);
     let looping = |m: &Memory| crash_looping(m, s);
     let crash_status = |m: &Memory| {
-        let exit = c
-            .exit_code
-            .map_or(String::new(), |code| format!("; last exit code {code}"));
-        let oom = if c.oom_killed { ", OOM killed" } else { "" };
+        let exit = m.last_exit.map_or(String::new(), |(code, _)| {
+            format!("; last exit code {code}")
+        });
+        let oom = if m.last_exit.is_some_and(|(_, oom)| oom) {
+            ", OOM killed"
+        } else {
+            ""
+        };
         let detail = format!("{} restarts within 10 min{exit}{oom}", m.restarts.len());
         StatusUpdate::reason(Reason::CrashLoop, Some(detail))
     };

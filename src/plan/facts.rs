@@ -100,6 +100,9 @@ pub struct Memory {
     pub restarts: Vec<DateTime<Utc>>,
     /// The container and Docker restart count last seen.
     pub restart_seen: Option<(String, u32)>,
+    /// That container's exit code and OOM flag as last seen while it was
+    /// down (a running container shows 0 and false again).
+    pub last_exit: Option<(i64, bool)>,
     /// berth's own starts of a stopped container since it was last ready,
     /// and when the next may happen.
     pub own_starts: u32,

@@ -64,8 +64,16 @@ pub fn track_restarts(memory: &mut Memory, c: &ObservedContainer, now: DateTime<
             let new = (c.restart_count - seen).min(MAX_REMEMBERED as u32);
             memory.restarts.extend((0..new).map(|_| now));
         }
-        Some((id, _)) if *id != c.id => memory.restarts.clear(),
+        Some((id, _)) if *id != c.id => {
+            memory.restarts.clear();
+            memory.last_exit = None;
+        }
         _ => {}
+    }
+    if c.state != ContainerState::Running
+        && let Some(code) = c.exit_code
+    {
+        memory.last_exit = Some((code, c.oom_killed));
     }
     memory.restart_seen = Some((c.id.clone(), c.restart_count));
     prune(memory, now);

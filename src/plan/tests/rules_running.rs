@@ -132,11 +132,22 @@ fn restarts_within_ten_minutes_make_a_crash_loop_and_ten_minutes_up_clears_it() 
         assert_eq!(reason(&p), Some(want), "after {n} restarts");
         assert!(p.actions.is_empty(), "the restart policy restarts it");
     }
+    // Up again between crashes, it shows exit code 0 and no OOM: the
+    // status keeps the code it last went down with.
     c.state = ContainerState::Running;
+    c.exit_code = Some(0);
+    c.oom_killed = false;
     c.started_at = Some(t0() + mins(5));
     let cs = [c];
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.memory = memory;
+    let up = plan_at(&f, t0() + mins(6));
+    assert_eq!(reason(&up), Some(Reason::CrashLoop));
+    assert!(
+        detail(&up).ends_with("last exit code 137, OOM killed"),
+        "{}",
+        detail(&up)
+    );
     let p = plan_at(&f, t0() + mins(16));
     assert_eq!(p.status, Some(StatusUpdate::plain(Status::Online)));
 }
