@@ -227,6 +227,7 @@ impl Session {
         // A renewal is tried every ttl/3 and given ttl/3 to answer, so the
         // lease is withdrawn here at most 2/3 ttl after the last renewal,
         // before the database could let another instance take it.
+        let mut standby_said = false;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -257,7 +258,13 @@ impl Session {
                         Ok(Ok(None)) => {
                             if lease_tx.send_replace(None).is_some() {
                                 tracing::warn!(host = %self.host, "another instance took the host lease");
+                            } else if !standby_said {
+                                tracing::info!(
+                                    host = %self.host,
+                                    "standby: another instance holds the host lease; this one takes over when that lease lapses (BERTH_LEASE_TTL)"
+                                );
                             }
+                            standby_said = true;
                         }
                         Ok(Err(e)) => return Err(format!("lease: {e}")),
                         Err(_) => return Err("lease renewal timed out".into()),

@@ -654,6 +654,11 @@ async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first
         standby_log.contains("reachable beyond this machine"),
         "no warning for 0.0.0.0:\n{standby_log}"
     );
+    assert_eq!(
+        standby_log.matches("standby: another instance holds").count(),
+        1,
+        "it says once that it stands by:\n{standby_log}"
+    );
     assert!(
         !standby_log.contains("\"message\":\"action\""),
         "the standby acted:\n{standby_log}"
