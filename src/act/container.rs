@@ -190,6 +190,17 @@ impl Executor {
         }
     }
 
+    /// What a create needs of the host, checked before a replace stops the
+    /// old container: every host directory bound resolves under the
+    /// workspace roots, and the network exists.
+    pub async fn preflight(&self, binds: &[String], network: &str) -> Result<(), ActError> {
+        check_binds(binds, &self.settings.workspace_roots).await?;
+        if !network.is_empty() && network != "host" {
+            self.ensure_network(network).await?;
+        }
+        Ok(())
+    }
+
     /// Creates the container from `spec` and `image`; returns its id. A
     /// host directory the spec binds must resolve under the workspace roots
     /// (see [`super::binds`]), or nothing is created. The workspace network

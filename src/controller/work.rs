@@ -72,9 +72,11 @@ fn phase(op: &Op) -> Phase {
             ..
         } => Phase::Build,
         Op::EnsureImage { .. } => Phase::Pull,
-        Op::EnsureVolume(_) | Op::Create(_) | Op::WriteFiles { .. } | Op::Rename { .. } => {
-            Phase::Create
-        }
+        Op::EnsureVolume(_)
+        | Op::Preflight { .. }
+        | Op::Create(_)
+        | Op::WriteFiles { .. }
+        | Op::Rename { .. } => Phase::Create,
         Op::WaitReady { .. } => Phase::Readiness,
         _ => Phase::Start,
     }

@@ -59,6 +59,14 @@ pub enum Op {
         /// has not seen yet is never made twice.
         below_epoch: Option<i64>,
     },
+    /// Before a replace stops the old container: the new one's host
+    /// directories resolve under the workspace roots and its network
+    /// exists (made if absent), so a create that would fail for them does
+    /// not cost the old container a stop.
+    Preflight {
+        binds: Vec<String>,
+        network: String,
+    },
     Create(Box<ContainerSpec>),
     /// Write the files into /configs of a created, not yet started,
     /// container as one archive.
@@ -99,6 +107,7 @@ impl Op {
             Op::EnsureImage { .. } => "ensure_image",
             Op::EnsureVolume(_) => "ensure_volume",
             Op::RemoveVolume { .. } => "remove_volume",
+            Op::Preflight { .. } => "preflight",
             Op::Create(_) => "create",
             Op::WriteFiles { .. } => "write_files",
             Op::Start { .. } => "start",

@@ -284,6 +284,13 @@ fn replace(
     let old_target = || Target::Id(old.id.clone());
     let session = stale_session(f, row, spec, mine);
     p.push(ensure_image(spec), why.clone());
+    p.push(
+        Op::Preflight {
+            binds: spec.material.binds.clone(),
+            network: spec.material.network_mode.clone(),
+        },
+        why.clone(),
+    );
     let from = p.actions.len();
     p.push(
         Op::Stop {

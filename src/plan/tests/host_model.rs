@@ -57,7 +57,7 @@ impl Host {
         now: DateTime<Utc>,
     ) -> Result<(), String> {
         match &a.op {
-            Op::EnsureImage { .. } => {}
+            Op::EnsureImage { .. } | Op::Preflight { .. } => {}
             Op::EnsureVolume(v) => {
                 if !self.volumes.iter().any(|x| x.name == v.name) {
                     self.volumes.push(ObservedVolume {

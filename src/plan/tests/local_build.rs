@@ -51,7 +51,10 @@ fn a_new_build_of_the_runtime_replaces_its_containers_as_building() {
 
     f.image = known("sha256:built-after-a-commit");
     let p = plan_at(&f, t0());
-    assert_eq!(&ops(&p)[..3], ["ensure_image", "stop", "rename"]);
+    assert_eq!(
+        &ops(&p)[..4],
+        ["ensure_image", "preflight", "stop", "rename"]
+    );
     assert!(
         whys(&p)[0].contains("image id sha256:built"),
         "{:?}",

@@ -40,6 +40,7 @@ fn a_new_pin_replaces_stop_first_with_a_way_back() {
         ops(&p),
         [
             "ensure_image",
+            "preflight",
             "stop",
             "rename",
             "ensure_volume",
@@ -57,15 +58,18 @@ fn a_new_pin_replaces_stop_first_with_a_way_back() {
     );
     let old_id = Target::Id("old-container-id".into());
     assert_eq!(
-        p.actions[2].op,
+        p.actions[3].op,
         Op::Rename {
             target: old_id.clone(),
             to: wid(1).prev_container_name()
         }
     );
-    assert_eq!(p.actions[9].op.target(), Some(&old_id));
+    assert_eq!(p.actions[10].op.target(), Some(&old_id));
     let restore = p.restore.expect("restore path");
-    assert_eq!(restore.from, 1);
+    assert_eq!(
+        restore.from, 2,
+        "the way back starts at the stop, after the checks"
+    );
     assert_eq!(restore.previous.as_deref(), Some("old-container-id"));
     let undo: Vec<_> = restore.actions.iter().map(|a| a.op.clone()).collect();
     assert_eq!(

@@ -89,6 +89,55 @@ async fn an_emptied_configs_volume_is_config_missing_not_a_crash_loop() {
 }
 
 #[tokio::test]
+async fn a_replace_whose_host_directory_no_longer_resolves_never_stops_the_old_container() {
+    let mut w = World::new().await;
+    let roots = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let real = roots.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = roots.path().join("ws");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    w.start(&[("BERTH_WORKSPACE_ROOTS", roots.path().to_str().unwrap())]);
+    let id = w.insert(json!({})).await;
+    sqlx::query(
+        "UPDATE workspaces SET workspace_dir = $2, workspace_access = 'read_write' WHERE id = $1",
+    )
+    .bind(id.0)
+    .bind(link.to_str().unwrap())
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    w.wait_row(id, 90, "online with its directory", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+    let before = w.container(id).await.unwrap();
+
+    // The directory now leads out of the roots, and the row changes.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    w.exec(
+        "UPDATE workspaces SET env = '{\"V\": \"2\"}' WHERE id = $1",
+        id,
+    )
+    .await;
+    let row = w
+        .wait_row(id, 60, "change_blocked", |r| {
+            r.is("degraded", Some("change_blocked"))
+        })
+        .await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains("host directory"), "{error}");
+    let after = w.container(id).await.unwrap();
+    assert_eq!(after.id, before.id);
+    assert_eq!(
+        after.state.as_ref().and_then(|s| s.started_at.clone()),
+        before.state.as_ref().and_then(|s| s.started_at.clone()),
+        "the old container was never stopped"
+    );
+}
+
+#[tokio::test]
 async fn a_replace_onto_an_image_that_never_becomes_ready_rolls_back() {
     let mut w = World::new().await;
     w.start(&[]);
