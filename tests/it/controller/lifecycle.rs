@@ -655,7 +655,9 @@ async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first
         "no warning for 0.0.0.0:\n{standby_log}"
     );
     assert_eq!(
-        standby_log.matches("standby: another instance holds").count(),
+        standby_log
+            .matches("standby: another instance holds")
+            .count(),
         1,
         "it says once that it stands by:\n{standby_log}"
     );
