@@ -343,6 +343,10 @@ fn interrupted_replace(
         p.requeue(Duration::from_secs(1));
         return;
     };
+    // The replace began no later than its new container was made: a
+    // restarted berth, whose memory is empty, does not read the deadline
+    // from the row's last desired change (a pin edit changes no row).
+    p.memory.provisioning_since.get_or_insert(main.created);
     let deadline = running::deadline(f, row, &p.memory);
     // Restarts are the new container's own: the old one's crash loop (the
     // very thing a row edit may fix) is not held against it.

@@ -1,6 +1,7 @@
 //! Rule 8: what makes a replace, its order and way back, interrupted
 //! replaces, legacy adoption, a blocked or rolled-back change.
 
+use chrono::TimeDelta;
 use serde_json::json;
 
 use super::*;
@@ -342,6 +343,33 @@ fn an_interrupted_replace_whose_new_container_was_never_started_goes_on() {
     assert_eq!(reason(&blocked), Some(Reason::ChangeBlocked));
     let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
     assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
+}
+
+#[test]
+fn a_restarted_berth_times_a_replace_under_way_from_its_new_container_not_the_rows_change() {
+    let s = Settings::test();
+    // The row changed long ago; a pin edit (which changes no row) started
+    // the replace a few seconds before berth restarted with no memory.
+    let mut r = row(1);
+    r.desired_changed_at = t0() - mins(60);
+    let mut new = container_for(&built(&r, &s), "new");
+    new.created = t0() - TimeDelta::seconds(3);
+    new.started_at = Some(t0() - TimeDelta::seconds(3));
+    new.health = crate::model::Health::Starting;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [new, old];
+    let f = facts_for(&s, &r, &cs, &[]);
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty(), "undone at once: {:?}", ops(&p));
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    let late = plan_at(&f, t0() + f.provision_timeout);
+    assert_eq!(
+        ops(&late),
+        ["remove_container", "rename", "start"],
+        "undone at its own deadline"
+    );
 }
 
 #[test]

@@ -64,6 +64,78 @@ async fn wait_pin(w: &World, digest: &str, secs: u64) {
     }
 }
 
+/// The workspace whose new container runs `digest` while its old one
+/// waits under `-prev`: a replace under way.
+async fn canary_under_way(w: &World, ids: &[WorkspaceId], digest: &str) -> WorkspaceId {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for id in ids {
+            let prev = w
+                .scope
+                .docker
+                .inspect_container(&id.prev_container_name(), None)
+                .await;
+            let on_it = w
+                .container(*id)
+                .await
+                .and_then(|c| c.config)
+                .and_then(|c| c.image)
+                .is_some_and(|image| image.ends_with(digest));
+            if prev.is_ok() && on_it {
+                return *id;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no canary under way\n{}",
+            w.berth.as_ref().unwrap().tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_berth_restarted_while_a_good_canary_waits_for_readiness_halts_nothing() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(w.insert(json!({"AGENT_READY_AFTER": "4"})).await);
+    }
+    for id in &ids {
+        w.wait_row(*id, 90, "online", |r| r.is("online", None) && r.converged())
+            .await;
+    }
+    let env = [
+        ("BERTH_PROVISION_TIMEOUT", "12s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ];
+    w.berth.take().unwrap().kill().await;
+    // The rows' last change is older than the provision timeout.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    w.start(&env);
+    let v2 = w.v2.clone();
+    pin(&w, &v2).await;
+    // The pin changed no row: a restarted berth must not time the canary
+    // from the row's last change, long past.
+    canary_under_way(&w, &ids, &v2).await;
+    w.berth.take().unwrap().kill().await;
+    w.start(&env);
+    for id in &ids {
+        w.wait_row(*id, 120, "online on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    let halts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(halts, 0, "a good image was halted");
+}
+
 async fn online_all(w: &World, n: usize) -> Vec<WorkspaceId> {
     let mut ids = Vec::new();
     for _ in 0..n {
@@ -156,31 +228,7 @@ async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_
 
     // The canary's new container runs the bad image, not ready, with the
     // old one under `-prev`: berth dies there.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let canary = 'found: loop {
-        for id in &ids {
-            let prev = w
-                .scope
-                .docker
-                .inspect_container(&id.prev_container_name(), None)
-                .await;
-            let on_broken = w
-                .container(*id)
-                .await
-                .and_then(|c| c.config)
-                .and_then(|c| c.image)
-                .is_some_and(|image| image.ends_with(&broken));
-            if prev.is_ok() && on_broken {
-                break 'found *id;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no canary under way\n{}",
-            w.berth.as_ref().unwrap().tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let canary = canary_under_way(&w, &ids, &broken).await;
     w.berth.take().unwrap().kill().await;
     w.start(&env);
 
