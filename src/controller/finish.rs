@@ -100,15 +100,22 @@ impl Controller {
                 "error"
             }
             (None, None) => {
-                // A pass that only reported a failure still backing off
-                // is no success: the backoff keeps growing until a pass
-                // acts and succeeds.
-                let waiting = done.plan.actions.is_empty()
+                if super::halt::undone_for_readiness(&done) {
+                    self.metrics
+                        .rollbacks_total
+                        .with_label_values(&["readiness"])
+                        .inc();
+                }
+                // A pass that only reported (a failure backing off, or one
+                // given up on at the provision timeout) is no success: the
+                // failure stays, and its reason with it, until a pass acts
+                // and succeeds or the spec it was for is gone.
+                let reported_only = done.plan.actions.is_empty()
                     && memory
                         .failure
                         .as_ref()
-                        .is_some_and(|f| f.retry_at > Utc::now());
-                if !waiting {
+                        .is_some_and(|f| Some(&f.hash) == done.hash.as_ref());
+                if !reported_only {
                     queue.forget(&id);
                     memory.failure = None;
                 }

@@ -127,19 +127,30 @@ impl Controller {
 /// the name, after a lost lease or a crash) or a transient engine error (a
 /// 5xx, a timeout) says nothing about the image: undone, and tried again.
 fn image_failed(done: &Done) -> bool {
-    let planned_restore = done.failure.is_none()
-        && done
-            .plan
-            .actions
-            .iter()
-            .any(|a| a.why == crate::plan::Why::Restore);
-    if planned_restore {
-        done.hash.is_some() && done.plan.memory.rolled_back_hash == done.hash
+    if planned_restore(done) {
+        undone_for_readiness(done)
     } else {
         done.failure
             .as_ref()
             .is_some_and(|f| f.restored && !f.error.is_transient())
     }
+}
+
+/// The pass was planned to put a previous container back.
+fn planned_restore(done: &Done) -> bool {
+    done.failure.is_none()
+        && done
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.why == crate::plan::Why::Restore)
+}
+
+/// The pass undid a replace whose new container, made to the spec, was
+/// not ready in time or not alive (the planner marked its hash rolled
+/// back).
+pub(super) fn undone_for_readiness(done: &Done) -> bool {
+    planned_restore(done) && done.hash.is_some() && done.plan.memory.rolled_back_hash == done.hash
 }
 
 /// A halted pin's write-back, kept until the database took it.

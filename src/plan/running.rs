@@ -122,28 +122,6 @@ fn create(
         p.requeue(since(now, fl.retry_at));
         return;
     }
-    start_clock(f, row, &mut p.memory, now);
-    let deadline = deadline(f, row, &p.memory);
-    if now >= deadline {
-        // A failure that is itself final (the daemon refused to start it)
-        // stays the reason; otherwise the stalled phase is named.
-        if let Some(fl) = p
-            .memory
-            .failure
-            .as_ref()
-            .filter(|fl| fl.reason.status() == Status::Failed)
-        {
-            let detail = format!("{} (given up after the provision timeout)", fl.message);
-            p.status = Some(StatusUpdate::reason(fl.reason, Some(detail)));
-            return;
-        }
-        let phase = p
-            .memory
-            .failure
-            .as_ref()
-            .map_or(first_phase(spec).0, |fl| fl.phase);
-        return timed_out(f, phase, p);
-    }
     if let Some(detail) = template_missing(f, spec) {
         p.status = Some(StatusUpdate::reason(Reason::InvalidSpec, Some(detail)));
         return;
@@ -155,6 +133,29 @@ fn create(
             Some(detail.into()),
         ));
         return;
+    }
+    start_clock(f, row, &mut p.memory, now);
+    let deadline = deadline(f, row, &p.memory);
+    if now >= deadline {
+        // A failure that is itself final (the daemon refused to start it,
+        // no config.yaml) stays the reason; otherwise the stalled phase is
+        // named.
+        if let Some(fl) = p
+            .memory
+            .failure
+            .as_ref()
+            .filter(|fl| fl.hash == spec.hash && fl.reason.status() == Status::Failed)
+        {
+            let detail = format!("{} (given up after the provision timeout)", fl.message);
+            p.status = Some(StatusUpdate::reason(fl.reason, Some(detail)));
+            return;
+        }
+        let phase = p
+            .memory
+            .failure
+            .as_ref()
+            .map_or(first_phase(spec).0, |fl| fl.phase);
+        return timed_out(f, phase, p);
     }
     p.push(ensure_image(spec), Why::Missing);
     if let Some((from, to)) = stale_session(f, row, spec, mine) {

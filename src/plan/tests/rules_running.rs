@@ -100,6 +100,44 @@ fn a_template_dir_that_is_not_there_creates_nothing_and_blocks_a_replace() {
 }
 
 #[test]
+fn past_the_provision_timeout_a_final_cause_stays_the_reason_not_a_stalled_pull() {
+    let s = Settings::test();
+    let mut r = row(1);
+    r.template_path = Some("/srv/templates/gone".into());
+    let mut f = facts_for(&s, &r, &[], &[]);
+    f.probes.template_dir = Some(false);
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(5));
+    assert_eq!(
+        reason(&late),
+        Some(Reason::InvalidSpec),
+        "{}",
+        detail(&late)
+    );
+
+    let r = row(2);
+    let mut f = facts_for(&s, &r, &[], &[]);
+    f.memory.provisioning_since = Some(t0());
+    f.memory.failure = Some(Failure {
+        reason: Reason::ConfigMissing,
+        phase: Phase::Create,
+        message: "no config.yaml in /configs".into(),
+        retry_at: t0() + mins(1),
+        hash: built(&r, &s).hash,
+    });
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(5));
+    assert_eq!(reason(&late), Some(Reason::ConfigMissing));
+    assert!(
+        detail(&late).contains("given up after the provision timeout"),
+        "{}",
+        detail(&late)
+    );
+    // One for a spec the row no longer makes says nothing of this one.
+    f.memory.failure.as_mut().unwrap().hash = "v1:old".into();
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(5));
+    assert_eq!(reason(&late), Some(Reason::ProvisionTimeout));
+}
+
+#[test]
 fn a_create_waits_for_a_complete_container_list() {
     let s = Settings::test();
     let r = row(1);

@@ -46,7 +46,7 @@ async fn an_image_that_never_becomes_ready_is_a_provision_timeout_naming_the_pha
 #[tokio::test]
 async fn an_emptied_configs_volume_is_config_missing_not_a_crash_loop() {
     let mut w = World::new().await;
-    w.start(&[]);
+    w.start(&[("BERTH_PROVISION_TIMEOUT", "20s")]);
     let id = w.insert(json!({})).await;
     let other = w.insert(json!({})).await;
     w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
@@ -86,6 +86,10 @@ async fn an_emptied_configs_volume_is_config_missing_not_a_crash_loop() {
         kept.container_id, serving,
         "the other workspace is untouched"
     );
+    // Past the provision timeout the cause stays the reason.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let row = w.row(id).await;
+    assert!(row.is("failed", Some("config_missing")), "{row:?}");
 }
 
 #[tokio::test]
