@@ -425,7 +425,9 @@ impl Controller {
         for row in state.rows.values() {
             let status = row.status.map_or("unknown", |s| s.as_str());
             *by_status.entry(status).or_default() += 1;
-            if row.observed_generation < row.generation {
+            // A paused row's pending change waits for the operator, not
+            // for berth: it shows on the row (`GEN`), not as lag here.
+            if row.observed_generation < row.generation && !row.paused {
                 unconverged += 1;
                 oldest = oldest.max((now - row.desired_changed_at).num_seconds());
             }

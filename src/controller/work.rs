@@ -278,7 +278,8 @@ pub async fn carry_out(
         } else {
             observed.main_container(id)
         };
-        let converged = done.plan.actions.is_empty();
+        // A paused row's desired change is not acted on: not observed.
+        let converged = done.plan.actions.is_empty() && update.status != Status::Paused;
         // The row says where the pass got: past the pull or build, to the
         // wait for readiness, not the phase it began in.
         let reached = StatusUpdate::reason(Reason::WaitingReady, None);
