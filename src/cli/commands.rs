@@ -246,10 +246,13 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
                 print_json(&rows)?;
             } else {
                 let hosts: Vec<String> = rows.iter().map(|r| r.host.clone()).collect();
+                let runtimes: Vec<String> = rows.iter().map(|r| r.runtime.clone()).collect();
                 let leases = ops::host_leases(&pool, &hosts).await;
+                let halts = ops::recent_halts(&pool, &runtimes).await;
                 pool.close().await;
                 let mut out = ops::render_status(&rows, now);
                 out.push_str(&ops::render_hosts(&rows, &leases?, config.lease_ttl));
+                out.push_str(&ops::render_halts(&halts?));
                 print(&out)?;
             }
             Ok(Exit::Success)

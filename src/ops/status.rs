@@ -96,13 +96,16 @@ pub async fn status(pool: &PgPool, filter: &StatusFilter) -> Result<Vec<StatusVi
 pub struct HostLease {
     pub host: String,
     pub holder: String,
-    pub renewed_secs_ago: f64,
+    /// `None`: its holder released it (a clean stop).
+    pub renewed_secs_ago: Option<f64>,
 }
 
 /// The leases of `hosts` (those without a lease row are absent).
 pub async fn host_leases(pool: &PgPool, hosts: &[String]) -> Result<Vec<HostLease>, OpsError> {
     let leases = sqlx::query_as(
-        "SELECT host, holder, extract(epoch FROM now() - renewed_at)::float8 AS renewed_secs_ago
+        "SELECT host, holder,
+                CASE WHEN isfinite(renewed_at)
+                     THEN extract(epoch FROM now() - renewed_at)::float8 END AS renewed_secs_ago
            FROM host_leases WHERE host = ANY($1) ORDER BY host",
     )
     .bind(hosts)
@@ -113,22 +116,31 @@ pub async fn host_leases(pool: &PgPool, hosts: &[String]) -> Result<Vec<HostLeas
 
 /// One line per host of `rows`: whether a berth holds it, so a table of
 /// rows frozen in `provisioning` is not read as work in progress when no
-/// berth runs. A lease not renewed within `ttl` has lapsed.
+/// berth runs. A lease not renewed within `ttl` (this command's
+/// `BERTH_LEASE_TTL`) has lapsed.
 pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::Duration) -> String {
     let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
     let mut out = String::new();
     for host in hosts {
         let line = match leases.iter().find(|l| l.host == host) {
-            Some(l) if l.renewed_secs_ago <= ttl.as_secs_f64() => format!(
-                "host {host}: held by berth {} (lease renewed {:.0}s ago)",
-                l.holder,
-                l.renewed_secs_ago.max(0.0)
+            Some(HostLease {
+                holder,
+                renewed_secs_ago: Some(ago),
+                ..
+            }) if *ago <= ttl.as_secs_f64() => format!(
+                "host {host}: held by berth {holder} (lease renewed {:.0}s ago)",
+                ago.max(0.0)
             ),
-            Some(l) => format!(
-                "host {host}: NO berth holds it (the lease of {} was last renewed {:.0}s ago, past BERTH_LEASE_TTL {}s): its rows are not being reconciled",
-                l.holder,
-                l.renewed_secs_ago,
+            Some(HostLease {
+                holder,
+                renewed_secs_ago: Some(ago),
+                ..
+            }) => format!(
+                "host {host}: NO berth holds it (the lease of {holder} was last renewed {ago:.0}s ago, past BERTH_LEASE_TTL {}s): its rows are not being reconciled",
                 ttl.as_secs()
+            ),
+            Some(HostLease { holder, .. }) => format!(
+                "host {host}: NO berth holds it ({holder} stopped and released it): its rows are not being reconciled"
             ),
             None => format!(
                 "host {host}: NO berth has ever held it: its rows are not being reconciled (is BERTH_HOST_ID set to {host:?} where berth runs?)"
@@ -136,6 +148,57 @@ pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::D
         };
         out.push_str(&line);
         out.push('\n');
+    }
+    out
+}
+
+/// A pin berth wrote back when a rollout halted.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct RecentHalt {
+    pub template_name: String,
+    pub ring: String,
+    pub old_digest: Option<String>,
+    pub new_digest: Option<String>,
+    pub note: Option<String>,
+    pub secs_ago: f64,
+}
+
+/// Halts of the last day for `runtimes`, newest first: a halted canary is
+/// back on its old image, plain `online`, and the halt shows only here.
+pub async fn recent_halts(pool: &PgPool, runtimes: &[String]) -> Result<Vec<RecentHalt>, OpsError> {
+    let halts = sqlx::query_as(
+        "SELECT template_name, ring, old_digest, new_digest, note,
+                extract(epoch FROM now() - at)::float8 AS secs_ago
+           FROM runtime_image_pin_history
+          WHERE updated_by = 'berth' AND at > now() - interval '1 day'
+            AND template_name = ANY($1)
+          ORDER BY id DESC",
+    )
+    .bind(runtimes)
+    .fetch_all(pool)
+    .await?;
+    Ok(halts)
+}
+
+/// One line per recent halt.
+pub fn render_halts(halts: &[RecentHalt]) -> String {
+    let mut out = String::new();
+    for h in halts {
+        let ago = super::table::age(
+            Some(Utc::now() - chrono::TimeDelta::seconds(h.secs_ago as i64)),
+            Utc::now(),
+        );
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "pin {}/{}: rollout onto {} halted {ago} ago, back to {} ({})\n",
+                h.template_name,
+                h.ring,
+                short_digest(h.old_digest.as_deref()),
+                short_digest(h.new_digest.as_deref()),
+                h.note.as_deref().unwrap_or("no note")
+            ),
+        );
     }
     out
 }
@@ -264,22 +327,27 @@ mod rollout_tests {
 
     #[test]
     fn each_host_says_whether_a_berth_holds_it() {
-        let rows = [row("a"), row("b"), row("b"), row("c")];
+        let rows = [row("a"), row("b"), row("b"), row("c"), row("d")];
         let leases = [
             HostLease {
                 host: "a".into(),
                 holder: "vm1:42".into(),
-                renewed_secs_ago: 2.0,
+                renewed_secs_ago: Some(2.0),
             },
             HostLease {
                 host: "b".into(),
                 holder: "vm2:7".into(),
-                renewed_secs_ago: 300.0,
+                renewed_secs_ago: Some(300.0),
+            },
+            HostLease {
+                host: "d".into(),
+                holder: "vm3:1".into(),
+                renewed_secs_ago: None,
             },
         ];
         let out = render_hosts(&rows, &leases, std::time::Duration::from_secs(15));
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines.len(), 4, "{out}");
         assert!(
             lines[0].starts_with("host a: held by berth vm1:42"),
             "{out}"
@@ -292,6 +360,7 @@ mod rollout_tests {
             lines[2].starts_with("host c: NO berth has ever held it"),
             "{out}"
         );
+        assert!(lines[3].contains("vm3:1 stopped and released it"), "{out}");
     }
 
     #[test]

@@ -162,17 +162,39 @@ async fn status_filters_by_host_status_and_runtime() {
         assert!(out.contains(shown), "{shown} missing:\n{out}");
     }
     // Under the table, whether a berth holds each host: h1's lease is
-    // fresh, h2's lapsed long ago.
+    // fresh, h2's was released by a clean stop.
     sqlx::query(
         "INSERT INTO host_leases (host, holder, epoch, renewed_at)
-         VALUES ('h1', 'vm1:1', 1, now()), ('h2', 'vm2:2', 1, now() - interval '10 minutes')",
+         VALUES ('h1', 'vm1:1', 1, now()), ('h2', 'vm2:2', 1, '-infinity')",
     )
     .execute(&pool)
     .await
     .unwrap();
     let (_, out, _) = berth(&["status"], &env).await;
     assert!(out.contains("host h1: held by berth vm1:1"), "{out}");
-    assert!(out.contains("host h2: NO berth holds it"), "{out}");
+    assert!(
+        out.contains("host h2: NO berth holds it (vm2:2 stopped and released it)"),
+        "a released lease reads as such:\n{out}"
+    );
+    // A halt berth wrote back shows too, though its rows look fine again.
+    sqlx::query(
+        "UPDATE runtime_image_pins SET digest = $1, updated_by = 'berth',
+                note = 'halted by berth on host h1: 1 of 1 replaces onto sha256:eeeeeeeeeeee failed readiness'
+          WHERE template_name = 'langgraph' AND ring = 'stable'",
+    )
+    .bind(format!("sha256:{}", "c".repeat(64)))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (_, out, _) = berth(&["status"], &env).await;
+    let halt = out
+        .lines()
+        .find(|l| l.starts_with("pin langgraph/stable: rollout onto sha256:eeeeeeeeeeee halted "))
+        .unwrap_or_else(|| panic!("no halt line:\n{out}"));
+    assert!(
+        halt.contains("ago, back to sha256:cccccccccccc (halted by berth on host h1: 1 of 1"),
+        "{halt}"
+    );
 
     let (code, _, err) = berth(&["status", "--status", "sleeping"], &env).await;
     assert_eq!(code, 64);
