@@ -273,8 +273,8 @@ pub async fn prepare_rollback(
             let entry = desired::rollback_target(pool, runtime, ring, &from).await?;
             let Some(entry) = entry else {
                 return Err(OpsError::Failed(format!(
-                    "the pin history of {runtime}/{ring} holds no earlier digest than {from}; \
-                     name one with --to"
+                    "the pin history of {runtime}/{ring} holds no earlier digest than {from} \
+                     to go back to (digests berth halted are skipped); name one with --to"
                 )));
             };
             (entry.digest, Some(entry.id), entry.stable_at)

@@ -170,6 +170,13 @@ fn short(s: &str) -> &str {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // The same digest under another name: a new registry prefix.
+            Change::Digest {
+                from: Some(from),
+                to,
+            } if from == to => {
+                write!(f, "image reference (digest {}… unchanged)", to.short())
+            }
             Change::Digest { from, to } => {
                 let from = from.as_ref().map_or("none", Digest::short);
                 write!(f, "digest {from}… → {}…", to.short())

@@ -309,7 +309,7 @@ fn pass_guards(
 /// Rule 3: when the pass's orphan and duplicate removals exceed `limit`,
 /// none of them is made. Returns (wanted, limit) when it withheld them.
 /// What an operator does about a tripped delete guard.
-pub const GUARD_HINT: &str = "If the rows went on purpose, set desired_state = 'removed' instead (not counted) or raise BERTH_DELETE_GUARD for one run; if not, put the rows back";
+pub const GUARD_HINT: &str = "If the rows went on purpose, raise BERTH_DELETE_GUARD for one run (and next time set desired_state = 'removed' instead of deleting rows: not counted); if not, put the rows back";
 
 pub fn apply_delete_guard(plans: &mut [Plan], limit: usize) -> Option<(usize, usize)> {
     let wanted: usize = plans.iter().map(Plan::guarded_removals).sum();
