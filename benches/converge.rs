@@ -216,8 +216,19 @@ fn compose_up(
     let file = dir.path().join("docker-compose.yml");
     std::fs::write(&file, yaml).unwrap();
     let t0 = Instant::now();
+    // Debian's compose 1.29 has been seen to stop part way through a
+    // hundred services: it gets five minutes.
     let out = std::process::Command::new("/usr/bin/time")
-        .args(["-f", "maxrss_kb %M", "docker-compose", "-p", project, "-f"])
+        .args([
+            "-f",
+            "maxrss_kb %M",
+            "timeout",
+            "300",
+            "docker-compose",
+            "-p",
+            project,
+            "-f",
+        ])
         .arg(&file)
         .args(["up", "-d", "--no-color"])
         .env("COMPOSE_PARALLEL_LIMIT", "8")
@@ -234,7 +245,12 @@ fn compose_up(
         (true, Some(kb)) => Some((took, kb / 1024.0)),
         _ => {
             let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            println!("docker-compose up failed: {tail:?}");
+            let why = if out.status.code() == Some(124) {
+                "did not finish within 300 s"
+            } else {
+                "failed"
+            };
+            println!("docker-compose up {why}: {tail:?}");
             None
         }
     }
