@@ -605,7 +605,7 @@ async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once(
     .unwrap();
     assert_eq!(
         (action.as_str(), reason.as_str()),
-        ("ensure_image", "recreate: env changed")
+        ("preflight", "recreate: env changed")
     );
     // The next berth repairs whatever the cut pass left.
     w.start(&[]);

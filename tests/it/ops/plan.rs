@@ -145,6 +145,7 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
         ops,
         [
             "ensure_image",
+            "preflight",
             "stop",
             "rename",
             "ensure_volume",
