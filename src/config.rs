@@ -80,6 +80,10 @@ pub struct Config {
     pub local_override: bool,
     /// GHCR_USER/GHCR_TOKEN, for the registry host of the registry prefix.
     pub registry_auth: Option<RegistryAuth>,
+    /// The login behind a command: `$SUDO_USER` (who ran sudo), else
+    /// `$USER`. `berth pin` and `rollback` record it as `updated_by` when
+    /// `--by` is not given.
+    pub operator: Option<String>,
     /// What each setting resolved to and where from, for `berth config`.
     pub effective: Vec<Effective>,
 }

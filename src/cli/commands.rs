@@ -156,21 +156,9 @@ pub struct ChangeArgs {
 
 impl ChangeArgs {
     /// `--by`, or else the operator's login.
-    fn by(&self) -> Option<String> {
-        let var = |name| std::env::var(name).ok();
-        self.by
-            .clone()
-            .or_else(|| login(var("SUDO_USER"), var("USER")))
+    fn by(&self, config: &Config) -> Option<String> {
+        self.by.clone().or_else(|| config.operator.clone())
     }
-}
-
-/// The login behind the command: the user who ran `sudo`, or else the
-/// user; `None` when neither names one.
-fn login(sudo_user: Option<String>, user: Option<String>) -> Option<String> {
-    [sudo_user, user]
-        .into_iter()
-        .flatten()
-        .find(|name| !name.trim().is_empty())
 }
 
 fn print(text: &str) -> Result<(), OpsError> {
@@ -285,7 +273,7 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
                 ring: change.ring.clone(),
                 digest,
                 note: change.note.clone(),
-                by: change.by(),
+                by: change.by(config),
             };
             let result = match ops::prepare_pin(&pool, request).await {
                 Ok(prepared) => confirm_and_apply(&pool, prepared, &change).await,
@@ -323,7 +311,7 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
                 &change.ring,
                 to,
                 change.note.clone(),
-                change.by(),
+                change.by(config),
             )
             .await;
             let result = match prepared {
@@ -376,19 +364,4 @@ async fn confirm_and_apply(
         ))?;
     }
     Ok(Exit::Success)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::login;
-
-    #[test]
-    fn the_login_is_the_sudo_user_then_the_user_then_none() {
-        let s = |v: &str| Some(v.to_string());
-        assert_eq!(login(s("alice"), s("root")), s("alice"));
-        assert_eq!(login(None, s("bob")), s("bob"));
-        assert_eq!(login(s(""), s("bob")), s("bob"));
-        assert_eq!(login(None, s(" ")), None);
-        assert_eq!(login(None, None), None);
-    }
 }

@@ -105,6 +105,7 @@ pub(super) fn parse(r: &mut Resolver<'_>) -> Option<Config> {
         b.to_string()
     });
     let registry_auth = registry_auth(r);
+    let operator = r.raw("SUDO_USER").or_else(|| r.raw("USER"));
 
     if let (Some(initial), Some(max)) = (crash_backoff_initial, crash_backoff_max)
         && initial > max
@@ -172,6 +173,7 @@ pub(super) fn parse(r: &mut Resolver<'_>) -> Option<Config> {
         platform_url: platform_url?,
         local_override: local_override?,
         registry_auth: registry_auth?,
+        operator,
         effective: Vec::new(),
     })
 }

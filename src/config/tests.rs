@@ -423,3 +423,21 @@ fn the_docker_config_file_is_found_where_the_docker_cli_looks() {
     let c = config(&[("DATABASE_URL", DB)]).unwrap();
     assert_eq!(c.docker_config_file, None);
 }
+
+#[test]
+fn the_operator_is_the_sudo_user_then_the_user_then_none() {
+    let operator = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("DATABASE_URL", DB)];
+        all.extend_from_slice(pairs);
+        config(&all).unwrap().operator
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        operator(&[("SUDO_USER", "alice"), ("USER", "root")]),
+        s("alice")
+    );
+    assert_eq!(operator(&[("USER", "bob")]), s("bob"));
+    assert_eq!(operator(&[("SUDO_USER", ""), ("USER", "bob")]), s("bob"));
+    assert_eq!(operator(&[("USER", " ")]), None);
+    assert_eq!(operator(&[]), None);
+}
