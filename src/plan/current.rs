@@ -25,6 +25,35 @@ pub(super) fn timed_out(f: &Facts, phase: Phase, p: &mut Plan) {
     p.status = Some(StatusUpdate::reason(Reason::ProvisionTimeout, Some(detail)));
 }
 
+/// A container made to the spec but never started (a berth stopped between
+/// the steps, or filling it failed): fill and start it, once a failure of
+/// these steps (no config.yaml, an engine error) has waited out its retry
+/// time, as a create would; `blocked` words that wait on the row.
+pub(super) fn fill_created(
+    spec: &ContainerSpec,
+    c: &ObservedContainer,
+    now: DateTime<Utc>,
+    p: &mut Plan,
+    blocked: impl Fn(&super::Failure) -> StatusUpdate,
+) {
+    if let Some(fl) = backing_off(&p.memory, spec, now) {
+        p.status = Some(blocked(fl));
+        p.requeue(since(now, fl.retry_at));
+        return;
+    }
+    let target = || Target::Id(c.id.clone());
+    p.push(
+        Op::WriteFiles {
+            target: target(),
+            files: spec.files.clone(),
+        },
+        Why::NotStarted,
+    );
+    p.push(Op::Start { target: target() }, Why::NotStarted);
+    p.status = Some(StatusUpdate::reason(Reason::Starting, None));
+    p.requeue(Duration::from_secs(1));
+}
+
 /// Rules 6 and 9 for the container that matches the spec (or serves after
 /// a rolled-back change).
 pub(super) fn current(
@@ -84,23 +113,9 @@ pub(super) fn current(
             if timed_out_now {
                 return timed_out(f, Phase::Start, p);
             }
-            // Filling it failed (no config.yaml, an engine error): every
-            // trigger waits for the retry time, as a create would.
-            if let Some(fl) = backing_off(&p.memory, spec, now) {
-                p.status = Some(StatusUpdate::reason(fl.reason, Some(fl.message.clone())));
-                p.requeue(since(now, fl.retry_at));
-                return;
-            }
-            p.push(
-                Op::WriteFiles {
-                    target: target(),
-                    files: spec.files.clone(),
-                },
-                Why::NotStarted,
-            );
-            p.push(Op::Start { target: target() }, Why::NotStarted);
-            p.status = Some(StatusUpdate::reason(Reason::Starting, None));
-            p.requeue(Duration::from_secs(1));
+            fill_created(spec, c, now, p, |fl| {
+                StatusUpdate::reason(fl.reason, Some(fl.message.clone()))
+            });
         }
         ContainerState::Created | ContainerState::Exited => {
             if timed_out_now {

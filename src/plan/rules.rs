@@ -363,27 +363,11 @@ fn interrupted_replace(
         && main.started_at.is_none()
         && now < deadline
     {
-        // Made to the spec but never filled and started (a berth stopped
-        // between the steps): the replace goes on from there, once any
-        // failure of these steps has waited out its retry time.
-        if let Some(fl) = running::backing_off(&p.memory, spec, now) {
+        // The replace goes on from there.
+        return super::current::fill_created(spec, main, now, p, |fl| {
             let detail = format!("the replace is blocked: {}", fl.message);
-            p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
-            p.requeue(since(now, fl.retry_at));
-            return;
-        }
-        let target = || Target::Id(main.id.clone());
-        p.push(
-            Op::WriteFiles {
-                target: target(),
-                files: spec.files.clone(),
-            },
-            Why::NotStarted,
-        );
-        p.push(Op::Start { target: target() }, Why::NotStarted);
-        p.status = Some(StatusUpdate::reason(Reason::Starting, None));
-        p.requeue(Duration::from_secs(1));
-        return;
+            StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+        });
     }
     if matches && ready == Readiness::Ready {
         p.push(
