@@ -261,19 +261,12 @@ fn phase_word(word: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Failed;
     use super::*;
     use crate::act::{ActError, Object};
     use crate::docker::DockerError;
     use crate::model::Reason;
     use crate::plan::{Memory, Phase};
-
-    fn failed(error: ActError, phase: Phase, restored: bool) -> super::super::Failed {
-        super::super::Failed {
-            error,
-            phase,
-            restored,
-        }
-    }
 
     #[test]
     fn a_failure_without_a_reason_still_backs_off_and_names_its_phase() {
@@ -287,7 +280,7 @@ mod tests {
         );
         assert!(remember(
             &mut memory,
-            &failed(engine, Phase::Create, false),
+            &Failed::new(engine, Phase::Create, false),
             Some("h1"),
             Utc::now()
         ));
@@ -306,7 +299,7 @@ mod tests {
         };
         remember(
             &mut memory,
-            &failed(transient, Phase::Start, true),
+            &Failed::new(transient, Phase::Start, true),
             Some("h1"),
             Utc::now(),
         );
@@ -317,7 +310,7 @@ mod tests {
         };
         remember(
             &mut memory,
-            &failed(refused, Phase::Start, true),
+            &Failed::new(refused, Phase::Start, true),
             Some("h1"),
             Utc::now(),
         );
@@ -357,7 +350,7 @@ mod tests {
         };
         assert!(!remember(
             &mut memory,
-            &failed(gone, Phase::Start, false),
+            &Failed::new(gone, Phase::Start, false),
             Some("h1"),
             Utc::now()
         ));

@@ -205,19 +205,12 @@ impl Controller {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Failed;
     use super::*;
     use crate::act::ActError;
     use crate::plan::{Memory, Phase};
 
-    fn failed(error: ActError, phase: Phase, restored: bool) -> super::super::Failed {
-        super::super::Failed {
-            error,
-            phase,
-            restored,
-        }
-    }
-
-    fn done_with(plan: crate::plan::Plan, failure: Option<super::super::Failed>) -> Done {
+    fn done_with(plan: crate::plan::Plan, failure: Option<Failed>) -> Done {
         Done {
             id: plan.id,
             plan,
@@ -263,7 +256,7 @@ mod tests {
         let engine = |error| {
             done_with(
                 Plan::new(id, Memory::default()),
-                Some(failed(error, Phase::Start, true)),
+                Some(Failed::new(error, Phase::Start, true)),
             )
         };
         assert!(image_failed(&engine(ActError::StartFailed {

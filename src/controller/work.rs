@@ -55,6 +55,17 @@ pub struct Done {
     pub row: Option<WorkspaceRow>,
 }
 
+#[cfg(test)]
+impl Failed {
+    pub(crate) fn new(error: ActError, phase: Phase, restored: bool) -> Self {
+        Failed {
+            error,
+            phase,
+            restored,
+        }
+    }
+}
+
 /// An action that failed, and what the restore path did.
 #[derive(Debug)]
 pub struct Failed {
