@@ -402,25 +402,24 @@ async fn notifications_reach_the_session_as_triggers() {
     .await;
 }
 
+/// Pins codex's stable ring to `digest` (the history trigger records it).
+async fn pin_codex(pool: &PgPool, digest: &str) {
+    sqlx::query(
+        "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'stable', $1)
+         ON CONFLICT (template_name, ring) DO UPDATE SET digest = EXCLUDED.digest",
+    )
+    .bind(digest)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_digest_is_marked_stable_only_while_pinned_and_a_halt_unmarks_it() {
     let db = TestDb::migrated().await;
     let pool = db.pool().await;
     let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
     let (a, b, c) = (d('a'), d('b'), d('c'));
-    let set = |digest: String| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query(
-                "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'stable', $1)
-                 ON CONFLICT (template_name, ring) DO UPDATE SET digest = EXCLUDED.digest",
-            )
-            .bind(digest)
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
-    };
     let stable = |digest: String| {
         let pool = pool.clone();
         async move {
@@ -436,7 +435,7 @@ async fn a_digest_is_marked_stable_only_while_pinned_and_a_halt_unmarks_it() {
             at.flatten().is_some()
         }
     };
-    set(a.clone()).await;
+    pin_codex(&pool, &a).await;
     desired::mark_stable(&pool, "codex", "stable", &a)
         .await
         .unwrap();
@@ -444,8 +443,8 @@ async fn a_digest_is_marked_stable_only_while_pinned_and_a_halt_unmarks_it() {
 
     // The pin moved on (a rollback, a halt elsewhere) before this host
     // finished with b: b is not marked.
-    set(b.clone()).await;
-    set(c.clone()).await;
+    pin_codex(&pool, &b).await;
+    pin_codex(&pool, &c).await;
     desired::mark_stable(&pool, "codex", "stable", &b)
         .await
         .unwrap();
@@ -471,14 +470,7 @@ async fn a_rollback_never_returns_to_a_digest_berth_halted() {
     let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
     let (a, b, bad) = (d('a'), d('b'), d('f'));
     for digest in [&a, &b, &bad] {
-        sqlx::query(
-            "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'stable', $1)
-             ON CONFLICT (template_name, ring) DO UPDATE SET digest = EXCLUDED.digest",
-        )
-        .bind(digest)
-        .execute(&pool)
-        .await
-        .unwrap();
+        pin_codex(&pool, digest).await;
     }
     // b ran everywhere but was never marked (berth restarted mid-rollout);
     // bad failed its canary and berth put b back.

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::model::{ImageSource, LABEL_IMAGE_ID, Reason, ResolvedImage, Status};
-use crate::plan::{Failure, Phase};
+use crate::plan::Phase;
 
 fn local() -> Settings {
     Settings {
@@ -71,13 +71,12 @@ fn a_failed_build_leaves_the_old_container_serving_as_change_blocked() {
     let cs = [serving_first_build(&r, &s)];
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.image = known("sha256:built-after-a-commit");
-    f.memory.failure = Some(Failure {
-        reason: Reason::ImageBuildFailed,
-        phase: Phase::Build,
-        message: "local build failed: step 3 returned a non-zero code: 1".into(),
-        retry_at: t0() + mins(1),
-        hash: built(&r, &s).hash,
-    });
+    f.memory.failure = Some(failure(
+        Reason::ImageBuildFailed,
+        Phase::Build,
+        "local build failed: step 3 returned a non-zero code: 1",
+        &built(&r, &s).hash,
+    ));
     let p = plan_at(&f, t0());
     assert!(p.actions.is_empty(), "nothing touched while backing off");
     assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
@@ -90,13 +89,12 @@ fn a_failed_build_of_a_missing_container_says_image_build_failed() {
     let s = local();
     let r = row(1);
     let mut f = facts_for(&s, &r, &[], &[]);
-    f.memory.failure = Some(Failure {
-        reason: Reason::ImageBuildFailed,
-        phase: Phase::Build,
-        message: "ls-remote: repository not found".into(),
-        retry_at: t0() + mins(1),
-        hash: built(&r, &s).hash,
-    });
+    f.memory.failure = Some(failure(
+        Reason::ImageBuildFailed,
+        Phase::Build,
+        "ls-remote: repository not found",
+        &built(&r, &s).hash,
+    ));
     let p = plan_at(&f, t0());
     assert!(p.actions.is_empty());
     assert_eq!(reason(&p), Some(Reason::ImageBuildFailed));

@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use crate::model::{
     ContainerSpec, ContainerState, Health, LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE,
-    ObservedContainer, ObservedVolume, WorkspaceId, WorkspaceRow,
+    ObservedContainer, ObservedVolume, Reason, WorkspaceId, WorkspaceRow,
 };
 
-use super::{Catalogue, Facts, Op, Plan, Settings, Why, plan, spec};
+use super::{Catalogue, Facts, Failure, Op, Phase, Plan, Settings, Why, plan, spec};
 
 /// A fixed instant: every test clock starts here.
 pub fn t0() -> DateTime<Utc> {
@@ -120,4 +120,15 @@ pub fn whys(p: &Plan) -> Vec<String> {
 
 pub fn plan_at(f: &Facts, now: DateTime<Utc>) -> Plan {
     plan(f, now)
+}
+
+/// A failure of the spec `hash` in `phase`, retried a minute after t0.
+pub fn failure(reason: Reason, phase: Phase, message: &str, hash: &str) -> Failure {
+    Failure {
+        reason,
+        phase,
+        message: message.into(),
+        retry_at: t0() + mins(1),
+        hash: hash.into(),
+    }
 }

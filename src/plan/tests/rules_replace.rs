@@ -331,13 +331,12 @@ fn an_interrupted_replace_whose_new_container_was_never_started_goes_on() {
 
     // A failed fill waits out its retry time; past the deadline the old
     // container comes back.
-    f.memory.failure = Some(Failure {
-        reason: Reason::ConfigMissing,
-        phase: Phase::Create,
-        message: "no config.yaml".into(),
-        retry_at: t0() + mins(1),
-        hash: built(&r, &s).hash,
-    });
+    f.memory.failure = Some(failure(
+        Reason::ConfigMissing,
+        Phase::Create,
+        "no config.yaml",
+        &built(&r, &s).hash,
+    ));
     let blocked = plan_at(&f, t0());
     assert!(blocked.actions.is_empty());
     assert_eq!(reason(&blocked), Some(Reason::ChangeBlocked));

@@ -117,13 +117,12 @@ fn past_the_provision_timeout_a_final_cause_stays_the_reason_not_a_stalled_pull(
     let r = row(2);
     let mut f = facts_for(&s, &r, &[], &[]);
     f.memory.provisioning_since = Some(t0());
-    f.memory.failure = Some(Failure {
-        reason: Reason::ConfigMissing,
-        phase: Phase::Create,
-        message: "no config.yaml in /configs".into(),
-        retry_at: t0() + mins(1),
-        hash: built(&r, &s).hash,
-    });
+    f.memory.failure = Some(failure(
+        Reason::ConfigMissing,
+        Phase::Create,
+        "no config.yaml in /configs",
+        &built(&r, &s).hash,
+    ));
     let late = plan_at(&f, t0() + f.provision_timeout + mins(5));
     assert_eq!(reason(&late), Some(Reason::ConfigMissing));
     assert!(
@@ -377,13 +376,12 @@ fn a_start_the_daemon_refuses_stays_start_failed_with_its_words() {
     let r = row(1).with_tier(3);
     let mut f = facts_for(&s, &r, &[], &[]);
     f.memory.provisioning_since = Some(t0());
-    f.memory.failure = Some(Failure {
-        reason: Reason::StartFailed,
-        phase: Phase::Start,
-        message: "unable to apply caps: operation not permitted".into(),
-        retry_at: t0() + mins(1),
-        hash: built(&r, &s).hash,
-    });
+    f.memory.failure = Some(failure(
+        Reason::StartFailed,
+        Phase::Start,
+        "unable to apply caps: operation not permitted",
+        &built(&r, &s).hash,
+    ));
     let backing_off = plan_at(&f, t0());
     assert!(backing_off.actions.is_empty());
     assert_eq!(reason(&backing_off), Some(Reason::StartFailed));
@@ -408,13 +406,12 @@ fn a_created_container_whose_filling_failed_waits_for_the_retry_time() {
     let cs = [c];
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.memory.provisioning_since = Some(t0());
-    f.memory.failure = Some(Failure {
-        reason: Reason::ConfigMissing,
-        phase: Phase::Create,
-        message: "no config.yaml in /configs".into(),
-        retry_at: t0() + mins(1),
-        hash: spec.hash.clone(),
-    });
+    f.memory.failure = Some(failure(
+        Reason::ConfigMissing,
+        Phase::Create,
+        "no config.yaml in /configs",
+        &spec.hash,
+    ));
     let waiting = plan_at(&f, t0());
     assert!(waiting.actions.is_empty(), "{:?}", ops(&waiting));
     assert_eq!(reason(&waiting), Some(Reason::ConfigMissing));

@@ -8,8 +8,7 @@ use std::time::Duration;
 use berth::model::{LABEL_HOST, LABEL_MANAGED, WorkspaceId};
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListVolumesOptions, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListVolumesOptions, StopContainerOptionsBuilder,
 };
 use serde_json::json;
 
@@ -63,12 +62,7 @@ async fn an_emptied_configs_volume_is_config_missing_not_a_crash_loop() {
     )
     .await;
     w.sh(id, "rm /configs/config.yaml").await;
-    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-    w.scope
-        .docker
-        .remove_container(&id.container_name(), Some(opts))
-        .await
-        .unwrap();
+    w.remove_by_hand(id).await;
     let row = w
         .wait_row(id, 60, "config_missing", |r| {
             r.is("failed", Some("config_missing"))

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use berth::model::{LABEL_HOST, LABEL_WORKSPACE};
-use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
+use bollard::query_parameters::StopContainerOptionsBuilder;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -243,12 +243,7 @@ async fn a_paused_rows_container_is_left_alone_even_when_removed_by_hand() {
     w.exec("UPDATE workspaces SET paused = true WHERE id = $1", id)
         .await;
     w.wait_row(id, 30, "paused", |r| r.is("paused", None)).await;
-    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-    w.scope
-        .docker
-        .remove_container(&id.container_name(), Some(opts))
-        .await
-        .unwrap();
+    w.remove_by_hand(id).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(
         w.container(id).await.is_none(),
@@ -286,12 +281,7 @@ async fn a_container_removed_or_stopped_by_hand_comes_back() {
         .unwrap();
     assert_eq!(c.id, first, "a stopped container is started, not replaced");
 
-    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-    w.scope
-        .docker
-        .remove_container(&id.container_name(), Some(opts))
-        .await
-        .unwrap();
+    w.remove_by_hand(id).await;
     let c = w
         .wait_container(id, 60, "recreated", running)
         .await

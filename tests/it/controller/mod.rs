@@ -222,6 +222,45 @@ impl World {
     }
 
     /// The workspace's container (by its name), if any.
+    /// Asks `probe` every `every` until it answers, for at most `secs`;
+    /// then fails naming `what`, with the tail of berth's log.
+    pub async fn poll<T, Fut>(
+        &self,
+        secs: u64,
+        what: &str,
+        every: Duration,
+        mut probe: impl FnMut() -> Fut,
+    ) -> T
+    where
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(answer) = probe().await {
+                return answer;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {secs}s\n{}",
+                self.berth.as_ref().map(|b| b.tail()).unwrap_or_default()
+            );
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Removes the workspace's container by hand (forced), as an operator
+    /// or an accident would.
+    pub async fn remove_by_hand(&self, id: WorkspaceId) {
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .build();
+        self.scope
+            .docker
+            .remove_container(&id.container_name(), Some(opts))
+            .await
+            .unwrap();
+    }
+
     pub async fn container(&self, id: WorkspaceId) -> Option<ContainerInspectResponse> {
         self.scope
             .docker

@@ -44,54 +44,47 @@ async fn containers(w: &World, ids: &[WorkspaceId]) -> Vec<(Option<String>, Opti
 
 /// Waits until the pin names `digest` (a halt wrote it back).
 async fn wait_pin(w: &World, digest: &str, secs: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
+    let what = format!("the pin written back to {digest}");
+    w.poll(secs, &what, Duration::from_millis(300), || async {
         let now: String = sqlx::query_scalar(
             "SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'",
         )
         .fetch_one(&w.pool)
         .await
         .unwrap();
-        if now == digest {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pin was not written back to {digest}\n{}",
-            w.berth.as_ref().unwrap().tail()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        (now == digest).then_some(())
+    })
+    .await
 }
 
 /// The workspace whose new container runs `digest` while its old one
 /// waits under `-prev`: a replace under way.
 async fn canary_under_way(w: &World, ids: &[WorkspaceId], digest: &str) -> WorkspaceId {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        for id in ids {
-            let prev = w
-                .scope
-                .docker
-                .inspect_container(&id.prev_container_name(), None)
-                .await;
-            let on_it = w
-                .container(*id)
-                .await
-                .and_then(|c| c.config)
-                .and_then(|c| c.image)
-                .is_some_and(|image| image.ends_with(digest));
-            if prev.is_ok() && on_it {
-                return *id;
+    w.poll(
+        60,
+        "a canary under way",
+        Duration::from_millis(100),
+        || async {
+            for id in ids {
+                let prev = w
+                    .scope
+                    .docker
+                    .inspect_container(&id.prev_container_name(), None)
+                    .await;
+                let on_it = w
+                    .container(*id)
+                    .await
+                    .and_then(|c| c.config)
+                    .and_then(|c| c.image)
+                    .is_some_and(|image| image.ends_with(digest));
+                if prev.is_ok() && on_it {
+                    return Some(*id);
+                }
             }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no canary under way\n{}",
-            w.berth.as_ref().unwrap().tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            None
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -446,8 +439,8 @@ async fn a_pin_that_does_not_hold_for_the_debounce_replaces_nothing() {
 
 /// Waits until the newest history entry that set `digest` is stable.
 async fn wait_stable(w: &World, digest: &str, secs: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
+    let what = format!("{digest} marked stable");
+    w.poll(secs, &what, Duration::from_millis(300), || async {
         let stable: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT stable_at FROM runtime_image_pin_history WHERE new_digest = $1 ORDER BY id DESC LIMIT 1",
         )
@@ -455,16 +448,9 @@ async fn wait_stable(w: &World, digest: &str, secs: u64) {
         .fetch_one(&w.pool)
         .await
         .unwrap();
-        if stable.is_some() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{digest} was not marked stable within {secs}s\n{}",
-            w.berth.as_ref().unwrap().tail()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        stable.map(|_| ())
+    })
+    .await
 }
 
 #[tokio::test]
