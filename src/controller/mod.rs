@@ -13,8 +13,11 @@ mod refresh;
 mod retention;
 mod rollout;
 mod round;
+mod state;
 mod tasks;
 mod work;
+
+use state::State;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,9 +40,9 @@ use crate::act::Executor;
 use crate::desired::{self, DesiredTrigger, Lease};
 use crate::http::Readiness;
 use crate::metrics::Metrics;
-use crate::model::{ObservedContainer, ObservedVolume, ResolvedImage, WorkspaceId, WorkspaceRow};
+use crate::model::WorkspaceId;
 use crate::observed::{Observed, Trigger};
-use crate::plan::{Catalogue, Memory, Settings};
+use crate::plan::Settings;
 
 /// What the controller is made of; `main` assembles it.
 #[derive(Clone, Debug)]
@@ -67,95 +70,6 @@ pub struct Inputs {
     pub desired: mpsc::UnboundedReceiver<DesiredTrigger>,
     pub observed: mpsc::UnboundedReceiver<Trigger>,
     pub lease: watch::Receiver<Option<Lease>>,
-}
-
-/// What the loop knows between passes.
-#[derive(Debug, Default)]
-struct State {
-    rows: BTreeMap<WorkspaceId, WorkspaceRow>,
-    catalogue: Catalogue,
-    desired_complete: bool,
-    memory: BTreeMap<WorkspaceId, Memory>,
-    /// What is known of each image reference now (digest, local id).
-    images: BTreeMap<String, ResolvedImage>,
-    /// Image references whose last refresh failed, with why.
-    refresh_failures: BTreeMap<String, crate::plan::RefreshFailure>,
-    last_prune: Option<tokio::time::Instant>,
-    /// The notes each key's last plan made, written as events only when
-    /// they change (an orphan's kept volumes would else be one event per
-    /// pass, forever).
-    noted: BTreeMap<WorkspaceId, Vec<String>>,
-    rollouts: Rollouts,
-    /// Image references whose rollout onto a target halted, with that
-    /// target (a digest or an image ID): a refresh that finds it again
-    /// keeps the previous image.
-    held_back: BTreeMap<String, String>,
-    /// Image references a refresh is resolving now.
-    refreshing: BTreeSet<String>,
-    /// References asked to refresh again while one was resolving.
-    refresh_again: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
-    /// The image repositories each pass in flight makes local: the image
-    /// sweep keeps their images (a pass may not have created its container
-    /// yet).
-    ensuring: BTreeMap<WorkspaceId, Vec<String>>,
-    /// Halted pins whose write-back the database has not taken yet.
-    pin_write_backs: Vec<halt::PinWriteBack>,
-    /// The host had no rows at the last reread (and the log said so).
-    no_rows_said: bool,
-    /// The delete guard's (wanted, limit) the log last reported.
-    guard_said: Option<(usize, usize)>,
-    /// A refresh asked for while this instance did not hold the lease:
-    /// `Some(None)` for every runtime.
-    pending_refresh: Option<Option<String>>,
-}
-
-impl State {
-    /// The repositories passes in flight make images of.
-    fn busy_repositories(&self) -> BTreeSet<String> {
-        self.ensuring.values().flatten().cloned().collect()
-    }
-
-    /// `forget_the_gone` on what the loop knows: `engine` is the complete
-    /// picture of the engine's objects, `None` while it is incomplete (no
-    /// key is forgotten then).
-    fn forget_the_gone(
-        &mut self,
-        settings: &Settings,
-        engine: Option<(&[ObservedContainer], &[ObservedVolume])>,
-        queue: &mut WorkQueue<WorkspaceId>,
-    ) {
-        let references: BTreeSet<String> = self
-            .rows
-            .values()
-            .filter_map(|row| {
-                crate::plan::choose_image(row, &self.catalogue, settings)
-                    .ok()
-                    .map(|(image, _, _)| image.as_str().to_string())
-            })
-            .collect();
-        self.images.retain(|r, _| references.contains(r));
-        self.held_back.retain(|r, _| references.contains(r));
-        self.refresh_failures.retain(|r, _| references.contains(r));
-        // A key's things go only on a complete picture of the engine.
-        let Some((containers, volumes)) = engine else {
-            return;
-        };
-        let mut live: BTreeSet<WorkspaceId> = self.rows.keys().copied().collect();
-        live.extend(containers.iter().filter_map(|c| c.workspace()));
-        live.extend(volumes.iter().filter_map(|v| v.workspace()));
-        let gone: Vec<WorkspaceId> = self
-            .memory
-            .keys()
-            .chain(self.noted.keys())
-            .filter(|id| !live.contains(id))
-            .copied()
-            .collect();
-        for id in gone {
-            self.memory.remove(&id);
-            self.noted.remove(&id);
-            queue.forget(&id);
-        }
-    }
 }
 
 impl Controller {
@@ -462,84 +376,4 @@ impl Controller {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::model::{LABEL_MANAGED, LABEL_WORKSPACE};
-    use crate::plan::RefreshFailure;
-
-    fn id(n: u128) -> WorkspaceId {
-        WorkspaceId(uuid::Uuid::from_u128(n))
-    }
-
-    fn volume_of(ws: WorkspaceId) -> ObservedVolume {
-        ObservedVolume {
-            name: ws.configs_volume(),
-            labels: BTreeMap::from([
-                (LABEL_MANAGED.to_string(), "true".to_string()),
-                (LABEL_WORKSPACE.to_string(), ws.to_string()),
-            ]),
-        }
-    }
-
-    #[tokio::test]
-    async fn what_nothing_names_is_forgotten_and_only_on_a_complete_picture_of_the_engine() {
-        let settings = Settings::test();
-        let mut state = State {
-            catalogue: Catalogue::seeded(),
-            ..State::default()
-        };
-        let (with_row, with_volume, gone) = (id(1), id(2), id(3));
-        let row = WorkspaceRow::test(with_row, Utc::now());
-        let used = crate::plan::choose_image(&row, &state.catalogue, &settings)
-            .unwrap()
-            .0
-            .to_string();
-        state.rows.insert(with_row, row);
-        for ws in [with_row, with_volume, gone] {
-            state.memory.insert(ws, Memory::default());
-            state.noted.insert(ws, vec!["a note".into()]);
-        }
-        for reference in [used.clone(), "registry.test/ws/old:latest".to_string()] {
-            state
-                .images
-                .insert(reference.clone(), ResolvedImage::default());
-            state.held_back.insert(reference.clone(), "sha256:x".into());
-            let failure = RefreshFailure {
-                message: "no answer".into(),
-                blocks_change: false,
-            };
-            state.refresh_failures.insert(reference, failure);
-        }
-        let mut queue = WorkQueue::new();
-        for _ in 0..6 {
-            queue.retry(gone);
-        }
-
-        let volumes = [volume_of(with_volume)];
-        state.forget_the_gone(&settings, None, &mut queue);
-        let kept: Vec<&String> = state.images.keys().collect();
-        assert_eq!(kept, [&used], "references go on the rows alone");
-        assert_eq!(state.held_back.keys().collect::<Vec<_>>(), [&used]);
-        assert_eq!(state.refresh_failures.keys().collect::<Vec<_>>(), [&used]);
-        assert_eq!(
-            state.memory.len(),
-            3,
-            "no key goes on an incomplete picture"
-        );
-
-        state.forget_the_gone(&settings, Some((&[], &volumes)), &mut queue);
-        let keys: Vec<WorkspaceId> = state.memory.keys().copied().collect();
-        assert_eq!(
-            keys,
-            [with_row, with_volume],
-            "a row or an object keeps a key"
-        );
-        assert_eq!(state.noted.keys().copied().collect::<Vec<_>>(), keys);
-        assert!(
-            queue.retry(gone) < Duration::from_secs(2),
-            "the gone key's backoff starts over (it was past 32 s)"
-        );
-    }
-}
+mod tests;

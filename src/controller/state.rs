@@ -1,0 +1,98 @@
+//! What the controller's loop knows between passes, and its pruning.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::WorkQueue;
+use super::halt;
+use super::rollout::Rollouts;
+use crate::model::{ObservedContainer, ObservedVolume, ResolvedImage, WorkspaceId, WorkspaceRow};
+use crate::plan::{Catalogue, Memory, Settings};
+
+/// What the loop knows between passes.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) rows: BTreeMap<WorkspaceId, WorkspaceRow>,
+    pub(super) catalogue: Catalogue,
+    pub(super) desired_complete: bool,
+    pub(super) memory: BTreeMap<WorkspaceId, Memory>,
+    /// What is known of each image reference now (digest, local id).
+    pub(super) images: BTreeMap<String, ResolvedImage>,
+    /// Image references whose last refresh failed, with why.
+    pub(super) refresh_failures: BTreeMap<String, crate::plan::RefreshFailure>,
+    pub(super) last_prune: Option<tokio::time::Instant>,
+    /// The notes each key's last plan made, written as events only when
+    /// they change (an orphan's kept volumes would else be one event per
+    /// pass, forever).
+    pub(super) noted: BTreeMap<WorkspaceId, Vec<String>>,
+    pub(super) rollouts: Rollouts,
+    /// Image references whose rollout onto a target halted, with that
+    /// target (a digest or an image ID): a refresh that finds it again
+    /// keeps the previous image.
+    pub(super) held_back: BTreeMap<String, String>,
+    /// Image references a refresh is resolving now.
+    pub(super) refreshing: BTreeSet<String>,
+    /// References asked to refresh again while one was resolving.
+    pub(super) refresh_again: BTreeMap<String, (crate::model::ImageRef, crate::model::ImageSource)>,
+    /// The image repositories each pass in flight makes local: the image
+    /// sweep keeps their images (a pass may not have created its container
+    /// yet).
+    pub(super) ensuring: BTreeMap<WorkspaceId, Vec<String>>,
+    /// Halted pins whose write-back the database has not taken yet.
+    pub(super) pin_write_backs: Vec<halt::PinWriteBack>,
+    /// The host had no rows at the last reread (and the log said so).
+    pub(super) no_rows_said: bool,
+    /// The delete guard's (wanted, limit) the log last reported.
+    pub(super) guard_said: Option<(usize, usize)>,
+    /// A refresh asked for while this instance did not hold the lease:
+    /// `Some(None)` for every runtime.
+    pub(super) pending_refresh: Option<Option<String>>,
+}
+
+impl State {
+    /// The repositories passes in flight make images of.
+    pub(super) fn busy_repositories(&self) -> BTreeSet<String> {
+        self.ensuring.values().flatten().cloned().collect()
+    }
+
+    /// `forget_the_gone` on what the loop knows: `engine` is the complete
+    /// picture of the engine's objects, `None` while it is incomplete (no
+    /// key is forgotten then).
+    pub(super) fn forget_the_gone(
+        &mut self,
+        settings: &Settings,
+        engine: Option<(&[ObservedContainer], &[ObservedVolume])>,
+        queue: &mut WorkQueue<WorkspaceId>,
+    ) {
+        let references: BTreeSet<String> = self
+            .rows
+            .values()
+            .filter_map(|row| {
+                crate::plan::choose_image(row, &self.catalogue, settings)
+                    .ok()
+                    .map(|(image, _, _)| image.as_str().to_string())
+            })
+            .collect();
+        self.images.retain(|r, _| references.contains(r));
+        self.held_back.retain(|r, _| references.contains(r));
+        self.refresh_failures.retain(|r, _| references.contains(r));
+        // A key's things go only on a complete picture of the engine.
+        let Some((containers, volumes)) = engine else {
+            return;
+        };
+        let mut live: BTreeSet<WorkspaceId> = self.rows.keys().copied().collect();
+        live.extend(containers.iter().filter_map(|c| c.workspace()));
+        live.extend(volumes.iter().filter_map(|v| v.workspace()));
+        let gone: Vec<WorkspaceId> = self
+            .memory
+            .keys()
+            .chain(self.noted.keys())
+            .filter(|id| !live.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.memory.remove(&id);
+            self.noted.remove(&id);
+            queue.forget(&id);
+        }
+    }
+}

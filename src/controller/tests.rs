@@ -1,0 +1,81 @@
+//! The loop's knowledge between passes, from plain data.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::model::{LABEL_MANAGED, LABEL_WORKSPACE, ObservedVolume, ResolvedImage, WorkspaceRow};
+use crate::plan::{Catalogue, Memory, RefreshFailure};
+
+fn id(n: u128) -> WorkspaceId {
+    WorkspaceId(uuid::Uuid::from_u128(n))
+}
+
+fn volume_of(ws: WorkspaceId) -> ObservedVolume {
+    ObservedVolume {
+        name: ws.configs_volume(),
+        labels: BTreeMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_WORKSPACE.to_string(), ws.to_string()),
+        ]),
+    }
+}
+
+#[tokio::test]
+async fn what_nothing_names_is_forgotten_and_only_on_a_complete_picture_of_the_engine() {
+    let settings = Settings::test();
+    let mut state = State {
+        catalogue: Catalogue::seeded(),
+        ..State::default()
+    };
+    let (with_row, with_volume, gone) = (id(1), id(2), id(3));
+    let row = WorkspaceRow::test(with_row, Utc::now());
+    let used = crate::plan::choose_image(&row, &state.catalogue, &settings)
+        .unwrap()
+        .0
+        .to_string();
+    state.rows.insert(with_row, row);
+    for ws in [with_row, with_volume, gone] {
+        state.memory.insert(ws, Memory::default());
+        state.noted.insert(ws, vec!["a note".into()]);
+    }
+    for reference in [used.clone(), "registry.test/ws/old:latest".to_string()] {
+        state
+            .images
+            .insert(reference.clone(), ResolvedImage::default());
+        state.held_back.insert(reference.clone(), "sha256:x".into());
+        let failure = RefreshFailure {
+            message: "no answer".into(),
+            blocks_change: false,
+        };
+        state.refresh_failures.insert(reference, failure);
+    }
+    let mut queue = WorkQueue::new();
+    for _ in 0..6 {
+        queue.retry(gone);
+    }
+
+    let volumes = [volume_of(with_volume)];
+    state.forget_the_gone(&settings, None, &mut queue);
+    let kept: Vec<&String> = state.images.keys().collect();
+    assert_eq!(kept, [&used], "references go on the rows alone");
+    assert_eq!(state.held_back.keys().collect::<Vec<_>>(), [&used]);
+    assert_eq!(state.refresh_failures.keys().collect::<Vec<_>>(), [&used]);
+    assert_eq!(
+        state.memory.len(),
+        3,
+        "no key goes on an incomplete picture"
+    );
+
+    state.forget_the_gone(&settings, Some((&[], &volumes)), &mut queue);
+    let keys: Vec<WorkspaceId> = state.memory.keys().copied().collect();
+    assert_eq!(
+        keys,
+        [with_row, with_volume],
+        "a row or an object keeps a key"
+    );
+    assert_eq!(state.noted.keys().copied().collect::<Vec<_>>(), keys);
+    assert!(
+        queue.retry(gone) < Duration::from_secs(2),
+        "the gone key's backoff starts over (it was past 32 s)"
+    );
+}
