@@ -129,6 +129,24 @@ async fn a_berth_restarted_while_a_good_canary_waits_for_readiness_halts_nothing
     assert_eq!(halts, 0, "a good image was halted");
 }
 
+/// Restarts berth with a short provision deadline and canary 1 (a loaded
+/// machine may need longer for the first starts), then pins the image
+/// that never becomes ready; the workspaces' containers before it.
+async fn pin_broken_with_a_short_deadline(
+    w: &mut World,
+    ids: &[WorkspaceId],
+) -> Vec<(Option<String>, Option<String>)> {
+    w.berth.take().unwrap().kill().await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    let before = containers(w, ids).await;
+    let broken = digest(w, "broken").await;
+    pin(w, &broken).await;
+    before
+}
+
 async fn online_all(w: &World, n: usize) -> Vec<WorkspaceId> {
     let mut ids = Vec::new();
     for _ in 0..n {
@@ -146,16 +164,7 @@ async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
     let mut w = World::new().await;
     w.start(&[]);
     let ids = online_all(&w, 5).await;
-    // A short deadline only for the rollout (a loaded machine may need
-    // longer for the first starts).
-    w.berth.take().unwrap().kill().await;
-    w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "8s"),
-        ("BERTH_ROLLOUT_CANARY", "1"),
-    ]);
-    let before = containers(&w, &ids).await;
-    let broken = digest(&w, "broken").await;
-    pin(&w, &broken).await;
+    let before = pin_broken_with_a_short_deadline(&mut w, &ids).await;
 
     let v1 = w.v1.clone();
     wait_pin(&w, &v1, 90).await;
@@ -279,14 +288,7 @@ async fn a_halt_puts_back_the_digest_the_workspaces_ran_not_an_older_stable_one(
     .execute(&w.pool)
     .await
     .unwrap();
-    w.berth.take().unwrap().kill().await;
-    w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "8s"),
-        ("BERTH_ROLLOUT_CANARY", "1"),
-    ]);
-    let before = containers(&w, &ids).await;
-    let broken = digest(&w, "broken").await;
-    pin(&w, &broken).await;
+    let before = pin_broken_with_a_short_deadline(&mut w, &ids).await;
     wait_pin(&w, &v2, 90).await;
 
     tokio::time::sleep(Duration::from_secs(6)).await;
