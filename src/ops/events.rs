@@ -47,7 +47,9 @@ struct Candidate {
     created_at: DateTime<Utc>,
 }
 
-/// The last `limit` events of the workspace `key` names, oldest first.
+/// The last `limit` events of the workspace `key` names, oldest first. An
+/// id with neither a row nor an event is an error, as an unknown name is,
+/// so a script's typo does not pass for a quiet workspace.
 pub async fn events(pool: &PgPool, key: &str, limit: i64) -> Result<EventsView, OpsError> {
     let (workspace, name) = resolve(pool, key).await?;
     let mut events: Vec<EventView> = sqlx::query_as(
@@ -59,6 +61,13 @@ pub async fn events(pool: &PgPool, key: &str, limit: i64) -> Result<EventsView, 
     .bind(limit)
     .fetch_all(pool)
     .await?;
+    if name.is_none() && events.is_empty() {
+        return Err(OpsError::Failed(format!(
+            "no workspace row has the id {workspace} and no events name it (a mistyped id, \
+             or a deleted workspace whose events were all older than \
+             BERTH_EVENTS_RETENTION and pruned)"
+        )));
+    }
     events.reverse();
     Ok(EventsView {
         workspace,
@@ -116,13 +125,11 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
 /// The trail as a table, oldest first.
 pub fn render_events(view: &EventsView) -> String {
     let mut out = String::new();
-    // Without a row, events show that one existed; without either, the
-    // id may never have named a workspace.
-    let name = match (&view.name, view.events.is_empty()) {
-        (Some(n), _) => format!("{n:?}"),
-        (None, false) => "(row gone)".into(),
-        (None, true) => "(no row)".into(),
-    };
+    // Without a row, the events show that one existed.
+    let name = view
+        .name
+        .as_ref()
+        .map_or("(row gone)".into(), |n| format!("{n:?}"));
     let _ = writeln!(
         out,
         "{} {} {}",
@@ -131,20 +138,11 @@ pub fn render_events(view: &EventsView) -> String {
         name
     );
     if view.events.is_empty() {
-        let _ = match &view.name {
-            Some(n) => writeln!(
-                out,
-                "no events recorded for {n:?} (any older than BERTH_EVENTS_RETENTION \
-                 would have been pruned)"
-            ),
-            None => writeln!(
-                out,
-                "no events recorded for {}, and no workspace row has that id \
-                 (a mistyped id, or a deleted workspace whose events were all older than \
-                 BERTH_EVENTS_RETENTION and pruned)",
-                view.workspace
-            ),
-        };
+        let _ = writeln!(
+            out,
+            "no events recorded for {name} (any older than BERTH_EVENTS_RETENTION \
+             would have been pruned)"
+        );
         return out;
     }
     let mut t = Table::new(&["AT", "HOST", "ACTION", "REASON", "DETAIL"]);

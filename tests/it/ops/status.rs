@@ -261,13 +261,12 @@ async fn events_find_a_workspace_by_id_container_or_name_and_list_an_ambiguous_n
     assert!(!out.contains("the trail is pruned"), "{out}");
     let stranger = uuid::Uuid::new_v4();
     let (code, out, err) = berth(&["events", &stranger.to_string()], &env).await;
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("(no row)")
-            && out.contains(&format!(
-                "no events recorded for {stranger}, and no workspace row has that id"
-            )),
-        "{out}"
+        err.contains(&format!(
+            "no workspace row has the id {stranger} and no events name it"
+        )),
+        "{err}"
     );
 
     let (code, out, err) = berth(&["events", "twin"], &env).await;
