@@ -82,7 +82,9 @@ pub struct Session {
 
 /// Takes the lease for `host` when it is free, expired, or already
 /// `holder`'s; the epoch moves on whenever the holder changes. `None` when
-/// another live holder has it.
+/// another live holder has it. The holder writes its `ttl` into the row and
+/// a lapse is judged by the holder's term, so a candidate with a shorter
+/// TTL waits as long as the holder may still act.
 pub async fn acquire(
     client: &Client,
     host: &str,
@@ -91,16 +93,17 @@ pub async fn acquire(
 ) -> Result<Option<Lease>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "INSERT INTO host_leases AS l (host, holder, epoch, renewed_at, acquired_at)
-             VALUES ($1, $2, 1, now(), now())
+            "INSERT INTO host_leases AS l (host, holder, epoch, renewed_at, acquired_at, ttl)
+             VALUES ($1, $2, 1, now(), now(), $3::float8 * interval '1 second')
              ON CONFLICT (host) DO UPDATE SET
                  holder = EXCLUDED.holder,
                  epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
                  renewed_at = now(),
                  acquired_at = CASE WHEN l.holder = EXCLUDED.holder THEN l.acquired_at
-                                    ELSE now() END
+                                    ELSE now() END,
+                 ttl = EXCLUDED.ttl
               WHERE l.holder = EXCLUDED.holder
-                 OR l.renewed_at < now() - $3::float8 * interval '1 second'
+                 OR l.renewed_at < now() - coalesce(l.ttl, EXCLUDED.ttl)
              RETURNING epoch",
             &[&host, &holder, &ttl.as_secs_f64()],
         )

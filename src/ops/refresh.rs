@@ -92,10 +92,11 @@ pub async fn refresh(
         }
     }
     let listening_hosts: Vec<String> = sqlx::query_scalar(
-        "SELECT host FROM host_leases WHERE renewed_at > now() - make_interval(secs => $1) ORDER BY host",
+        "SELECT host FROM host_leases
+          WHERE renewed_at > now() - coalesce(ttl, make_interval(secs => $1)) ORDER BY host",
     )
-    // A berth on this host may run with another lease TTL than this
-    // command's: a generous window names the hosts with a live holder.
+    // A holder that records no term may run with another lease TTL than
+    // this command's: a generous window names the hosts with a live holder.
     .bind((config.lease_ttl.as_secs_f64() * 3.0).max(60.0))
     .fetch_all(pool)
     .await?;

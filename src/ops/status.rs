@@ -98,6 +98,9 @@ pub struct HostLease {
     pub holder: String,
     /// `None`: its holder released it (a clean stop).
     pub renewed_secs_ago: Option<f64>,
+    /// The term its holder runs with; `None` from a berth that does not
+    /// record it.
+    pub ttl_secs: Option<f64>,
 }
 
 /// The leases of `hosts` (those without a lease row are absent).
@@ -105,7 +108,8 @@ pub async fn host_leases(pool: &PgPool, hosts: &[String]) -> Result<Vec<HostLeas
     let leases = sqlx::query_as(
         "SELECT host, holder,
                 CASE WHEN isfinite(renewed_at)
-                     THEN extract(epoch FROM now() - renewed_at)::float8 END AS renewed_secs_ago
+                     THEN extract(epoch FROM now() - renewed_at)::float8 END AS renewed_secs_ago,
+                extract(epoch FROM ttl)::float8 AS ttl_secs
            FROM host_leases WHERE host = ANY($1) ORDER BY host",
     )
     .bind(hosts)
@@ -116,18 +120,23 @@ pub async fn host_leases(pool: &PgPool, hosts: &[String]) -> Result<Vec<HostLeas
 
 /// One line per host of `rows`: whether a berth holds it, so a table of
 /// rows frozen in `provisioning` is not read as work in progress when no
-/// berth runs. A lease not renewed within `ttl` (this command's
-/// `BERTH_LEASE_TTL`) has lapsed.
+/// berth runs. A lease not renewed within its holder's term has lapsed;
+/// `ttl` (this command's `BERTH_LEASE_TTL`) stands in for a holder that
+/// records none.
 pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::Duration) -> String {
     let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
     let mut out = String::new();
     for host in hosts {
-        let line = match leases.iter().find(|l| l.host == host) {
+        let lease = leases.iter().find(|l| l.host == host);
+        let term = lease
+            .and_then(|l| l.ttl_secs)
+            .unwrap_or(ttl.as_secs_f64());
+        let line = match lease {
             Some(HostLease {
                 holder,
                 renewed_secs_ago: Some(ago),
                 ..
-            }) if *ago <= ttl.as_secs_f64() => format!(
+            }) if *ago <= term => format!(
                 "host {host}: held by berth {holder} (lease renewed {:.0}s ago)",
                 ago.max(0.0)
             ),
@@ -136,8 +145,7 @@ pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::D
                 renewed_secs_ago: Some(ago),
                 ..
             }) => format!(
-                "host {host}: NO berth holds it (the lease of {holder} was last renewed {ago:.0}s ago, past BERTH_LEASE_TTL {}s): its rows are not being reconciled",
-                ttl.as_secs()
+                "host {host}: NO berth holds it (the lease of {holder} was last renewed {ago:.0}s ago, past its {term:.0}s term): its rows are not being reconciled"
             ),
             Some(HostLease { holder, .. }) => format!(
                 "host {host}: NO berth holds it ({holder} stopped and released it): its rows are not being reconciled"
@@ -327,35 +335,47 @@ mod rollout_tests {
 
     #[test]
     fn each_host_says_whether_a_berth_holds_it() {
-        let rows = [row("a"), row("b"), row("b"), row("c"), row("d")];
+        let rows = [row("a"), row("b"), row("b"), row("c"), row("d"), row("e")];
         let leases = [
             HostLease {
                 host: "a".into(),
                 holder: "vm1:42".into(),
                 renewed_secs_ago: Some(2.0),
+                ttl_secs: None,
             },
             HostLease {
                 host: "b".into(),
                 holder: "vm2:7".into(),
                 renewed_secs_ago: Some(300.0),
+                ttl_secs: None,
+            },
+            // Its holder runs with a 10-minute term: 5 minutes is no lapse.
+            HostLease {
+                host: "e".into(),
+                holder: "vm4:9".into(),
+                renewed_secs_ago: Some(300.0),
+                ttl_secs: Some(600.0),
             },
             HostLease {
                 host: "d".into(),
                 holder: "vm3:1".into(),
                 renewed_secs_ago: None,
+                ttl_secs: Some(15.0),
             },
         ];
         let out = render_hosts(&rows, &leases, std::time::Duration::from_secs(15));
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 4, "{out}");
+        assert_eq!(lines.len(), 5, "{out}");
         assert!(
             lines[0].starts_with("host a: held by berth vm1:42"),
             "{out}"
         );
         assert!(
-            lines[1].starts_with("host b: NO berth holds it") && lines[1].contains("300s ago"),
+            lines[1].starts_with("host b: NO berth holds it")
+                && lines[1].contains("300s ago, past its 15s term"),
             "{out}"
         );
+        assert!(lines[4].starts_with("host e: held by berth vm4:9"), "{out}");
         assert!(
             lines[2].starts_with("host c: NO berth has ever held it"),
             "{out}"

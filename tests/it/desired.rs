@@ -365,6 +365,43 @@ async fn a_standby_takes_over_when_the_holder_dies_and_fences_its_writes() {
 }
 
 #[tokio::test]
+async fn a_standby_with_a_shorter_ttl_waits_out_the_holders_term() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let term = Duration::from_secs(6);
+    let mut a = start(&db, "h1", "a", term);
+    let first = wait_lease(&mut a, 5, Option::is_some).await.unwrap();
+    let recorded: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM ttl)::float8 FROM host_leases WHERE host = 'h1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 6.0, "the holder records its term");
+
+    let mut b = start(&db, "h1", "b", Duration::from_secs(1));
+    let died_at = Instant::now();
+    a.task.abort();
+    // By its own 1 s TTL the lease lapses at once; the holder may act for
+    // up to 2/3 of its 6 s term after its last renewal.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        b.lease.borrow().is_none(),
+        "taken {:?} after the holder died, inside its term",
+        died_at.elapsed()
+    );
+    let taken = wait_lease(&mut b, 8, Option::is_some).await.unwrap();
+    assert_eq!(taken.epoch, first.epoch + 1);
+    let recorded: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM ttl)::float8 FROM host_leases WHERE host = 'h1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 1.0, "the new holder records its own term");
+}
+
+#[tokio::test]
 async fn a_cancelled_holder_releases_so_the_standby_takes_over_at_once() {
     let db = TestDb::migrated().await;
     let ttl = Duration::from_secs(30);
