@@ -4,9 +4,10 @@
 //! in .sh/.py/.md files; a path that would leave /configs is refused before
 //! anything is sent.
 //!
-//! The archive is uploaded to `/` and names `configs/...` with every parent
-//! directory as an entry of its own: the engine's upload needs its target
-//! path to exist, and /configs is a volume it mounts for the upload.
+//! The archive is uploaded to /configs itself (a volume the engine mounts
+//! for the upload, so a T1 container's read-only root is never written)
+//! and names paths relative to it, with every parent directory as an entry
+//! of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -108,11 +109,11 @@ pub fn build_archive(files: &FilesSpec) -> Result<Vec<u8>, ActError> {
         return Err(invalid(format!("more than {MAX_BYTES} bytes to write")));
     }
 
-    let mut dirs = BTreeSet::from([ROOT.to_string()]);
+    let mut dirs = BTreeSet::new();
     for path in entries.keys() {
         let mut parent = Path::new(path).parent();
         while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            dirs.insert(format!("{ROOT}/{}", p.display()));
+            dirs.insert(p.display().to_string());
             parent = p.parent();
         }
     }
@@ -141,7 +142,7 @@ pub fn build_archive(files: &FilesSpec) -> Result<Vec<u8>, ActError> {
     for (path, (content, mode)) in &entries {
         let mut h = header(tar::EntryType::Regular, content.len() as u64, *mode);
         archive
-            .append_data(&mut h, format!("{ROOT}/{path}"), content.as_slice())
+            .append_data(&mut h, path, content.as_slice())
             .map_err(io)?;
     }
     archive.into_inner().map_err(io)
@@ -163,7 +164,9 @@ impl Executor {
             .await
             .map_err(|e| invalid(format!("building the archive: {e}")))??;
         let info = self.owned_container(id).await?;
-        let opts = UploadToContainerOptionsBuilder::new().path("/").build();
+        let opts = UploadToContainerOptionsBuilder::new()
+            .path(&format!("/{ROOT}"))
+            .build();
         self.docker
             .upload_to_container(id, Some(opts), bollard::body_full(archive.into()))
             .await
@@ -254,22 +257,21 @@ mod tests {
         assert_eq!(
             names,
             [
-                "configs/",
-                "configs/bin/",
-                "configs/docs/",
-                "configs/.auth_token",
-                "configs/bin/run.sh",
-                "configs/config.yaml",
-                "configs/data.txt",
-                "configs/docs/a.md",
+                "bin/",
+                "docs/",
+                ".auth_token",
+                "bin/run.sh",
+                "config.yaml",
+                "data.txt",
+                "docs/a.md",
             ]
         );
         let get = |name: &str| list.iter().find(|(p, ..)| p == name).unwrap();
-        assert_eq!(get("configs/bin/run.sh").2, b"#!/bin/sh\necho hi\n");
-        assert_eq!(get("configs/data.txt").2, b"a\r\nb");
-        assert_eq!(get("configs/config.yaml").2, b"from: row");
-        assert_eq!(get("configs/docs/a.md").2, b"x\ny");
-        assert_eq!(get("configs/.auth_token").1, 0o600);
+        assert_eq!(get("bin/run.sh").2, b"#!/bin/sh\necho hi\n");
+        assert_eq!(get("data.txt").2, b"a\r\nb");
+        assert_eq!(get("config.yaml").2, b"from: row");
+        assert_eq!(get("docs/a.md").2, b"x\ny");
+        assert_eq!(get(".auth_token").1, 0o600);
     }
 
     #[test]

@@ -76,6 +76,33 @@ async fn files_are_in_configs_before_start_with_crlf_stripped_and_the_token_priv
 }
 
 #[tokio::test]
+async fn a_t1_container_with_a_read_only_root_gets_its_files_and_starts() {
+    let f = Fixture::new().await;
+    let mut row = f
+        .row()
+        .with_tier(1)
+        .with_config_files(serde_json::json!({"config.yaml": "tier: 1\n", "sub/x.txt": "x"}));
+    row.auth_token = Some(Secret::new("tok-t1".into()));
+    let spec = f.spec(&row);
+    let (id, _) = f.create(&spec).await;
+    let host = f.inspect(&id).await.host_config.unwrap();
+    assert_eq!(host.readonly_rootfs, Some(true));
+
+    f.exec.write_files(&id, &spec.files).await.unwrap();
+    f.exec.start(&id).await.unwrap();
+    let files: BTreeMap<String, Vec<u8>> = f
+        .download(&id, "/configs")
+        .await
+        .into_iter()
+        .filter(|(name, ..)| !name.ends_with('/'))
+        .map(|(name, _, content)| (name, content))
+        .collect();
+    assert_eq!(files["configs/config.yaml"], b"tier: 1\n");
+    assert_eq!(files["configs/sub/x.txt"], b"x");
+    assert_eq!(files["configs/.auth_token"], b"tok-t1");
+}
+
+#[tokio::test]
 async fn a_path_that_escapes_configs_is_refused_and_nothing_is_written() {
     let f = Fixture::new().await;
     let row = f.row();
