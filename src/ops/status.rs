@@ -128,9 +128,7 @@ pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::D
     let mut out = String::new();
     for host in hosts {
         let lease = leases.iter().find(|l| l.host == host);
-        let term = lease
-            .and_then(|l| l.ttl_secs)
-            .unwrap_or(ttl.as_secs_f64());
+        let term = lease.and_then(|l| l.ttl_secs).unwrap_or(ttl.as_secs_f64());
         let line = match lease {
             Some(HostLease {
                 holder,
