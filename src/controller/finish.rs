@@ -171,13 +171,14 @@ pub(super) fn stale_reference(
     })
 }
 
-/// A pass that failed or lost the lease may not have restarted what its
-/// plan restarted for a `restart_epoch` bump: the bump is wanted again.
+/// A pass that failed or lost the lease may not have done what its plan
+/// did for a `restart_epoch` bump (rewrite the files, restart): the bump is
+/// wanted again.
 fn undo_restart_mark(memory: &mut crate::plan::Memory, plan: &crate::plan::Plan) {
     if plan
         .actions
         .iter()
-        .any(|a| matches!(a.op, crate::plan::Op::Restart { .. }))
+        .any(|a| matches!(a.why, crate::plan::Why::RestartEpoch { .. }))
     {
         memory.restarted_epoch = None;
     }

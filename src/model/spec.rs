@@ -141,6 +141,13 @@ pub struct FilesSpec {
     pub auth_token: Option<Secret<String>>,
 }
 
+impl FilesSpec {
+    /// Nothing to write: no template, no file, no token.
+    pub fn is_empty(&self) -> bool {
+        self.template_path.is_none() && self.files.is_empty() && self.auth_token.is_none()
+    }
+}
+
 /// The desired container for one workspace. `Debug` shows no secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerSpec {

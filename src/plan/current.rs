@@ -93,17 +93,34 @@ pub(super) fn current(
         let detail = format!("{} restarts within 10 min{exit}{oom}", m.restarts.len());
         StatusUpdate::reason(Reason::CrashLoop, Some(detail))
     };
+    let why_restart = || Why::RestartEpoch {
+        from: label_epoch,
+        to: row.restart_epoch,
+    };
+    // A restart asked for by the row writes the row's files again first
+    // (into the running container: /configs is a volume), so an edited
+    // auth_token, config_files or template reaches the workspace with it,
+    // as the Go provisioner's restart did.
+    let rewrite = |p: &mut Plan| {
+        if !spec.files.is_empty() {
+            p.push(
+                Op::WriteFiles {
+                    target: target(),
+                    files: spec.files.clone(),
+                },
+                why_restart(),
+            );
+        }
+    };
     match c.state {
         ContainerState::Running if wants_restart => {
+            rewrite(p);
             p.push(
                 Op::Restart {
                     target: target(),
                     timeout: s.stop_timeout,
                 },
-                Why::RestartEpoch {
-                    from: label_epoch,
-                    to: row.restart_epoch,
-                },
+                why_restart(),
             );
             p.memory.restarted_epoch = Some(row.restart_epoch);
             p.status = Some(StatusUpdate::reason(Reason::Starting, None));
@@ -122,6 +139,7 @@ pub(super) fn current(
                 return timed_out(f, Phase::Start, p);
             }
             if wants_restart {
+                rewrite(p);
                 p.memory.restarted_epoch = Some(row.restart_epoch);
             }
             match p.memory.next_start_at.filter(|t| *t > now) {

@@ -31,7 +31,8 @@
 //! - `restart_epoch`: the container's label records the epoch it was
 //!   created with; it is restarted once when the row's is larger, it last
 //!   started before the row's last change, and memory has not restarted
-//!   it for that epoch yet.
+//!   it for that epoch yet. The row's files are written into /configs
+//!   again before that restart (or that start, for a stopped container).
 //! - A rolled-back spec is not tried again until the desired spec changes
 //!   (memory: a restarted berth tries once more).
 //! - A container with another hash version and no inspected material is

@@ -49,7 +49,13 @@ fn run_rounds(
         let mut snap = snapshot(&rows, &host, w);
         snap.memory = memory.clone();
         let pass = plan_pass(&snap, settings, now);
-        if pass.plans.iter().all(|p| p.actions.is_empty()) {
+        // A pass with nothing to do while a container is still proving
+        // itself (an old one kept beside it until then) is no fixpoint:
+        // time passes and the checks settle first.
+        let proving = pass.plans.iter().any(|p| {
+            p.status.as_ref().and_then(|s| s.reason) == Some(crate::model::Reason::WaitingReady)
+        });
+        if !proving && pass.plans.iter().all(|p| p.actions.is_empty()) {
             return Ok((rows, host, pass));
         }
         memory.clear();

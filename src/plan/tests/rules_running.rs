@@ -231,10 +231,33 @@ fn a_restart_epoch_bump_restarts_once() {
     r.desired_changed_at = t0() + mins(1);
     let mut f = facts_for(&s, &r, &cs, &[]);
     let p = plan_at(&f, t0() + mins(2));
-    assert_eq!(ops(&p), ["restart"]);
-    assert_eq!(whys(&p), ["restart: restart_epoch 0 → 1"]);
+    assert_eq!(ops(&p), ["write_files", "restart"], "the files first");
+    assert_eq!(whys(&p), ["restart: restart_epoch 0 → 1"; 2]);
     f.memory = p.memory;
     assert!(plan_at(&f, t0() + mins(3)).actions.is_empty());
+
+    // Nothing to write: only the restart.
+    let mut bare = row(1);
+    bare.config_files = crate::model::Secret::new(serde_json::json!({}));
+    let cs = [container_for(&built(&bare, &s), "c1")];
+    bare.restart_epoch = 1;
+    bare.desired_changed_at = t0() + mins(1);
+    let p = plan_at(&facts_for(&s, &bare, &cs, &[]), t0() + mins(2));
+    assert_eq!(ops(&p), ["restart"]);
+}
+
+#[test]
+fn a_restart_epoch_bump_of_a_stopped_container_writes_the_files_before_its_start() {
+    let s = Settings::test();
+    let mut r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.state = crate::model::ContainerState::Exited;
+    c.exit_code = Some(0);
+    let cs = [c];
+    r.restart_epoch = 1;
+    r.desired_changed_at = t0() + mins(1);
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + mins(2));
+    assert_eq!(ops(&p), ["write_files", "start"]);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod failures;
 mod images;
 mod lifecycle;
+mod restart;
 mod rollout;
 
 use std::time::{Duration, Instant};

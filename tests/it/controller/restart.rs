@@ -1,0 +1,62 @@
+//! A `restart_epoch` bump restarts the workspace once, in place, with the
+//! row's files written into /configs again first: how an edited
+//! `auth_token` or `config_files` reaches a running workspace.
+
+use serde_json::json;
+
+use super::World;
+
+#[tokio::test]
+async fn a_restart_epoch_bump_rewrites_the_files_and_restarts_in_place() {
+    let mut w = World::new().await;
+    let id = w.insert(json!({})).await;
+    w.exec(
+        "UPDATE workspaces SET auth_token = 'tok-1' WHERE id = $1",
+        id,
+    )
+    .await;
+    w.start(&[]);
+    w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    assert_eq!(w.sh(id, "cat /configs/.auth_token").await, "tok-1");
+    let before = w.container(id).await.unwrap();
+
+    // A file edit alone is no spec change: the container keeps running
+    // with what it started with.
+    w.exec(
+        r#"UPDATE workspaces SET auth_token = 'tok-2',
+               config_files = '{"config.yaml": "name: t\n", "extra.txt": "new"}'
+            WHERE id = $1"#,
+        id,
+    )
+    .await;
+    w.wait_row(id, 30, "the edit observed", |r| r.converged())
+        .await;
+    assert_eq!(w.sh(id, "cat /configs/.auth_token").await, "tok-1");
+
+    w.exec(
+        "UPDATE workspaces SET restart_epoch = restart_epoch + 1 WHERE id = $1",
+        id,
+    )
+    .await;
+    let started = before.state.as_ref().unwrap().started_at.clone();
+    let after = w
+        .wait_container(id, 60, "restarted", |c| {
+            c.is_some_and(|c| c.state.as_ref().unwrap().started_at != started)
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.id, before.id, "restarted in place, not replaced");
+    assert_eq!(w.sh(id, "cat /configs/.auth_token").await, "tok-2");
+    assert_eq!(w.sh(id, "cat /configs/extra.txt").await, "new");
+    w.wait_row(id, 60, "online again", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+    assert_eq!(
+        w.count_events(id, "write_files").await,
+        2,
+        "create, restart"
+    );
+    assert_eq!(w.count_events(id, "restart").await, 1);
+}
