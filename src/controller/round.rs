@@ -108,6 +108,7 @@ impl Controller {
             observed_complete,
             memory: state.memory.clone(),
             probes,
+            guard_held: state.guard_held.clone(),
         };
         let now = Utc::now();
         let pass = plan::plan_pass(&snapshot, &self.settings, now);
@@ -185,16 +186,31 @@ impl Controller {
         if let Some((wanted, limit)) = pass.guard_blocked {
             // Said once per count, not at every round it holds.
             if state.guard_said != pass.guard_blocked {
-                tracing::error!(
-                    wanted,
-                    limit,
-                    hint = plan::GUARD_HINT,
-                    "delete guard: this pass's orphan/duplicate removals exceed the limit; none made"
-                );
+                if wanted > limit {
+                    tracing::error!(
+                        wanted,
+                        limit,
+                        hint = plan::GUARD_HINT,
+                        "delete guard: this pass's orphan/duplicate removals exceed the limit; none made"
+                    );
+                } else {
+                    tracing::error!(
+                        wanted,
+                        limit,
+                        held = pass.guard_held.len(),
+                        hint = plan::GUARD_HINT,
+                        "delete guard holds: removals it withheld are still wanted; none made"
+                    );
+                }
             }
             self.metrics.delete_guard_blocked_total.inc();
+        } else if !state.guard_held.is_empty() && pass.guard_held.is_empty() {
+            tracing::warn!(
+                "delete guard released: none of the removals it withheld is wanted any more"
+            );
         }
         state.guard_said = pass.guard_blocked;
+        state.guard_held = pass.guard_held.clone();
 
         for id in taken {
             let Some(plan) = plans.remove(&id) else {

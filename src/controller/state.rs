@@ -43,6 +43,8 @@ pub(super) struct State {
     pub(super) no_rows_said: bool,
     /// The delete guard's (wanted, limit) the log last reported.
     pub(super) guard_said: Option<(usize, usize)>,
+    /// The delete guard's latch (see `PassPlan::guard_held`).
+    pub(super) guard_held: BTreeSet<WorkspaceId>,
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pub(super) pending_refresh: Option<Option<String>>,

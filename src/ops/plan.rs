@@ -243,6 +243,8 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
         desired_complete: true,
         observed_complete,
         memory: BTreeMap::new(),
+        // A running berth's latch is its own: this is a fresh pass's view.
+        guard_held: Default::default(),
     };
     snapshot.memory = orphan_memory(&snapshot, &settings);
     let pass = plan::plan_pass(&snapshot, &settings, now);

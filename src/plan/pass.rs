@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub observed_complete: bool,
     pub memory: BTreeMap<WorkspaceId, Memory>,
     pub probes: BTreeMap<WorkspaceId, Probes>,
+    /// The delete guard's latch: workspaces whose removals an earlier pass
+    /// of this process withheld ([`PassPlan::guard_held`]).
+    pub guard_held: BTreeSet<WorkspaceId>,
 }
 
 /// The plans of a pass, ordered by key.
@@ -44,6 +47,11 @@ pub struct PassPlan {
     /// removal of the pass: (removals wanted, limit). An alarm: log it at
     /// error level, count `delete_guard_blocked_total`, write an event.
     pub guard_blocked: Option<(usize, usize)>,
+    /// The latch for the next pass: the workspaces whose removals this pass
+    /// withheld. While one of them still wants a removal, the guard holds
+    /// every orphan and duplicate removal, whatever the count: rows put
+    /// back one by one do not let the rest go part way.
+    pub guard_held: BTreeSet<WorkspaceId>,
     /// Owned objects that name no workspace berth can tell (a legacy name
     /// matching no row or several): kept and reported, never touched.
     pub unattributed: Vec<String>,
@@ -233,10 +241,16 @@ pub fn plan_pass(s: &Snapshot, settings: &Settings, now: DateTime<Utc>) -> PassP
         .map(|id| plan(&ix.facts(id), now))
         .collect();
     let limit = settings.delete_guard.limit(ix.workspaces_with_containers());
-    let guard_blocked = apply_delete_guard(&mut plans, limit);
+    let (guard_blocked, mut guard_held) = apply_delete_guard(&mut plans, limit, &s.guard_held);
+    // No removal is planned on incomplete knowledge, which says nothing of
+    // whether the held ones are still wanted: the latch stays.
+    if !(s.desired_complete && s.observed_complete) {
+        guard_held = s.guard_held.clone();
+    }
     PassPlan {
         plans,
         guard_blocked,
+        guard_held,
         unattributed: ix.unattributed,
     }
 }
@@ -306,16 +320,35 @@ fn pass_guards(
     Ok(())
 }
 
-/// Rule 3: when the pass's orphan and duplicate removals exceed `limit`,
-/// none of them is made. Returns (wanted, limit) when it withheld them.
 /// What an operator does about a tripped delete guard.
-pub const GUARD_HINT: &str = "If the rows went on purpose, raise BERTH_DELETE_GUARD for one run (and next time set desired_state = 'removed' instead of deleting rows: not counted); if not, put the rows back";
+pub const GUARD_HINT: &str = "If the rows went on purpose, raise BERTH_DELETE_GUARD for one run (and next time set desired_state = 'removed' instead of deleting rows: not counted); if not, put the rows back (all of them: the guard holds until none of the removals it withheld is wanted)";
 
-pub fn apply_delete_guard(plans: &mut [Plan], limit: usize) -> Option<(usize, usize)> {
+/// Rule 3: when the pass's orphan and duplicate removals exceed `limit`,
+/// or any of them is one an earlier pass withheld (`held`), none of them
+/// is made. Returns (wanted, limit) when it withheld them, and the
+/// workspaces it withheld removals of (the latch for the next pass).
+pub fn apply_delete_guard(
+    plans: &mut [Plan],
+    limit: usize,
+    held: &BTreeSet<WorkspaceId>,
+) -> (Option<(usize, usize)>, BTreeSet<WorkspaceId>) {
     let wanted: usize = plans.iter().map(Plan::guarded_removals).sum();
-    if wanted <= limit {
-        return None;
+    let wanting: BTreeSet<WorkspaceId> = plans
+        .iter()
+        .filter(|p| p.guarded_removals() > 0)
+        .map(|p| p.id)
+        .collect();
+    let still_held = wanting.intersection(held).count();
+    if wanted <= limit && still_held == 0 {
+        return (None, BTreeSet::new());
     }
+    let why = if wanted > limit {
+        format!("the pass wanted {wanted} orphan/duplicate removals, over the limit of {limit}")
+    } else {
+        format!(
+            "it tripped earlier and {still_held} of the workspaces it held back still want a removal ({wanted} wanted in all, limit {limit})"
+        )
+    };
     for p in plans.iter_mut().filter(|p| p.guarded_removals() > 0) {
         // The restore path starts at an action index: it moves down by the
         // removals withheld before it.
@@ -327,9 +360,8 @@ pub fn apply_delete_guard(plans: &mut [Plan], limit: usize) -> Option<(usize, us
             restore.from -= before;
         }
         p.actions.retain(|a| !a.is_guarded_removal());
-        p.notes.push(format!(
-            "delete guard: the pass wanted {wanted} orphan/duplicate removals, over the limit of {limit}; none made. {GUARD_HINT}"
-        ));
+        p.notes
+            .push(format!("delete guard: {why}; none made. {GUARD_HINT}"));
     }
-    Some((wanted, limit))
+    (Some((wanted, limit)), wanting)
 }

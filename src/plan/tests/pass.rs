@@ -214,7 +214,9 @@ fn withheld_removals_before_a_replace_leave_its_restore_on_the_same_step() {
         previous: Some("main".into()),
     });
     let mut plans = [p];
-    assert_eq!(apply_delete_guard(&mut plans, 1), Some((2, 1)));
+    let (blocked, held) = apply_delete_guard(&mut plans, 1, &Default::default());
+    assert_eq!(blocked, Some((2, 1)));
+    assert_eq!(held, [wid(1)].into());
     assert_eq!(plans[0].actions, vec![stop]);
     assert_eq!(plans[0].restore.as_ref().unwrap().from, 0, "still the stop");
 }
@@ -241,6 +243,64 @@ fn a_percentage_guard_counts_workspaces_with_containers_not_rows() {
     let pass = plan_pass(&snap, &s, t0() + mins(10));
     assert_eq!(pass.guard_blocked, Some((6, 5)));
     assert!(pass.plans.iter().all(|p| p.guarded_removals() == 0));
+}
+
+#[test]
+fn a_tripped_guard_holds_until_none_of_its_removals_is_wanted() {
+    // Seven rows deleted at once, limit five: the guard trips. Put back
+    // two by two, the rest never drop to a count it lets through: it holds
+    // until every row is back.
+    let s = Settings {
+        delete_guard: DeleteGuard::Count(5),
+        ..Settings::test()
+    };
+    let seen = Memory {
+        orphan_since: Some(t0()),
+        orphan_sightings: 1,
+        ..Memory::default()
+    };
+    let containers: Vec<_> = (1..=7)
+        .map(|n| container_for(&built(&row(n), &s), &format!("c{n}")))
+        .collect();
+    let mut snap = snapshot(vec![], containers);
+    snap.memory = (1..=7).map(|n| (wid(n), seen.clone())).collect();
+    let later = t0() + mins(10);
+    let pass = plan_pass(&snap, &s, later);
+    assert_eq!(pass.guard_blocked, Some((7, 5)));
+    assert_eq!(pass.guard_held, (1..=7).map(wid).collect());
+
+    snap.guard_held = pass.guard_held;
+    snap.rows = vec![row(1), row(2)];
+    let pass = plan_pass(&snap, &s, later);
+    assert_eq!(pass.guard_blocked, Some((5, 5)), "held, under the limit");
+    assert!(pass.plans.iter().all(|p| p.guarded_removals() == 0));
+    assert!(
+        plan_of(&pass, wid(3))
+            .notes
+            .iter()
+            .any(|n| n.contains("tripped earlier and 5 of the workspaces")),
+        "{:?}",
+        plan_of(&pass, wid(3)).notes
+    );
+
+    // Incomplete knowledge plans no removal and releases nothing.
+    snap.guard_held = pass.guard_held;
+    snap.observed_complete = false;
+    let pass = plan_pass(&snap, &s, later);
+    assert_eq!(pass.guard_held.len(), 5);
+    snap.observed_complete = true;
+
+    snap.rows = (1..=7).map(row).collect();
+    let pass = plan_pass(&snap, &s, later);
+    assert_eq!(pass.guard_blocked, None);
+    assert!(pass.guard_held.is_empty(), "released");
+
+    // Once released, a single orphan goes as usual.
+    snap.guard_held = pass.guard_held;
+    snap.rows.pop();
+    let pass = plan_pass(&snap, &s, later);
+    assert_eq!(pass.guard_blocked, None);
+    assert_eq!(plan_of(&pass, wid(7)).guarded_removals(), 1);
 }
 
 #[test]

@@ -44,11 +44,14 @@ fn run_rounds(
 ) -> Result<(Vec<WorkspaceRow>, Host, PassPlan), TestCaseError> {
     let (rows, mut host) = build(w, settings);
     let mut memory = BTreeMap::new();
+    let mut held = Default::default();
     let mut now = t0();
     for _ in 0..8 {
         let mut snap = snapshot(&rows, &host, w);
         snap.memory = memory.clone();
+        snap.guard_held = held;
         let pass = plan_pass(&snap, settings, now);
+        held = pass.guard_held.clone();
         // A pass with nothing to do while a container is still proving
         // itself (an old one kept beside it until then) is no fixpoint:
         // time passes and the checks settle first.

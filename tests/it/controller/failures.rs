@@ -469,6 +469,18 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
         w.wait_row(*id, 120, "online", |r| r.is("online", None))
             .await;
     }
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(w.container(*id).await.unwrap().id);
+        }
+        v
+    };
+    sqlx::query("CREATE TABLE kept_rows AS SELECT * FROM workspaces WHERE host = $1")
+        .bind(&w.host)
+        .execute(&w.pool)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM workspaces WHERE host = $1")
         .bind(&w.host)
         .execute(&w.pool)
@@ -491,4 +503,39 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
     let said: Vec<&str> = log.lines().filter(|l| l.contains("delete guard")).collect();
     assert_eq!(said.len(), 1, "{said:#?}");
     assert!(said[0].contains("desired_state = 'removed'"), "{}", said[0]);
+
+    // Rows put back part way: the five still missing are within the limit,
+    // but the guard that tripped holds them until every row is back.
+    let put_back = |ids: Vec<uuid::Uuid>| {
+        let pool = w.pool.clone();
+        async move {
+            sqlx::query("INSERT INTO workspaces SELECT * FROM kept_rows WHERE id = ANY($1)")
+                .bind(ids)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    put_back(ids[..7].iter().map(|id| id.0).collect()).await;
+    super::wait_logged(w.berth.as_ref().unwrap(), "delete guard holds", 30).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for (id, was) in ids.iter().zip(&before) {
+        assert_eq!(
+            w.container(*id).await.and_then(|c| c.id).as_ref(),
+            was.as_ref(),
+            "{id}: removed or replaced while the guard held"
+        );
+    }
+    put_back(ids[7..].iter().map(|id| id.0).collect()).await;
+    super::wait_logged(w.berth.as_ref().unwrap(), "delete guard released", 30).await;
+    for (id, was) in ids.iter().zip(&before) {
+        w.wait_row(*id, 30, "online with its row back", |r| {
+            r.is("online", None) && r.converged()
+        })
+        .await;
+        assert_eq!(
+            w.container(*id).await.and_then(|c| c.id).as_ref(),
+            was.as_ref()
+        );
+    }
 }
