@@ -34,8 +34,8 @@ pub enum ReadError {
 
 const WORKSPACE_COLUMNS: &str = "id, name, runtime, tier, ring, host, desired_state, env, image, \
     workspace_dir, workspace_access, template_path, config_files, auth_token, awareness_url, \
-    awareness_namespace, session_epoch, restart_epoch, paused, generation, desired_changed_at, \
-    created_at, status, status_reason, container_id, runtime_image_digest, runtime_image_id, url, \
+    awareness_namespace, session_epoch, restart_epoch, restart_requested_at, paused, generation, \
+    desired_changed_at, created_at, status, status_reason, container_id, runtime_image_digest, runtime_image_id, url, \
     observed_generation, status_changed_at, restart_count, last_error, rollout, last_heartbeat_at";
 
 #[derive(sqlx::FromRow)]
@@ -58,6 +58,7 @@ struct RawWorkspace {
     awareness_namespace: Option<String>,
     session_epoch: i64,
     restart_epoch: i64,
+    restart_requested_at: Option<DateTime<Utc>>,
     paused: bool,
     generation: i64,
     desired_changed_at: DateTime<Utc>,
@@ -139,6 +140,7 @@ impl RawWorkspace {
             awareness_namespace: self.awareness_namespace,
             session_epoch: self.session_epoch,
             restart_epoch: self.restart_epoch,
+            restart_requested_at: self.restart_requested_at,
             paused: self.paused,
             generation: self.generation,
             desired_changed_at: self.desired_changed_at,

@@ -50,6 +50,9 @@ pub struct WorkspaceRow {
     pub awareness_namespace: Option<String>,
     pub session_epoch: i64,
     pub restart_epoch: i64,
+    /// When `restart_epoch` last changed (kept by a trigger); `None` from
+    /// a row no edit of it has touched since the column came.
+    pub restart_requested_at: Option<DateTime<Utc>>,
     pub paused: bool,
     pub generation: i64,
     /// When a desired column last changed: the provision clock starts here.
@@ -95,6 +98,7 @@ impl WorkspaceRow {
             awareness_namespace: None,
             session_epoch: 0,
             restart_epoch: 0,
+            restart_requested_at: None,
             paused: false,
             generation: 1,
             desired_changed_at: at,

@@ -267,7 +267,12 @@ impl fmt::Display for Why {
                 write!(f, ", berth's attempt {attempt}")
             }
             Why::NotStarted => f.write_str("start: container was created but never started"),
-            Why::RestartEpoch { from, to } => write!(f, "restart: restart_epoch {from} → {to}"),
+            Why::RestartEpoch { from, to } => {
+                write!(
+                    f,
+                    "restart: restart_epoch {to} (the container was made at {from})"
+                )
+            }
             Why::Restore => f.write_str("restore: the previous container takes the name back"),
             Why::Undo => f.write_str("undo: the new container did not start and goes"),
             Why::FinishReplace => f.write_str("finish replace: the new container is ready"),

@@ -79,7 +79,8 @@ pub(super) fn current(
         .unwrap_or(0);
     let wants_restart = row.restart_epoch > label_epoch
         && p.memory.restarted_epoch != Some(row.restart_epoch)
-        && c.started_at.is_none_or(|t| t < row.desired_changed_at);
+        && c.started_at
+            .is_none_or(|t| t < row.restart_requested_at.unwrap_or(row.desired_changed_at));
     let looping = |m: &Memory| crash_looping(m, s);
     let crash_status = |m: &Memory| {
         let exit = m.last_exit.map_or(String::new(), |(code, _)| {

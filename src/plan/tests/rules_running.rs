@@ -232,7 +232,10 @@ fn a_restart_epoch_bump_restarts_once() {
     let mut f = facts_for(&s, &r, &cs, &[]);
     let p = plan_at(&f, t0() + mins(2));
     assert_eq!(ops(&p), ["write_files", "restart"], "the files first");
-    assert_eq!(whys(&p), ["restart: restart_epoch 0 → 1"; 2]);
+    assert_eq!(
+        whys(&p),
+        ["restart: restart_epoch 1 (the container was made at 0)"; 2]
+    );
     f.memory = p.memory;
     assert!(plan_at(&f, t0() + mins(3)).actions.is_empty());
 
@@ -244,6 +247,28 @@ fn a_restart_epoch_bump_restarts_once() {
     bare.desired_changed_at = t0() + mins(1);
     let p = plan_at(&facts_for(&s, &bare, &cs, &[]), t0() + mins(2));
     assert_eq!(ops(&p), ["restart"]);
+}
+
+#[test]
+fn a_restart_done_by_an_earlier_berth_is_not_done_again_after_another_edit() {
+    // Bumped at t0+1m, restarted at t0+2m by a berth that is gone (no
+    // memory); the ring changed at t0+5m.
+    let s = Settings::test();
+    let mut r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.started_at = Some(t0() + mins(2));
+    r.restart_epoch = 1;
+    r.restart_requested_at = Some(t0() + mins(1));
+    r.desired_changed_at = t0() + mins(5);
+    let cs = [c.clone()];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + mins(6));
+    assert!(p.actions.is_empty(), "{:?}", whys(&p));
+
+    // Bumped again: restarted again.
+    r.restart_epoch = 2;
+    r.restart_requested_at = Some(t0() + mins(7));
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + mins(8));
+    assert_eq!(ops(&p), ["write_files", "restart"]);
 }
 
 #[test]

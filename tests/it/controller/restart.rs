@@ -59,4 +59,23 @@ async fn a_restart_epoch_bump_rewrites_the_files_and_restarts_in_place() {
         "create, restart"
     );
     assert_eq!(w.count_events(id, "restart").await, 1);
+
+    // A new berth, and an edit of another column: the restart is done and
+    // is not done again.
+    w.berth.take().unwrap().kill().await;
+    w.start(&[]);
+    w.exec("UPDATE workspaces SET name = 'renamed' WHERE id = $1", id)
+        .await;
+    w.wait_row(id, 30, "the rename observed", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let now = w.container(id).await.unwrap();
+    assert_eq!(
+        now.state.unwrap().started_at,
+        after.state.unwrap().started_at,
+        "restarted again"
+    );
+    assert_eq!(w.count_events(id, "restart").await, 1);
 }
