@@ -23,8 +23,7 @@ use crate::model::{FilesSpec, is_configs_path, strip_crlf};
 
 use super::{ActError, Executor};
 
-/// The most the template dir and the files may hold together.
-const MAX_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_BYTES: u64 = crate::model::MAX_CONFIG_BYTES;
 const ROOT: &str = "configs";
 const TOKEN: &str = ".auth_token";
 

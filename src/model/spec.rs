@@ -191,6 +191,10 @@ impl ContainerSpec {
     }
 }
 
+/// The most the template dir, `config_files` and the token may hold
+/// together, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Whether `path` is a plain relative path inside /configs: not empty, no
 /// leading `/`, no empty, `.` or `..` component, no control character.
 pub fn is_configs_path(path: &str) -> bool {

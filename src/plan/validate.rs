@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::model::{EnvVar, Secret, WorkspaceRow, is_configs_path};
+use crate::model::{EnvVar, MAX_CONFIG_BYTES, Secret, WorkspaceRow, is_configs_path};
 
 use super::Settings;
 use super::spec::InvalidSpec;
@@ -157,12 +157,34 @@ pub fn config_files(
         .as_object()
         .ok_or_else(|| InvalidSpec::invalid("config_files is not a JSON object"))?;
     let mut files = BTreeMap::new();
+    let mut total: u64 = 0;
     for (path, content) in object {
         check_config_path(path)?;
         let content = content.as_str().ok_or_else(|| {
             InvalidSpec::invalid(format!("config_files {:?} is not a string", clip(path)))
         })?;
+        total = total.saturating_add(content.len() as u64);
+        if total > MAX_CONFIG_BYTES {
+            return Err(InvalidSpec::invalid(format!(
+                "config_files hold more than the {} MiB limit",
+                MAX_CONFIG_BYTES / (1024 * 1024)
+            )));
+        }
         files.insert(path.clone(), Secret::new(strip_crlf(path, content)));
+    }
+    // A file cannot also be a directory another file lies in.
+    for path in files.keys() {
+        let mut parent = std::path::Path::new(path).parent();
+        while let Some(dir) = parent.and_then(|d| d.to_str()).filter(|d| !d.is_empty()) {
+            if files.contains_key(dir) {
+                return Err(InvalidSpec::invalid(format!(
+                    "config_files {:?} is a file and also the directory of {:?}",
+                    clip(dir),
+                    clip(path)
+                )));
+            }
+            parent = std::path::Path::new(dir).parent();
+        }
     }
     Ok(files)
 }

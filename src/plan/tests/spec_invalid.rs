@@ -140,6 +140,34 @@ fn a_config_file_path_that_escapes_configs_is_invalid() {
 }
 
 #[test]
+fn a_config_file_that_is_also_a_directory_is_invalid() {
+    for files in [
+        json!({"config.yaml": "x", "a": "x", "a/b": "y"}),
+        json!({"config.yaml": "x", "a/b": "x", "a/b/c/d": "y", "a-z": "z"}),
+    ] {
+        rejects(
+            row(1).with_config_files(files),
+            Reason::InvalidSpec,
+            "is a file and also the directory of",
+        );
+    }
+    // Siblings and shared prefixes are fine.
+    let fine =
+        row(1).with_config_files(json!({"config.yaml": "x", "a/b": "x", "a/c": "y", "ab": "z"}));
+    assert!(spec(&fine, &Catalogue::seeded(), &Settings::test()).is_ok());
+}
+
+#[test]
+fn config_files_over_64_mib_are_invalid_before_anything_is_made() {
+    let big = "y".repeat(33 * 1024 * 1024);
+    rejects(
+        row(1).with_config_files(json!({"config.yaml": "x", "a": big, "b": big})),
+        Reason::InvalidSpec,
+        "more than the 64 MiB limit",
+    );
+}
+
+#[test]
 fn tier_4_is_not_allowed_unless_configured() {
     rejects(
         row(1).with_tier(4),
