@@ -202,7 +202,14 @@ pub async fn carry_out(
             .docker_actions_total
             .with_label_values(&[action.op.name(), label])
             .inc();
-        tracing::debug!(workspace = %id, action = %action, took_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "action");
+        let took_ms = started.elapsed().as_millis() as u64;
+        // What changed the host is on the log at its default level; the
+        // checks around the changes are not.
+        if matches!(action.op, Op::WaitReady { .. } | Op::Preflight { .. }) {
+            tracing::debug!(workspace = %id, action = %action, took_ms, ok = result.is_ok(), "action");
+        } else {
+            tracing::info!(workspace = %id, action = %action, took_ms, ok = result.is_ok(), "action");
+        }
         match result {
             Ok(Outcome::Image(ensured)) => {
                 if let Op::EnsureImage {
