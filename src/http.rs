@@ -22,6 +22,10 @@ use crate::metrics::Metrics;
 /// fails (the systemd watchdog has its own window).
 pub const STALLED: Duration = Duration::from_secs(30);
 
+/// Why `/readyz` fails without the lease. A standby and an instance whose
+/// database session is down both lack it; the log tells which.
+const LEASE_MISSING: &str = "this instance does not hold the host lease (passive: another instance holds it, or the database session is down; the log says which)";
+
 /// What `/readyz` and `/healthz` report; the controller keeps it current.
 #[derive(Debug, Default)]
 pub struct Readiness {
@@ -78,7 +82,7 @@ impl Readiness {
             missing.push("the observed snapshot is incomplete");
         }
         if !self.leader.load(Ordering::Relaxed) {
-            missing.push("this instance does not hold the host lease (passive)");
+            missing.push(LEASE_MISSING);
         }
         (!missing.is_empty()).then(|| missing.join("; "))
     }
@@ -159,12 +163,10 @@ mod tests {
     fn readiness_needs_both_snapshots_and_the_lease() {
         let r = Readiness::default();
         assert!(r.missing().unwrap().contains("passive"));
+        assert!(r.missing().unwrap().contains("database session is down"));
         r.set_desired_complete(true);
         r.set_observed_complete(true);
-        assert_eq!(
-            r.missing().unwrap(),
-            "this instance does not hold the host lease (passive)"
-        );
+        assert_eq!(r.missing().unwrap(), LEASE_MISSING);
         r.set_leader(true);
         assert_eq!(r.missing(), None);
         r.set_observed_complete(false);

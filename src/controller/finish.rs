@@ -201,7 +201,7 @@ fn remember(
         return false;
     };
     if failed.restored && !failed.error.is_transient() {
-        memory.record_rollback(hash);
+        memory.record_rollback(hash, failed.error.to_string());
     }
     if failed.error.needs_replan() {
         return false;

@@ -110,10 +110,18 @@ impl HostPlan {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let others = if self.containers > self.host_containers {
+            format!(
+                " ({} more of other hosts or no owner seen on this engine, not touched)",
+                self.containers - self.host_containers
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "host {}: {} row(s), {} container(s) observed",
-            self.host, self.rows, self.containers
+            "host {}: {} row(s), {} container(s) of this host observed{others}",
+            self.host, self.rows, self.host_containers
         );
         if let Some(notice) = &self.no_rows {
             let _ = writeln!(out, "{notice}");

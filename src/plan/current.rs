@@ -186,9 +186,15 @@ pub(super) fn current(
                 p.status = Some(if looping(&p.memory) {
                     crash_status(&p.memory)
                 } else if rolled_back {
-                    let detail =
-                        "the wanted change was undone; it is tried again when the row changes";
-                    StatusUpdate::reason(Reason::RolledBack, Some(detail.into()))
+                    let why = p
+                        .memory
+                        .rolled_back_why
+                        .as_deref()
+                        .map_or(String::new(), |w| format!("{w}; "));
+                    let detail = format!(
+                        "{why}the wanted change was undone and is tried again when the row changes"
+                    );
+                    StatusUpdate::reason(Reason::RolledBack, Some(detail))
                 } else if let Some(failed) = &f.refresh_failure {
                     let detail = format!(
                         "refreshing the image failed: {}; the running image keeps serving",

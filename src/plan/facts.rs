@@ -116,6 +116,9 @@ pub struct Memory {
     /// The spec hash whose replace was rolled back; not tried again until
     /// the desired spec changes.
     pub rolled_back_hash: Option<String>,
+    /// Why that replace was undone, for the row while the previous
+    /// container serves.
+    pub rolled_back_why: Option<String>,
     /// The last generation whose desired state the row was seen to reach
     /// (online, stopped, removed); the controller times convergence once
     /// per generation with it.
@@ -135,8 +138,9 @@ impl Memory {
     /// Records that a replace towards `hash` was undone by its restore
     /// path: the old container serves, and that spec is not tried again
     /// until the desired spec changes.
-    pub fn record_rollback(&mut self, hash: &str) {
+    pub fn record_rollback(&mut self, hash: &str, why: String) {
         self.rolled_back_hash = Some(hash.to_string());
+        self.rolled_back_why = Some(why);
         self.provisioning_since = None;
     }
 }

@@ -406,9 +406,6 @@ fn interrupted_replace(
             },
             Why::Restore,
         );
-        if matches {
-            p.memory.rolled_back_hash = Some(spec.hash.clone());
-        }
         // The previous container served before the replace: restarted, it
         // is judged as one that was ready (crash-loop rules still apply),
         // not against a provision deadline long past.
@@ -429,6 +426,10 @@ fn interrupted_replace(
             "the new container restarts in a loop".to_string()
         };
         let detail = format!("{why}; the previous one serves");
+        if matches {
+            p.memory.rolled_back_hash = Some(spec.hash.clone());
+            p.memory.rolled_back_why = Some(why);
+        }
         p.status = Some(StatusUpdate::reason(Reason::RolledBack, Some(detail)));
     }
 }

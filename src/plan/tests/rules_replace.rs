@@ -278,6 +278,19 @@ fn an_interrupted_replace_whose_new_container_failed_is_rolled_back() {
         Some("old"),
         "the restored container served before: no provision deadline for it"
     );
+
+    // Once the old one serves again, the row still says why.
+    let mut back = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    back.started_at = Some(t0() + mins(1));
+    let cs = [back];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory = p.memory;
+    let later = plan_at(&f, t0() + mins(5));
+    assert_eq!(reason(&later), Some(Reason::RolledBack));
+    assert_eq!(
+        detail(&later),
+        "the new container exited with code 3; the wanted change was undone and is tried again when the row changes"
+    );
 }
 
 #[test]
@@ -485,7 +498,7 @@ fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
     let hash = p.desired_hash().expect("the replace creates a container");
     assert_eq!(hash, built(&r, &s).hash);
     let mut memory = p.memory.clone();
-    memory.record_rollback(hash);
+    memory.record_rollback(hash, "the new container exited with code 1".into());
     f.memory = memory;
     let again = plan_at(&f, t0() + mins(1));
     assert!(again.actions.is_empty());
