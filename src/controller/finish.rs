@@ -15,10 +15,13 @@ impl Controller {
         &self,
         state: &mut State,
         queue: &mut WorkQueue<WorkspaceId>,
-        done: Done,
+        mut done: Done,
     ) {
         let id = done.id;
         queue.done(&id);
+        if let Some((lease, events)) = done.unrecorded.take() {
+            state.backlog.keep(&lease, events);
+        }
         // What the pass made local is known first, so that a halt the pass
         // causes puts the previous image back over it, not the reverse. It
         // is taken only over what the pass was planned with: a refresh that

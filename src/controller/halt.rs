@@ -219,6 +219,7 @@ mod tests {
             hash: Some("h1".into()),
             lost_lease: false,
             write_error: None,
+            unrecorded: None,
             built_for: std::time::Duration::ZERO,
             row: None,
         }

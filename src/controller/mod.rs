@@ -6,6 +6,7 @@
 //! `concurrency` at once and one per key, only while this instance holds
 //! the host lease.
 
+mod backlog;
 mod finish;
 mod halt;
 mod queue;

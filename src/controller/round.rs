@@ -31,6 +31,9 @@ impl Controller {
         let Some(lease) = lease_rx.borrow().clone() else {
             return;
         };
+        if !state.backlog.is_empty() {
+            state.backlog.flush(&self.pool, &lease).await;
+        }
         // A pass parked behind another's build of the same runtime does
         // no work: its slot goes to other workspaces meanwhile. At most
         // `concurrency` of them are not counted, so no more than twice the

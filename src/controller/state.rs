@@ -45,6 +45,8 @@ pub(super) struct State {
     pub(super) guard_said: Option<(usize, usize)>,
     /// The delete guard's latch (see `PassPlan::guard_held`).
     pub(super) guard_held: BTreeSet<WorkspaceId>,
+    /// Events the database did not take when their pass ended.
+    pub(super) backlog: super::backlog::Backlog,
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pub(super) pending_refresh: Option<Option<String>>,

@@ -53,6 +53,10 @@ pub struct Done {
     /// The row as the pass planned on it (a reread meanwhile may already
     /// show what the pass wrote).
     pub row: Option<WorkspaceRow>,
+    /// Events of steps taken that the database did not take (it went away
+    /// mid-pass), with the lease the pass held: the controller writes them
+    /// once that lease holds again.
+    pub unrecorded: Option<(Lease, Vec<Event>)>,
 }
 
 #[cfg(test)]
@@ -136,6 +140,25 @@ pub async fn carry_out(
     metrics: &Metrics,
     observed: &Observed,
 ) -> Done {
+    let held = work.lease.clone();
+    let mut events = Vec::new();
+    let mut done = steps(work, executor, pool, lease, metrics, observed, &mut events).await;
+    if !events.is_empty() {
+        done.unrecorded = Some((held, events));
+    }
+    done
+}
+
+/// The steps of [`carry_out`]; `events` ends with those not recorded.
+async fn steps(
+    work: Work,
+    executor: &Executor,
+    pool: &PgPool,
+    lease: &watch::Receiver<Option<Lease>>,
+    metrics: &Metrics,
+    observed: &Observed,
+    events: &mut Vec<Event>,
+) -> Done {
     let Work {
         plan,
         row,
@@ -155,8 +178,8 @@ pub async fn carry_out(
         write_error: None,
         built_for: std::time::Duration::ZERO,
         row: row.clone(),
+        unrecorded: None,
     };
-    let mut events = Vec::new();
     let mut run = Run::default();
     let still_held = || lease.borrow().as_ref() == Some(&held);
 
@@ -191,7 +214,7 @@ pub async fn carry_out(
         }
         // What is done so far is on record before the next step starts: a
         // berth that dies mid-pass leaves its trail.
-        record(pool, &held, &mut events, &mut done).await;
+        record(pool, &held, events, &mut done).await;
         if done.lost_lease {
             return done;
         }
@@ -283,7 +306,7 @@ pub async fn carry_out(
         done.lost_lease = true;
         return done;
     }
-    record(pool, &held, &mut events, &mut done).await;
+    record(pool, &held, events, &mut done).await;
     // After a failure the status comes from the next (planning) pass,
     // which sees the failure in memory.
     if done.failure.is_none()
