@@ -27,6 +27,10 @@ impl Controller {
             for halt in state.rollouts.failed(id, &self.rollout) {
                 self.halt(state, halt).await;
             }
+        } else if planned_restore && done.plan.resumed.is_some() {
+            // A replace found under way was undone for a cause that says
+            // nothing of the image (cut short, never started): the
+            // workspace keeps its place and tries again through it.
         } else if restored
             || done.failure.as_ref().is_some_and(|f| {
                 matches!(

@@ -218,8 +218,21 @@ impl Controller {
             in_flight = workers.len(),
             "stopping: no new passes; waiting for those in flight"
         );
-        let drained =
-            tokio::time::timeout(grace, async { while workers.next().await.is_some() {} }).await;
+        // Each pass that ends is followed through as in the loop: a restore
+        // that ends now still halts its rollout, and its trail is written.
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(ended) = workers.next().await {
+                if let Ended::Done(done) = ended {
+                    state.ensuring.remove(&done.id);
+                    self.finish(&mut state, &mut queue, done).await;
+                }
+            }
+            let held = inputs.lease.borrow().clone();
+            if let Some(lease) = held {
+                state.backlog.flush(&self.pool, &lease).await;
+            }
+        })
+        .await;
         if drained.is_err() {
             tracing::warn!(
                 left = workers.len(),

@@ -319,6 +319,13 @@ fn interrupted_replace(
 ) {
     let prev_target = || Target::Id(prev.id.clone());
     let Some(main) = main else {
+        // Cut short between the rename and the create, or while a restore
+        // was under way: the workspace was in a replace towards `spec`
+        // and, in a rollout, holds its place there (the replace is tried
+        // again on this workspace, not handed to the next one).
+        if row.desired_state == DesiredState::Running {
+            p.resumed = super::change::change(f, row, spec, prev, mine);
+        }
         p.push(
             Op::Rename {
                 target: prev_target(),
@@ -413,6 +420,8 @@ fn interrupted_replace(
         p.memory.provisioning_since = None;
         let why = if !matches {
             "the container under the workspace's name is not the new one".to_string()
+        } else if main.started_at.is_none() {
+            format!("the new container was not started by {deadline}")
         } else if !alive {
             match main.exit_code {
                 Some(code) if main.state == ContainerState::Exited => {
@@ -426,7 +435,15 @@ fn interrupted_replace(
             "the new container restarts in a loop".to_string()
         };
         let detail = format!("{why}; the previous one serves");
-        if matches {
+        // A new container that never started, with no failure of its
+        // own on record, says nothing of its spec or image (a berth down
+        // past the deadline, say): undone, not held against the spec.
+        let failed_here = p
+            .memory
+            .failure
+            .as_ref()
+            .is_some_and(|fl| fl.hash == spec.hash);
+        if matches && (main.started_at.is_some() || failed_here) {
             p.memory.rolled_back_hash = Some(spec.hash.clone());
             p.memory.rolled_back_why = Some(why);
         }

@@ -355,6 +355,45 @@ fn an_interrupted_replace_whose_new_container_was_never_started_goes_on() {
     assert_eq!(reason(&blocked), Some(Reason::ChangeBlocked));
     let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
     assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
+    assert_eq!(
+        late.memory.rolled_back_hash,
+        Some(built(&r, &s).hash),
+        "its own failure holds the spec back"
+    );
+
+    // Past the deadline with no failure of its own (a berth was down all
+    // that time): undone without holding the spec or its image to blame.
+    f.memory.failure = None;
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
+    assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
+    assert_eq!(late.memory.rolled_back_hash, None);
+    assert!(late.resumed.is_some(), "it keeps its place in a rollout");
+    assert!(
+        detail(&late).contains("was not started by"),
+        "{}",
+        detail(&late)
+    );
+}
+
+#[test]
+fn a_replace_cut_short_before_its_new_container_keeps_its_rollout_place() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"A": "2"}));
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [old];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&p), ["rename", "start"]);
+    assert!(
+        matches!(p.resumed, Some(Change::Fields(_))),
+        "named for its rollout: {:?}",
+        p.resumed
+    );
+    // A stopped row puts the old one back and is in no rollout.
+    let stopped = r.clone().with_state(crate::model::DesiredState::Stopped);
+    let p = plan_at(&facts_for(&s, &stopped, &cs, &[]), t0());
+    assert_eq!(p.resumed, None);
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod images;
 mod lifecycle;
 mod restart;
 mod rollout;
+mod rollout_restarts;
 
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{World, most_at_once};
 
-async fn digest(w: &World, tag: &str) -> String {
+pub(super) async fn digest(w: &World, tag: &str) -> String {
     let reference = format!("{}/berth-test/agent:{tag}", crate::harness::env().registry);
     w.scope
         .docker
@@ -24,7 +24,7 @@ async fn digest(w: &World, tag: &str) -> String {
         .unwrap()
 }
 
-async fn pin(w: &World, digest: &str) {
+pub(super) async fn pin(w: &World, digest: &str) {
     sqlx::query("UPDATE runtime_image_pins SET digest = $1, updated_by = 'test' WHERE template_name = 'agent'")
         .bind(digest)
         .execute(&w.pool)
@@ -33,7 +33,10 @@ async fn pin(w: &World, digest: &str) {
 }
 
 /// (container id, start time) of each workspace's container.
-async fn containers(w: &World, ids: &[WorkspaceId]) -> Vec<(Option<String>, Option<String>)> {
+pub(super) async fn containers(
+    w: &World,
+    ids: &[WorkspaceId],
+) -> Vec<(Option<String>, Option<String>)> {
     let mut out = Vec::new();
     for id in ids {
         let c = w.container(*id).await.unwrap();
@@ -43,7 +46,7 @@ async fn containers(w: &World, ids: &[WorkspaceId]) -> Vec<(Option<String>, Opti
 }
 
 /// Waits until the pin names `digest` (a halt wrote it back).
-async fn wait_pin(w: &World, digest: &str, secs: u64) {
+pub(super) async fn wait_pin(w: &World, digest: &str, secs: u64) {
     let what = format!("the pin written back to {digest}");
     w.poll(secs, &what, Duration::from_millis(300), || async {
         let now: String = sqlx::query_scalar(
@@ -59,7 +62,7 @@ async fn wait_pin(w: &World, digest: &str, secs: u64) {
 
 /// The workspace whose new container runs `digest` while its old one
 /// waits under `-prev`: a replace under way.
-async fn canary_under_way(w: &World, ids: &[WorkspaceId], digest: &str) -> WorkspaceId {
+pub(super) async fn canary_under_way(w: &World, ids: &[WorkspaceId], digest: &str) -> WorkspaceId {
     w.poll(
         60,
         "a canary under way",
@@ -132,7 +135,7 @@ async fn a_berth_restarted_while_a_good_canary_waits_for_readiness_halts_nothing
 /// Restarts berth with a short provision deadline and canary 1 (a loaded
 /// machine may need longer for the first starts), then pins the image
 /// that never becomes ready; the workspaces' containers before it.
-async fn pin_broken_with_a_short_deadline(
+pub(super) async fn pin_broken_with_a_short_deadline(
     w: &mut World,
     ids: &[WorkspaceId],
 ) -> Vec<(Option<String>, Option<String>)> {
@@ -147,7 +150,7 @@ async fn pin_broken_with_a_short_deadline(
     before
 }
 
-async fn online_all(w: &World, n: usize) -> Vec<WorkspaceId> {
+pub(super) async fn online_all(w: &World, n: usize) -> Vec<WorkspaceId> {
     let mut ids = Vec::new();
     for _ in 0..n {
         ids.push(w.insert(json!({})).await);

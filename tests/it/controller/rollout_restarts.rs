@@ -1,0 +1,58 @@
+//! A bad pin's canary stays the only workspace it touches when berth is
+//! killed part way through the canary's replace or its restore.
+
+use std::time::Duration;
+
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
+
+use super::rollout::{
+    canary_under_way, containers, digest, online_all, pin_broken_with_a_short_deadline, wait_pin,
+};
+
+#[tokio::test]
+async fn a_restore_cut_short_by_a_restart_keeps_the_bad_pin_on_the_canary() {
+    let mut w = super::World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 4).await;
+    let before = pin_broken_with_a_short_deadline(&mut w, &ids).await;
+    let broken = digest(&w, "broken").await;
+    let canary = canary_under_way(&w, &ids, &broken).await;
+
+    // berth dies as the restore has removed the new container and not yet
+    // put the old one back: `-prev` and nothing under the name.
+    w.berth.take().unwrap().kill().await;
+    w.scope
+        .docker
+        .remove_container(
+            &canary.container_name(),
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await
+        .unwrap();
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+
+    let v1 = w.v1.clone();
+    wait_pin(&w, &v1, 90).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let tried: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT workspace_id FROM workspace_events
+          WHERE action = 'create' AND reason LIKE 'recreate:%'",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(tried, [canary.0], "only the canary tried the bad image");
+    let after = containers(&w, &ids).await;
+    for (i, id) in ids.iter().enumerate() {
+        if *id != canary {
+            assert_eq!(before[i], after[i], "{id} was touched");
+        }
+        w.wait_row(*id, 60, "online on v1", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+        })
+        .await;
+    }
+}
