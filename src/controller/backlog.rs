@@ -24,7 +24,10 @@ impl Backlog {
         if self.events.len() > MOST {
             let dropped = self.events.len() - MOST;
             self.events.drain(..dropped);
-            tracing::warn!(dropped, "too many events wait for the database: the oldest are not recorded");
+            tracing::warn!(
+                dropped,
+                "too many events wait for the database: the oldest are not recorded"
+            );
         }
     }
 
@@ -37,8 +40,9 @@ impl Backlog {
         if self.events.is_empty() {
             return;
         }
-        let (mine, lost): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.events).into_iter().partition(|(l, _)| l == lease);
+        let (mine, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
+            .into_iter()
+            .partition(|(l, _)| l == lease);
         if !lost.is_empty() {
             tracing::warn!(
                 events = lost.len(),
@@ -48,10 +52,16 @@ impl Backlog {
         let events: Vec<Event> = mine.into_iter().map(|(_, e)| e).collect();
         match desired::record_events(pool, lease, &events).await {
             Ok(desired::Written::Yes) => {
-                tracing::info!(events = events.len(), "events held back while the database was away are recorded");
+                tracing::info!(
+                    events = events.len(),
+                    "events held back while the database was away are recorded"
+                );
             }
             Ok(desired::Written::Refused) => {
-                tracing::warn!(events = events.len(), "the lease moved on: events held back are not recorded");
+                tracing::warn!(
+                    events = events.len(),
+                    "the lease moved on: events held back are not recorded"
+                );
             }
             Err(error) => {
                 tracing::debug!(%error, "the database still does not take the events held back");
