@@ -4,6 +4,7 @@
 mod failures;
 mod images;
 mod lifecycle;
+mod outage;
 mod restart;
 mod rollout;
 mod rollout_restarts;

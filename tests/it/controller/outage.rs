@@ -1,0 +1,126 @@
+//! A database outage: berth changes nothing while it lasts, converges
+//! soon after, and the trail keeps the steps taken as it began.
+
+use std::time::Duration;
+
+use bollard::query_parameters::StopContainerOptionsBuilder;
+use serde_json::json;
+
+use super::{World, running};
+use crate::harness::proxy::TcpProxy;
+
+/// berth started with its database reached through a proxy a test can cut.
+async fn behind_a_proxy(w: &mut World, extra: &[(&str, &str)]) -> TcpProxy {
+    let pg: std::net::SocketAddr = url_addr(&w.db.url).parse().unwrap();
+    let proxy = TcpProxy::start(pg).await;
+    let proxied =
+        w.db.url
+            .replace(&url_addr(&w.db.url), &proxy.addr.to_string());
+    let mut env = vec![("DATABASE_URL", proxied.as_str())];
+    env.extend_from_slice(extra);
+    w.start(&env);
+    proxy
+}
+
+#[tokio::test]
+async fn a_database_outage_stops_every_mutation_until_it_is_over() {
+    let mut w = World::new().await;
+    let proxy = behind_a_proxy(&mut w, &[]).await;
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+
+    let other = w.insert(json!({})).await;
+    w.wait_row(other, 60, "online", |r| r.is("online", None))
+        .await;
+
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stop = StopContainerOptionsBuilder::new().t(1).build();
+    w.scope
+        .docker
+        .stop_container(&id.container_name(), Some(stop))
+        .await
+        .unwrap();
+    // Thirty seconds without the database: the daemon's list of this
+    // host's containers, with their states and start times, does not move.
+    let during = w.host_containers().await;
+    assert_eq!(during.len(), 2, "{during:?}");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        w.host_containers().await,
+        during,
+        "berth changed containers while the database was away"
+    );
+
+    proxy.up();
+    let back = std::time::Instant::now();
+    w.wait_container(id, 30, "started after the outage", running)
+        .await;
+    // One resync is 3 s here (the session's reconnect backoff is capped
+    // at it); the start itself takes a moment on a loaded engine.
+    let took = back.elapsed();
+    println!("converged {took:?} after the database came back");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_step_taken_as_the_database_goes_away_is_on_the_trail_once_it_is_back() {
+    let mut w = World::new().await;
+    // The agent ignores SIGTERM: a replace's stop takes the whole stop
+    // timeout, and the database goes away while it runs.
+    let proxy = behind_a_proxy(&mut w, &[("BERTH_STOP_TIMEOUT", "6s")]).await;
+    let id = w.insert(json!({"AGENT_IGNORE_TERM": "1"})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"AGENT_IGNORE_TERM": "1", "V": "2"}' WHERE id = $1"#,
+        id,
+    )
+    .await;
+    // The steps before the stop are on record as the stop begins.
+    w.poll(
+        30,
+        "the replace's preflight recorded",
+        Duration::from_millis(100),
+        || async { (w.count_events(id, "preflight").await > 0).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cut = chrono::Utc::now();
+    proxy.down();
+    // The stop ends (SIGKILL at 6 s) while the database is away.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let back = chrono::Utc::now();
+    proxy.up();
+    let stops = w
+        .poll(
+            30,
+            "the stop recorded",
+            Duration::from_millis(300),
+            || async {
+                let at: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                    "SELECT at FROM workspace_events
+                  WHERE workspace_id = $1 AND action = 'stop' AND reason LIKE 'recreate:%'",
+                )
+                .bind(id.0)
+                .fetch_all(&w.pool)
+                .await
+                .unwrap();
+                (!at.is_empty()).then_some(at)
+            },
+        )
+        .await;
+    assert!(
+        stops.iter().any(|at| *at > cut && *at < back),
+        "the stop that ended during the outage keeps its time: {stops:?} (cut {cut}, back {back})"
+    );
+    w.wait_row(id, 60, "online after the replace", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+}
+
+fn url_addr(url: &str) -> String {
+    let rest = url.split_once('@').map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or_default().to_string()
+}
