@@ -8,6 +8,7 @@
 
 mod confirm;
 mod events;
+mod guard;
 mod pin;
 mod plan;
 mod refresh;
@@ -20,6 +21,7 @@ use sqlx::PgPool;
 
 pub use confirm::{Confirm, confirm};
 pub use events::{EventView, EventsView, events, render_events};
+pub use guard::{GuardTrip, recent_guard_trips, render_guard_trips};
 pub use pin::{PinChange, PinRequest, Touched, apply_pin, prepare_pin, prepare_rollback};
 pub use plan::{HostPlan, plan};
 pub use refresh::{OnTag, RefreshView, refresh};

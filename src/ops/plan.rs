@@ -201,9 +201,15 @@ impl HostPlan {
                 self.unattributed.join(", ")
             );
         }
+        let withheld = self.guard_blocked.as_ref().map_or(String::new(), |g| {
+            format!(
+                ", and {} orphan/duplicate removal(s) the delete guard withholds",
+                g.wanted
+            )
+        });
         let _ = writeln!(
             out,
-            "\n{} workspace(s) with pending changes",
+            "\n{} workspace(s) with pending changes{withheld}",
             self.pending()
         );
         out

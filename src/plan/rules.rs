@@ -354,6 +354,21 @@ fn interrupted_replace(
     // restarted berth, whose memory is empty, does not read the deadline
     // from the row's last desired change (a pin edit changes no row).
     p.memory.provisioning_since.get_or_insert(main.created);
+    // A new container its maker left unstarted (that berth died between
+    // the steps), with no failure of its own, is timed from the start this
+    // berth gives it: the time no berth ran is not its image's.
+    let failed_here = p
+        .memory
+        .failure
+        .as_ref()
+        .is_some_and(|fl| fl.hash == spec.hash);
+    if main.state == ContainerState::Created
+        && main.started_at.is_none()
+        && !failed_here
+        && p.memory.provisioning_since == Some(main.created)
+    {
+        p.memory.provisioning_since = Some(now);
+    }
     let deadline = running::deadline(f, row, &p.memory);
     // Restarts are the new container's own: the old one's crash loop (the
     // very thing a row edit may fix) is not held against it.
@@ -436,13 +451,8 @@ fn interrupted_replace(
         };
         let detail = format!("{why}; the previous one serves");
         // A new container that never started, with no failure of its
-        // own on record, says nothing of its spec or image (a berth down
-        // past the deadline, say): undone, not held against the spec.
-        let failed_here = p
-            .memory
-            .failure
-            .as_ref()
-            .is_some_and(|fl| fl.hash == spec.hash);
+        // own on record, says nothing of its spec or image: undone, not
+        // held against the spec.
         if matches && (main.started_at.is_some() || failed_here) {
             p.memory.rolled_back_hash = Some(spec.hash.clone());
             p.memory.rolled_back_why = Some(why);

@@ -361,17 +361,24 @@ fn an_interrupted_replace_whose_new_container_was_never_started_goes_on() {
         "its own failure holds the spec back"
     );
 
-    // Past the deadline with no failure of its own (a berth was down all
-    // that time): undone without holding the spec or its image to blame.
+    // Found past the deadline with no failure of its own (a berth was down
+    // all that time): started now, and timed from now.
     f.memory.failure = None;
-    let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
-    assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
-    assert_eq!(late.memory.rolled_back_hash, None);
+    let at = t0() + f.provision_timeout + mins(1);
+    let late = plan_at(&f, at);
+    assert_eq!(ops(&late), ["write_files", "start"]);
+    assert_eq!(late.memory.provisioning_since, Some(at));
     assert!(late.resumed.is_some(), "it keeps its place in a rollout");
+
+    // Its own clock ran out while it never started: undone, not blamed.
+    f.memory = late.memory.clone();
+    let later = plan_at(&f, at + f.provision_timeout + mins(1));
+    assert_eq!(ops(&later), ["remove_container", "rename", "start"]);
+    assert_eq!(later.memory.rolled_back_hash, None);
     assert!(
-        detail(&late).contains("was not started by"),
+        detail(&later).contains("was not started by"),
         "{}",
-        detail(&late)
+        detail(&later)
     );
 }
 

@@ -446,6 +446,16 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
     let said: Vec<&str> = log.lines().filter(|l| l.contains("delete guard")).collect();
     assert_eq!(said.len(), 1, "{said:#?}");
     assert!(said[0].contains("desired_state = 'removed'"), "{}", said[0]);
+    // `berth status` has no rows to show, and says what holds them.
+    let (code, out, err) = crate::harness::berth(&["status"], &[("DATABASE_URL", &w.db.url)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "host {}: the delete guard withheld the removal of 12 workspace(s) without a row",
+            w.host
+        )),
+        "{out}"
+    );
 
     // Rows put back part way: the five still missing are within the limit,
     // but the guard that tripped holds them until every row is back.
