@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use berth::model::{LABEL_HOST, LABEL_WORKSPACE};
-use bollard::query_parameters::StopContainerOptionsBuilder;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -269,12 +268,7 @@ async fn a_container_removed_or_stopped_by_hand_comes_back() {
     w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
     let first = w.container(id).await.unwrap().id;
 
-    let stop = StopContainerOptionsBuilder::new().t(1).build();
-    w.scope
-        .docker
-        .stop_container(&id.container_name(), Some(stop))
-        .await
-        .unwrap();
+    w.stop_by_hand(id).await;
     let c = w
         .wait_container(id, 30, "started again", running)
         .await

@@ -253,6 +253,19 @@ impl World {
 
     /// Removes the workspace's container by hand (forced), as an operator
     /// or an accident would.
+    /// `docker stop -t 1` of the workspace's container, as an operator
+    /// would.
+    pub async fn stop_by_hand(&self, id: WorkspaceId) {
+        let opts = bollard::query_parameters::StopContainerOptionsBuilder::new()
+            .t(1)
+            .build();
+        self.scope
+            .docker
+            .stop_container(&id.container_name(), Some(opts))
+            .await
+            .unwrap();
+    }
+
     pub async fn remove_by_hand(&self, id: WorkspaceId) {
         let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
             .force(true)

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use bollard::query_parameters::StopContainerOptionsBuilder;
 use serde_json::json;
 
 use super::{World, running};
@@ -35,12 +34,7 @@ async fn a_database_outage_stops_every_mutation_until_it_is_over() {
 
     proxy.down();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let stop = StopContainerOptionsBuilder::new().t(1).build();
-    w.scope
-        .docker
-        .stop_container(&id.container_name(), Some(stop))
-        .await
-        .unwrap();
+    w.stop_by_hand(id).await;
     // Thirty seconds without the database: the daemon's list of this
     // host's containers, with their states and start times, does not move.
     let during = w.host_containers().await;

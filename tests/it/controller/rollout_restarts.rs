@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use bollard::query_parameters::RemoveContainerOptionsBuilder;
-
 use super::rollout::{
     canary_under_way, containers, digest, online_all, pin_broken_with_a_short_deadline, wait_pin,
 };
@@ -21,14 +19,7 @@ async fn a_restore_cut_short_by_a_restart_keeps_the_bad_pin_on_the_canary() {
     // berth dies as the restore has removed the new container and not yet
     // put the old one back: `-prev` and nothing under the name.
     w.berth.take().unwrap().kill().await;
-    w.scope
-        .docker
-        .remove_container(
-            &canary.container_name(),
-            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-        )
-        .await
-        .unwrap();
+    w.remove_by_hand(canary).await;
     w.start(&[
         ("BERTH_PROVISION_TIMEOUT", "8s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
