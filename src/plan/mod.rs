@@ -46,6 +46,7 @@ mod current;
 mod facts;
 pub mod hash;
 mod image;
+mod interrupted;
 mod pass;
 mod ready;
 mod rules;

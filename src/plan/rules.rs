@@ -1,7 +1,7 @@
 //! The reconcile rules of DESIGN §2 for one workspace, in priority order.
 //! This file holds ownership, `paused`, unknown state, `removed`, orphans,
-//! duplicates, an interrupted replace and `stopped`; `running` holds the
-//! rules for a row that wants its container up.
+//! duplicates and `stopped`; `interrupted` a replace found part way;
+//! `running` the rules for a row that wants its container up.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::model::{
 };
 
 use super::StatusUpdate;
-use super::ready::{Readiness, crash_looping, readiness, since, track_restarts};
+use super::ready::since;
 use super::{Facts, Op, Plan, Target, Why, running};
 
 /// What the workspace owns, and which of its names others hold.
@@ -293,7 +293,7 @@ fn settle<'a>(
     match prev {
         None => Some(main),
         Some(prev) => {
-            interrupted_replace(f, row, spec, main, prev, mine, now, p);
+            super::interrupted::interrupted_replace(f, row, spec, main, prev, mine, now, p);
             None
         }
     }
@@ -301,162 +301,4 @@ fn settle<'a>(
 
 pub(super) fn matches_spec(c: &ObservedContainer, spec: &ContainerSpec) -> bool {
     c.label(crate::model::LABEL_SPEC_HASH) == Some(spec.hash.as_str())
-}
-
-/// A `-prev` container means a replace stopped part way: finish it when
-/// the new container is ready, wait while it may still become ready, else
-/// bring the old one back under its name.
-#[allow(clippy::too_many_arguments)]
-fn interrupted_replace(
-    f: &Facts,
-    row: &WorkspaceRow,
-    spec: &ContainerSpec,
-    main: Option<&ObservedContainer>,
-    prev: &ObservedContainer,
-    mine: &Mine,
-    now: DateTime<Utc>,
-    p: &mut Plan,
-) {
-    let prev_target = || Target::Id(prev.id.clone());
-    let Some(main) = main else {
-        // Cut short between the rename and the create, or while a restore
-        // was under way: the workspace was in a replace towards `spec`
-        // and, in a rollout, holds its place there (the replace is tried
-        // again on this workspace, not handed to the next one).
-        if row.desired_state == DesiredState::Running {
-            p.resumed = super::change::change(f, row, spec, prev, mine);
-        }
-        p.push(
-            Op::Rename {
-                target: prev_target(),
-                to: f.id.container_name(),
-            },
-            Why::Restore,
-        );
-        if row.desired_state == DesiredState::Running && !prev.is_running() {
-            p.push(
-                Op::Start {
-                    target: prev_target(),
-                },
-                Why::Restore,
-            );
-        }
-        p.status = Some(if row.desired_state == DesiredState::Running {
-            let detail = "an interrupted replace was undone; the change is tried again";
-            StatusUpdate::reason(Reason::Starting, Some(detail.to_string()))
-        } else {
-            StatusUpdate::plain(Status::Stopped)
-        });
-        p.requeue(Duration::from_secs(1));
-        return;
-    };
-    // The replace began no later than its new container was made: a
-    // restarted berth, whose memory is empty, does not read the deadline
-    // from the row's last desired change (a pin edit changes no row).
-    p.memory.provisioning_since.get_or_insert(main.created);
-    // A new container its maker left unstarted (that berth died between
-    // the steps), with no failure of its own, is timed from the start this
-    // berth gives it: the time no berth ran is not its image's.
-    let failed_here = p
-        .memory
-        .failure
-        .as_ref()
-        .is_some_and(|fl| fl.hash == spec.hash);
-    if main.state == ContainerState::Created
-        && main.started_at.is_none()
-        && !failed_here
-        && p.memory.provisioning_since == Some(main.created)
-    {
-        p.memory.provisioning_since = Some(now);
-    }
-    let deadline = running::deadline(f, row, &p.memory);
-    // Restarts are the new container's own: the old one's crash loop (the
-    // very thing a row edit may fix) is not held against it.
-    track_restarts(&mut p.memory, main, now);
-    let ready = readiness(main, row.last_heartbeat_at, f.settings, now);
-    let matches = matches_spec(main, spec);
-    if matches {
-        p.resumed = super::change::change(f, row, spec, prev, mine);
-    }
-    let alive = matches!(main.state, ContainerState::Running)
-        || matches!(main.state, ContainerState::Restarting);
-    if matches
-        && main.state == ContainerState::Created
-        && main.started_at.is_none()
-        && now < deadline
-    {
-        // The replace goes on from there.
-        return super::current::fill_created(spec, main, now, p, |fl| {
-            let detail = format!("the replace is blocked: {}", fl.message);
-            StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
-        });
-    }
-    if matches && ready == Readiness::Ready {
-        p.push(
-            Op::RemoveContainer {
-                target: prev_target(),
-            },
-            Why::FinishReplace,
-        );
-        p.memory.ready_container = Some(main.id.clone());
-        p.memory.provisioning_since = None;
-        p.status = Some(StatusUpdate::plain(Status::Online));
-    } else if matches && alive && now < deadline && !crash_looping(&p.memory, f.settings) {
-        p.status = Some(StatusUpdate::reason(Reason::WaitingReady, None));
-        p.requeue(since(now, deadline));
-        if let Readiness::NotYet { at: Some(at) } = ready {
-            p.requeue(since(now, at));
-        }
-    } else {
-        let main_target = Target::Id(main.id.clone());
-        p.push(
-            Op::RemoveContainer {
-                target: main_target,
-            },
-            Why::Restore,
-        );
-        p.push(
-            Op::Rename {
-                target: prev_target(),
-                to: f.id.container_name(),
-            },
-            Why::Restore,
-        );
-        p.push(
-            Op::Start {
-                target: prev_target(),
-            },
-            Why::Restore,
-        );
-        // The previous container served before the replace: restarted, it
-        // is judged as one that was ready (crash-loop rules still apply),
-        // not against a provision deadline long past.
-        p.memory.ready_container = Some(prev.id.clone());
-        p.memory.provisioning_since = None;
-        let why = if !matches {
-            "the container under the workspace's name is not the new one".to_string()
-        } else if main.started_at.is_none() {
-            format!("the new container was not started by {deadline}")
-        } else if !alive {
-            match main.exit_code {
-                Some(code) if main.state == ContainerState::Exited => {
-                    format!("the new container exited with code {code}")
-                }
-                _ => format!("the new container is {:?}", main.state).to_lowercase(),
-            }
-        } else if now >= deadline {
-            format!("the new container was not ready by {deadline}")
-        } else {
-            "the new container restarts in a loop".to_string()
-        };
-        let detail = format!("{why}; the previous one serves");
-        // A new container that never started, with no failure of its
-        // own on record, says nothing of its spec or image: undone, not
-        // held against the spec.
-        if matches && (main.started_at.is_some() || failed_here) {
-            p.memory.rolled_back_hash = Some(spec.hash.clone());
-            p.memory.rolled_back_why = Some(why);
-        }
-        p.status = Some(StatusUpdate::reason(Reason::RolledBack, Some(detail)));
-    }
 }
