@@ -168,6 +168,13 @@ impl Rollouts {
         }
     }
 
+    /// Whether `id` holds a place in `key`'s rollout (its replace began).
+    pub fn holds(&self, key: &RolloutKey, id: WorkspaceId) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|r| r.in_progress.contains(&id))
+    }
+
     /// `id`'s replace for `replace` is already under way (found running
     /// by a restarted berth): it holds a place in the current wave, as if
     /// the gate had let it go, so the rollout waits for it and counts

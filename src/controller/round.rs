@@ -216,7 +216,7 @@ impl Controller {
         state.guard_held = pass.guard_held.clone();
 
         for id in taken {
-            let Some(plan) = plans.remove(&id) else {
+            let Some(mut plan) = plans.remove(&id) else {
                 // Nothing names this key any more.
                 state.memory.remove(&id);
                 queue.done(&id);
@@ -252,11 +252,20 @@ impl Controller {
             if let Some(row) = &row
                 && let Some(replace) = image_replace(&plan, &row.runtime)
             {
+                let held = state.rollouts.holds(&replace.key, id);
                 match state
                     .rollouts
                     .gate(&replace, id, &self.rollout, self.pin_debounce)
                 {
-                    Gate::Go => rollout = Some(state.rollouts.describe(&replace.key, "replacing")),
+                    Gate::Go => {
+                        // The replace begins now: the wait for its wave
+                        // (berth's own holding back) does not count
+                        // against its provision timeout.
+                        if !held {
+                            plan.memory.provisioning_since = Some(now);
+                        }
+                        rollout = Some(state.rollouts.describe(&replace.key, "replacing"));
+                    }
                     Gate::Wait(after) => {
                         self.show_rollout(&lease, row, &replace.key, "waiting", state)
                             .await;

@@ -7,7 +7,7 @@ mod lifecycle;
 mod outage;
 mod restart;
 mod rollout;
-mod rollout_restarts;
+mod rollout_edges;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,93 @@
+//! A rollout's edges: a bad pin's canary stays the only workspace it
+//! touches when berth is killed part way through the canary's restore, and
+//! a wave's wait does not count against a workspace's provision timeout.
+
+use std::time::Duration;
+
+use super::rollout::{
+    canary_under_way, containers, digest, online_all, pin_broken_with_a_short_deadline, wait_pin,
+};
+
+#[tokio::test]
+async fn a_restore_cut_short_by_a_restart_keeps_the_bad_pin_on_the_canary() {
+    let mut w = super::World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 4).await;
+    let before = pin_broken_with_a_short_deadline(&mut w, &ids).await;
+    let broken = digest(&w, "broken").await;
+    let canary = canary_under_way(&w, &ids, &broken).await;
+
+    // berth dies as the restore has removed the new container and not yet
+    // put the old one back: `-prev` and nothing under the name.
+    w.berth.take().unwrap().kill().await;
+    w.remove_by_hand(canary).await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+
+    let v1 = w.v1.clone();
+    wait_pin(&w, &v1, 90).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let tried: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT workspace_id FROM workspace_events
+          WHERE action = 'create' AND reason LIKE 'recreate:%'",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(tried, [canary.0], "only the canary tried the bad image");
+    let after = containers(&w, &ids).await;
+    for (i, id) in ids.iter().enumerate() {
+        if *id != canary {
+            assert_eq!(before[i], after[i], "{id} was touched");
+        }
+        w.wait_row(*id, 60, "online on v1", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_row_edit_with_the_pin_in_one_transaction_times_each_replace_from_its_wave() {
+    let mut w = super::World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 4).await;
+    w.berth.take().unwrap().kill().await;
+    // One at a time, each replace waits for its readiness: the last one's
+    // wave opens well past the row edit's provision timeout.
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "10s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "1"),
+    ]);
+    let v2 = w.v2.clone();
+    let mut tx = w.pool.begin().await.unwrap();
+    sqlx::query(r#"UPDATE workspaces SET env = '{"AGENT_READY_AFTER": "2"}' WHERE host = $1"#)
+        .bind(&w.host)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'agent'")
+        .bind(&v2)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for id in &ids {
+        w.wait_row(*id, 180, "online on v2", |r| {
+            r.is("online", None)
+                && r.converged()
+                && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    let halts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(halts, 0, "a good image was halted");
+}
