@@ -83,31 +83,21 @@ impl Encoder {
 }
 
 /// Whether a container created from `observed` runs the image `desired`
-/// names. The executor creates a container for a moving tag from the
-/// digest it resolved (`repo@sha256:…`), so that reference is the tag's
-/// image as far as the material is concerned; whether the tag has moved
-/// since is a question of the digest labels, not of this text.
+/// names. The executor creates a container for a moving reference from the
+/// digest it resolved, keeping the reference's text (`repo:tag@sha256:…`,
+/// or `repo@sha256:…` for a reference without a tag), so that is the
+/// reference's image as far as the material is concerned; whether the tag
+/// has moved since is a question of the digest labels, not of this text.
+/// A pin's container (`repo@sha256:…`) is not a tag's: a row moving from
+/// its pin to an explicit tag is an image change.
 pub fn same_image(desired: &str, observed: &str) -> bool {
     if desired == observed {
         return true;
     }
-    // `repo:tag@digest` or `repo@digest`, for a desired `repo:tag` (or
-    // `repo`, the implicit latest).
     let Some((named, _digest)) = observed.split_once('@') else {
         return false;
     };
-    if desired.contains('@') {
-        return false;
-    }
-    if named == desired {
-        return true;
-    }
-    let slash = desired.rfind('/').map_or(0, |i| i + 1);
-    let repo = match desired[slash..].rfind(':') {
-        Some(i) => &desired[..slash + i],
-        None => desired,
-    };
-    repo == named
+    !desired.contains('@') && named == desired
 }
 
 /// The names of the material fields that differ, in a fixed order.
@@ -149,10 +139,13 @@ mod same_image_tests {
     #[test]
     fn a_tag_matches_the_digest_reference_it_was_created_from() {
         let digest = format!("sha256:{}", "a".repeat(64));
-        assert!(same_image(
-            "reg:5000/ws/agent:v1",
-            &format!("reg:5000/ws/agent@{digest}")
-        ));
+        assert!(
+            !same_image(
+                "reg:5000/ws/agent:v1",
+                &format!("reg:5000/ws/agent@{digest}")
+            ),
+            "a pin's container is not the tag's"
+        );
         assert!(same_image(
             "reg:5000/ws/agent",
             &format!("reg:5000/ws/agent@{digest}")

@@ -124,6 +124,32 @@ fn a_moving_tag_with_a_new_digest_is_a_spec_change() {
 }
 
 #[test]
+fn a_row_moving_from_its_pin_to_an_explicit_tag_is_an_image_change() {
+    // The pin's container is made from `repo@digest`; the row then names
+    // `repo:v3`, whose digest nobody has resolved yet.
+    let s = Settings::test();
+    let mut cat = Catalogue::seeded();
+    cat.set_pin("langgraph", "stable", digest('a'));
+    let r = row(1);
+    let pinned = spec(&r, &cat, &s).expect("spec");
+    let mut c = container_for(&pinned, "c1");
+    c.image = pinned.image.to_string();
+    let cs = [c];
+    let mut tagged = r.clone();
+    tagged.image = Some("registry.test/ws/workspace-template-langgraph:v3".into());
+    let mut f = facts_for(&s, &tagged, &cs, &[]);
+    f.spec = Some(spec(&tagged, &cat, &s));
+    let p = plan_at(&f, t0());
+    assert!(
+        whys(&p)
+            .first()
+            .is_some_and(|w| w.starts_with("recreate: image")),
+        "{:?}",
+        whys(&p)
+    );
+}
+
+#[test]
 fn another_hash_version_is_compared_field_by_field() {
     let s = Settings::test();
     let r = row(1);

@@ -1,6 +1,7 @@
 //! `berth run` end to end: rows in a real PostgreSQL, containers on the
 //! real engine, images from the run's registry.
 
+mod explicit_image;
 mod failures;
 mod images;
 mod lifecycle;
