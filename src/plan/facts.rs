@@ -181,6 +181,10 @@ pub struct Facts<'a> {
     pub observed_complete: bool,
     pub memory: Memory,
     pub probes: Probes,
+    /// Several rows of this host share this workspace's 12-character
+    /// names: a legacy object under such a name is no row's (DESIGN §1.3:
+    /// it belongs to the row its name names only when exactly one does).
+    pub shared_name: bool,
 }
 
 impl<'a> Facts<'a> {
@@ -197,6 +201,7 @@ impl<'a> Facts<'a> {
             volumes: Vec::new(),
             image: ResolvedImage::default(),
             refresh_failure: None,
+            shared_name: false,
             desired_complete: true,
             observed_complete: true,
             memory: Memory::default(),

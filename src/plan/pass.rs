@@ -203,6 +203,7 @@ impl<'s> PassIndex<'s> {
         facts.volumes = self.volumes.get(&id).cloned().unwrap_or_default();
         facts.memory = s.memory.get(&id).cloned().unwrap_or_default();
         facts.probes = s.probes.get(&id).cloned().unwrap_or_default();
+        facts.shared_name = self.by_id12.get(&id.id12()).is_some_and(|l| l.len() > 1);
         if let Some(row) = row {
             if let Some(rt) = s.catalogue.runtime(&row.runtime) {
                 facts.provision_timeout =

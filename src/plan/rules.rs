@@ -28,7 +28,8 @@ impl<'a> Mine<'a> {
     /// host, for legacy objects) that name this workspace are its own (and
     /// the Go provisioner's unlabelled /workspace volume, whose name holds
     /// the full id); any other object holding one of its names is a
-    /// conflict, never touched.
+    /// conflict, never touched. A legacy object under a 12-character name
+    /// several rows share is no row's.
     pub fn classify(f: &Facts<'a>) -> Self {
         let host = f.settings.host_id.as_str();
         let names = [f.id.container_name(), f.id.prev_container_name()];
@@ -43,7 +44,8 @@ impl<'a> Mine<'a> {
                 continue;
             }
             let named = names.contains(&c.name);
-            if c.belongs_to(f.id, host) {
+            let unclaimed = f.shared_name && c.workspace().is_none();
+            if c.belongs_to(f.id, host) && !unclaimed {
                 mine.containers.push(c);
             } else if named {
                 let whose = owner_of(c.label(LABEL_MANAGED), c.owned_by(host));
@@ -55,7 +57,12 @@ impl<'a> Mine<'a> {
                 continue;
             }
             let named = volume_names.contains(&v.name);
-            if v.belongs_to(f.id, host) {
+            // The full id names the /workspace volume: never shared.
+            let unclaimed = f.shared_name
+                && v.workspace().is_none()
+                && !v.is_implicit_workspace_volume(f.id)
+                && v.name != f.id.workspace_volume();
+            if v.belongs_to(f.id, host) && !unclaimed {
                 mine.volumes.push(v);
             } else if named {
                 let whose = owner_of(v.label(LABEL_MANAGED), v.owned_by(host));

@@ -62,6 +62,28 @@ fn the_older_of_two_rows_with_colliding_names_keeps_the_name() {
 }
 
 #[test]
+fn a_legacy_container_whose_name_two_rows_share_is_neither_rows() {
+    let s = Settings::test();
+    let older = row(1);
+    let mut younger = WorkspaceRow::test(
+        WorkspaceId(uuid::Uuid::from_u128(wid(1).0.as_u128() ^ 0xffff)),
+        t0() + mins(1),
+    );
+    younger.created_at = t0() + mins(1);
+    let legacy = legacy_container(older.id, "legacy");
+    let pass = plan_pass(
+        &snapshot(vec![younger.clone(), older.clone()], vec![legacy]),
+        &s,
+        t0(),
+    );
+    for id in [older.id, younger.id] {
+        assert_eq!(reason_of(&pass, id), Some(Reason::NameConflict), "{id}");
+        assert!(plan_of(&pass, id).actions.is_empty(), "{id} acts");
+    }
+    assert_eq!(pass.unattributed, ["ws-00000001-000"]);
+}
+
+#[test]
 fn only_the_oldest_t4_row_holds_the_hosts_one_t4() {
     let s = Settings {
         allow_host_root_tier: true,
