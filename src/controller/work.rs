@@ -118,6 +118,9 @@ fn event(id: WorkspaceId, action: &Action, result: Result<(), &ActError>) -> Eve
     if let Some(target) = action.op.target() {
         detail["target"] = serde_json::Value::String(target.to_string());
     }
+    if let Some(object) = action.op.object() {
+        detail["object"] = serde_json::Value::String(object);
+    }
     if let Err(e) = result {
         detail["error"] = serde_json::Value::String(e.to_string());
     }

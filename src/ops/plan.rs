@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::desired;
 use crate::model::{WorkspaceId, WorkspaceRow};
 use crate::observed::Observer;
-use crate::plan::{self, Action, Memory, Op, PassPlan, Settings, Snapshot, StatusUpdate};
+use crate::plan::{self, Action, Memory, PassPlan, Settings, Snapshot, StatusUpdate};
 
 /// The plan of one pass over this host.
 #[derive(Clone, Debug, Serialize)]
@@ -395,21 +395,12 @@ fn status_change(row: &WorkspaceRow, update: &StatusUpdate) -> Option<StatusChan
     })
 }
 
-/// One step: never the spec or the files (env and tokens are secrets),
-/// only what it addresses.
+/// One step: only what it addresses (see `Op::object`).
 fn action_view(a: &Action) -> ActionView {
-    let object = match &a.op {
-        Op::EnsureImage { image, .. } => Some(image.to_string()),
-        Op::EnsureVolume(v) => Some(v.name.clone()),
-        Op::RemoveVolume { name, .. } => Some(name.clone()),
-        Op::Create(spec) => Some(format!("{} from {}", spec.name, spec.image)),
-        Op::Rename { to, .. } => Some(format!("→ {to}")),
-        _ => None,
-    };
     ActionView {
         op: a.op.name(),
         target: a.op.target().map(|t| t.to_string()),
-        object,
+        object: a.op.object(),
         reason: a.why.to_string(),
     }
 }

@@ -132,6 +132,19 @@ impl Op {
             _ => None,
         }
     }
+
+    /// What else the step addresses, in words: an image, a volume, the
+    /// new name. Never the spec or the files (env and tokens are secrets).
+    pub fn object(&self) -> Option<String> {
+        match self {
+            Op::EnsureImage { image, .. } => Some(image.to_string()),
+            Op::EnsureVolume(v) => Some(v.name.clone()),
+            Op::RemoveVolume { name, .. } => Some(name.clone()),
+            Op::Create(spec) => Some(format!("{} from {}", spec.name, spec.image)),
+            Op::Rename { to, .. } => Some(format!("→ {to}")),
+            _ => None,
+        }
+    }
 }
 
 /// What makes a replace necessary.
@@ -307,6 +320,9 @@ impl fmt::Display for Action {
         write!(f, "{}", self.op.name())?;
         if let Some(t) = self.op.target() {
             write!(f, " {t}")?;
+        }
+        if let Some(o) = self.op.object() {
+            write!(f, " {o}")?;
         }
         write!(f, " ({})", self.why)
     }

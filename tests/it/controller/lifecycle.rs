@@ -501,7 +501,8 @@ async fn replace_slowly(w: &mut World, id: berth::model::WorkspaceId, v: &str) -
     )
     .await;
     let berth = w.berth.take().unwrap();
-    wait_logged(&berth, "ensure_image (recreate: env changed)", 30).await;
+    // The replace's first step, the image, is done: the stop is next.
+    wait_logged(&berth, "(recreate: env changed)", 30).await;
     berth
 }
 
