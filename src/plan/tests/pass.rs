@@ -17,6 +17,22 @@ fn snapshot(rows: Vec<WorkspaceRow>, containers: Vec<ObservedContainer>) -> Snap
     }
 }
 
+/// `rows` beside containers of workspaces 1..=`n` that have no row, each
+/// seen once as an orphan at t0 (ripe ten minutes later).
+fn with_orphans(rows: Vec<WorkspaceRow>, n: u32, s: &Settings) -> Snapshot {
+    let seen = Memory {
+        orphan_since: Some(t0()),
+        orphan_sightings: 1,
+        ..Memory::default()
+    };
+    let containers = (1..=n)
+        .map(|i| container_for(&built(&row(i), s), &format!("c{i}")))
+        .collect();
+    let mut snap = snapshot(rows, containers);
+    snap.memory = (1..=n).map(|i| (wid(i), seen.clone())).collect();
+    snap
+}
+
 fn plan_of(pass: &PassPlan, id: WorkspaceId) -> &Plan {
     pass.plans
         .iter()
@@ -135,21 +151,13 @@ fn removals_over_the_delete_guard_are_all_withheld_with_an_alarm() {
         delete_guard: DeleteGuard::Count(3),
         ..Settings::test()
     };
-    let seen = Memory {
-        orphan_since: Some(t0()),
-        orphan_sightings: 1,
-        ..Memory::default()
-    };
-    let containers: Vec<_> = (1..=4)
-        .map(|n| container_for(&built(&row(n), &s), &format!("c{n}")))
-        .collect();
-    let mut snap = snapshot(
+    let mut snap = with_orphans(
         vec![row(9).with_state(crate::model::DesiredState::Removed)],
-        containers,
+        4,
+        &s,
     );
     snap.containers
         .push(container_for(&built(&row(9), &s), "c9"));
-    snap.memory = (1..=4).map(|n| (wid(n), seen.clone())).collect();
     let pass = plan_pass(&snap, &s, t0() + mins(10));
     assert_eq!(pass.guard_blocked, Some((4, 3)));
     assert!(pass.plans.iter().all(|p| p.guarded_removals() == 0));
@@ -251,17 +259,7 @@ fn a_percentage_guard_counts_workspaces_with_containers_not_rows() {
         delete_guard: DeleteGuard::Default,
         ..Settings::test()
     };
-    let seen = Memory {
-        orphan_since: Some(t0()),
-        orphan_sightings: 1,
-        ..Memory::default()
-    };
-    let containers: Vec<_> = (1..=6)
-        .map(|n| container_for(&built(&row(n), &s), &format!("c{n}")))
-        .collect();
-    let rows: Vec<_> = (100..160).map(row).collect();
-    let mut snap = snapshot(rows, containers);
-    snap.memory = (1..=6).map(|n| (wid(n), seen.clone())).collect();
+    let snap = with_orphans((100..160).map(row).collect(), 6, &s);
     let pass = plan_pass(&snap, &s, t0() + mins(10));
     assert_eq!(pass.guard_blocked, Some((6, 5)));
     assert!(pass.plans.iter().all(|p| p.guarded_removals() == 0));
@@ -276,16 +274,7 @@ fn a_tripped_guard_holds_until_none_of_its_removals_is_wanted() {
         delete_guard: DeleteGuard::Count(5),
         ..Settings::test()
     };
-    let seen = Memory {
-        orphan_since: Some(t0()),
-        orphan_sightings: 1,
-        ..Memory::default()
-    };
-    let containers: Vec<_> = (1..=7)
-        .map(|n| container_for(&built(&row(n), &s), &format!("c{n}")))
-        .collect();
-    let mut snap = snapshot(vec![], containers);
-    snap.memory = (1..=7).map(|n| (wid(n), seen.clone())).collect();
+    let mut snap = with_orphans(vec![], 7, &s);
     let later = t0() + mins(10);
     let pass = plan_pass(&snap, &s, later);
     assert_eq!(pass.guard_blocked, Some((7, 5)));

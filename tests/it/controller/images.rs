@@ -575,13 +575,7 @@ async fn a_pin_to_a_missing_digest_blocks_the_change_and_touches_nothing() {
     .unwrap();
     assert_eq!(pinned, missing, "a failed pull reverts nothing");
     assert_eq!(history, 1, "the history records the attempt");
-    let reverted: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'",
-    )
-    .fetch_one(&w.pool)
-    .await
-    .unwrap();
-    assert_eq!(reverted, 0);
+    assert_eq!(super::rollout::halts(&w).await, 0, "reverted");
 }
 
 #[tokio::test]

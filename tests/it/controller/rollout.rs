@@ -123,13 +123,15 @@ async fn a_berth_restarted_while_a_good_canary_waits_for_readiness_halts_nothing
         })
         .await;
     }
-    let halts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'",
-    )
-    .fetch_one(&w.pool)
-    .await
-    .unwrap();
-    assert_eq!(halts, 0, "a good image was halted");
+    assert_eq!(halts(&w).await, 0, "a good image was halted");
+}
+
+/// How many times berth halted a rollout and wrote a pin back.
+pub(super) async fn halts(w: &World) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'")
+        .fetch_one(&w.pool)
+        .await
+        .unwrap()
 }
 
 /// Restarts berth with a short provision deadline and canary 1 (a loaded

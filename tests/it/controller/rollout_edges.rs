@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use super::rollout::{
-    canary_under_way, containers, digest, online_all, pin_broken_with_a_short_deadline, wait_pin,
+    canary_under_way, containers, digest, halts, online_all, pin_broken_with_a_short_deadline,
+    wait_pin,
 };
 
 #[tokio::test]
@@ -83,11 +84,5 @@ async fn a_row_edit_with_the_pin_in_one_transaction_times_each_replace_from_its_
         })
         .await;
     }
-    let halts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'",
-    )
-    .fetch_one(&w.pool)
-    .await
-    .unwrap();
-    assert_eq!(halts, 0, "a good image was halted");
+    assert_eq!(halts(&w).await, 0, "a good image was halted");
 }
