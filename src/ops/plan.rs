@@ -165,7 +165,13 @@ impl HostPlan {
                     .detail
                     .as_deref()
                     .map_or(String::new(), |d| format!(": {d}"));
-                let _ = writeln!(out, "  status {} → {}{detail}", s.from, s.to);
+                // The same status with a new detail or generation is
+                // written again, not changed.
+                if s.from == s.to {
+                    let _ = writeln!(out, "  status stays {}{detail}", s.to);
+                } else {
+                    let _ = writeln!(out, "  status {} → {}{detail}", s.from, s.to);
+                }
             }
             for note in &w.notes {
                 let _ = writeln!(out, "  note: {note}");

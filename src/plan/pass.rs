@@ -347,7 +347,7 @@ pub fn apply_delete_guard(
         format!("the pass wanted {wanted} orphan/duplicate removals, over the limit of {limit}")
     } else {
         format!(
-            "it tripped earlier and {still_held} of the workspaces it held back still want a removal ({wanted} wanted in all, limit {limit})"
+            "it tripped earlier and {still_held} of the workspace(s) it held back still want a removal ({wanted} wanted in all, limit {limit})"
         )
     };
     for p in plans.iter_mut().filter(|p| p.guarded_removals() > 0) {

@@ -124,9 +124,16 @@ fn a_row_that_already_shows_its_status_is_not_pending() {
     bad.status_reason = Some(Reason::InvalidSpec);
     bad.last_error = detail;
     bad.observed_generation = bad.generation;
-    let again = run(snapshot(vec![bad], vec![]), &settings);
+    let again = run(snapshot(vec![bad.clone()], vec![]), &settings);
     assert_eq!(again.pending(), 0, "{again:#?}");
     assert!(again.render().contains("nothing to do"));
+
+    // The same status for a newer generation is written again, not
+    // changed, and says so.
+    bad.generation += 1;
+    let newer = run(snapshot(vec![bad], vec![]), &settings);
+    let out = newer.render();
+    assert!(out.contains("  status stays failed/invalid_spec"), "{out}");
 }
 
 /// The plan of a host without rows, as `plan` completes it.

@@ -289,7 +289,7 @@ fn a_tripped_guard_holds_until_none_of_its_removals_is_wanted() {
         plan_of(&pass, wid(3))
             .notes
             .iter()
-            .any(|n| n.contains("tripped earlier and 5 of the workspaces")),
+            .any(|n| n.contains("tripped earlier and 5 of the workspace(s)")),
         "{:?}",
         plan_of(&pass, wid(3)).notes
     );
