@@ -34,6 +34,27 @@ impl Controller {
         if !state.backlog.is_empty() {
             state.backlog.flush(&self.pool, &lease).await;
         }
+        if !state.guard_read {
+            // A delete guard that held when the last berth stopped holds
+            // on here.
+            match desired::guard_latch(&self.pool, &self.settings.host_id).await {
+                Ok((held, limit)) => {
+                    if !held.is_empty() {
+                        tracing::warn!(
+                            held = held.len(),
+                            "delete guard: the trail shows removals it withheld within the last hour; it holds them still"
+                        );
+                    }
+                    state.guard_held.extend(held);
+                    state.guard_held_limit = limit.and_then(|l| usize::try_from(l).ok());
+                    state.guard_read = true;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reading the delete guard's latch failed; no removal until it is read");
+                    return;
+                }
+            }
+        }
         // A pass parked behind another's build of the same runtime does
         // no work: its slot goes to other workspaces meanwhile. At most
         // `concurrency` of them are not counted, so no more than twice the
@@ -112,6 +133,7 @@ impl Controller {
             memory: state.memory.clone(),
             probes,
             guard_held: state.guard_held.clone(),
+            guard_held_limit: state.guard_held_limit,
         };
         let now = Utc::now();
         let pass = plan::plan_pass(&snapshot, &self.settings, now);
@@ -211,9 +233,29 @@ impl Controller {
             tracing::warn!(
                 "delete guard released: none of the removals it withheld is wanted any more"
             );
+            // On the trail too, so that a berth starting next does not
+            // take the latch up again.
+            let released: Vec<Event> = state
+                .guard_held
+                .iter()
+                .map(|id| Event {
+                    workspace: *id,
+                    action: "note".into(),
+                    reason:
+                        "delete guard released: none of the removals it withheld is wanted any more"
+                            .into(),
+                    detail: serde_json::json!({"delete_guard": "released"}),
+                    at: now,
+                })
+                .collect();
+            if let Err(error) = desired::record_events(&self.pool, &lease, &released).await {
+                tracing::warn!(%error, "recording the delete guard's release failed");
+            }
         }
         state.guard_said = pass.guard_blocked;
         state.guard_held = pass.guard_held.clone();
+        state.guard_held_limit = pass.guard_held_limit;
+        let guard_limit = pass.guard_held_limit;
 
         for id in taken {
             let Some(mut plan) = plans.remove(&id) else {
@@ -303,7 +345,14 @@ impl Controller {
                     workspace: id,
                     action: "note".into(),
                     reason: note.clone(),
-                    detail: serde_json::json!({}),
+                    // A guard's hold carries its limit: a berth starting
+                    // next takes the latch up from the trail.
+                    detail: match guard_limit {
+                        Some(limit) if note.starts_with("delete guard:") => {
+                            serde_json::json!({"delete_guard": {"limit": limit}})
+                        }
+                        _ => serde_json::json!({}),
+                    },
                     at: now,
                 })
                 .collect();

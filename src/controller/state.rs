@@ -43,8 +43,11 @@ pub(super) struct State {
     pub(super) no_rows_said: bool,
     /// The delete guard's (wanted, limit) the log last reported.
     pub(super) guard_said: Option<(usize, usize)>,
-    /// The delete guard's latch (see `PassPlan::guard_held`).
+    /// The delete guard's latch (see `PassPlan::guard_held`), the limit it
+    /// tripped under, and whether the trail's latch was read at start.
     pub(super) guard_held: BTreeSet<WorkspaceId>,
+    pub(super) guard_held_limit: Option<usize>,
+    pub(super) guard_read: bool,
     /// Events the database did not take when their pass ended.
     pub(super) backlog: super::backlog::Backlog,
     /// A refresh asked for while this instance did not hold the lease:

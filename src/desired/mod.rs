@@ -21,6 +21,6 @@ pub use session::{
     release, session_application_name,
 };
 pub use write::{
-    Event, StatusWrite, Written, halt_pin, mark_stable, prune_events, record_events, write_rollout,
-    write_status,
+    Event, StatusWrite, Written, guard_latch, halt_pin, mark_stable, prune_events, record_events,
+    write_rollout, write_status,
 };

@@ -250,3 +250,30 @@ pub async fn mark_stable(
     .await?;
     Ok(())
 }
+
+/// The delete guard's latch as the trail of the last hour left it on
+/// `host`: the workspaces whose latest guard note holds a removal back,
+/// and the largest limit those notes tripped under. A guard that let go
+/// wrote a release note, which ends its hold.
+pub async fn guard_latch(
+    pool: &PgPool,
+    host: &str,
+) -> Result<(Vec<WorkspaceId>, Option<i64>), sqlx::Error> {
+    let held: Vec<(uuid::Uuid, Option<i64>)> = sqlx::query_as(
+        "SELECT workspace_id, (detail->'delete_guard'->>'limit')::bigint
+           FROM (SELECT DISTINCT ON (workspace_id) workspace_id, detail
+                   FROM workspace_events
+                  WHERE host = $1 AND action = 'note' AND detail ? 'delete_guard'
+                    AND at > now() - interval '1 hour'
+                  ORDER BY workspace_id, at DESC, id DESC) latest
+          WHERE jsonb_typeof(detail->'delete_guard') = 'object'",
+    )
+    .bind(host)
+    .fetch_all(pool)
+    .await?;
+    let limit = held.iter().filter_map(|(_, l)| *l).max();
+    Ok((
+        held.into_iter().map(|(id, _)| WorkspaceId(id)).collect(),
+        limit,
+    ))
+}

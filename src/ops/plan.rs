@@ -265,6 +265,7 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
         memory: BTreeMap::new(),
         // A running berth's latch is its own: this is a fresh pass's view.
         guard_held: Default::default(),
+        guard_held_limit: None,
     };
     snapshot.memory = orphan_memory(&snapshot, &settings);
     let pass = plan::plan_pass(&snapshot, &settings, now);

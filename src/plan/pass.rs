@@ -35,8 +35,12 @@ pub struct Snapshot {
     pub memory: BTreeMap<WorkspaceId, Memory>,
     pub probes: BTreeMap<WorkspaceId, Probes>,
     /// The delete guard's latch: workspaces whose removals an earlier pass
-    /// of this process withheld ([`PassPlan::guard_held`]).
+    /// (of this process, or one before it, from the trail)
+    /// withheld ([`PassPlan::guard_held`]), and the limit it tripped
+    /// under: a limit raised above it since lets the latch go (the
+    /// operator's word that the rows went on purpose).
     pub guard_held: BTreeSet<WorkspaceId>,
+    pub guard_held_limit: Option<usize>,
 }
 
 /// The plans of a pass, ordered by key.
@@ -52,6 +56,8 @@ pub struct PassPlan {
     /// every orphan and duplicate removal, whatever the count: rows put
     /// back one by one do not let the rest go part way.
     pub guard_held: BTreeSet<WorkspaceId>,
+    /// The limit the latch tripped under.
+    pub guard_held_limit: Option<usize>,
     /// Owned objects that name no workspace berth can tell (a legacy name
     /// matching no row or several): kept and reported, never touched.
     pub unattributed: Vec<String>,
@@ -242,16 +248,28 @@ pub fn plan_pass(s: &Snapshot, settings: &Settings, now: DateTime<Utc>) -> PassP
         .map(|id| plan(&ix.facts(id), now))
         .collect();
     let limit = settings.delete_guard.limit(ix.workspaces_with_containers());
-    let (guard_blocked, mut guard_held) = apply_delete_guard(&mut plans, limit, &s.guard_held);
+    // A limit raised above the one the latch tripped under lets it go.
+    let latched = match s.guard_held_limit {
+        Some(tripped) if limit > tripped => BTreeSet::new(),
+        _ => s.guard_held.clone(),
+    };
+    let (guard_blocked, mut guard_held) = apply_delete_guard(&mut plans, limit, &latched);
+    let mut guard_held_limit = match guard_blocked {
+        Some((wanted, _)) if wanted > limit => Some(limit),
+        _ if !guard_held.is_empty() => s.guard_held_limit.or(Some(limit)),
+        _ => None,
+    };
     // No removal is planned on incomplete knowledge, which says nothing of
     // whether the held ones are still wanted: the latch stays.
     if !(s.desired_complete && s.observed_complete) {
         guard_held = s.guard_held.clone();
+        guard_held_limit = s.guard_held_limit;
     }
     PassPlan {
         plans,
         guard_blocked,
         guard_held,
+        guard_held_limit,
         unattributed: ix.unattributed,
     }
 }
@@ -339,15 +357,27 @@ pub fn apply_delete_guard(
         .filter(|p| p.guarded_removals() > 0)
         .map(|p| p.id)
         .collect();
-    let still_held = wanting.intersection(held).count();
+    // Held workspaces still on their way to a removal: wanting one now, or
+    // orphans whose grace (started again by a new berth) has not run out.
+    let still: BTreeSet<WorkspaceId> = plans
+        .iter()
+        .filter(|p| held.contains(&p.id))
+        .filter(|p| p.guarded_removals() > 0 || p.memory.orphan_since.is_some())
+        .map(|p| p.id)
+        .collect();
+    let still_held = still.len();
     if wanted <= limit && still_held == 0 {
         return (None, BTreeSet::new());
+    }
+    if wanted == 0 {
+        // Nothing to withhold now; the latch stays.
+        return (None, still);
     }
     let why = if wanted > limit {
         format!("the pass wanted {wanted} orphan/duplicate removals, over the limit of {limit}")
     } else {
         format!(
-            "it tripped earlier and {still_held} of the workspace(s) it held back still want a removal ({wanted} wanted in all, limit {limit})"
+            "it tripped earlier and {still_held} of the workspace(s) it held back are still without a row ({wanted} removal(s) wanted, limit {limit})"
         )
     };
     for p in plans.iter_mut().filter(|p| p.guarded_removals() > 0) {
@@ -364,5 +394,8 @@ pub fn apply_delete_guard(
         p.notes
             .push(format!("delete guard: {why}; none made. {GUARD_HINT}"));
     }
-    (Some((wanted, limit)), wanting)
+    (
+        Some((wanted, limit)),
+        wanting.union(&still).copied().collect(),
+    )
 }

@@ -289,7 +289,7 @@ fn a_tripped_guard_holds_until_none_of_its_removals_is_wanted() {
         plan_of(&pass, wid(3))
             .notes
             .iter()
-            .any(|n| n.contains("tripped earlier and 5 of the workspace(s)")),
+            .any(|n| n.contains("tripped earlier and 5 of the workspace(s) it held back")),
         "{:?}",
         plan_of(&pass, wid(3)).notes
     );
@@ -305,6 +305,35 @@ fn a_tripped_guard_holds_until_none_of_its_removals_is_wanted() {
     let pass = plan_pass(&snap, &s, later);
     assert_eq!(pass.guard_blocked, None);
     assert!(pass.guard_held.is_empty(), "released");
+
+    // A berth started next sees its orphans wait out their grace again:
+    // the latch it took from the trail stays meanwhile.
+    let mut fresh = with_orphans(vec![], 5, &s);
+    fresh.guard_held = (1..=5).map(wid).collect();
+    fresh.guard_held_limit = Some(5);
+    let waiting = plan_pass(&fresh, &s, t0());
+    assert_eq!(waiting.guard_blocked, None, "nothing to withhold yet");
+    assert_eq!(waiting.guard_held.len(), 5);
+    assert_eq!(waiting.guard_held_limit, Some(5));
+
+    // A berth started with a raised limit takes the latch from the trail
+    // and lets it go: the operator's word that the rows went on purpose.
+    let mut raised = with_orphans(vec![], 5, &s);
+    raised.guard_held = (1..=5).map(wid).collect();
+    raised.guard_held_limit = Some(5);
+    let same = plan_pass(&raised, &s, later);
+    assert_eq!(same.guard_blocked, Some((5, 5)), "the same limit holds");
+    let more = Settings {
+        delete_guard: DeleteGuard::Count(10),
+        ..Settings::test()
+    };
+    let pass = plan_pass(&raised, &more, later);
+    assert_eq!(pass.guard_blocked, None);
+    assert!(pass.guard_held.is_empty());
+    assert_eq!(
+        pass.plans.iter().map(Plan::guarded_removals).sum::<usize>(),
+        5
+    );
 
     // Once released, a single orphan goes as usual.
     snap.guard_held = pass.guard_held;

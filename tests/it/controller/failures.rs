@@ -459,8 +459,9 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
 
     // Rows put back part way: the five still missing are within the limit,
     // but the guard that tripped holds them until every row is back.
+    let pool = w.pool.clone();
     let put_back = |ids: Vec<uuid::Uuid>| {
-        let pool = w.pool.clone();
+        let pool = pool.clone();
         async move {
             sqlx::query("INSERT INTO workspaces SELECT * FROM kept_rows WHERE id = ANY($1)")
                 .bind(ids)
@@ -471,12 +472,17 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
     };
     put_back(ids[..7].iter().map(|id| id.0).collect()).await;
     super::wait_logged(w.berth.as_ref().unwrap(), "delete guard holds", 30).await;
+    // A berth that takes over takes the latch up from the trail.
+    w.berth.take().unwrap().kill().await;
+    w.start(&[("BERTH_ORPHAN_GRACE", "4s")]);
+    super::wait_logged(w.berth.as_ref().unwrap(), "it holds them still", 30).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     for (id, was) in ids.iter().zip(&before) {
         assert_eq!(
             w.container(*id).await.and_then(|c| c.id).as_ref(),
             was.as_ref(),
-            "{id}: removed or replaced while the guard held"
+            "{id}: removed or replaced while the guard held\n{}",
+            std::fs::read_to_string(&w.berth.as_ref().unwrap().log).unwrap_or_default()
         );
     }
     put_back(ids[7..].iter().map(|id| id.0).collect()).await;
