@@ -340,7 +340,7 @@ fn pass_guards(
 }
 
 /// What an operator does about a tripped delete guard.
-pub const GUARD_HINT: &str = "If the rows went on purpose, raise BERTH_DELETE_GUARD for one run (and next time set desired_state = 'removed' instead of deleting rows: not counted); if not, put the rows back (all of them: the guard holds until none of the removals it withheld is wanted)";
+pub const GUARD_HINT: &str = "If the rows went on purpose, raise BERTH_DELETE_GUARD for one run (and next time set desired_state = 'removed' instead of deleting rows: not counted); if not, put the rows back (all of them: the guard holds until every one is back)";
 
 /// Rule 3: when the pass's orphan and duplicate removals exceed `limit`,
 /// or any of them is one an earlier pass withheld (`held`), none of them
