@@ -62,15 +62,22 @@ fn rows_of_other_hosts_are_not_this_hosts() {
     assert!(pass.plans.is_empty());
 }
 
-#[test]
-fn the_older_of_two_rows_with_colliding_names_keeps_the_name() {
-    let s = Settings::test();
-    let older = row(1);
+/// A row made a minute after `row(1)` whose id shares its first 12
+/// characters, and so its container and volume names.
+fn younger_twin() -> WorkspaceRow {
     let mut younger = WorkspaceRow::test(
         WorkspaceId(uuid::Uuid::from_u128(wid(1).0.as_u128() ^ 0xffff)),
         t0() + mins(1),
     );
     younger.created_at = t0() + mins(1);
+    younger
+}
+
+#[test]
+fn the_older_of_two_rows_with_colliding_names_keeps_the_name() {
+    let s = Settings::test();
+    let older = row(1);
+    let younger = younger_twin();
     assert_eq!(younger.id.id12(), older.id.id12());
     let pass = plan_pass(&snapshot(vec![younger.clone(), older], vec![]), &s, t0());
     assert_eq!(reason_of(&pass, younger.id), Some(Reason::NameConflict));
@@ -81,11 +88,7 @@ fn the_older_of_two_rows_with_colliding_names_keeps_the_name() {
 fn a_legacy_container_whose_name_two_rows_share_is_neither_rows() {
     let s = Settings::test();
     let older = row(1);
-    let mut younger = WorkspaceRow::test(
-        WorkspaceId(uuid::Uuid::from_u128(wid(1).0.as_u128() ^ 0xffff)),
-        t0() + mins(1),
-    );
-    younger.created_at = t0() + mins(1);
+    let younger = younger_twin();
     let legacy = legacy_container(older.id, "legacy");
     let pass = plan_pass(
         &snapshot(vec![younger.clone(), older.clone()], vec![legacy]),
