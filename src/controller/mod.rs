@@ -8,6 +8,7 @@
 
 mod backlog;
 mod finish;
+mod guard;
 mod halt;
 mod queue;
 mod refresh;

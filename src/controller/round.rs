@@ -34,26 +34,8 @@ impl Controller {
         if !state.backlog.is_empty() {
             state.backlog.flush(&self.pool, &lease).await;
         }
-        if !state.guard_read {
-            // A delete guard that held when the last berth stopped holds
-            // on here.
-            match desired::guard_latch(&self.pool, &self.settings.host_id).await {
-                Ok((held, limit)) => {
-                    if !held.is_empty() {
-                        tracing::warn!(
-                            held = held.len(),
-                            "delete guard: the trail shows removals it withheld within the last hour; it holds them still"
-                        );
-                    }
-                    state.guard_held.extend(held);
-                    state.guard_held_limit = limit.and_then(|l| usize::try_from(l).ok());
-                    state.guard_read = true;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "reading the delete guard's latch failed; no removal until it is read");
-                    return;
-                }
-            }
+        if !state.guard_read && !self.read_guard_latch(state).await {
+            return;
         }
         // A pass parked behind another's build of the same runtime does
         // no work: its slot goes to other workspaces meanwhile. At most
@@ -208,53 +190,15 @@ impl Controller {
         let mut plans: BTreeMap<WorkspaceId, Plan> =
             pass.plans.into_iter().map(|p| (p.id, p)).collect();
         let mut passes = 0;
-        if let Some((wanted, limit)) = pass.guard_blocked {
-            // Said once per count, not at every round it holds.
-            if state.guard_said != pass.guard_blocked {
-                if wanted > limit {
-                    tracing::error!(
-                        wanted,
-                        limit,
-                        hint = plan::GUARD_HINT,
-                        "delete guard: this pass's orphan/duplicate removals exceed the limit; none made"
-                    );
-                } else {
-                    tracing::error!(
-                        wanted,
-                        limit,
-                        held = pass.guard_held.len(),
-                        hint = plan::GUARD_HINT,
-                        "delete guard holds: removals it withheld are still wanted; none made"
-                    );
-                }
-            }
-            self.metrics.delete_guard_blocked_total.inc();
-        } else if !state.guard_held.is_empty() && pass.guard_held.is_empty() {
-            tracing::warn!(
-                "delete guard released: none of the removals it withheld is wanted any more"
-            );
-            // On the trail too, so that a berth starting next does not
-            // take the latch up again.
-            let released: Vec<Event> = state
-                .guard_held
-                .iter()
-                .map(|id| Event {
-                    workspace: *id,
-                    action: "note".into(),
-                    reason:
-                        "delete guard released: none of the removals it withheld is wanted any more"
-                            .into(),
-                    detail: serde_json::json!({"delete_guard": "released"}),
-                    at: now,
-                })
-                .collect();
-            if let Err(error) = desired::record_events(&self.pool, &lease, &released).await {
-                tracing::warn!(%error, "recording the delete guard's release failed");
-            }
-        }
-        state.guard_said = pass.guard_blocked;
-        state.guard_held = pass.guard_held.clone();
-        state.guard_held_limit = pass.guard_held_limit;
+        self.follow_guard(
+            state,
+            pass.guard_blocked,
+            &pass.guard_held,
+            pass.guard_held_limit,
+            &lease,
+            now,
+        )
+        .await;
         let guard_limit = pass.guard_held_limit;
 
         for id in taken {
@@ -339,20 +283,13 @@ impl Controller {
                 state.noted.insert(id, plan.notes.clone());
                 plan.notes.as_slice()
             };
-            let guard_events: Vec<Event> = new_notes
+            let note_events: Vec<Event> = new_notes
                 .iter()
                 .map(|note| Event {
                     workspace: id,
                     action: "note".into(),
                     reason: note.clone(),
-                    // A guard's hold carries its limit: a berth starting
-                    // next takes the latch up from the trail.
-                    detail: match guard_limit {
-                        Some(limit) if note.starts_with("delete guard:") => {
-                            serde_json::json!({"delete_guard": {"limit": limit}})
-                        }
-                        _ => serde_json::json!({}),
-                    },
+                    detail: super::guard::note_detail(note, guard_limit),
                     at: now,
                 })
                 .collect();
@@ -413,8 +350,8 @@ impl Controller {
                 state.ensuring.insert(id, repositories);
             }
             workers.spawn(id, async move {
-                if !guard_events.is_empty() {
-                    let _ = desired::record_events(&pool, &held, &guard_events).await;
+                if !note_events.is_empty() {
+                    let _ = desired::record_events(&pool, &held, &note_events).await;
                 }
                 let begun = std::time::Instant::now();
                 let span = tracing::info_span!("reconcile", workspace = %id);
