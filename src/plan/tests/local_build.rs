@@ -13,10 +13,6 @@ fn local() -> Settings {
     }
 }
 
-fn reason(p: &Plan) -> Option<Reason> {
-    p.status.as_ref().and_then(|s| s.reason)
-}
-
 fn known(id: &str) -> ResolvedImage {
     ResolvedImage {
         digest: None,

@@ -6,6 +6,7 @@ mod host_model;
 mod local_build;
 mod pass;
 mod props;
+mod rules_interrupted;
 mod rules_removal;
 mod rules_replace;
 mod rules_running;
@@ -116,6 +117,19 @@ pub fn ops(p: &Plan) -> Vec<&'static str> {
 /// The reasons of a plan, as their audit lines.
 pub fn whys(p: &Plan) -> Vec<String> {
     p.actions.iter().map(|a| a.why.to_string()).collect()
+}
+
+/// The reason the plan's status gives, if any.
+pub fn reason(p: &Plan) -> Option<crate::model::Reason> {
+    p.status.as_ref().and_then(|s| s.reason)
+}
+
+/// The detail (`last_error`) the plan's status gives, or "".
+pub fn detail(p: &Plan) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.detail.clone())
+        .unwrap_or_default()
 }
 
 pub fn plan_at(f: &Facts, now: DateTime<Utc>) -> Plan {

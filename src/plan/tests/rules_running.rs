@@ -7,17 +7,6 @@ use super::*;
 use crate::model::{ContainerState, Reason, Status};
 use crate::plan::{Failure, Memory, Phase, StatusUpdate, Target};
 
-fn reason(p: &Plan) -> Option<Reason> {
-    p.status.as_ref().and_then(|s| s.reason)
-}
-
-fn detail(p: &Plan) -> String {
-    p.status
-        .as_ref()
-        .and_then(|s| s.detail.clone())
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_missing_container_is_provisioned_in_order() {
     let s = Settings::test();
