@@ -50,6 +50,9 @@ impl Backlog {
             );
         }
         let events: Vec<Event> = mine.into_iter().map(|(_, e)| e).collect();
+        if events.is_empty() {
+            return;
+        }
         match desired::record_events(pool, lease, &events).await {
             Ok(desired::Written::Yes) => {
                 tracing::info!(
