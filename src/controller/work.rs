@@ -309,6 +309,12 @@ async fn steps(
         done.lost_lease = true;
         return done;
     }
+    if done.failure.is_none()
+        && let (Some(row), Some(update)) = (&row, &done.plan.status)
+        && let Some(event) = trouble_event(row, update)
+    {
+        events.push(event);
+    }
     record(pool, &held, events, &mut done).await;
     // After a failure the status comes from the next (planning) pass,
     // which sees the failure in memory.
@@ -337,6 +343,51 @@ async fn steps(
         }
     }
     done
+}
+
+/// The event for a row going into trouble (`failed` or `degraded`, or a
+/// refusal with a new cause): `berth events` tells when the row stopped
+/// converging and why, which `last_error` (only the latest) cannot. A row
+/// already showing that trouble gets none, so a standing failure is on the
+/// trail once, not at every pass.
+fn trouble_event(row: &WorkspaceRow, update: &StatusUpdate) -> Option<Event> {
+    if !matches!(update.status, Status::Failed | Status::Degraded) {
+        return None;
+    }
+    // A refusal's message is the row's own fault (the key, the path): a
+    // new one is a new cause. Other messages count restarts or seconds.
+    let refusal = matches!(
+        update.reason,
+        Some(
+            Reason::InvalidSpec
+                | Reason::TierNotAllowed
+                | Reason::NameConflict
+                | Reason::ConfigMissing
+        )
+    );
+    let same = row.status == Some(update.status)
+        && row.status_reason == update.reason
+        && (!refusal || row.last_error == update.detail);
+    if same {
+        return None;
+    }
+    let shown = update.reason.map_or(update.status.to_string(), |r| {
+        format!("{}/{r}", update.status)
+    });
+    let mut detail = serde_json::json!({"status": update.status.as_str()});
+    if let Some(reason) = update.reason {
+        detail["reason"] = reason.as_str().into();
+    }
+    if let Some(error) = &update.detail {
+        detail["error"] = error.clone().into();
+    }
+    Some(Event {
+        workspace: row.id,
+        action: "status".into(),
+        reason: shown,
+        detail,
+        at: chrono::Utc::now(),
+    })
 }
 
 /// The status columns for `row` showing `update`, with `running` as the

@@ -23,6 +23,17 @@ async fn an_image_that_exits_after_a_second_is_a_crash_loop() {
         })
         .await;
     assert!(row.last_error.is_some(), "{row:?}");
+    let trail: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM workspace_events WHERE workspace_id = $1 AND action = 'status'",
+    )
+    .bind(id.0)
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert!(
+        trail.contains(&"degraded/crash_loop".to_string()),
+        "{trail:?}"
+    );
 }
 
 #[tokio::test]

@@ -231,6 +231,35 @@ async fn an_invalid_row_fails_while_the_others_converge() {
     w.wait_row(good, 60, "good online", |r| r.is("online", None))
         .await;
     assert!(w.container(bad).await.is_none());
+    // The refusal is on the trail once, however many passes see it; a new
+    // cause is a new entry; the fix adds none.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(w.count_events(bad, "status").await, 1);
+    let (reason, error): (String, String) = sqlx::query_as(
+        "SELECT reason, detail->>'error' FROM workspace_events
+         WHERE workspace_id = $1 AND action = 'status'",
+    )
+    .bind(bad.0)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(reason, "failed/invalid_spec");
+    assert!(error.contains("BAD=KEY"), "{error}");
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"": "x"}' WHERE id = $1"#,
+        bad,
+    )
+    .await;
+    w.wait_row(bad, 30, "a new cause", |r| {
+        r.last_error
+            .as_deref()
+            .is_some_and(|e| !e.contains("BAD=KEY"))
+    })
+    .await;
+    w.exec("UPDATE workspaces SET env = '{}' WHERE id = $1", bad)
+        .await;
+    w.wait_row(bad, 60, "fixed", |r| r.is("online", None)).await;
+    assert_eq!(w.count_events(bad, "status").await, 2);
 }
 
 #[tokio::test]
