@@ -17,6 +17,7 @@ mod rollout;
 mod round;
 mod state;
 mod tasks;
+mod waves;
 mod work;
 
 use state::State;

@@ -8,13 +8,11 @@ use std::path::Path;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::rollout::{Gate, RolloutKey, Track, image_replace, resumed_replace};
+use super::rollout::{Gate, image_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
-use crate::model::{
-    DesiredState, LABEL_WORKSPACE, ObservedContainer, Status, WorkspaceId, WorkspaceRow,
-};
+use crate::model::{LABEL_WORKSPACE, ObservedContainer, Status, WorkspaceId, WorkspaceRow};
 use crate::plan::{self, Plan, Probes, Snapshot};
 
 /// The most keys one round takes from the queue.
@@ -119,63 +117,7 @@ impl Controller {
         };
         let now = Utc::now();
         let pass = plan::plan_pass(&snapshot, &self.settings, now);
-        // Rollouts still wanted by some workspace of the host this round;
-        // one no longer wanted, with work done and none running, completed.
-        let mut wanted: std::collections::BTreeSet<RolloutKey> = std::collections::BTreeSet::new();
-        // Replaces found under way (a restarted berth's), by workspace.
-        let mut resumed: BTreeMap<WorkspaceId, RolloutKey> = BTreeMap::new();
-        for p in &pass.plans {
-            // A workspace that no longer heads for its rollout's image (its
-            // row is gone, stopped or paused, or it wants another rollout's
-            // image now) gives its slot back.
-            let heading = match state.rows.get(&p.id) {
-                Some(row) if row.desired_state == DesiredState::Running && !row.paused => {
-                    let under_way = p
-                        .resumed
-                        .as_ref()
-                        .and_then(|_| plan::spec(row, &state.catalogue, &self.settings).ok())
-                        .and_then(|spec| resumed_replace(p, &spec, &row.runtime));
-                    if let Some(r) = &under_way {
-                        state.rollouts.adopt(r, p.id);
-                        resumed.insert(p.id, r.key.clone());
-                    }
-                    match image_replace(p, &row.runtime).or(under_way) {
-                        Some(r) => {
-                            wanted.insert(r.key.clone());
-                            Some(Some(r.key))
-                        }
-                        None => None,
-                    }
-                }
-                _ => Some(None),
-            };
-            if let Some(still) = heading {
-                state.rollouts.abandon(p.id, still.as_ref());
-            }
-        }
-        let completed = state.rollouts.completed(&wanted);
-        let any_completed = !completed.is_empty();
-        for key in completed {
-            let (runtime, digest) = (&key.runtime, &key.to);
-            tracing::info!(runtime, track = key.track.as_str(), digest = %digest, "rollout complete");
-            // A pin's history records the digest as stable; a tag or a
-            // build has no history to mark.
-            if let Track::Pin(ring) = &key.track
-                && self.pin_landed(state, &key)
-                && let Err(error) =
-                    desired::mark_stable(&self.pool, runtime, ring, digest.as_str()).await
-            {
-                tracing::error!(%error, "marking the pin stable failed");
-            }
-        }
-        if any_completed && state.refreshing.is_empty() {
-            // The image before the rollout's is now the previous one: the
-            // one before that may go. With passes running, the next resync
-            // sweeps instead.
-            let busy = state.busy_repositories();
-            self.sweep_images(lease_rx, &busy, super::retention::Sweep::Now)
-                .await;
-        }
+        let resumed = self.track_rollouts(state, &pass, lease_rx).await;
         // Orphans are counted from their first sighting in any round, not
         // only when their key is taken: all orphans of a mass deletion
         // ripen together, and the delete guard sees them in one pass.
@@ -369,90 +311,6 @@ impl Controller {
         self.metrics
             .reconcile_time_seconds
             .observe(started.elapsed().as_secs_f64());
-    }
-
-    /// The rollout and registry gauges, set at every loop turn.
-    pub(super) fn set_gauges(&self, state: &State) {
-        let (active, _, wave) = state.rollouts.summary();
-        // Halted: a rollout still being put back, or a tag or build whose
-        // halted target this instance keeps holding back (until the tag
-        // or the template moves on), each reference once.
-        let mut halted: std::collections::BTreeSet<&str> =
-            state.held_back.keys().map(String::as_str).collect();
-        halted.extend(state.rollouts.halted_images());
-        let rollouts = &self.metrics.rollouts;
-        rollouts.with_label_values(&["active"]).set(active as i64);
-        rollouts
-            .with_label_values(&["halted"])
-            .set(halted.len() as i64);
-        self.metrics.rollout_wave.set(wave as i64);
-        for (reason, refusal) in [
-            ("rate_limited", crate::act::Refusal::RateLimited),
-            ("auth", crate::act::Refusal::Auth),
-        ] {
-            let n = self.executor.registries_refusing(refusal);
-            self.metrics
-                .registry_backoffs
-                .with_label_values(&[reason])
-                .set(n as i64);
-        }
-    }
-
-    /// Whether every running row of this host the pin of `key` decides
-    /// runs its digest now: a rollout whose workspaces dropped out (a pull
-    /// backing off, a replace given up) has not landed, and marks nothing
-    /// stable.
-    fn pin_landed(&self, state: &State, key: &RolloutKey) -> bool {
-        let Track::Pin(ring) = &key.track else {
-            return false;
-        };
-        let mains = self.observed.main_containers();
-        state.rows.values().all(|row| {
-            if row.desired_state != DesiredState::Running
-                || row.paused
-                || row.runtime != key.runtime
-            {
-                return true;
-            }
-            match plan::choose_image(row, &state.catalogue, &self.settings) {
-                Ok((image, crate::model::ImageSource::Pinned { ring: r }, _))
-                    if &r == ring && image.digest() == Some(&key.to) =>
-                {
-                    mains.get(&row.id).is_some_and(|c| {
-                        c.label(crate::model::LABEL_IMAGE_DIGEST) == Some(key.to.as_str())
-                    })
-                }
-                _ => true,
-            }
-        })
-    }
-
-    /// Writes the `rollout` column of a row whose replace waits for its
-    /// wave (or will not run: the rollout halted), when it shows something
-    /// else.
-    async fn show_rollout(
-        &self,
-        lease: &Lease,
-        row: &WorkspaceRow,
-        key: &RolloutKey,
-        what: &str,
-        state: &State,
-    ) {
-        let column = state.rollouts.describe(key, what);
-        // Rewritten when the rollout, its state or its wave changes, not at
-        // each replace done elsewhere (thousands of waiting rows would be
-        // written at every one): the counts are as of the wave's start.
-        let same = |old: &serde_json::Value| {
-            ["runtime", "track", "to", "state", "wave"]
-                .iter()
-                .all(|k| old[*k] == column[*k])
-        };
-        if row.rollout.as_ref().is_some_and(same) {
-            return;
-        }
-        if let Err(error) = desired::write_rollout(&self.pool, lease, row.id, &column).await {
-            tracing::warn!(workspace = %row.id, %error, "writing the rollout column failed");
-        }
     }
 }
 
