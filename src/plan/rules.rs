@@ -279,6 +279,27 @@ fn settle<'a>(
         main = Some(old);
         prev = None;
     }
+    // A replace's old container renamed away from `-prev` (by hand, say)
+    // is still the way back while the new one is unproven: the newest
+    // stopped container made before it, to another spec, serves as
+    // `-prev` (finished or restored as one), not as a duplicate.
+    let unproven = |c: &ObservedContainer| {
+        p.memory.ready_container.as_deref() != Some(c.id.as_str())
+            && super::ready::readiness(c, row.last_heartbeat_at, f.settings, now)
+                != super::ready::Readiness::Ready
+    };
+    if row.desired_state == DesiredState::Running
+        && prev.is_none()
+        && let Some(new) = main.filter(|c| matches_spec(c, spec) && unproven(c))
+        && let Some(at) = others
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.created < new.created && !matches_spec(c, spec) && !is_up(c))
+            .max_by_key(|(_, c)| c.created)
+            .map(|(at, _)| at)
+    {
+        prev = Some(others.remove(at));
+    }
     if let Some(keep) = main.or(prev) {
         for c in &others {
             if f.desired_complete && f.observed_complete {

@@ -282,3 +282,44 @@ fn a_row_stopped_during_a_replace_keeps_the_proven_old_container_not_the_new_one
     assert_eq!(p.guarded_removals(), 0, "a stop is operator intent");
     assert_eq!(p.status.map(|s| s.status), Some(Status::Stopped));
 }
+
+#[test]
+fn a_replaces_old_container_renamed_away_is_still_the_way_back_not_a_duplicate() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut new = container_for(&built(&r, &s), "new");
+    new.health = crate::model::Health::Unhealthy;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = "renamed-by-hand".into();
+    old.state = ContainerState::Exited;
+    old.created = new.created - mins(5);
+    let cs = [new.clone(), old.clone()];
+    let f = facts_for(&s, &r, &cs, &[]);
+    let waiting = plan_at(&f, t0());
+    assert!(waiting.actions.is_empty(), "{:?}", ops(&waiting));
+    assert_eq!(reason(&waiting), Some(Reason::WaitingReady));
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
+    assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
+    assert_eq!(late.actions[0].op.target(), Some(&Target::Id("new".into())));
+    assert_eq!(late.actions[2].op.target(), Some(&Target::Id("old".into())));
+
+    // Once the new one is proven ready, the old one may go.
+    new.health = crate::model::Health::Healthy;
+    let cs = [new.clone(), old.clone()];
+    let done = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&done), ["remove_container"]);
+    assert_eq!(done.actions[0].op.target(), Some(&Target::Id("old".into())));
+    assert_eq!(whys(&done), ["remove duplicate: keeping new"]);
+
+    // A copy of the current spec beside it is a duplicate, whatever its
+    // state.
+    let mut copy = container_for(&built(&r, &s), "copy");
+    copy.name = "another-name".into();
+    copy.state = ContainerState::Exited;
+    copy.created = new.created - mins(5);
+    new.health = crate::model::Health::Unhealthy;
+    let cs = [new, copy];
+    let dup = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(ops(&dup), ["remove_container"]);
+    assert_eq!(dup.actions[0].op.target(), Some(&Target::Id("copy".into())));
+}
