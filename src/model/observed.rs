@@ -57,10 +57,14 @@ pub struct ObservedContainer {
 }
 
 /// Ownership (DESIGN §1.3): the managed label, and `berth.host` equal to
-/// this host or absent (legacy objects of the Go provisioner).
+/// this host, or absent on a legacy object of the Go provisioner. An
+/// object with berth's other labels and no host is no berth's: on a daemon
+/// several berths share, none of them may claim it.
 fn owned(labels: &BTreeMap<String, String>, host: &str) -> bool {
     labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
-        && labels.get(LABEL_HOST).is_none_or(|h| h == host)
+        && labels
+            .get(LABEL_HOST)
+            .map_or_else(|| legacy(labels), |h| h == host)
 }
 
 /// Legacy: managed, and none of the labels berth puts on what it creates

@@ -192,6 +192,31 @@ fn a_duplicate_is_removed_keeping_the_named_container() {
 }
 
 #[test]
+fn a_labelled_container_without_a_host_label_is_no_berths_to_remove() {
+    let s = Settings::test();
+    let r = row(1);
+    let main = container_for(&built(&r, &s), "aaaaaaaaaaaaaaaa");
+    let mut stray = main.clone();
+    stray.id = "bbbbbbbbbbbbbbbb".into();
+    stray.name = "someone-elses".into();
+    stray.labels.remove(LABEL_HOST);
+    let cs = [main, stray.clone()];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert!(p.actions.is_empty(), "{:?}", whys(&p));
+    assert_eq!(p.status, Some(StatusUpdate::plain(Status::Online)));
+
+    // Under the workspace's name it holds the name: a conflict, untouched.
+    stray.name = wid(1).container_name();
+    let cs = [stray];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert!(p.actions.is_empty(), "{:?}", whys(&p));
+    assert_eq!(
+        status(&p),
+        Some((Status::Failed, Some(Reason::NameConflict)))
+    );
+}
+
+#[test]
 fn duplicates_without_the_name_keep_the_newest_matching_the_spec() {
     let s = Settings::test();
     let r = row(1);
