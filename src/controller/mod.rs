@@ -93,6 +93,10 @@ impl Controller {
             t
         });
         self.on_lease(&inputs.lease.borrow().clone());
+        if let Some(held) = inputs.lease.borrow().as_ref() {
+            state.take_lease(held.epoch);
+        }
+        self.follow_leadership(inputs.lease.clone());
         // The loop turns at least this often; `/healthz` and the systemd
         // watchdog notice when it stops.
         let mut turn = tokio::time::interval(Duration::from_secs(1));
@@ -201,6 +205,9 @@ impl Controller {
                 Ok(()) = inputs.lease.changed() => {
                     let lease = inputs.lease.borrow().clone();
                     self.on_lease(&lease);
+                    if let Some(held) = &lease {
+                        state.take_lease(held.epoch);
+                    }
                     if lease.is_none() {
                         // Without the database session the rows read are
                         // stale: the desired side is incomplete until the
@@ -242,6 +249,23 @@ impl Controller {
             );
             workers.abort_all();
         }
+    }
+
+    /// Keeps `berth_leader` and `/readyz` in step with the lease as the
+    /// session changes it, not when the loop next turns: a loop waiting on
+    /// a stalled database must not go on saying it leads.
+    fn follow_leadership(&self, mut lease: watch::Receiver<Option<Lease>>) {
+        let (metrics, readiness) = (self.metrics.clone(), self.readiness.clone());
+        tokio::spawn(async move {
+            loop {
+                let held = lease.borrow_and_update().is_some();
+                metrics.leader.set(i64::from(held));
+                readiness.set_leader(held);
+                if lease.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
     }
 
     fn on_lease(&self, lease: &Option<Lease>) {

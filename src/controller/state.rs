@@ -53,9 +53,42 @@ pub(super) struct State {
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pub(super) pending_refresh: Option<Option<String>>,
+    /// The epoch of the lease this instance last held.
+    pub(super) led: Option<i64>,
 }
 
 impl State {
+    /// Takes the lease of `epoch`. When another instance held the host
+    /// since this one last did (the epoch moved on), what this one
+    /// remembers of passes, rollouts and the delete guard is older than
+    /// what that one did: it is forgotten, as a restarted berth would have
+    /// it, and read again from the host, the rows and the trail. Kept, it
+    /// timed a replace the other instance started from this one's old
+    /// deadline and undid it at once.
+    pub(super) fn take_lease(&mut self, epoch: i64) {
+        if self.led.is_some_and(|led| led != epoch) {
+            tracing::info!(
+                epoch,
+                "another instance held the host since this one did: its memory of passes and rollouts is dropped"
+            );
+            if !self.pin_write_backs.is_empty() {
+                tracing::warn!(
+                    dropped = self.pin_write_backs.len(),
+                    "halted pins whose write-back the database never took are not written back: another instance has held the host since"
+                );
+            }
+            self.memory.clear();
+            self.noted.clear();
+            self.rollouts = Rollouts::default();
+            self.pin_write_backs.clear();
+            self.guard_held.clear();
+            self.guard_held_limit = None;
+            self.guard_said = None;
+            self.guard_read = false;
+        }
+        self.led = Some(epoch);
+    }
+
     /// The repositories passes in flight make images of.
     pub(super) fn busy_repositories(&self) -> BTreeSet<String> {
         self.ensuring.values().flatten().cloned().collect()

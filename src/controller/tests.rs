@@ -79,3 +79,34 @@ async fn what_nothing_names_is_forgotten_and_only_on_a_complete_picture_of_the_e
         "the gone key's backoff starts over (it was past 32 s)"
     );
 }
+
+#[test]
+fn memory_is_dropped_when_another_instance_held_the_host_since() {
+    let mut state = State::default();
+    let ws = id(1);
+    let remember = |state: &mut State| {
+        let memory = Memory {
+            provisioning_since: Some(Utc::now() - chrono::TimeDelta::hours(1)),
+            ..Memory::default()
+        };
+        state.memory.insert(ws, memory);
+        state.noted.insert(ws, vec!["a note".into()]);
+        state.guard_read = true;
+        state.guard_held.insert(ws);
+    };
+    state.take_lease(3);
+    remember(&mut state);
+    state.take_lease(3);
+    assert!(
+        state.memory.contains_key(&ws) && state.guard_read,
+        "the same lease again (a session back without anyone between) keeps it all"
+    );
+    state.take_lease(5);
+    assert!(state.memory.is_empty(), "an old replace deadline survived");
+    assert!(state.noted.is_empty() && state.guard_held.is_empty());
+    assert!(
+        !state.guard_read,
+        "the guard's latch is read from the trail again"
+    );
+    assert_eq!(state.led, Some(5));
+}

@@ -218,7 +218,10 @@ async fn steps(
         // What is done so far is on record before the next step starts: a
         // berth that dies mid-pass leaves its trail.
         record(pool, &held, events, &mut done).await;
-        if done.lost_lease {
+        // The record may have waited on a stalled database for seconds:
+        // the lease is asked again right before the engine is.
+        if done.lost_lease || !still_held() {
+            done.lost_lease = true;
             return done;
         }
         let started = Instant::now();
