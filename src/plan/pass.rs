@@ -81,8 +81,9 @@ pub struct PassIndex<'s> {
     containers: BTreeMap<WorkspaceId, Vec<&'s ObservedContainer>>,
     volumes: BTreeMap<WorkspaceId, Vec<&'s ObservedVolume>>,
     t4_holder: Option<WorkspaceId>,
-    /// The host directories rows mount read-write, with their rows.
-    writable: Vec<(&'s std::path::Path, WorkspaceId)>,
+    /// Rows refused their host directory for another row's (see
+    /// [`dir_refusals`]), with why.
+    dir_refused: BTreeMap<WorkspaceId, String>,
     /// Owned objects that name no workspace berth can tell.
     pub unattributed: Vec<String>,
 }
@@ -115,12 +116,7 @@ impl<'s> PassIndex<'s> {
                 .filter(|r| r.desired_state != DesiredState::Removed)
                 .min_by_key(|r| (r.created_at, r.id))
                 .map(|r| r.id),
-            writable: rows
-                .iter()
-                .filter(|r| r.desired_state != DesiredState::Removed)
-                .filter(|r| r.workspace_access == crate::model::WorkspaceAccess::ReadWrite)
-                .filter_map(|r| Some((std::path::Path::new(r.workspace_dir.as_deref()?), r.id)))
-                .collect(),
+            dir_refused: dir_refusals(&rows, settings),
             rows: rows.iter().map(|r| (r.id, *r)).collect(),
             containers: BTreeMap::new(),
             volumes: BTreeMap::new(),
@@ -215,8 +211,12 @@ impl<'s> PassIndex<'s> {
                 facts.provision_timeout =
                     rt.provision_timeout.unwrap_or(settings.provision_timeout);
             }
-            let built = pass_guards(row, &self.by_id12, self.t4_holder, &self.writable)
-                .and_then(|()| spec(row, &s.catalogue, settings));
+            // The row's own faults are told first; then what other rows
+            // stand in its way.
+            let built = spec(row, &s.catalogue, settings).and_then(|spec| {
+                let dir = self.dir_refused.get(&row.id);
+                pass_guards(row, &self.by_id12, self.t4_holder, dir).map(|()| spec)
+            });
             let built = built.map(|mut spec| {
                 facts.image = s
                     .images
@@ -293,27 +293,86 @@ fn claims<'a>(rows: &[&'a WorkspaceRow]) -> BTreeMap<String, Vec<&'a WorkspaceRo
     by
 }
 
+/// A host directory a row mounts.
+struct Mount<'s> {
+    dir: &'s std::path::Path,
+    row: &'s WorkspaceRow,
+}
+
+impl Mount<'_> {
+    /// Whether `inner` lies inside this mount and this one is writable.
+    fn holds(&self, inner: &Mount) -> bool {
+        self.row.workspace_access == crate::model::WorkspaceAccess::ReadWrite
+            && inner.dir != self.dir
+            && inner.dir.starts_with(self.dir)
+    }
+}
+
+/// No directory lies inside another row's writable one (that workspace
+/// could put a symlink there, which the engine follows at every start,
+/// past the check at create). Rows keep their directories oldest first: a
+/// row whose directory is nested with one an older row keeps (either way
+/// round) is refused, so a row added later never takes an older one's
+/// directory, and a row with an invalid directory (refused on its own)
+/// stands in no one's way.
+fn dir_refusals(rows: &[&WorkspaceRow], settings: &Settings) -> BTreeMap<WorkspaceId, String> {
+    let mut mounts: Vec<Mount> = rows
+        .iter()
+        .filter(|r| r.desired_state != DesiredState::Removed)
+        .filter(|r| r.workspace_access != crate::model::WorkspaceAccess::None)
+        .filter_map(|r| {
+            let dir = r.workspace_dir.as_deref()?;
+            super::validate::workspace_dir(dir, settings).ok()?;
+            Some(Mount {
+                dir: std::path::Path::new(dir),
+                row: r,
+            })
+        })
+        .collect();
+    mounts.sort_by_key(|m| (m.row.created_at, m.row.id));
+    let mut kept: Vec<&Mount> = Vec::new();
+    let mut refused = BTreeMap::new();
+    for m in &mounts {
+        let why = kept.iter().find_map(|k| {
+            if k.holds(m) {
+                Some(format!(
+                    "workspace_dir {} lies inside {}, which the older workspace {} mounts read-write",
+                    m.dir.display(),
+                    k.dir.display(),
+                    k.row.id
+                ))
+            } else if m.holds(k) {
+                Some(format!(
+                    "workspace_dir {} (read-write) holds {}, which the older workspace {} mounts",
+                    m.dir.display(),
+                    k.dir.display(),
+                    k.row.id
+                ))
+            } else {
+                None
+            }
+        });
+        match why {
+            Some(why) => {
+                refused.insert(m.row.id, why);
+            }
+            None => kept.push(m),
+        }
+    }
+    refused
+}
+
 /// The older row keeps a contested name; only the oldest T4 row holds the
-/// host's one T4; no row mounts a directory inside another row's writable
-/// one (that workspace could put a symlink there, which the engine follows
-/// at every start, past the check at create).
+/// host's one T4; `dir_refused` says why the row may not mount its
+/// directory (see [`dir_refusals`]).
 fn pass_guards(
     row: &WorkspaceRow,
     by_id12: &BTreeMap<String, Vec<&WorkspaceRow>>,
     t4_holder: Option<WorkspaceId>,
-    writable: &[(&std::path::Path, WorkspaceId)],
+    dir_refused: Option<&String>,
 ) -> Result<(), InvalidSpec> {
-    if row.workspace_access != crate::model::WorkspaceAccess::None
-        && let Some(dir) = row.workspace_dir.as_deref().map(std::path::Path::new)
-        && let Some((outer, owner)) = writable
-            .iter()
-            .find(|(w, id)| *id != row.id && dir != *w && dir.starts_with(w))
-    {
-        return Err(InvalidSpec::invalid(format!(
-            "workspace_dir {} lies inside {}, which workspace {owner} mounts read-write",
-            dir.display(),
-            outer.display()
-        )));
+    if let Some(why) = dir_refused {
+        return Err(InvalidSpec::invalid(why.clone()));
     }
     if let Some(first) = by_id12.get(&row.id.id12()).and_then(|l| l.first())
         && first.id != row.id

@@ -220,6 +220,63 @@ fn a_directory_inside_another_workspaces_writable_one_is_refused() {
 }
 
 #[test]
+fn a_younger_or_invalid_directory_never_takes_an_older_rows_directory() {
+    let mut s = Settings::test();
+    s.workspace_roots = vec!["/srv/ws".into()];
+    use crate::model::WorkspaceAccess::{ReadOnly, ReadWrite};
+    let access = |n, dir: &str, a, age_min| {
+        let mut r = row(n);
+        r.workspace_dir = Some(dir.to_string());
+        r.workspace_access = a;
+        r.created_at = t0() - mins(age_min);
+        r
+    };
+    let rows = vec![
+        access(1, "/srv/ws/good", ReadWrite, 60),
+        access(2, "/srv/ws/b/inner", ReadOnly, 50),
+        // Younger, holding an older row's directory read-write.
+        access(3, "/srv/ws/b", ReadWrite, 10),
+        // Invalid on their own: an empty dir (a prefix of every path), a
+        // relative one, one outside the roots.
+        access(4, "", ReadWrite, 5),
+        access(5, "srv/ws/good/x", ReadOnly, 5),
+        access(6, "/srv", ReadWrite, 5),
+    ];
+    let pass = plan_pass(&snapshot(rows, vec![]), &s, t0());
+    for n in [1, 2] {
+        assert_ne!(
+            reason_of(&pass, wid(n)),
+            Some(Reason::InvalidSpec),
+            "the older workspace {n} lost its directory"
+        );
+    }
+    let detail = |n| {
+        plan_of(&pass, wid(n))
+            .status
+            .clone()
+            .unwrap()
+            .detail
+            .unwrap_or_default()
+    };
+    assert!(
+        detail(3).contains("holds /srv/ws/b/inner") && detail(3).contains("older workspace"),
+        "{}",
+        detail(3)
+    );
+    assert!(
+        detail(4).contains("needs workspace_dir") || detail(4).contains("not absolute"),
+        "{}",
+        detail(4)
+    );
+    assert!(detail(5).contains("is not absolute"), "{}", detail(5));
+    assert!(
+        detail(6).contains("outside the allowed roots"),
+        "{}",
+        detail(6)
+    );
+}
+
+#[test]
 fn withheld_removals_before_a_replace_leave_its_restore_on_the_same_step() {
     use crate::plan::{Action, Op, Restore, Target, Why, apply_delete_guard};
     let dup = |n: &str| {
