@@ -203,9 +203,7 @@ pub(super) fn current(
                     if failed.blocks_change {
                         StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
                     } else {
-                        let mut online = StatusUpdate::plain(Status::Online);
-                        online.detail = Some(detail);
-                        online
+                        StatusUpdate::with_detail(Status::Online, detail)
                     }
                 } else {
                     StatusUpdate::plain(Status::Online)

@@ -63,7 +63,32 @@ impl StatusUpdate {
         StatusUpdate {
             status: reason.status(),
             reason: Some(reason),
-            detail,
+            detail: detail.map(clip_error),
         }
     }
+
+    /// `plain`, with a `last_error` that says something still worth
+    /// knowing.
+    pub fn with_detail(status: Status, detail: String) -> Self {
+        StatusUpdate {
+            detail: Some(clip_error(detail)),
+            ..Self::plain(status)
+        }
+    }
+}
+
+/// The most of a message `last_error` shows: an engine's answer can quote
+/// a multi-kilobyte path twice; the row shows its start and says so.
+pub const MAX_LAST_ERROR: usize = 2048;
+
+fn clip_error(mut message: String) -> String {
+    if message.len() > MAX_LAST_ERROR {
+        let mut end = MAX_LAST_ERROR;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (cut)");
+    }
+    message
 }

@@ -10,8 +10,10 @@ use crate::model::{EnvVar, MAX_CONFIG_BYTES, Secret, WorkspaceRow, is_configs_pa
 use super::Settings;
 use super::spec::InvalidSpec;
 
-/// Largest env value Docker is asked to carry.
-pub const MAX_ENV_VALUE: usize = 128 * 1024;
+/// Largest env entry a process can be given: Linux's MAX_ARG_STRLEN, the
+/// `KEY=value` string with its closing NUL. A longer one makes every exec
+/// in the container fail ("argument list too long").
+pub const MAX_ENV_ENTRY: usize = 128 * 1024;
 /// Largest total environment (`KEY=value` bytes summed).
 pub const MAX_ENV_TOTAL: usize = 1024 * 1024;
 
@@ -51,12 +53,12 @@ pub fn env(row: &WorkspaceRow, settings: &Settings) -> Result<Vec<EnvVar>, Inval
         let value = value.as_str().ok_or_else(|| {
             InvalidSpec::invalid(format!("env {} is not a string", shown_key(key)))
         })?;
-        if value.len() > MAX_ENV_VALUE {
+        let entry = key.len() + 1 + value.len() + 1;
+        if entry > MAX_ENV_ENTRY {
             return Err(InvalidSpec::invalid(format!(
-                "env {} is {} bytes, over the {} KiB limit",
+                "env {} makes a {entry}-byte entry (KEY=value and its NUL), over the {} KiB a process's environment entry may hold",
                 shown_key(key),
-                value.len(),
-                MAX_ENV_VALUE / 1024
+                MAX_ENV_ENTRY / 1024
             )));
         }
         if value.contains('\0') {
@@ -189,12 +191,32 @@ pub fn config_files(
     Ok(files)
 }
 
+/// The longest file name and path the engine's file systems take
+/// (NAME_MAX, and PATH_MAX less `/configs/`).
+const MAX_NAME: usize = 255;
+const MAX_PATH: usize = 4096 - "/configs/".len() - 1;
+
 fn check_config_path(path: &str) -> Result<(), InvalidSpec> {
     let escapes = !is_configs_path(path);
     if escapes {
         return Err(InvalidSpec::invalid(format!(
             "config_files path {:?} is not a plain relative path inside /configs",
             clip(path)
+        )));
+    }
+    if path.len() > MAX_PATH {
+        return Err(InvalidSpec::invalid(format!(
+            "config_files path {:?}… is {} bytes, over the {MAX_PATH} a path may hold",
+            clip(path),
+            path.len()
+        )));
+    }
+    if let Some(name) = path.split('/').find(|c| c.len() > MAX_NAME) {
+        return Err(InvalidSpec::invalid(format!(
+            "config_files path {:?}: the name {:?}… is {} bytes, over the {MAX_NAME} a file name may hold",
+            clip(path),
+            clip(name),
+            name.len()
         )));
     }
     Ok(())

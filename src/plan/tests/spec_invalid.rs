@@ -55,17 +55,49 @@ fn a_non_string_env_value_is_invalid_and_not_shown() {
 }
 
 #[test]
-fn an_env_value_over_128_kib_is_invalid() {
-    let big = "v".repeat(128 * 1024 + 1);
-    rejects(
-        row(1).with_env(json!({"BIG": big})),
-        Reason::InvalidSpec,
-        "128 KiB",
-    );
-    let at_limit = "v".repeat(128 * 1024);
+fn an_env_entry_over_128_kib_with_its_key_and_nul_is_invalid() {
+    // `OK=` + value + NUL fill the 128 KiB a process's entry may hold.
+    let at_limit = "v".repeat(128 * 1024 - 4);
     assert!(
         spec(
             &row(1).with_env(json!({"OK": at_limit})),
+            &Catalogue::seeded(),
+            &Settings::test()
+        )
+        .is_ok()
+    );
+    let value = "v".repeat(128 * 1024);
+    rejects(
+        row(1).with_env(json!({"BIG": value})),
+        Reason::InvalidSpec,
+        "131077-byte entry",
+    );
+    let key = "K".repeat(200_000);
+    rejects(
+        row(1).with_env(json!({ key: "x" })),
+        Reason::InvalidSpec,
+        "128 KiB",
+    );
+}
+
+#[test]
+fn a_config_file_name_or_path_longer_than_a_file_system_takes_is_invalid() {
+    let long_name = format!("dir/{}", "n".repeat(256));
+    rejects(
+        row(1).with_config_files(json!({"config.yaml": "a", long_name: "x"})),
+        Reason::InvalidSpec,
+        "256 bytes, over the 255 a file name may hold",
+    );
+    let deep = vec!["d".repeat(200); 21].join("/");
+    rejects(
+        row(1).with_config_files(json!({"config.yaml": "a", deep: "x"})),
+        Reason::InvalidSpec,
+        "a path may hold",
+    );
+    let fits = format!("dir/{}", "n".repeat(255));
+    assert!(
+        spec(
+            &row(1).with_config_files(json!({"config.yaml": "a", fits: "x"})),
             &Catalogue::seeded(),
             &Settings::test()
         )
@@ -181,4 +213,17 @@ fn a_relative_template_path_is_invalid() {
     let mut r = row(1);
     r.template_path = Some("templates/x".into());
     rejects(r, Reason::InvalidSpec, "template_path");
+}
+
+#[test]
+fn a_long_message_is_cut_for_last_error_on_a_character_boundary() {
+    use crate::plan::StatusUpdate;
+    use crate::plan::status::MAX_LAST_ERROR;
+    let long = format!("{}é{}", "x".repeat(MAX_LAST_ERROR - 1), "y".repeat(5000));
+    let update = StatusUpdate::reason(Reason::Creating, Some(long));
+    let detail = update.detail.unwrap();
+    assert!(detail.ends_with("… (cut)"), "{detail}");
+    assert!(detail.len() <= MAX_LAST_ERROR + "… (cut)".len());
+    let short = StatusUpdate::reason(Reason::Creating, Some("short".into()));
+    assert_eq!(short.detail.as_deref(), Some("short"));
 }
