@@ -291,6 +291,11 @@ pub fn mask_url(raw: &str) -> String {
         };
         out.replace_range(secret_start..rest_start + at, "***");
     }
+    if !raw.contains("://") {
+        // A libpq key=value string (`host=db password=s3cret`), which the
+        // error for a value that is no URL repeats.
+        return mask_keyword_password(&out);
+    }
     if let Some(q) = out.find('?') {
         let (base, query) = out.split_at(q + 1);
         let masked: Vec<String> = query
@@ -305,9 +310,65 @@ pub fn mask_url(raw: &str) -> String {
     out
 }
 
+/// Masks the value of each `password = …` keyword of a libpq key=value
+/// string, quoted (`'it''s'`, `'a\'b'`) or bare.
+fn mask_keyword_password(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.to_ascii_lowercase().find("password") {
+        let starts_word = at == 0 || rest[..at].ends_with(char::is_whitespace);
+        let after = &rest[at + "password".len()..];
+        let trimmed = after.trim_start();
+        if !starts_word || !trimmed.starts_with('=') {
+            out.push_str(&rest[..at + "password".len()]);
+            rest = after;
+            continue;
+        }
+        let value = trimmed[1..].trim_start();
+        out.push_str(&rest[..rest.len() - value.len()]);
+        out.push_str("***");
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '\'' => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            1 + end
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_url_hides_the_password_of_a_key_value_connection_string() {
+        assert_eq!(
+            mask_url("host=127.0.0.1 port=5432 user=berth password=KVsecret77 dbname=postgres"),
+            "host=127.0.0.1 port=5432 user=berth password=*** dbname=postgres"
+        );
+        assert_eq!(
+            mask_url("password = 'it\\'s secret' host=db"),
+            "password = *** host=db"
+        );
+        assert_eq!(mask_url("PASSWORD=x"), "PASSWORD=***");
+        assert_eq!(mask_url("host=db mypassword=y"), "host=db mypassword=y");
+    }
 
     #[test]
     fn mask_url_hides_a_user_alone_and_the_password_of_a_user() {
