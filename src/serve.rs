@@ -39,7 +39,7 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
             }
         })
     } else {
-        desired::check_compatible(&pool).await.map(|_| ())
+        desired::check_ready(&pool).await.map(|_| ())
     };
     if let Err(error) = schema {
         tracing::error!(%error, "database schema");

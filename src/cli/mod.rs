@@ -218,7 +218,13 @@ fn render_config(config: &Config, json: bool) -> String {
 /// refused connection is configuration (64: a restart cannot help).
 pub(crate) fn schema_exit(error: &SchemaError) -> Exit {
     match error {
-        SchemaError::TooOld { .. } => Exit::Schema,
+        SchemaError::TooOld { .. } | SchemaError::Missing | SchemaError::Behind(_) => Exit::Schema,
+        // A migration whose applied checksum differs (edited after it ran)
+        // or one left failed: the schema is not what this berth knows, and
+        // a restart cannot help.
+        SchemaError::Migrate(
+            sqlx::migrate::MigrateError::VersionMismatch(_) | sqlx::migrate::MigrateError::Dirty(_),
+        ) => Exit::Schema,
         SchemaError::Unreachable(_) => Exit::Unavailable,
         SchemaError::Refused(_) => Exit::Usage,
         SchemaError::Database(_) | SchemaError::Migrate(_) => Exit::Failure,

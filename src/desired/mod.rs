@@ -15,7 +15,9 @@ pub use rows::{
     ReadError, RollbackTarget, hosts_with_rows, load_catalogue, load_pins, load_row, load_rows,
     load_rows_by_id, no_rows_notice, rollback_target,
 };
-pub use schema::{MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, connect, migrate};
+pub use schema::{
+    MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, check_ready, connect, migrate,
+};
 pub use session::{
     DesiredTrigger, Lease, REFRESH_CHANNEL, Session, acquire, instance_id, parse_notification,
     release, session_application_name,

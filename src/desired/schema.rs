@@ -37,6 +37,15 @@ pub enum SchemaError {
         ours: i32,
         version: &'static str,
     },
+    #[error(
+        "the database has no berth schema yet: run `berth migrate` (or `berth run` without --no-migrate)"
+    )]
+    Missing,
+    #[error(
+        "the database lacks migration(s) {} this berth needs: run `berth migrate` (or `berth run` without --no-migrate)",
+        .0.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    Behind(Vec<i64>),
     #[error("cannot reach the database: {0}")]
     Unreachable(#[source] sqlx::Error),
     /// The server answered and refused: the user, the password or the
@@ -122,6 +131,26 @@ pub async fn check_compatible(pool: &PgPool) -> Result<Option<i32>, SchemaError>
             version: env!("CARGO_PKG_VERSION"),
         }),
         _ => Ok(floor),
+    }
+}
+
+/// Refuses a database this berth cannot run against without migrating: a
+/// floor above this berth, no schema, or one of this berth's migrations not
+/// applied (a newer berth's extra ones are fine: expand/contract).
+pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
+    let Some(floor) = check_compatible(pool).await? else {
+        return Err(SchemaError::Missing);
+    };
+    let applied = applied_versions(pool).await?;
+    let missing: Vec<i64> = migrator()
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| m.version)
+        .collect();
+    if missing.is_empty() {
+        Ok(floor)
+    } else {
+        Err(SchemaError::Behind(missing))
     }
 }
 

@@ -89,9 +89,15 @@ fn unreachable(e: &sqlx::Error) -> bool {
 /// Nothing is migrated and no lease is taken.
 pub async fn connect(config: &Config) -> Result<PgPool, OpsError> {
     let pool = desired::connect(&config.database_url, 2, Duration::from_secs(10)).await?;
-    if desired::check_compatible(&pool).await?.is_none() {
-        pool.close().await;
-        return Err(OpsError::NoSchema);
+    match desired::check_ready(&pool).await {
+        Ok(_) => Ok(pool),
+        Err(desired::SchemaError::Missing) => {
+            pool.close().await;
+            Err(OpsError::NoSchema)
+        }
+        Err(e) => {
+            pool.close().await;
+            Err(e.into())
+        }
     }
-    Ok(pool)
 }

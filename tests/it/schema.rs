@@ -485,6 +485,55 @@ async fn berth_run_exits_69_without_a_database_or_an_engine_and_65_on_a_newer_sc
 }
 
 #[tokio::test]
+async fn a_schema_this_berth_cannot_run_on_unmigrated_is_exit_65_naming_the_fix() {
+    let listen = ("BERTH_LISTEN", "127.0.0.1:0");
+    let empty = TestDb::empty().await;
+    let (code, out, err) = berth(
+        &["run", "--no-migrate"],
+        &[("DATABASE_URL", empty.url.as_str()), listen],
+    )
+    .await;
+    assert_eq!(code, 65, "stdout: {out}\nstderr: {err}");
+    assert!(
+        format!("{out}{err}").contains("no berth schema yet"),
+        "{out}{err}"
+    );
+
+    // One of this berth's migrations not applied: refused by the
+    // controller and the commands alike, the migration named.
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let last: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(last)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let env = [("DATABASE_URL", db.url.as_str()), listen];
+    for args in [&["run", "--no-migrate"][..], &["plan"], &["status"]] {
+        let (code, out, err) = berth(args, &env).await;
+        assert_eq!(code, 65, "{args:?}: stdout: {out}\nstderr: {err}");
+        assert!(
+            format!("{out}{err}").contains(&format!("lacks migration(s) {last}")),
+            "{args:?}: {out}{err}"
+        );
+    }
+
+    // A migration edited after it was applied: `migrate` refuses with 65
+    // (the systemd unit does not restart on it), not 1.
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version < $1")
+        .bind(last)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, err) = berth(&["migrate"], &env).await;
+    assert_eq!(code, 65, "stdout: {out}\nstderr: {err}");
+}
+
+#[tokio::test]
 async fn a_database_that_refuses_the_user_or_lacks_the_database_is_exit_64_not_69() {
     let db = TestDb::migrated().await;
     // The same server: another database name, another user.
