@@ -63,14 +63,21 @@ pub struct Touched {
     pub host: String,
     pub ring: String,
     pub desired_state: String,
+    pub paused: bool,
     pub status: Option<String>,
     pub status_reason: Option<String>,
     pub runtime_image_digest: Option<String>,
-    /// Whether the change replaces its container: it has one, and a spec
-    /// berth can build (not failed/invalid_spec or tier_not_allowed, which
-    /// leave the container as it is). The others take the new digest when
-    /// their container is made.
+    /// Whether the change replaces its container now: berth acts on the
+    /// row (not paused), runs it (not stopped), has a container to
+    /// replace, can build its spec (not failed/invalid_spec or
+    /// tier_not_allowed, which leave the container as it is), and the
+    /// container does not already run the new digest.
     pub replaced: bool,
+    /// Why the change does not replace it now (`None` when it does):
+    /// `already runs it`, `paused`, `stopped`, `spec berth cannot build`
+    /// or `no container yet`. Each but the first takes the new digest when
+    /// berth next makes its container or acts on it again.
+    pub not_replaced: Option<String>,
 }
 
 impl PinChange {
@@ -112,23 +119,24 @@ impl PinChange {
         let (replaced, waiting): (Vec<&Touched>, Vec<&Touched>) =
             self.touched.iter().partition(|w| w.replaced);
         if replaced.is_empty() {
-            out.push_str("no workspace has a container this change replaces\n");
+            out.push_str("this change replaces no workspace now\n");
         } else {
             let _ = writeln!(
                 out,
                 "{} workspace(s) will be replaced onto the new digest:",
                 replaced.len()
             );
-            out.push_str(&touched_table(&replaced));
+            out.push_str(&touched_table(&replaced, false));
         }
         if !waiting.is_empty() {
             let _ = writeln!(
                 out,
-                "{} workspace(s) not replaced (no container, or a spec berth cannot build); \
-                 each gets the new digest when berth makes its container:",
+                "{} workspace(s) not replaced now, WHY saying why (a paused or stopped one takes \
+                 the new digest when berth runs it again; one without a container, or whose spec \
+                 berth cannot build, when berth makes its container):",
                 waiting.len()
             );
-            out.push_str(&touched_table(&waiting));
+            out.push_str(&touched_table(&waiting, true));
         }
         if let Some(note) = &self.local_build_note {
             let _ = writeln!(out, "note: {note}");
@@ -137,8 +145,10 @@ impl PinChange {
     }
 }
 
-fn touched_table(rows: &[&Touched]) -> String {
-    let mut t = Table::new(&[
+/// The workspaces of one group; `why` adds the reason a workspace is not
+/// replaced now.
+fn touched_table(rows: &[&Touched], why: bool) -> String {
+    let mut header = vec![
         "WORKSPACE",
         "NAME",
         "HOST",
@@ -146,22 +156,35 @@ fn touched_table(rows: &[&Touched]) -> String {
         "DESIRED",
         "STATUS",
         "RUNNING",
-    ]);
+    ];
+    if why {
+        header.push("WHY");
+    }
+    let mut t = Table::new(&header);
     for w in rows {
         let status = match (&w.status, &w.status_reason) {
             (None, _) => "-".to_string(),
             (Some(s), None) => s.clone(),
             (Some(s), Some(r)) => format!("{s}/{r}"),
         };
-        t.push(vec![
+        let desired = if w.paused {
+            format!("{} (paused)", w.desired_state)
+        } else {
+            w.desired_state.clone()
+        };
+        let mut row = vec![
             WorkspaceId(w.id).container_name(),
             w.name.clone(),
             w.host.clone(),
             w.ring.clone(),
-            w.desired_state.clone(),
+            desired,
             status,
             short_digest(w.runtime_image_digest.as_deref()),
-        ]);
+        ];
+        if why {
+            row.push(w.not_replaced.clone().unwrap_or_default());
+        }
+        t.push(row);
     }
     t.render()
 }
@@ -209,23 +232,46 @@ async fn current(pool: &PgPool, runtime: &str, ring: &str) -> Result<Option<Stri
 
 /// The rows whose image the pin decides: this runtime, no explicit image,
 /// not removed, and on this ring (or, for `stable`, on a ring without a
-/// pin of its own).
-async fn touched(pool: &PgPool, runtime: &str, ring: &str) -> Result<Vec<Touched>, OpsError> {
+/// pin of its own); each with why setting `to` does not replace it now.
+///
+/// A container runs the new digest already only when the row follows a
+/// pin now (its ring's or stable's): a container made from the moving tag
+/// carries the tag in its image reference, and the pinned reference
+/// replaces it even on the same digest.
+async fn touched(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    to: &str,
+) -> Result<Vec<Touched>, OpsError> {
     Ok(sqlx::query_as(
-        "SELECT w.id, w.name, w.host, w.ring, w.desired_state, w.status, w.status_reason,
-                w.runtime_image_digest,
-                w.container_id IS NOT NULL AND NOT coalesce(w.status = 'failed'
-                    AND w.status_reason IN ('invalid_spec', 'tier_not_allowed'), false)
-                  AS replaced
-           FROM workspaces w
-          WHERE w.runtime = $1 AND w.image IS NULL AND w.desired_state <> 'removed'
-            AND (w.ring = $2 OR ($2 = 'stable' AND NOT EXISTS (
-                   SELECT 1 FROM runtime_image_pins p
-                    WHERE p.template_name = w.runtime AND p.ring = w.ring)))
-          ORDER BY w.host, w.name, w.id",
+        "SELECT t.*, t.not_replaced IS NULL AS replaced FROM (
+           SELECT w.id, w.name, w.host, w.ring, w.desired_state, w.paused, w.status,
+                  w.status_reason, w.runtime_image_digest,
+                  CASE
+                    WHEN w.container_id IS NOT NULL AND w.runtime_image_digest = $3
+                         AND EXISTS (SELECT 1 FROM runtime_image_pins p
+                                      WHERE p.template_name = w.runtime
+                                        AND p.ring IN (w.ring, 'stable'))
+                      THEN 'already runs it'
+                    WHEN w.paused THEN 'paused'
+                    WHEN w.desired_state = 'stopped' THEN 'stopped'
+                    WHEN coalesce(w.status = 'failed'
+                           AND w.status_reason IN ('invalid_spec', 'tier_not_allowed'), false)
+                      THEN 'spec berth cannot build'
+                    WHEN w.container_id IS NULL THEN 'no container yet'
+                  END AS not_replaced
+             FROM workspaces w
+            WHERE w.runtime = $1 AND w.image IS NULL AND w.desired_state <> 'removed'
+              AND (w.ring = $2 OR ($2 = 'stable' AND NOT EXISTS (
+                     SELECT 1 FROM runtime_image_pins p
+                      WHERE p.template_name = w.runtime AND p.ring = w.ring)))
+         ) t
+         ORDER BY t.host, t.name, t.id",
     )
     .bind(runtime)
     .bind(ring)
+    .bind(to)
     .fetch_all(pool)
     .await?)
 }
@@ -237,7 +283,7 @@ pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, Op
         kind: "pin",
         from: current(pool, &req.runtime, &req.ring).await?,
         to: req.digest.as_str().to_string(),
-        touched: touched(pool, &req.runtime, &req.ring).await?,
+        touched: touched(pool, &req.runtime, &req.ring, req.digest.as_str()).await?,
         local_build_note: local_build_note(pool, &req.runtime).await?,
         runtime: req.runtime,
         ring: req.ring,
@@ -281,6 +327,7 @@ pub async fn prepare_rollback(
         }
     };
     let note = note.or_else(|| Some(format!("rollback from {}", short_digest(Some(&from)))));
+    let touched = touched(pool, runtime, ring, &target).await?;
     Ok(PinChange {
         kind: "rollback",
         runtime: runtime.to_string(),
@@ -291,7 +338,7 @@ pub async fn prepare_rollback(
         by,
         history_id,
         stable_at,
-        touched: touched(pool, runtime, ring).await?,
+        touched,
         local_build_note: local_build_note(pool, runtime).await?,
         applied: false,
     })

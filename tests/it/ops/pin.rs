@@ -220,6 +220,132 @@ async fn pin_counts_as_replaced_only_the_workspaces_whose_container_it_replaces(
 }
 
 #[tokio::test]
+async fn pin_does_not_count_as_replaced_a_paused_or_stopped_row_or_one_already_on_the_digest() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    set_pin(&pool, &digest('a')).await;
+    let on_a =
+        "status = 'online', runtime_image_digest = 'sha256:".to_string() + &"a".repeat(64) + "'";
+    let on_b = on_a.replace(&"a".repeat(64), &"b".repeat(64));
+    let running = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        &format!("container_id = 'c1', {on_a}"),
+    )
+    .await;
+    let paused = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        "container_id = 'c2', paused = true, status = 'paused'",
+    )
+    .await;
+    let stopped = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        "container_id = 'c3', desired_state = 'stopped', status = 'stopped'",
+    )
+    .await;
+    // A halted rollout of b left this one on b.
+    let already = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        &format!("container_id = 'c4', {on_b}"),
+    )
+    .await;
+    let env = db_env(&db);
+
+    let (code, out, err) = berth(
+        &[
+            "rollback",
+            "langgraph",
+            "--to",
+            &digest('b'),
+            "--yes",
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let change = json(&out, &err);
+    let mut flags: Vec<(String, bool, serde_json::Value)> = change["touched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let id = w["id"].as_str().unwrap().to_string();
+            (id, w["replaced"] == true, w["not_replaced"].clone())
+        })
+        .collect();
+    flags.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want: Vec<(String, bool, serde_json::Value)> = [
+        (running, true, json!(null)),
+        (paused, false, json!("paused")),
+        (stopped, false, json!("stopped")),
+        (already, false, json!("already runs it")),
+    ]
+    .into_iter()
+    .map(|(id, r, why)| (id.to_string(), r, why))
+    .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(flags, want, "{change:#}");
+    let (replaced, rest) = err
+        .split_once("3 workspace(s) not replaced now")
+        .unwrap_or_else(|| panic!("no list of the 3 workspaces not replaced:\n{err}"));
+    assert!(
+        replaced.contains("1 workspace(s) will be replaced"),
+        "{err}"
+    );
+    let name = |id: uuid::Uuid| berth::model::WorkspaceId(id).container_name();
+    assert!(replaced.contains(&name(running)), "{err}");
+    for (id, why) in [
+        (paused, "paused"),
+        (stopped, "stopped"),
+        (already, "already runs it"),
+    ] {
+        let line = rest
+            .lines()
+            .find(|l| l.starts_with(&name(id)))
+            .unwrap_or_else(|| panic!("{id} missing:\n{err}"));
+        assert!(line.ends_with(why), "{line:?}");
+    }
+
+    // Back to a, with the row on b gone: the row on a runs it already, and
+    // the change replaces nothing and says so.
+    sqlx::query("DELETE FROM workspaces WHERE id = $1")
+        .bind(already)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, err) = berth(&["pin", "langgraph", &digest('a'), "--yes"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("this change replaces no workspace now"),
+        "{out}"
+    );
+    assert!(out.contains("3 workspace(s) not replaced now"), "{out}");
+
+    // A container made from the moving tag is replaced by the pinned
+    // reference even when the pin names the digest it runs.
+    let on_tag = insert(
+        &pool,
+        "codex",
+        "stable",
+        &format!("container_id = 'c5', {on_a}"),
+    )
+    .await;
+    let (code, out, err) = berth(&["pin", "codex", &digest('a'), "--yes", "--json"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let change = json(&out, &err);
+    assert_eq!(change["touched"][0]["id"], on_tag.to_string(), "{change:#}");
+    assert_eq!(change["touched"][0]["replaced"], true, "{change:#}");
+}
+
+#[tokio::test]
 async fn updated_by_is_by_or_else_the_login_or_else_the_database_role() {
     let db = TestDb::migrated().await;
     let pool = db.pool().await;
