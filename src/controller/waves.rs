@@ -127,10 +127,12 @@ impl Controller {
                 return true;
             }
             match plan::choose_image(row, &state.catalogue, &self.settings) {
+                // A row with no container (refused, not made yet) runs no
+                // older image: it holds no landing back.
                 Ok((image, crate::model::ImageSource::Pinned { ring: r }, _))
                     if &r == ring && image.digest() == Some(&key.to) =>
                 {
-                    mains.get(&row.id).is_some_and(|c| {
+                    mains.get(&row.id).is_none_or(|c| {
                         c.label(crate::model::LABEL_IMAGE_DIGEST) == Some(key.to.as_str())
                     })
                 }

@@ -355,6 +355,13 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
     for id in &ids {
         w.sh(*id, "echo kept > /workspace/keep").await;
     }
+    // A row of the runtime with no container (its spec is refused) runs
+    // no old image: the rollout still lands and is marked stable.
+    let refused = w.insert(json!({"BAD=KEY": "x"})).await;
+    w.wait_row(refused, 30, "refused", |r| {
+        r.is("failed", Some("invalid_spec"))
+    })
+    .await;
     let v2 = w.v2.clone();
     let watcher = {
         let pool = w.pool.clone();
