@@ -12,7 +12,7 @@ use super::rollout::{Gate, image_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
-use crate::model::{LABEL_WORKSPACE, ObservedContainer, Status, WorkspaceId, WorkspaceRow};
+use crate::model::{LABEL_WORKSPACE, ObservedContainer, WorkspaceId, WorkspaceRow};
 use crate::plan::{self, Plan, Probes, Snapshot};
 
 /// The most keys one round takes from the queue.
@@ -335,15 +335,7 @@ fn unchanged(row: Option<&WorkspaceRow>, plan: &Plan) -> bool {
     match (row, &plan.status) {
         (_, None) => true,
         (None, Some(_)) => true,
-        (Some(row), Some(update)) => {
-            // A paused row's generation stays unobserved until it is
-            // unpaused and acted on.
-            row.status == Some(update.status)
-                && row.status_reason == update.reason
-                && row.last_error == update.detail
-                && (row.observed_generation == row.generation || update.status == Status::Paused)
-                && row.rollout.is_none()
-        }
+        (Some(row), Some(update)) => update.shown_by(row) && row.rollout.is_none(),
     }
 }
 

@@ -377,11 +377,7 @@ pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> Hos
 /// The write the controller would make: status, reason or detail differ,
 /// or the row's generation is not yet observed.
 fn status_change(row: &WorkspaceRow, update: &StatusUpdate) -> Option<StatusChange> {
-    let same = row.status == Some(update.status)
-        && row.status_reason == update.reason
-        && row.last_error == update.detail
-        && row.observed_generation == row.generation;
-    if same {
+    if update.shown_by(row) {
         return None;
     }
     let shown = |status: Option<&str>, reason: Option<&str>| match (status, reason) {

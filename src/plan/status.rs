@@ -67,6 +67,16 @@ impl StatusUpdate {
         }
     }
 
+    /// Whether `row` already shows this update. A paused row's generation
+    /// stays unobserved until it is unpaused and acted on: it is not
+    /// waiting for a write.
+    pub fn shown_by(&self, row: &crate::model::WorkspaceRow) -> bool {
+        row.status == Some(self.status)
+            && row.status_reason == self.reason
+            && row.last_error == self.detail
+            && (row.observed_generation == row.generation || self.status == Status::Paused)
+    }
+
     /// `plain`, with a `last_error` that says something still worth
     /// knowing.
     pub fn with_detail(status: Status, detail: String) -> Self {

@@ -136,6 +136,17 @@ fn a_row_that_already_shows_its_status_is_not_pending() {
     assert!(out.contains("  status stays failed/invalid_spec"), "{out}");
 }
 
+#[test]
+fn a_paused_row_showing_paused_is_not_pending_though_its_change_is_unobserved() {
+    let settings = Settings::test();
+    let mut paused = WorkspaceRow::test(id(7), Utc::now());
+    paused.paused = true;
+    paused.status = Some(Status::Paused);
+    paused.generation = paused.observed_generation + 1;
+    let plan = run(snapshot(vec![paused], vec![]), &settings);
+    assert_eq!(plan.pending(), 0, "{plan:#?}");
+}
+
 /// The plan of a host without rows, as `plan` completes it.
 fn without_rows(containers: Vec<ObservedContainer>, settings: &Settings) -> HostPlan {
     HostPlan {
