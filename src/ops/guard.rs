@@ -1,35 +1,50 @@
 //! The delete guard as `berth status` shows it: the guard lives in a
 //! running berth, and says so on the trail (a `note` event on each
-//! workspace whose removal it withholds), which is what this reads.
+//! workspace whose removal it withholds, and one on each when it lets
+//! go), which is what this reads.
 
 use chrono::Utc;
 use sqlx::PgPool;
 
 use super::OpsError;
 
-/// A host whose delete guard spoke within the last hour.
+/// A host whose delete guard holds removals, as the last hour's trail
+/// shows it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct GuardTrip {
     pub host: String,
-    /// Workspaces it named.
+    /// Workspaces its holds named since it last let go.
     pub workspaces: i64,
     pub secs_ago: f64,
 }
 
 /// The hosts (all, or `host`) whose delete guard withheld removals within
-/// the last hour, with the most recent first.
+/// the last hour and has not let go since, with the most recent first. A
+/// hold is a `note` whose reason starts `delete guard:`; a release is a
+/// `note` whose detail says `{"delete_guard": "released"}`, written when
+/// none of the withheld removals is wanted any more: holds up to a host's
+/// latest release are over, and only those after it count.
 pub async fn recent_guard_trips(
     pool: &PgPool,
     host: Option<&str>,
 ) -> Result<Vec<GuardTrip>, OpsError> {
     let trips = sqlx::query_as(
-        "SELECT host, count(DISTINCT workspace_id) AS workspaces,
-                extract(epoch FROM now() - max(at))::float8 AS secs_ago
-           FROM workspace_events
-          WHERE action = 'note' AND reason LIKE 'delete guard:%'
-            AND at > now() - interval '1 hour'
-            AND ($1::text IS NULL OR host = $1)
-          GROUP BY host ORDER BY max(at) DESC",
+        "WITH guard AS (
+           SELECT host, workspace_id, at,
+                  coalesce(detail->>'delete_guard' = 'released', false) AS released
+             FROM workspace_events
+            WHERE action = 'note'
+              AND (reason LIKE 'delete guard:%' OR detail->>'delete_guard' = 'released')
+              AND at > now() - interval '1 hour'
+              AND ($1::text IS NULL OR host = $1)
+         ), released AS (
+           SELECT host, max(at) AS at FROM guard WHERE released GROUP BY host
+         )
+         SELECT g.host, count(DISTINCT g.workspace_id) AS workspaces,
+                extract(epoch FROM now() - max(g.at))::float8 AS secs_ago
+           FROM guard g LEFT JOIN released r ON r.host = g.host
+          WHERE NOT g.released AND (r.at IS NULL OR g.at > r.at)
+          GROUP BY g.host ORDER BY max(g.at) DESC",
     )
     .bind(host)
     .fetch_all(pool)

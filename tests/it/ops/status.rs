@@ -217,6 +217,71 @@ async fn event(pool: &PgPool, id: uuid::Uuid, action: &str, secs_ago: i64) {
     .unwrap();
 }
 
+/// A delete guard note on `host`'s trail: a hold (`reason` starting
+/// `delete guard:`, detail with its limit) or a release.
+async fn guard_note(pool: &PgPool, host: &str, id: uuid::Uuid, released: bool, secs_ago: i64) {
+    let (reason, detail) = if released {
+        (
+            "delete guard released: none of the removals it withheld is wanted any more",
+            serde_json::json!({"delete_guard": "released"}),
+        )
+    } else {
+        (
+            "delete guard: 3 orphan removals over the limit of 1; none made.",
+            serde_json::json!({"delete_guard": {"limit": 1}}),
+        )
+    };
+    sqlx::query(
+        "INSERT INTO workspace_events (workspace_id, at, action, reason, detail, host, instance, epoch)
+         VALUES ($1, now() - $2 * interval '1 second', 'note', $3, $4, $5, 'test', 1)",
+    )
+    .bind(id)
+    .bind(secs_ago as f64)
+    .bind(reason)
+    .bind(detail)
+    .bind(host)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn status_names_a_delete_guard_that_holds_and_not_one_released_since() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let env = vec![("DATABASE_URL".to_string(), db.url.clone())];
+    let gone: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
+    // h1 held three and let go since; h2 let go, then held one again; h3
+    // holds two.
+    for id in &gone {
+        guard_note(&pool, "h1", *id, false, 600).await;
+        guard_note(&pool, "h1", *id, true, 300).await;
+        guard_note(&pool, "h2", *id, false, 1200).await;
+        guard_note(&pool, "h2", *id, true, 900).await;
+    }
+    guard_note(&pool, "h2", gone[0], false, 120).await;
+    guard_note(&pool, "h3", gone[1], false, 60).await;
+    guard_note(&pool, "h3", gone[2], false, 60).await;
+
+    let (code, out, err) = berth(&["status"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let guard: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("the delete guard withheld"))
+        .collect();
+    assert_eq!(guard.len(), 2, "{out}");
+    assert!(
+        guard[0].starts_with("host h3: the delete guard withheld the removal of 2 workspace(s)"),
+        "{out}"
+    );
+    assert!(
+        guard[1].starts_with("host h2: the delete guard withheld the removal of 1 workspace(s)"),
+        "{out}"
+    );
+    let (_, out, _) = berth(&["status", "--host", "h1"], &env).await;
+    assert!(!out.contains("delete guard"), "{out}");
+}
+
 #[tokio::test]
 async fn events_find_a_workspace_by_id_container_or_name_and_list_an_ambiguous_name() {
     let db = TestDb::migrated().await;
