@@ -3,7 +3,8 @@
 //! The argument is a workspace id, its container name (`ws-<id12>`), or
 //! its row name. A name that several rows share is ambiguous: the
 //! candidates are listed and nothing else is shown. An id finds the trail
-//! even after its row is gone.
+//! even after its row is gone; so does a container name no row has, by
+//! the ids its events carry.
 
 use std::fmt::Write as _;
 
@@ -97,9 +98,12 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
     .fetch_all(pool)
     .await?;
     match candidates.as_slice() {
-        [] => Err(OpsError::Failed(format!(
-            "no workspace has the id, container name or name {key:?}"
-        ))),
+        [] => match id12 {
+            Some(id12) => resolve_gone(pool, key, &id12.to_ascii_lowercase()).await,
+            None => Err(OpsError::Failed(format!(
+                "no workspace has the id, container name or name {key:?}"
+            ))),
+        },
         [only] => Ok((only.id, Some(only.name.clone()))),
         many => {
             let mut t = Table::new(&["ID", "NAME", "HOST", "RUNTIME", "STATUS", "CREATED"]);
@@ -115,6 +119,79 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
             }
             Err(OpsError::Usage(format!(
                 "{key:?} names {} workspaces; name one by its id:\n{}",
+                many.len(),
+                t.render().trim_end()
+            )))
+        }
+    }
+}
+
+/// A workspace gone from the table whose trail remains.
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct GoneCandidate {
+    workspace_id: uuid::Uuid,
+    host: String,
+    events: i64,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+}
+
+/// The workspace a container name `ws-<id12>` names when no row has it:
+/// the one whose trail has ids starting with `id12` (what `docker ps`
+/// shows of an orphan whose row was deleted). Several are listed, as an
+/// ambiguous name is.
+async fn resolve_gone(
+    pool: &PgPool,
+    key: &str,
+    id12: &str,
+) -> Result<(uuid::Uuid, Option<String>), OpsError> {
+    let not_found = || {
+        OpsError::Failed(format!(
+            "no workspace row has the container name {key:?}, and no events name a workspace \
+             whose id starts with {id12:?} (a mistyped name, or a deleted workspace whose \
+             events were all older than BERTH_EVENTS_RETENTION and pruned)"
+        ))
+    };
+    // The ids starting with `id12` are a range of uuids (the text form
+    // orders as the bytes do), which the index on workspace_id serves.
+    let bound = |fill: char| {
+        let rest = format!(
+            "{fill}-{0}-{0}-{1}",
+            fill.to_string().repeat(4),
+            fill.to_string().repeat(12)
+        );
+        uuid::Uuid::parse_str(&format!("{id12}{rest}"))
+    };
+    let (Ok(low), Ok(high)) = (bound('0'), bound('f')) else {
+        return Err(not_found());
+    };
+    let gone: Vec<GoneCandidate> = sqlx::query_as(
+        "SELECT workspace_id, (array_agg(host ORDER BY at DESC, id DESC))[1] AS host,
+                count(*) AS events, min(at) AS first, max(at) AS last
+           FROM workspace_events WHERE workspace_id BETWEEN $1 AND $2
+          GROUP BY workspace_id ORDER BY min(at), workspace_id",
+    )
+    .bind(low)
+    .bind(high)
+    .fetch_all(pool)
+    .await?;
+    match gone.as_slice() {
+        [] => Err(not_found()),
+        [only] => Ok((only.workspace_id, None)),
+        many => {
+            let mut t = Table::new(&["ID", "HOST", "EVENTS", "FIRST", "LAST"]);
+            for c in many {
+                t.push(vec![
+                    c.workspace_id.to_string(),
+                    c.host.clone(),
+                    c.events.to_string(),
+                    c.first.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    c.last.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]);
+            }
+            Err(OpsError::Usage(format!(
+                "{key:?} names no row, and the trails of {} deleted workspaces share it; \
+                 name one by its id:\n{}",
                 many.len(),
                 t.render().trim_end()
             )))

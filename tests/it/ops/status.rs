@@ -362,6 +362,54 @@ async fn events_find_a_workspace_by_id_container_or_name_and_list_an_ambiguous_n
 }
 
 #[tokio::test]
+async fn events_find_a_deleted_workspace_by_its_container_name() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let env = vec![("DATABASE_URL".to_string(), db.url.clone())];
+    let gone: uuid::Uuid = "5a1e0000-0000-4000-8000-000000000001".parse().unwrap();
+    // Two deleted workspaces whose container names were the same.
+    let twin_a: uuid::Uuid = "0f8fad5b-d9cb-469f-a165-70867728950e".parse().unwrap();
+    let twin_b: uuid::Uuid = "0f8fad5b-d9cc-469f-a165-70867728950e".parse().unwrap();
+    event(&pool, gone, "create", 30).await;
+    event(&pool, gone, "remove", 10).await;
+    event(&pool, twin_a, "create", 20).await;
+    event(&pool, twin_b, "create", 15).await;
+    // A row whose id starts otherwise is no candidate.
+    row(&pool, "other", "h1", "langgraph", None).await;
+
+    let container = berth::model::WorkspaceId(gone).container_name();
+    let (code, out, err) = berth(&["events", &container, "--json"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let view = json(&out, &err);
+    assert_eq!(view["workspace"], gone.to_string());
+    assert_eq!(view["name"], serde_json::Value::Null);
+    assert_eq!(view["events"].as_array().unwrap().len(), 2, "{view:#}");
+    let (code, out, err) = berth(
+        &["events", &container.to_uppercase().replace("WS-", "ws-")],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(row gone)") && out.contains("why remove"),
+        "{out}"
+    );
+
+    let (code, out, err) = berth(&["events", "ws-0f8fad5b-d9c"], &env).await;
+    assert_eq!(code, 64, "{out}");
+    for id in [twin_a, twin_b] {
+        assert!(
+            err.contains(&id.to_string()),
+            "candidate {id} missing:\n{err}"
+        );
+    }
+
+    let (code, _, err) = berth(&["events", "ws-ffffffff-fff"], &env).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("ws-ffffffff-fff"), "{err}");
+}
+
+#[tokio::test]
 async fn every_operator_command_documents_its_flags_and_a_bad_flag_is_exit_64() {
     let env = [(
         "DATABASE_URL".to_string(),
