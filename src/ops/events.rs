@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::OpsError;
-use super::table::Table;
+use super::table::{Table, shown};
 use crate::model::WorkspaceId;
 
 /// One entry of `workspace_events`.
@@ -110,9 +110,9 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
             for c in many {
                 t.push(vec![
                     c.id.to_string(),
-                    c.name.clone(),
-                    c.host.clone(),
-                    c.runtime.clone(),
+                    shown(&c.name),
+                    shown(&c.host),
+                    shown(&c.runtime),
                     c.status.clone().unwrap_or_else(|| "-".into()),
                     c.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 ]);
@@ -183,7 +183,7 @@ async fn resolve_gone(
             for c in many {
                 t.push(vec![
                     c.workspace_id.to_string(),
-                    c.host.clone(),
+                    shown(&c.host),
                     c.events.to_string(),
                     c.first.format("%Y-%m-%d %H:%M:%S").to_string(),
                     c.last.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -230,9 +230,9 @@ pub fn render_events(view: &EventsView) -> String {
         };
         t.push(vec![
             e.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-            e.host.clone(),
+            shown(&e.host),
             e.action.clone(),
-            e.reason.clone(),
+            shown(&e.reason),
             detail,
         ]);
     }

@@ -63,7 +63,8 @@ pub fn render_guard_trips(trips: &[GuardTrip]) -> String {
         out.push_str(&format!(
             "host {}: the delete guard withheld the removal of {} workspace(s) without a row, \
              last said {ago} ago (put the rows back, or see `berth plan` on that host and the README)\n",
-            t.host, t.workspaces
+            super::table::shown(&t.host),
+            t.workspaces
         ));
     }
     out

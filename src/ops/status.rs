@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::OpsError;
-use super::table::{Table, age, short_digest};
+use super::table::{Table, age, short_digest, shown};
 use crate::model::Status;
 
 /// The filters of `berth status`; `None` matches everything.
@@ -126,8 +126,9 @@ pub async fn host_leases(pool: &PgPool, hosts: &[String]) -> Result<Vec<HostLeas
 pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::Duration) -> String {
     let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
     let mut out = String::new();
-    for host in hosts {
-        let lease = leases.iter().find(|l| l.host == host);
+    for raw in hosts {
+        let lease = leases.iter().find(|l| l.host == raw);
+        let host = shown(raw);
         let term = lease.and_then(|l| l.ttl_secs).unwrap_or(ttl.as_secs_f64());
         let line = match lease {
             Some(HostLease {
@@ -135,7 +136,8 @@ pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::D
                 renewed_secs_ago: Some(ago),
                 ..
             }) if *ago <= term => format!(
-                "host {host}: held by berth {holder} (lease renewed {:.0}s ago)",
+                "host {host}: held by berth {} (lease renewed {:.0}s ago)",
+                shown(holder),
                 ago.max(0.0)
             ),
             Some(HostLease {
@@ -143,13 +145,15 @@ pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::D
                 renewed_secs_ago: Some(ago),
                 ..
             }) => format!(
-                "host {host}: NO berth holds it (the lease of {holder} was last renewed {ago:.0}s ago, past its {term:.0}s term): its rows are not being reconciled"
+                "host {host}: NO berth holds it (the lease of {} was last renewed {ago:.0}s ago, past its {term:.0}s term): its rows are not being reconciled",
+                shown(holder)
             ),
             Some(HostLease { holder, .. }) => format!(
-                "host {host}: NO berth holds it ({holder} stopped and released it): its rows are not being reconciled"
+                "host {host}: NO berth holds it ({} stopped and released it): its rows are not being reconciled",
+                shown(holder)
             ),
             None => format!(
-                "host {host}: NO berth has ever held it: its rows are not being reconciled (is BERTH_HOST_ID set to {host:?} where berth runs?)"
+                "host {host}: NO berth has ever held it: its rows are not being reconciled (is BERTH_HOST_ID set to {raw:?} where berth runs?)"
             ),
         };
         out.push_str(&line);
@@ -199,10 +203,10 @@ pub fn render_halts(halts: &[RecentHalt]) -> String {
             format_args!(
                 "pin {}/{}: rollout onto {} halted {ago} ago, back to {} ({})\n",
                 h.template_name,
-                h.ring,
+                shown(&h.ring),
                 short_digest(h.old_digest.as_deref()),
                 short_digest(h.new_digest.as_deref()),
-                h.note.as_deref().unwrap_or("no note")
+                shown(h.note.as_deref().unwrap_or("no note"))
             ),
         );
     }
@@ -279,9 +283,9 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
             .collect();
         t.push(vec![
             id.container_name(),
-            r.name.clone(),
-            r.host.clone(),
-            r.runtime.clone(),
+            shown(&r.name),
+            shown(&r.host),
+            shown(&r.runtime),
             desired,
             status,
             short_digest(r.runtime_image_digest.as_deref()),
@@ -290,7 +294,7 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
             r.restart_count.to_string(),
             generation,
             rollout_cell(r.rollout.as_ref()),
-            error,
+            shown(&error),
         ]);
     }
     let unconverged = rows.iter().filter(|r| !r.converged()).count();
@@ -379,6 +383,28 @@ mod rollout_tests {
             "{out}"
         );
         assert!(lines[3].contains("vm3:1 stopped and released it"), "{out}");
+    }
+
+    #[test]
+    fn row_text_cannot_break_the_table_or_paint_the_terminal() {
+        let raw = "evil\n\x1b[2Jfake\tline";
+        let mut r = row("h\x1b[31m1");
+        r.name = raw.into();
+        r.last_error = Some("pull failed\r\x1b[32mall good".into());
+        let out = super::render_status(std::slice::from_ref(&r), chrono::Utc::now());
+        assert!(!out.contains(['\x1b', '\t', '\r']), "{out:?}");
+        // The header, one row, the footer.
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(out.contains(r#""evil\n\u{1b}[2Jfake\tline""#), "{out}");
+        assert!(out.contains(r#""h\u{1b}[31m1""#), "{out}");
+        assert!(
+            out.contains(r#""pull failed\r\u{1b}[32mall good""#),
+            "{out}"
+        );
+        let hosts = render_hosts(&[r.clone()], &[], std::time::Duration::from_secs(15));
+        assert!(!hosts.contains('\x1b'), "{hosts:?}");
+        // JSON keeps the raw value.
+        assert_eq!(serde_json::to_value(&r).unwrap()["name"], raw);
     }
 
     #[test]

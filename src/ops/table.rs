@@ -69,6 +69,19 @@ pub fn age(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// Text a row provides (a name, a host, an error), as the human output
+/// shows it: as it is when each character prints as itself, else quoted
+/// and escaped as `{:?}` does (the way `berth plan` shows a name), so a
+/// newline, a tab or an escape sequence cannot break a table's lines or
+/// paint on the terminal. JSON output keeps the raw value.
+pub fn shown(text: &str) -> String {
+    let debug = format!("{text:?}");
+    // `{:?}` escapes a quote and a backslash too; those alone print as
+    // themselves and leave the text as it is.
+    let plain = debug.len() - 2 == text.len() + text.matches(['"', '\\']).count();
+    if plain { text.to_string() } else { debug }
+}
+
 /// The first 19 characters of a digest (`sha256:` and 12 hex), or `-`.
 pub fn short_digest(digest: Option<&str>) -> String {
     match digest {
@@ -90,6 +103,18 @@ mod tests {
             t.render(),
             "ID    STATUS  NOTE\na     online  x\nbbbb  -       longer note\n"
         );
+    }
+
+    #[test]
+    fn text_that_does_not_print_as_itself_is_quoted_and_escaped() {
+        for plain in ["alpha", "two words", "it's \"quoted\" C:\\x", "café", ""] {
+            assert_eq!(shown(plain), plain);
+        }
+        assert_eq!(shown("a\nb"), r#""a\nb""#);
+        assert_eq!(shown("tab\there \"q\""), r#""tab\there \"q\"""#);
+        assert_eq!(shown("\x1b[2J\x1b[31mok"), r#""\u{1b}[2J\u{1b}[31mok""#);
+        assert_eq!(shown("cr\rover"), r#""cr\rover""#);
+        assert_eq!(shown("rtl\u{202e}x"), r#""rtl\u{202e}x""#);
     }
 
     #[test]
