@@ -50,9 +50,39 @@ pub struct StatusView {
 }
 
 impl StatusView {
-    /// The row shows the outcome of its latest desired change.
-    pub fn converged(&self) -> bool {
-        self.observed_generation == Some(self.generation)
+    /// Whether berth still has work to do for the row: its latest desired
+    /// change not yet observed (GEN behind), an image rollout replacing it
+    /// or waiting to, or a pin wanting another digest than the one it
+    /// runs. A paused row has none: berth does not act on it, nor write
+    /// its observed generation, until it is unpaused.
+    pub fn pending(&self) -> bool {
+        !self.paused
+            && (self.observed_generation != Some(self.generation)
+                || self.in_rollout()
+                || self.digest_behind())
+    }
+
+    /// A rollout replaces it now or holds it for its wave (a halted one
+    /// changes nothing more).
+    fn in_rollout(&self) -> bool {
+        self.rollout
+            .as_ref()
+            .and_then(|r| r["state"].as_str())
+            .is_some_and(|s| matches!(s, "replacing" | "waiting"))
+    }
+
+    /// A running row's container runs another digest than its pin wants
+    /// (the WANTED column). Only a pulled image has a digest to compare:
+    /// a row on its own `image`, on the moving tag or on a local build
+    /// (a host without a registry keeps its builds) is never behind here,
+    /// and neither is a stopped row, which takes the pin when it starts.
+    fn digest_behind(&self) -> bool {
+        self.desired_state == "running"
+            && self.image.is_none()
+            && matches!(
+                (&self.wanted_digest, &self.runtime_image_digest),
+                (Some(wanted), Some(running)) if wanted != running
+            )
     }
 }
 
@@ -271,7 +301,7 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
             "{}/{}{}",
             r.observed_generation.unwrap_or(0),
             r.generation,
-            if r.converged() { "" } else { " *" }
+            if r.pending() { " *" } else { "" }
         );
         let error = r.last_error.as_deref().unwrap_or("");
         let error: String = error
@@ -297,10 +327,17 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
             shown(&error),
         ]);
     }
-    let unconverged = rows.iter().filter(|r| !r.converged()).count();
+    let pending = rows.iter().filter(|r| r.pending()).count();
+    let paused = rows.iter().filter(|r| r.paused).count();
+    let paused = if paused > 0 {
+        format!("; {paused} paused (berth does not act on them)")
+    } else {
+        String::new()
+    };
     let mut out = t.render();
     out.push_str(&format!(
-        "{} workspace(s); {unconverged} not yet converged (GEN observed/desired, * = pending)\n",
+        "{} workspace(s); {pending} not yet converged (* = pending: GEN observed/desired \
+         behind, or an image rollout not done){paused}\n",
         rows.len()
     ));
     out
@@ -405,6 +442,70 @@ mod rollout_tests {
         assert!(!hosts.contains('\x1b'), "{hosts:?}");
         // JSON keeps the raw value.
         assert_eq!(serde_json::to_value(&r).unwrap()["name"], raw);
+    }
+
+    fn digest(c: char) -> Option<String> {
+        Some(format!("sha256:{}", c.to_string().repeat(64)))
+    }
+
+    #[test]
+    fn pending_is_a_change_not_observed_or_an_image_not_yet_the_wanted_one() {
+        let converged = row("h");
+        // GEN behind.
+        let mut behind = row("h");
+        behind.generation = 2;
+        // The controller never observes a paused row's change.
+        let mut paused = behind.clone();
+        paused.paused = true;
+        paused.desired_state = "running".into();
+        // A pin rollout: the pin wants b, the container runs a.
+        let mut rolling = row("h");
+        rolling.runtime_image_digest = digest('a');
+        rolling.wanted_digest = digest('b');
+        let mut waiting = row("h");
+        waiting.rollout = Some(serde_json::json!({"state": "waiting", "wave": 1}));
+        let mut halted = row("h");
+        halted.rollout = Some(serde_json::json!({"state": "halted", "failed": 1}));
+        // Not comparable, or not to be replaced: a local build (no
+        // digest), the row's own image, a stopped row.
+        let mut built = row("h");
+        built.wanted_digest = digest('b');
+        let mut own = rolling.clone();
+        own.image = Some("registry.test/own:1".into());
+        let mut stopped = rolling.clone();
+        stopped.desired_state = "stopped".into();
+        let mut paused_rolling = rolling.clone();
+        paused_rolling.paused = true;
+
+        for (what, r, pending) in [
+            ("converged", &converged, false),
+            ("behind", &behind, true),
+            ("paused", &paused, false),
+            ("rolling", &rolling, true),
+            ("waiting", &waiting, true),
+            ("halted", &halted, false),
+            ("built", &built, false),
+            ("own image", &own, false),
+            ("stopped", &stopped, false),
+            ("paused, rolling", &paused_rolling, false),
+        ] {
+            assert_eq!(r.pending(), pending, "{what}");
+        }
+
+        let rows = [converged, behind, paused, rolling];
+        let out = super::render_status(&rows, chrono::Utc::now());
+        assert!(
+            out.contains("4 workspace(s); 2 not yet converged")
+                && out.contains("; 1 paused (berth does not act on them)"),
+            "{out}"
+        );
+        let marked: Vec<bool> = out
+            .lines()
+            .skip(1)
+            .take(4)
+            .map(|l| l.contains(" * ") || l.ends_with(" *"))
+            .collect();
+        assert_eq!(marked, [false, true, false, true], "{out}");
     }
 
     #[test]
