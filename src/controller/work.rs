@@ -113,8 +113,21 @@ async fn record(pool: &PgPool, held: &Lease, events: &mut Vec<Event>, done: &mut
     }
 }
 
-fn event(id: WorkspaceId, action: &Action, result: Result<(), &ActError>) -> Event {
+/// The event of one step. A step that puts the previous container back
+/// carries `cause`, what made berth undo the change: the trail says why,
+/// not only that.
+fn event(
+    id: WorkspaceId,
+    action: &Action,
+    result: Result<(), &ActError>,
+    cause: Option<&str>,
+) -> Event {
     let mut detail = serde_json::json!({"op": action.op.name()});
+    if action.why == crate::plan::Why::Restore
+        && let Some(cause) = cause
+    {
+        detail["cause"] = serde_json::Value::String(cause.to_string());
+    }
     if let Some(target) = action.op.target() {
         detail["target"] = serde_json::Value::String(target.to_string());
     }
@@ -259,7 +272,7 @@ async fn steps(
                     };
                     done.images.push((image.clone(), planned.clone(), known));
                 }
-                events.push(event(id, action, Ok(())));
+                events.push(event(id, action, Ok(()), None));
             }
             // Readiness is judged by the next pass, which the plan
             // requeues: the pass ends here.
@@ -267,9 +280,12 @@ async fn steps(
                 waiting = true;
                 break;
             }
-            Ok(_) => events.push(event(id, action, Ok(()))),
+            Ok(_) => {
+                let cause = done.plan.status.as_ref().and_then(|s| s.detail.as_deref());
+                events.push(event(id, action, Ok(()), cause));
+            }
             Err(error) => {
-                events.push(event(id, action, Err(&error)));
+                events.push(event(id, action, Err(&error), None));
                 let mut restored = false;
                 if let Some(restore) = done.plan.restore.clone()
                     && index >= restore.from
@@ -284,7 +300,8 @@ async fn steps(
                             break;
                         }
                         let result = executor.apply(&step.op, &mut run).await;
-                        events.push(event(id, step, result.as_ref().map(|_| ())));
+                        let cause = format!("{} failed: {error}", action.op.name());
+                        events.push(event(id, step, result.as_ref().map(|_| ()), Some(&cause)));
                     }
                     restored = all && restore.previous.is_some();
                 }
@@ -348,13 +365,14 @@ async fn steps(
     done
 }
 
-/// The event for a row going into trouble (`failed` or `degraded`, or a
-/// refusal with a new cause): `berth events` tells when the row stopped
+/// The event for a row going into trouble (`failed`, `degraded` or
+/// `online/rolled_back`, or a refusal with a new cause): `berth events` tells when the row stopped
 /// converging and why, which `last_error` (only the latest) cannot. A row
 /// already showing that trouble gets none, so a standing failure is on the
 /// trail once, not at every pass.
 fn trouble_event(row: &WorkspaceRow, update: &StatusUpdate) -> Option<Event> {
-    if !matches!(update.status, Status::Failed | Status::Degraded) {
+    let undone = update.reason == Some(Reason::RolledBack);
+    if !matches!(update.status, Status::Failed | Status::Degraded) && !undone {
         return None;
     }
     // A refusal's message is the row's own fault (the key, the path): a

@@ -56,6 +56,17 @@ pub(super) fn fill_created(
 
 /// Rules 6 and 9 for the container that matches the spec (or serves after
 /// a rolled-back change).
+/// `online/rolled_back` with why the change was undone.
+fn undone(memory: &Memory) -> StatusUpdate {
+    let why = memory
+        .rolled_back_why
+        .as_deref()
+        .map_or(String::new(), |w| format!("{w}; "));
+    let detail =
+        format!("{why}the wanted change was undone and is tried again when the row changes");
+    StatusUpdate::reason(Reason::RolledBack, Some(detail))
+}
+
 pub(super) fn current(
     f: &Facts,
     row: &WorkspaceRow,
@@ -186,15 +197,7 @@ pub(super) fn current(
                 p.status = Some(if looping(&p.memory) {
                     crash_status(&p.memory)
                 } else if rolled_back {
-                    let why = p
-                        .memory
-                        .rolled_back_why
-                        .as_deref()
-                        .map_or(String::new(), |w| format!("{w}; "));
-                    let detail = format!(
-                        "{why}the wanted change was undone and is tried again when the row changes"
-                    );
-                    StatusUpdate::reason(Reason::RolledBack, Some(detail))
+                    undone(&p.memory)
                 } else if let Some(failed) = &f.refresh_failure {
                     let detail = format!(
                         "refreshing the image failed: {}; the running image keeps serving",
@@ -222,8 +225,16 @@ pub(super) fn current(
                     p.status = Some(crash_status(&p.memory));
                 } else if timed_out_now {
                     return timed_out(f, Phase::Readiness, p);
+                } else if rolled_back && been_ready {
+                    // The previous container, back after a change was
+                    // undone, comes up again: the row keeps saying why
+                    // rather than flapping through `provisioning`.
+                    p.status = Some(undone(&p.memory));
                 } else {
-                    p.status = Some(StatusUpdate::reason(Reason::WaitingReady, None));
+                    p.status = Some(StatusUpdate::reason(
+                        Reason::WaitingReady,
+                        super::ready::waiting_detail(c),
+                    ));
                 }
                 if let Some(at) = at {
                     p.requeue(since(now, at));

@@ -114,7 +114,10 @@ pub(super) fn interrupted_replace(
         p.memory.provisioning_since = None;
         p.status = Some(StatusUpdate::plain(Status::Online));
     } else if matches && alive && now < deadline && !crash_looping(&p.memory, f.settings) {
-        p.status = Some(StatusUpdate::reason(Reason::WaitingReady, None));
+        p.status = Some(StatusUpdate::reason(
+            Reason::WaitingReady,
+            super::ready::waiting_detail(main),
+        ));
         p.requeue(since(now, deadline));
         if let Readiness::NotYet { at: Some(at) } = ready {
             p.requeue(since(now, at));

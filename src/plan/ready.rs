@@ -55,6 +55,16 @@ pub fn readiness(
     }
 }
 
+/// What the row says while a running container is not ready yet: a health
+/// check that already reports `unhealthy` (it may still recover before the
+/// deadline), else nothing.
+pub fn waiting_detail(c: &ObservedContainer) -> Option<String> {
+    (c.health == Health::Unhealthy).then(|| {
+        "the container's health check reports unhealthy; it is given until the provision deadline"
+            .to_string()
+    })
+}
+
 /// Folds Docker's restart count into the remembered restart times and
 /// drops the ones older than the window. The times are one container's:
 /// another container (a replace, a re-create) starts with none.

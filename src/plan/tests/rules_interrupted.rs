@@ -80,6 +80,11 @@ fn an_interrupted_replace_waits_for_a_new_container_until_the_deadline_and_says_
         "unhealthy is not ready yet, not failed"
     );
     assert_eq!(reason(&waiting), Some(Reason::WaitingReady));
+    assert!(
+        detail(&waiting).contains("health check reports unhealthy"),
+        "the row says what the engine already knows: {}",
+        detail(&waiting)
+    );
     let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
     assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
     assert!(

@@ -179,6 +179,30 @@ async fn a_replace_onto_an_image_that_never_becomes_ready_rolls_back() {
     // It is not tried again until the row changes.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(w.container(id).await.unwrap().id, serving);
+    // The trail says why the change was undone: on the status event and
+    // on each step that put the previous container back.
+    let statuses: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT reason, detail->>'error' FROM workspace_events
+         WHERE workspace_id = $1 AND action = 'status' ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    let causes: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT detail->>'cause' FROM workspace_events
+         WHERE workspace_id = $1 AND reason LIKE 'restore:%'",
+    )
+    .bind(id.0)
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert!(!causes.is_empty());
+    for cause in causes {
+        let cause = cause.unwrap_or_default();
+        assert!(cause.contains("not ready by"), "{cause}");
+    }
 }
 
 #[tokio::test]
