@@ -1,8 +1,9 @@
 //! Events of steps that were carried out while the database could not
 //! take them (it went away mid-pass): kept, with the time each step ended,
-//! and written once the same lease holds again. Writes stay fenced: events
-//! of a lease this instance lost are dropped, said in the log, never
-//! written under another holder's epoch.
+//! and written once the database answers. Those of the lease this instance
+//! holds are written fenced, as any event; those of a lease it lost since
+//! are history of steps really taken: written unfenced, marked late, under
+//! the epoch they were taken in, off the loop.
 
 use sqlx::PgPool;
 
@@ -10,6 +11,10 @@ use crate::desired::{self, Event, Lease};
 
 /// The most events kept; the oldest go first beyond it.
 const MOST: usize = 10_000;
+/// How often, and how many times, a lost lease's events are offered to a
+/// database that does not take them.
+const LATE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+const LATE_TRIES: u32 = 720;
 
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
@@ -35,21 +40,59 @@ impl Backlog {
         self.events.is_empty()
     }
 
-    /// Writes what waits under `lease`, the lease this instance holds now.
+    /// Hands the events of leases other than `holding` (the one this
+    /// instance holds now, if any) to a task that records them late.
+    pub(super) fn send_lost(&mut self, pool: &PgPool, holding: Option<&Lease>) {
+        let (mine, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
+            .into_iter()
+            .partition(|(l, _)| Some(l) == holding);
+        self.events = mine;
+        let mut by_lease: Vec<(Lease, Vec<Event>)> = Vec::new();
+        for (lease, event) in lost {
+            match by_lease.iter_mut().find(|(l, _)| *l == lease) {
+                Some((_, events)) => events.push(event),
+                None => by_lease.push((lease, vec![event])),
+            }
+        }
+        for (lease, events) in by_lease {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..LATE_TRIES {
+                    match desired::record_late_events(&pool, &lease, &events).await {
+                        Ok(()) => {
+                            tracing::info!(
+                                events = events.len(),
+                                epoch = lease.epoch,
+                                "events of steps taken under a lease since lost are recorded, marked late"
+                            );
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, "the database does not take the late events yet");
+                            tokio::time::sleep(LATE_RETRY).await;
+                        }
+                    }
+                }
+                tracing::warn!(
+                    events = events.len(),
+                    epoch = lease.epoch,
+                    "events of steps taken under a lease since lost could not be recorded within an hour; they are dropped"
+                );
+            });
+        }
+    }
+
+    /// Writes what waits under `lease`, the lease this instance holds now;
+    /// what waits under a lost one goes to [`Backlog::send_lost`].
     pub(super) async fn flush(&mut self, pool: &PgPool, lease: &Lease) {
         if self.events.is_empty() {
             return;
         }
-        let (mine, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
+        self.send_lost(pool, Some(lease));
+        let events: Vec<Event> = std::mem::take(&mut self.events)
             .into_iter()
-            .partition(|(l, _)| l == lease);
-        if !lost.is_empty() {
-            tracing::warn!(
-                events = lost.len(),
-                "events of steps taken under a lease since lost are not recorded (the database did not take them in time)"
-            );
-        }
-        let events: Vec<Event> = mine.into_iter().map(|(_, e)| e).collect();
+            .map(|(_, e)| e)
+            .collect();
         if events.is_empty() {
             return;
         }

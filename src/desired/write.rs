@@ -162,6 +162,51 @@ pub async fn record_events(
     })
 }
 
+/// Appends events of steps an instance took under `lease` after it lost
+/// that lease (the database did not take them in time). Unfenced: they are
+/// history, not state, and say which instance and epoch took the step;
+/// each is marked `recorded_late`. Nothing berth decides reads them.
+pub async fn record_late_events(
+    pool: &PgPool,
+    lease: &Lease,
+    events: &[Event],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.workspace.0).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    let details: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            let mut detail = e.detail.clone();
+            if let Some(map) = detail.as_object_mut() {
+                map.insert("recorded_late".into(), serde_json::Value::Bool(true));
+            }
+            detail
+        })
+        .collect();
+    let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
+    sqlx::query(
+        "INSERT INTO workspace_events (workspace_id, action, reason, detail, at, host, instance, epoch)
+         SELECT e.id, e.action, e.reason, e.detail, e.at, $5, $6, $7
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $8::timestamptz[])
+                AS e(id, action, reason, detail, at)",
+    )
+    .bind(&ids)
+    .bind(&actions)
+    .bind(&reasons)
+    .bind(&details)
+    .bind(&lease.host)
+    .bind(&lease.holder)
+    .bind(lease.epoch)
+    .bind(&ats)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Deletes events older than `retention`; returns how many went.
 pub async fn prune_events(
     pool: &PgPool,

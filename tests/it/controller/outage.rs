@@ -114,6 +114,73 @@ async fn a_step_taken_as_the_database_goes_away_is_on_the_trail_once_it_is_back(
     .await;
 }
 
+#[tokio::test]
+async fn a_step_taken_under_a_lease_lost_meanwhile_is_on_the_trail_marked_late() {
+    let mut w = World::new().await;
+    let proxy = behind_a_proxy(&mut w, &[("BERTH_STOP_TIMEOUT", "8s")]).await;
+    let id = w.insert(json!({"AGENT_IGNORE_TERM": "1"})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    // A second instance on the same host, reaching the database directly:
+    // it takes the host when the first one's lease lapses.
+    let mut env = w.env();
+    env.retain(|(k, _)| k != "BERTH_STOP_TIMEOUT");
+    env.push(("BERTH_STOP_TIMEOUT".into(), "8s".into()));
+    let _standby = crate::harness::process::Berth::start(&env);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"AGENT_IGNORE_TERM": "1", "V": "2"}' WHERE id = $1"#,
+        id,
+    )
+    .await;
+    w.poll(
+        30,
+        "the replace's preflight recorded",
+        Duration::from_millis(100),
+        || async { (w.count_events(id, "preflight").await > 0).then_some(()) },
+    )
+    .await;
+    // The first instance's stop (SIGKILL at 8 s) ends after its lease
+    // (3 s) lapsed and the second one took the host.
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    proxy.up();
+    let late = w
+        .poll(
+            60,
+            "the late stop recorded",
+            Duration::from_millis(300),
+            || async {
+                let late: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT epoch, instance FROM workspace_events
+                  WHERE workspace_id = $1 AND action = 'stop'
+                    AND (detail->>'recorded_late')::boolean",
+                )
+                .bind(id.0)
+                .fetch_optional(&w.pool)
+                .await
+                .unwrap();
+                late
+            },
+        )
+        .await;
+    let (epoch, instance): (i64, String) =
+        sqlx::query_as("SELECT epoch, holder FROM host_leases WHERE host = $1")
+            .bind(&w.host)
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert!(
+        late.0 < epoch,
+        "recorded under the epoch it was taken in: {late:?}"
+    );
+    assert_ne!(late.1, instance, "recorded as the instance that took it");
+    w.wait_row(id, 60, "online after the replace", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+}
+
 fn url_addr(url: &str) -> String {
     let rest = url.split_once('@').map_or(url, |(_, r)| r);
     rest.split('/').next().unwrap_or_default().to_string()
