@@ -69,6 +69,11 @@ pub struct MigrateReport {
     pub floor: i32,
 }
 
+/// How long a pooled connection may sit idle before it is pinged when
+/// handed out, and how long the ping may take.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Opens a pool, failing within `timeout` when the database does not answer.
 pub async fn connect(
     url: &SecretUrl,
@@ -102,6 +107,20 @@ pub async fn connect(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(timeout)
+        // A connection that sat idle may be half-open (a path that went
+        // silent without a reset): it is pinged within a short bound, and
+        // a dead one is closed and another taken at once, instead of each
+        // idle connection in turn taking the whole acquire timeout.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < IDLE_BEFORE_PING {
+                    return Ok(true);
+                }
+                let answered = tokio::time::timeout(PING_TIMEOUT, conn.ping()).await;
+                Ok(matches!(answered, Ok(Ok(()))))
+            })
+        })
         .connect_with(options)
         .await
         .map_err(classify)

@@ -181,6 +181,29 @@ async fn a_step_taken_under_a_lease_lost_meanwhile_is_on_the_trail_marked_late()
     .await;
 }
 
+#[tokio::test]
+async fn half_open_database_connections_cost_seconds_not_the_acquire_timeout_each() {
+    let mut w = World::new().await;
+    let proxy = behind_a_proxy(&mut w, &[("BERTH_CONCURRENCY", "8")]).await;
+    let first = w.insert(json!({})).await;
+    w.wait_row(first, 60, "online", |r| r.is("online", None))
+        .await;
+    // Every connection berth holds (its pool of twelve, its session) goes
+    // silent; new ones pass. Each idle one costing the pool's ten-second
+    // acquire timeout made a new row wait well over a minute.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.freeze();
+    let frozen = std::time::Instant::now();
+    let second = w.insert(json!({})).await;
+    w.wait_row(second, 90, "online", |r| r.is("online", None))
+        .await;
+    let took = frozen.elapsed();
+    assert!(
+        took < Duration::from_secs(25),
+        "a new row waited {took:?} behind half-open connections"
+    );
+}
+
 fn url_addr(url: &str) -> String {
     let rest = url.split_once('@').map_or(url, |(_, r)| r);
     rest.split('/').next().unwrap_or_default().to_string()

@@ -77,6 +77,7 @@ pub struct TcpProxy {
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
     accept: AbortHandle,
+    freeze: tokio_util::sync::CancellationToken,
 }
 
 impl TcpProxy {
@@ -87,15 +88,31 @@ impl TcpProxy {
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (conns, is_down) = (connections.clone(), down.clone());
+        let freeze = tokio_util::sync::CancellationToken::new();
+        let frozen_now = freeze.clone();
         let accept = tokio::spawn(async move {
+            let mut freeze = freeze;
             while let Ok((mut client, _)) = listener.accept().await {
+                if freeze.is_cancelled() {
+                    // The connections made before a freeze stay frozen;
+                    // new ones pass.
+                    freeze = tokio_util::sync::CancellationToken::new();
+                }
                 if is_down.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                let frozen = freeze.clone();
                 let task = tokio::spawn(async move {
                     if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            () = frozen.cancelled() => {
+                                // Half-open: both sockets stay open and
+                                // nothing more passes either way.
+                                std::future::pending::<()>().await;
+                            }
+                        }
                     }
                 });
                 conns.lock().unwrap().push(task.abort_handle());
@@ -107,7 +124,15 @@ impl TcpProxy {
             connections,
             down,
             accept,
+            freeze: frozen_now,
         }
+    }
+
+    /// Makes every open connection half-open (nothing passes, nothing is
+    /// closed) while new connections pass: a path that went silent under
+    /// connections a client keeps. Once per proxy.
+    pub fn freeze(&self) {
+        self.freeze.cancel();
     }
 
     /// Cuts every connection and refuses new ones until [`TcpProxy::up`].
