@@ -150,6 +150,13 @@ pub fn workspace_dir(dir: &str, settings: &Settings) -> Result<PathBuf, InvalidS
     }
 }
 
+/// The most `config_files` may hold in a row. Rows are read at every
+/// pass and resync: one row of tens of MiB made every read of the host's
+/// rows take seconds and stalled every workspace. The template dir, read
+/// only when files are written, may hold up to `MAX_CONFIG_BYTES`.
+pub const MAX_ROW_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+const _: () = assert!(MAX_ROW_CONFIG_BYTES <= MAX_CONFIG_BYTES);
+
 /// `config_files`: relative paths that stay inside /configs → string
 /// content, CRLF stripped from .sh/.py/.md as the Go copy does.
 pub fn config_files(
@@ -166,10 +173,10 @@ pub fn config_files(
             InvalidSpec::invalid(format!("config_files {:?} is not a string", clip(path)))
         })?;
         total = total.saturating_add(content.len() as u64);
-        if total > MAX_CONFIG_BYTES {
+        if total > MAX_ROW_CONFIG_BYTES {
             return Err(InvalidSpec::invalid(format!(
-                "config_files hold more than the {} MiB limit",
-                MAX_CONFIG_BYTES / (1024 * 1024)
+                "config_files hold more than the {} MiB a row may carry (every pass reads the row; larger files belong in template_path)",
+                MAX_ROW_CONFIG_BYTES / (1024 * 1024)
             )));
         }
         files.insert(path.clone(), Secret::new(strip_crlf(path, content)));

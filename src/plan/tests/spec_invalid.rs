@@ -190,13 +190,16 @@ fn a_config_file_that_is_also_a_directory_is_invalid() {
 }
 
 #[test]
-fn config_files_over_64_mib_are_invalid_before_anything_is_made() {
-    let big = "y".repeat(33 * 1024 * 1024);
+fn config_files_over_4_mib_in_a_row_are_invalid_before_anything_is_made() {
+    let big = "y".repeat(2 * 1024 * 1024 + 1);
     rejects(
         row(1).with_config_files(json!({"config.yaml": "x", "a": big, "b": big})),
         Reason::InvalidSpec,
-        "more than the 64 MiB limit",
+        "more than the 4 MiB a row may carry",
     );
+    let fits = "y".repeat(2 * 1024 * 1024 - 1);
+    let row = row(1).with_config_files(json!({"config.yaml": "x", "a": fits, "b": fits}));
+    assert!(spec(&row, &Catalogue::seeded(), &Settings::test()).is_ok());
 }
 
 #[test]
