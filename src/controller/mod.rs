@@ -17,6 +17,7 @@ mod rollout;
 mod round;
 mod state;
 mod tasks;
+mod trail;
 mod waves;
 mod work;
 

@@ -32,7 +32,7 @@ impl Controller {
         if !state.backlog.is_empty() {
             state.backlog.flush(&self.pool, &lease).await;
         }
-        if !state.guard_read && !self.read_guard_latch(state).await {
+        if !state.trail_read && !self.read_trail(state).await {
             return;
         }
         // A pass parked behind another's build of the same runtime does

@@ -47,7 +47,7 @@ pub(super) struct State {
     /// tripped under, and whether the trail's latch was read at start.
     pub(super) guard_held: BTreeSet<WorkspaceId>,
     pub(super) guard_held_limit: Option<usize>,
-    pub(super) guard_read: bool,
+    pub(super) trail_read: bool,
     /// Events the database did not take when their pass ended.
     pub(super) backlog: super::backlog::Backlog,
     /// A refresh asked for while this instance did not hold the lease:
@@ -84,7 +84,7 @@ impl State {
             self.guard_held.clear();
             self.guard_held_limit = None;
             self.guard_said = None;
-            self.guard_read = false;
+            self.trail_read = false;
         }
         self.led = Some(epoch);
     }

@@ -91,21 +91,21 @@ fn memory_is_dropped_when_another_instance_held_the_host_since() {
         };
         state.memory.insert(ws, memory);
         state.noted.insert(ws, vec!["a note".into()]);
-        state.guard_read = true;
+        state.trail_read = true;
         state.guard_held.insert(ws);
     };
     state.take_lease(3);
     remember(&mut state);
     state.take_lease(3);
     assert!(
-        state.memory.contains_key(&ws) && state.guard_read,
+        state.memory.contains_key(&ws) && state.trail_read,
         "the same lease again (a session back without anyone between) keeps it all"
     );
     state.take_lease(5);
     assert!(state.memory.is_empty(), "an old replace deadline survived");
     assert!(state.noted.is_empty() && state.guard_held.is_empty());
     assert!(
-        !state.guard_read,
+        !state.trail_read,
         "the guard's latch is read from the trail again"
     );
     assert_eq!(state.led, Some(5));

@@ -331,7 +331,7 @@ async fn steps(
     }
     if done.failure.is_none()
         && let (Some(row), Some(update)) = (&row, &done.plan.status)
-        && let Some(event) = trouble_event(row, update)
+        && let Some(event) = trouble_event(row, update, &done.plan.memory)
     {
         events.push(event);
     }
@@ -370,7 +370,11 @@ async fn steps(
 /// converging and why, which `last_error` (only the latest) cannot. A row
 /// already showing that trouble gets none, so a standing failure is on the
 /// trail once, not at every pass.
-fn trouble_event(row: &WorkspaceRow, update: &StatusUpdate) -> Option<Event> {
+fn trouble_event(
+    row: &WorkspaceRow,
+    update: &StatusUpdate,
+    memory: &crate::plan::Memory,
+) -> Option<Event> {
     let undone = update.reason == Some(Reason::RolledBack);
     if !matches!(update.status, Status::Failed | Status::Degraded) && !undone {
         return None;
@@ -401,6 +405,15 @@ fn trouble_event(row: &WorkspaceRow, update: &StatusUpdate) -> Option<Event> {
     }
     if let Some(error) = &update.detail {
         detail["error"] = error.clone().into();
+    }
+    // The spec undone, so that a restarted berth (or another instance)
+    // does not try it again before the row changes (see
+    // `desired::rolled_back`).
+    if undone && let Some(hash) = &memory.rolled_back_hash {
+        detail["rolled_back"] = serde_json::json!({
+            "hash": hash,
+            "why": memory.rolled_back_why,
+        });
     }
     Some(Event {
         workspace: row.id,

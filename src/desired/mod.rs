@@ -24,5 +24,5 @@ pub use session::{
 };
 pub use write::{
     Event, StatusWrite, Written, guard_latch, halt_pin, mark_stable, prune_events, record_events,
-    record_late_events, write_rollout, write_status,
+    record_late_events, rolled_back, write_rollout, write_status,
 };

@@ -300,6 +300,32 @@ pub async fn mark_stable(
 /// `host`: the workspaces whose latest guard note holds a removal back,
 /// and the largest limit those notes tripped under. A guard that let go
 /// wrote a release note, which ends its hold.
+/// The rows of `host` that show `online/rolled_back`, with the spec hash
+/// whose replace was undone and why, from the latest `status` event that
+/// recorded the rollback: a berth started (or taking the host over) does
+/// not try that spec again before the row changes.
+pub async fn rolled_back(
+    pool: &PgPool,
+    host: &str,
+) -> Result<Vec<(WorkspaceId, String, Option<String>)>, sqlx::Error> {
+    let rows: Vec<(uuid::Uuid, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why'
+           FROM workspaces w
+           JOIN LATERAL (SELECT detail FROM workspace_events
+                          WHERE workspace_id = w.id AND action = 'status'
+                          ORDER BY id DESC LIMIT 1) e ON true
+          WHERE w.host = $1 AND w.status_reason = 'rolled_back'
+            AND e.detail ? 'rolled_back'",
+    )
+    .bind(host)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, hash, why)| Some((WorkspaceId(id), hash?, why)))
+        .collect())
+}
+
 pub async fn guard_latch(
     pool: &PgPool,
     host: &str,

@@ -203,6 +203,27 @@ async fn a_replace_onto_an_image_that_never_becomes_ready_rolls_back() {
         let cause = cause.unwrap_or_default();
         assert!(cause.contains("not ready by"), "{cause}");
     }
+
+    // A berth started anew takes the rollback up from the trail: the
+    // undone change is not tried again (which would stop the serving
+    // container once more) before the row changes.
+    w.berth.take().unwrap().kill().await;
+    let stops = w.count_events(id, "stop").await;
+    w.start(&[("BERTH_PROVISION_TIMEOUT", "8s")]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(w.count_events(id, "stop").await, stops, "tried again");
+    assert_eq!(w.container(id).await.unwrap().id, serving);
+    let row = w
+        .wait_row(id, 10, "still rolled back", |r| {
+            r.is("online", Some("rolled_back"))
+        })
+        .await;
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not ready by")),
+        "{row:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,42 @@
+//! What a berth takes up from the trail when it starts, or takes the host
+//! back after another instance held it: the delete guard's latch (see
+//! `guard`) and the rollbacks the rows still show, so that neither a
+//! withheld removal nor an undone change is tried again before its time.
+
+use super::{Controller, State};
+use crate::desired;
+
+impl Controller {
+    /// Reads the trail into `state`. False when the database did not
+    /// answer: no round runs until it is read.
+    pub(super) async fn read_trail(&self, state: &mut State) -> bool {
+        if !self.read_guard_latch(state).await {
+            return false;
+        }
+        match desired::rolled_back(&self.pool, &self.settings.host_id).await {
+            Ok(rows) => {
+                let mut taken = 0;
+                for (id, hash, why) in rows {
+                    let memory = state.memory.entry(id).or_default();
+                    if memory.rolled_back_hash.is_none() {
+                        memory.rolled_back_hash = Some(hash);
+                        memory.rolled_back_why = why;
+                        taken += 1;
+                    }
+                }
+                if taken > 0 {
+                    tracing::info!(
+                        workspaces = taken,
+                        "rows show changes undone earlier: not tried again until the row changes"
+                    );
+                }
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the rollbacks on the trail failed; no round until it is read");
+                state.trail_read = false;
+                false
+            }
+        }
+    }
+}
