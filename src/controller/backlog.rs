@@ -1,9 +1,10 @@
 //! Events of steps that were carried out while the database could not
 //! take them (it went away mid-pass): kept, with the time each step ended,
 //! and written once the database answers. Those of the lease this instance
-//! holds are written fenced, as any event; those of a lease it lost since
-//! are history of steps really taken: written unfenced, marked late, under
-//! the epoch they were taken in, off the loop.
+//! holds are written fenced, as any event (a lease that comes back within
+//! [`HOLD`] after an outage is the same lease); those of a lease it lost
+//! since are history of steps really taken: written unfenced, marked late,
+//! under the epoch they were taken in, off the loop.
 
 use sqlx::PgPool;
 
@@ -15,17 +16,23 @@ const MOST: usize = 10_000;
 /// database that does not take them.
 const LATE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 const LATE_TRIES: u32 = 720;
+/// How long events wait, while this instance holds no lease, for their
+/// own lease to come back (a database outage shorter than the lease's
+/// lapse gives the same lease back): then they are recorded as any event.
+/// After it they are recorded late.
+pub(super) const HOLD: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
-    /// By the lease the pass held, oldest first.
-    events: Vec<(Lease, Event)>,
+    /// By the lease the pass held, with when each was kept, oldest first.
+    events: Vec<(Lease, Event, tokio::time::Instant)>,
 }
 
 impl Backlog {
     pub(super) fn keep(&mut self, lease: &Lease, events: Vec<Event>) {
+        let now = tokio::time::Instant::now();
         self.events
-            .extend(events.into_iter().map(|e| (lease.clone(), e)));
+            .extend(events.into_iter().map(|e| (lease.clone(), e, now)));
         if self.events.len() > MOST {
             let dropped = self.events.len() - MOST;
             self.events.drain(..dropped);
@@ -41,14 +48,20 @@ impl Backlog {
     }
 
     /// Hands the events of leases other than `holding` (the one this
-    /// instance holds now, if any) to a task that records them late.
-    pub(super) fn send_lost(&mut self, pool: &PgPool, holding: Option<&Lease>) {
+    /// instance holds now, if any) kept longer than `hold` to a task that
+    /// records them late.
+    pub(super) fn send_lost(
+        &mut self,
+        pool: &PgPool,
+        holding: Option<&Lease>,
+        hold: std::time::Duration,
+    ) {
         let (mine, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
             .into_iter()
-            .partition(|(l, _)| Some(l) == holding);
+            .partition(|(l, _, kept)| Some(l) == holding || kept.elapsed() < hold);
         self.events = mine;
         let mut by_lease: Vec<(Lease, Vec<Event>)> = Vec::new();
-        for (lease, event) in lost {
+        for (lease, event, _) in lost {
             match by_lease.iter_mut().find(|(l, _)| *l == lease) {
                 Some((_, events)) => events.push(event),
                 None => by_lease.push((lease, vec![event])),
@@ -88,10 +101,10 @@ impl Backlog {
         if self.events.is_empty() {
             return;
         }
-        self.send_lost(pool, Some(lease));
+        self.send_lost(pool, Some(lease), std::time::Duration::ZERO);
         let events: Vec<Event> = std::mem::take(&mut self.events)
             .into_iter()
-            .map(|(_, e)| e)
+            .map(|(_, e, _)| e)
             .collect();
         if events.is_empty() {
             return;

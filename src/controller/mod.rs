@@ -111,7 +111,7 @@ impl Controller {
             self.set_gauges(&state);
             let leading = inputs.lease.borrow().is_some();
             if !leading && !state.backlog.is_empty() {
-                state.backlog.send_lost(&self.pool, None);
+                state.backlog.send_lost(&self.pool, None, backlog::HOLD);
             }
             let depth = if leading { queue.depth() } else { 0 };
             self.metrics.workqueue_depth.set(depth as i64);
