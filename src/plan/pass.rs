@@ -109,7 +109,7 @@ impl<'s> PassIndex<'s> {
         let mut ix = PassIndex {
             snapshot: s,
             settings,
-            by_id12: claims(&rows),
+            by_id12: claims(&rows, &s.containers, &settings.host_id),
             t4_holder: rows
                 .iter()
                 .filter(|r| Tier::from_row(r.tier) == Tier::T4)
@@ -281,14 +281,29 @@ pub fn plan_key(s: &Snapshot, settings: &Settings, id: WorkspaceId, now: DateTim
     plan(&PassIndex::new(s, settings).facts(id), now)
 }
 
-/// Rows by the 12 characters their names share, oldest first.
-fn claims<'a>(rows: &[&'a WorkspaceRow]) -> BTreeMap<String, Vec<&'a WorkspaceRow>> {
+/// Rows by the 12 characters their names share, the one that holds the
+/// names first: the row whose own container (by label) bears them, else
+/// the oldest. A row inserted later (with an earlier `created_at`, say)
+/// never takes the names from the workspace running under them.
+fn claims<'a>(
+    rows: &[&'a WorkspaceRow],
+    containers: &[ObservedContainer],
+    host: &str,
+) -> BTreeMap<String, Vec<&'a WorkspaceRow>> {
     let mut by: BTreeMap<String, Vec<&WorkspaceRow>> = BTreeMap::new();
     for r in rows {
         by.entry(r.id.id12()).or_default().push(r);
     }
-    for list in by.values_mut() {
-        list.sort_by_key(|r| (r.created_at, r.id));
+    let shared = |list: &Vec<&WorkspaceRow>| list.len() > 1;
+    for list in by.values_mut().filter(|l| shared(l)) {
+        let holds = |r: &WorkspaceRow| {
+            containers.iter().any(|c| {
+                c.owned_by(host)
+                    && c.workspace() == Some(r.id)
+                    && (c.name == r.id.container_name() || c.name == r.id.prev_container_name())
+            })
+        };
+        list.sort_by_key(|r| (!holds(r), r.created_at, r.id));
     }
     by
 }

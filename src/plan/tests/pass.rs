@@ -85,6 +85,28 @@ fn the_older_of_two_rows_with_colliding_names_keeps_the_name() {
 }
 
 #[test]
+fn a_twin_row_made_later_but_backdated_does_not_take_the_names_from_the_running_one() {
+    let s = Settings::test();
+    let mut running = younger_twin();
+    let container = container_for(&built(&running, &s), "c1");
+    let mut backdated = row(1);
+    backdated.created_at = t0() - mins(60 * 24 * 365);
+    running.status = Some(crate::model::Status::Online);
+    let pass = plan_pass(
+        &snapshot(vec![backdated.clone(), running.clone()], vec![container]),
+        &s,
+        t0(),
+    );
+    assert_ne!(
+        reason_of(&pass, running.id),
+        Some(Reason::NameConflict),
+        "the workspace under the names lost them"
+    );
+    assert!(plan_of(&pass, running.id).actions.is_empty());
+    assert_eq!(reason_of(&pass, backdated.id), Some(Reason::NameConflict));
+}
+
+#[test]
 fn a_legacy_container_whose_name_two_rows_share_is_neither_rows() {
     let s = Settings::test();
     let older = row(1);
