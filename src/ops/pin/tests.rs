@@ -1,0 +1,47 @@
+use super::{PinChange, Touched};
+
+fn touched(name: &str, replaced: bool) -> Touched {
+    Touched {
+        id: uuid::Uuid::new_v4(),
+        name: name.into(),
+        host: "h\t1".into(),
+        ring: "stable".into(),
+        desired_state: "running".into(),
+        paused: false,
+        status: Some("online".into()),
+        status_reason: None,
+        runtime_image_digest: None,
+        replaced,
+        not_replaced: (!replaced).then(|| "no container yet".into()),
+    }
+}
+
+#[test]
+fn row_text_cannot_break_the_preview_tables() {
+    let change = PinChange {
+        kind: "pin",
+        runtime: "agent".into(),
+        ring: "stable".into(),
+        from: None,
+        to: format!("sha256:{}", "a".repeat(64)),
+        note: None,
+        by: None,
+        history_id: None,
+        stable_at: None,
+        touched: vec![
+            touched("one\nws-fake  w  h1", true),
+            touched("\x1b[2Jtwo", false),
+        ],
+        local_build_note: None,
+        applied: false,
+    };
+    let out = change.render();
+    assert!(!out.contains(['\x1b', '\t']), "{out:?}");
+    // The header line, then per group its line, table header and row.
+    assert_eq!(out.lines().count(), 7, "{out}");
+    assert!(out.contains(r#""one\nws-fake  w  h1""#), "{out}");
+    assert!(out.contains(r#""\u{1b}[2Jtwo""#), "{out}");
+    assert!(out.contains(r#""h\t1""#), "{out}");
+    let json = serde_json::to_value(&change).unwrap();
+    assert_eq!(json["touched"][1]["name"], "\x1b[2Jtwo");
+}

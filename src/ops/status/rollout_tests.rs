@@ -1,0 +1,171 @@
+use super::{HostLease, StatusView, render_hosts, rollout_cell};
+
+fn row(host: &str) -> StatusView {
+    StatusView {
+        id: uuid::Uuid::nil(),
+        name: "w".into(),
+        host: host.into(),
+        runtime: "agent".into(),
+        ring: "stable".into(),
+        desired_state: "running".into(),
+        paused: false,
+        status: Some("provisioning".into()),
+        status_reason: Some("pulling".into()),
+        last_error: None,
+        runtime_image_digest: None,
+        wanted_digest: None,
+        image: None,
+        container_id: None,
+        url: None,
+        generation: 1,
+        observed_generation: Some(1),
+        status_changed_at: None,
+        restart_count: 0,
+        rollout: None,
+    }
+}
+
+#[test]
+fn each_host_says_whether_a_berth_holds_it() {
+    let rows = [row("a"), row("b"), row("b"), row("c"), row("d"), row("e")];
+    let leases = [
+        HostLease {
+            host: "a".into(),
+            holder: "vm1:42".into(),
+            renewed_secs_ago: Some(2.0),
+            ttl_secs: None,
+        },
+        HostLease {
+            host: "b".into(),
+            holder: "vm2:7".into(),
+            renewed_secs_ago: Some(300.0),
+            ttl_secs: None,
+        },
+        // Its holder runs with a 10-minute term: 5 minutes is no lapse.
+        HostLease {
+            host: "e".into(),
+            holder: "vm4:9".into(),
+            renewed_secs_ago: Some(300.0),
+            ttl_secs: Some(600.0),
+        },
+        HostLease {
+            host: "d".into(),
+            holder: "vm3:1".into(),
+            renewed_secs_ago: None,
+            ttl_secs: Some(15.0),
+        },
+    ];
+    let out = render_hosts(&rows, &leases, std::time::Duration::from_secs(15));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with("host a: held by berth vm1:42"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("host b: NO berth holds it")
+            && lines[1].contains("300s ago, past its 15s term"),
+        "{out}"
+    );
+    assert!(lines[4].starts_with("host e: held by berth vm4:9"), "{out}");
+    assert!(
+        lines[2].starts_with("host c: NO berth has ever held it"),
+        "{out}"
+    );
+    assert!(lines[3].contains("vm3:1 stopped and released it"), "{out}");
+}
+
+#[test]
+fn row_text_cannot_break_the_table_or_paint_the_terminal() {
+    let raw = "evil\n\x1b[2Jfake\tline";
+    let mut r = row("h\x1b[31m1");
+    r.name = raw.into();
+    r.last_error = Some("pull failed\r\x1b[32mall good".into());
+    let out = super::render_status(std::slice::from_ref(&r), chrono::Utc::now());
+    assert!(!out.contains(['\x1b', '\t', '\r']), "{out:?}");
+    // The header, one row, the footer.
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.contains(r#""evil\n\u{1b}[2Jfake\tline""#), "{out}");
+    assert!(out.contains(r#""h\u{1b}[31m1""#), "{out}");
+    assert!(
+        out.contains(r#""pull failed\r\u{1b}[32mall good""#),
+        "{out}"
+    );
+    let hosts = render_hosts(&[r.clone()], &[], std::time::Duration::from_secs(15));
+    assert!(!hosts.contains('\x1b'), "{hosts:?}");
+    // JSON keeps the raw value.
+    assert_eq!(serde_json::to_value(&r).unwrap()["name"], raw);
+}
+
+fn digest(c: char) -> Option<String> {
+    Some(format!("sha256:{}", c.to_string().repeat(64)))
+}
+
+#[test]
+fn pending_is_a_change_not_observed_or_an_image_not_yet_the_wanted_one() {
+    let converged = row("h");
+    // GEN behind.
+    let mut behind = row("h");
+    behind.generation = 2;
+    // The controller never observes a paused row's change.
+    let mut paused = behind.clone();
+    paused.paused = true;
+    paused.desired_state = "running".into();
+    // A pin rollout: the pin wants b, the container runs a.
+    let mut rolling = row("h");
+    rolling.runtime_image_digest = digest('a');
+    rolling.wanted_digest = digest('b');
+    let mut waiting = row("h");
+    waiting.rollout = Some(serde_json::json!({"state": "waiting", "wave": 1}));
+    let mut halted = row("h");
+    halted.rollout = Some(serde_json::json!({"state": "halted", "failed": 1}));
+    // Not comparable, or not to be replaced: a local build (no
+    // digest), the row's own image, a stopped row.
+    let mut built = row("h");
+    built.wanted_digest = digest('b');
+    let mut own = rolling.clone();
+    own.image = Some("registry.test/own:1".into());
+    let mut stopped = rolling.clone();
+    stopped.desired_state = "stopped".into();
+    let mut paused_rolling = rolling.clone();
+    paused_rolling.paused = true;
+
+    for (what, r, pending) in [
+        ("converged", &converged, false),
+        ("behind", &behind, true),
+        ("paused", &paused, false),
+        ("rolling", &rolling, true),
+        ("waiting", &waiting, true),
+        ("halted", &halted, false),
+        ("built", &built, false),
+        ("own image", &own, false),
+        ("stopped", &stopped, false),
+        ("paused, rolling", &paused_rolling, false),
+    ] {
+        assert_eq!(r.pending(), pending, "{what}");
+    }
+
+    let rows = [converged, behind, paused, rolling];
+    let out = super::render_status(&rows, chrono::Utc::now());
+    assert!(
+        out.contains("4 workspace(s); 2 not yet converged")
+            && out.contains("; 1 paused (berth does not act on them)"),
+        "{out}"
+    );
+    let marked: Vec<bool> = out
+        .lines()
+        .skip(1)
+        .take(4)
+        .map(|l| l.contains(" * ") || l.ends_with(" *"))
+        .collect();
+    assert_eq!(marked, [false, true, false, true], "{out}");
+}
+
+#[test]
+fn a_rollout_reads_as_state_wave_and_progress() {
+    assert_eq!(rollout_cell(None), "-");
+    let r = serde_json::json!({"state": "replacing", "wave": 1, "done": 3, "failed": 0});
+    assert_eq!(rollout_cell(Some(&r)), "replacing w1 (3 done)");
+    let r = serde_json::json!({"state": "halted", "wave": 0, "done": 0, "failed": 1});
+    assert_eq!(rollout_cell(Some(&r)), "halted (1 failed)");
+}
