@@ -130,32 +130,8 @@ pub async fn record_events(
     lease: &Lease,
     events: &[Event],
 ) -> Result<Written, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(Written::Yes);
-    }
-    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.workspace.0).collect();
-    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
-    let details: Vec<serde_json::Value> = events.iter().map(|e| e.detail.clone()).collect();
-    let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
-    let result = sqlx::query(
-        "INSERT INTO workspace_events (workspace_id, action, reason, detail, at, host, instance, epoch)
-         SELECT e.id, e.action, e.reason, e.detail, e.at, l.host, l.holder, l.epoch
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $8::timestamptz[])
-                AS e(id, action, reason, detail, at)
-           JOIN host_leases l ON l.host = $5 AND l.holder = $6 AND l.epoch = $7",
-    )
-    .bind(&ids)
-    .bind(&actions)
-    .bind(&reasons)
-    .bind(&details)
-    .bind(&lease.host)
-    .bind(&lease.holder)
-    .bind(lease.epoch)
-    .bind(&ats)
-    .execute(pool)
-    .await?;
-    Ok(if result.rows_affected() as usize == events.len() {
+    let inserted = insert_events(pool, lease, events, Fence::Held).await?;
+    Ok(if inserted as usize == events.len() {
         Written::Yes
     } else {
         Written::Refused
@@ -171,8 +147,27 @@ pub async fn record_late_events(
     lease: &Lease,
     events: &[Event],
 ) -> Result<(), sqlx::Error> {
+    insert_events(pool, lease, events, Fence::Late).await?;
+    Ok(())
+}
+
+/// Whether an insert of events needs the lease to hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fence {
+    Held,
+    Late,
+}
+
+/// Inserts `events` under `lease` (host, instance, epoch); returns how
+/// many went in (none when a held lease no longer holds).
+async fn insert_events(
+    pool: &PgPool,
+    lease: &Lease,
+    events: &[Event],
+    fence: Fence,
+) -> Result<u64, sqlx::Error> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.workspace.0).collect();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
@@ -181,30 +176,42 @@ pub async fn record_late_events(
         .iter()
         .map(|e| {
             let mut detail = e.detail.clone();
-            if let Some(map) = detail.as_object_mut() {
+            if fence == Fence::Late
+                && let Some(map) = detail.as_object_mut()
+            {
                 map.insert("recorded_late".into(), serde_json::Value::Bool(true));
             }
             detail
         })
         .collect();
     let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
-    sqlx::query(
-        "INSERT INTO workspace_events (workspace_id, action, reason, detail, at, host, instance, epoch)
-         SELECT e.id, e.action, e.reason, e.detail, e.at, $5, $6, $7
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $8::timestamptz[])
-                AS e(id, action, reason, detail, at)",
-    )
-    .bind(&ids)
-    .bind(&actions)
-    .bind(&reasons)
-    .bind(&details)
-    .bind(&lease.host)
-    .bind(&lease.holder)
-    .bind(lease.epoch)
-    .bind(&ats)
-    .execute(pool)
-    .await?;
-    Ok(())
+    let sql = match fence {
+        Fence::Held => {
+            "INSERT INTO workspace_events (workspace_id, action, reason, detail, at, host, instance, epoch)
+             SELECT e.id, e.action, e.reason, e.detail, e.at, l.host, l.holder, l.epoch
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $8::timestamptz[])
+                    AS e(id, action, reason, detail, at)
+               JOIN host_leases l ON l.host = $5 AND l.holder = $6 AND l.epoch = $7"
+        }
+        Fence::Late => {
+            "INSERT INTO workspace_events (workspace_id, action, reason, detail, at, host, instance, epoch)
+             SELECT e.id, e.action, e.reason, e.detail, e.at, $5, $6, $7
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $8::timestamptz[])
+                    AS e(id, action, reason, detail, at)"
+        }
+    };
+    let result = sqlx::query(sql)
+        .bind(&ids)
+        .bind(&actions)
+        .bind(&reasons)
+        .bind(&details)
+        .bind(&lease.host)
+        .bind(&lease.holder)
+        .bind(lease.epoch)
+        .bind(&ats)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
 }
 
 /// Deletes events older than `retention`; returns how many went.

@@ -66,19 +66,8 @@ async fn a_step_taken_as_the_database_goes_away_is_on_the_trail_once_it_is_back(
     let id = w.insert(json!({"AGENT_IGNORE_TERM": "1"})).await;
     w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
         .await;
-    w.exec(
-        r#"UPDATE workspaces SET env = '{"AGENT_IGNORE_TERM": "1", "V": "2"}' WHERE id = $1"#,
-        id,
-    )
-    .await;
     // The steps before the stop are on record as the stop begins.
-    w.poll(
-        30,
-        "the replace's preflight recorded",
-        Duration::from_millis(100),
-        || async { (w.count_events(id, "preflight").await > 0).then_some(()) },
-    )
-    .await;
+    begin_replace(&w, id).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cut = chrono::Utc::now();
     proxy.down();
@@ -128,18 +117,7 @@ async fn a_step_taken_under_a_lease_lost_meanwhile_is_on_the_trail_marked_late()
     env.push(("BERTH_STOP_TIMEOUT".into(), "8s".into()));
     let _standby = crate::harness::process::Berth::start(&env);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    w.exec(
-        r#"UPDATE workspaces SET env = '{"AGENT_IGNORE_TERM": "1", "V": "2"}' WHERE id = $1"#,
-        id,
-    )
-    .await;
-    w.poll(
-        30,
-        "the replace's preflight recorded",
-        Duration::from_millis(100),
-        || async { (w.count_events(id, "preflight").await > 0).then_some(()) },
-    )
-    .await;
+    begin_replace(&w, id).await;
     // The first instance's stop (SIGKILL at 8 s) ends after its lease
     // (3 s) lapsed and the second one took the host.
     proxy.down();
@@ -202,6 +180,24 @@ async fn half_open_database_connections_cost_seconds_not_the_acquire_timeout_eac
         took < Duration::from_secs(25),
         "a new row waited {took:?} behind half-open connections"
     );
+}
+
+/// Changes the row of an agent that ignores SIGTERM and waits until its
+/// replace's preflight is on record: the stop that follows takes the whole
+/// stop timeout.
+async fn begin_replace(w: &World, id: berth::model::WorkspaceId) {
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"AGENT_IGNORE_TERM": "1", "V": "2"}' WHERE id = $1"#,
+        id,
+    )
+    .await;
+    w.poll(
+        30,
+        "the replace's preflight recorded",
+        Duration::from_millis(100),
+        || async { (w.count_events(id, "preflight").await > 0).then_some(()) },
+    )
+    .await;
 }
 
 fn url_addr(url: &str) -> String {
