@@ -106,7 +106,18 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
             let target = Target::Id(c.id.clone());
             p.push(Op::RemoveContainer { target }, Why::Removed);
         }
-        if mine.conflicts.is_empty() {
+        let hold_until = row.desired_changed_at + REMOVED_HOLD;
+        if mine.conflicts.is_empty() && now < hold_until && !mine.volumes.is_empty() {
+            // The data goes only once `removed` has held: a row set to
+            // removed and back at once (a script's mistake, a flapping
+            // edit) loses its container, never its volumes.
+            let detail = format!(
+                "removed: the volumes go at {} unless the row changes",
+                hold_until.format("%H:%M:%S UTC")
+            );
+            p.status = Some(StatusUpdate::with_detail(Status::Stopped, detail));
+            p.requeue(since(now, hold_until));
+        } else if mine.conflicts.is_empty() {
             for v in &mine.volumes {
                 p.push(
                     Op::RemoveVolume {
@@ -180,6 +191,9 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
 }
 
 /// Up, or coming up: what `stopped` stops.
+/// How long a row must say `removed` before its volumes go.
+pub const REMOVED_HOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 fn is_up(c: &ObservedContainer) -> bool {
     matches!(
         c.state,

@@ -93,7 +93,23 @@ fn a_removed_row_loses_its_container_then_its_volumes() {
         volume(wid(1), &wid(1).configs_volume(), "default"),
         volume(wid(1), &wid(1).workspace_volume(), "default"),
     ];
-    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    // At once the container goes; the volumes only once `removed` held.
+    let at_once = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert_eq!(ops(&at_once), ["remove_container"]);
+    assert_eq!(status(&at_once), Some((Status::Stopped, None)));
+    assert!(
+        detail(&at_once).contains("the volumes go at"),
+        "{}",
+        detail(&at_once)
+    );
+    assert_eq!(
+        at_once.requeue_after,
+        Some(crate::plan::rules::REMOVED_HOLD.to_std().unwrap())
+    );
+    let p = plan_at(
+        &facts_for(&s, &r, &cs, &vs),
+        t0() + crate::plan::rules::REMOVED_HOLD,
+    );
     assert_eq!(
         ops(&p),
         ["remove_container", "remove_volume", "remove_volume"]

@@ -313,7 +313,7 @@ fn the_go_provisioners_unlabelled_workspace_volume_is_adopted_not_a_conflict() {
             &cs,
             &vs,
         ),
-        t0(),
+        t0() + crate::plan::rules::REMOVED_HOLD,
     );
     assert_eq!(ops(&removed), ["remove_container", "remove_volume"]);
     let mut stranger = vs[0].clone();

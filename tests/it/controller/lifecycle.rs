@@ -709,3 +709,36 @@ fn is_ok(answer: &str) -> bool {
         .next()
         .is_some_and(|status| status.split(' ').nth(1) == Some("200"))
 }
+
+#[tokio::test]
+async fn a_row_set_to_removed_and_back_at_once_keeps_its_volumes_and_data() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    w.sh(id, "echo precious > /workspace/keep").await;
+    w.exec(
+        "UPDATE workspaces SET desired_state = 'removed' WHERE id = $1",
+        id,
+    )
+    .await;
+    w.wait_container(id, 30, "container removed", |c| c.is_none())
+        .await;
+    let row = w
+        .wait_row(id, 10, "volumes held", |r| r.is("stopped", None))
+        .await;
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("the volumes go at")),
+        "{row:?}"
+    );
+    w.exec(
+        "UPDATE workspaces SET desired_state = 'running' WHERE id = $1",
+        id,
+    )
+    .await;
+    w.wait_row(id, 60, "online again", |r| r.is("online", None))
+        .await;
+    assert_eq!(w.sh(id, "cat /workspace/keep").await.trim(), "precious");
+}
