@@ -214,19 +214,23 @@ impl Controller {
             // Notes made on an incomplete picture (the waits of a berth
             // just started) are passing: they go on record only once both
             // snapshots are complete and the notes still hold.
-            let new_notes = if !(observed_complete && state.desired_complete) {
-                &[][..]
+            // Of a changed set, only the notes the last one lacked are new.
+            let new_notes: Vec<&String> = if !(observed_complete && state.desired_complete) {
+                Vec::new()
             } else if plan.notes.is_empty() {
                 state.noted.remove(&id);
-                &[][..]
+                Vec::new()
             } else if state.noted.get(&id) == Some(&plan.notes) {
-                &[][..]
+                Vec::new()
             } else {
-                state.noted.insert(id, plan.notes.clone());
-                plan.notes.as_slice()
+                let before = state
+                    .noted
+                    .insert(id, plan.notes.clone())
+                    .unwrap_or_default();
+                plan.notes.iter().filter(|n| !before.contains(n)).collect()
             };
             let note_events: Vec<Event> = new_notes
-                .iter()
+                .into_iter()
                 .map(|note| Event {
                     workspace: id,
                     action: "note".into(),

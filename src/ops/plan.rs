@@ -138,7 +138,7 @@ impl HostPlan {
                      each is an orphan to a berth running as this host",
                     self.host_containers, self.host
                 );
-                if self.workspaces.is_empty() {
+                if self.pending() == 0 {
                     out.push_str(
                         "nothing to do now (an orphan is removed once older than BERTH_ORPHAN_GRACE)\n",
                     );

@@ -228,6 +228,12 @@ fn orphan(f: &Facts, mine: &Mine, now: DateTime<Utc>, p: &mut Plan) {
             p.push(Op::RemoveContainer { target }, Why::Orphan { for_: age });
         }
     } else {
+        // Said without the time left, so the note (and its event) is one
+        // for the whole grace.
+        p.notes.push(format!(
+            "no row: its container goes once seen without one for {} (BERTH_ORPHAN_GRACE) and twice",
+            super::action::short_duration(f.settings.orphan_grace)
+        ));
         p.requeue(f.settings.orphan_grace.saturating_sub(age));
     }
 }

@@ -190,6 +190,10 @@ fn a_host_without_rows_is_not_said_to_be_in_line_and_its_own_containers_are_coun
         "{t}"
     );
     assert!(t.contains("nothing to do now"), "{t}");
+    assert!(
+        t.contains("its container goes once seen without one for"),
+        "the plan says when the orphan goes: {t}"
+    );
 
     // An old one: its removal is listed, and no "nothing to do".
     let old = without_rows(vec![owned(id(9), &host, TimeDelta::hours(3))], &settings);
