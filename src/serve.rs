@@ -66,6 +66,8 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
             return Exit::Failure;
         }
     };
+    // The address bound, which tells the port when asked for port 0.
+    let listen = listener.local_addr().unwrap_or(config.listen);
     if http::is_public(&config.listen) {
         tracing::warn!(listen = %config.listen, "the admin listener is reachable beyond this machine; /metrics shows this host's workspace counts");
     }
@@ -115,7 +117,7 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
         metrics,
         readiness: readiness.clone(),
     };
-    tracing::info!(host = %config.host_id, instance = %holder, listen = %config.listen, "berth running");
+    tracing::info!(host = %config.host_id, instance = %holder, %listen, "berth running");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = tokio::spawn(watchdog(readiness));
 

@@ -31,7 +31,34 @@ pub enum DockerError {
     Other { message: String },
 }
 
+/// An error with the causes under it (`client error (Connect): No such
+/// file or directory (os error 2)`): the top line alone names neither.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 impl DockerError {
+    /// The error with the engine endpoint it was met at, for a transport
+    /// error (where the endpoint is what an operator checks first).
+    pub fn at(self, endpoint: &str) -> Self {
+        match self {
+            DockerError::Transport { message } => DockerError::Transport {
+                message: format!("{endpoint}: {message}"),
+            },
+            other => other,
+        }
+    }
+
     /// The object is not there (a definite answer, unlike a transient one).
     pub fn is_not_found(&self) -> bool {
         matches!(self, DockerError::NotFound { .. })
@@ -110,7 +137,7 @@ impl From<Error> for DockerError {
             | Error::HyperLegacyError { .. }
             | Error::RequestTimeoutError
             | Error::SocketNotFoundError(_) => DockerError::Transport {
-                message: e.to_string(),
+                message: with_causes(&e),
             },
             other => DockerError::Other {
                 message: other.to_string(),

@@ -18,6 +18,15 @@ pub async fn connect(docker_host: Option<&str>) -> Result<Docker, DockerError> {
         }
         Some(host) => Docker::connect_with_http(host, 120, bollard::API_DEFAULT_VERSION),
     }
-    .map_err(DockerError::from)?;
-    docker.negotiate_version().await.map_err(DockerError::from)
+    .map_err(|e| DockerError::from(e).at(endpoint(docker_host)))?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|e| DockerError::from(e).at(endpoint(docker_host)))
+}
+
+/// The endpoint as an operator names it: `DOCKER_HOST`, else the local
+/// socket bollard's defaults use.
+fn endpoint(docker_host: Option<&str>) -> &str {
+    docker_host.unwrap_or("unix:///var/run/docker.sock")
 }

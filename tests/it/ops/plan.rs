@@ -246,6 +246,10 @@ async fn plan_exits_69_without_an_engine_and_65_without_a_schema() {
     let (code, out, err) = berth(&["plan"], &env).await;
     assert_eq!(code, 69, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("Docker Engine"), "{err}");
+    assert!(
+        err.contains("unix:///nonexistent/docker.sock"),
+        "the error names the endpoint: {err}"
+    );
 
     let empty = crate::harness::TestDb::empty().await;
     let env = vec![("DATABASE_URL".to_string(), empty.url.clone())];
