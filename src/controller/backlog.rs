@@ -117,10 +117,9 @@ impl Backlog {
                 );
             }
             Ok(desired::Written::Refused) => {
-                tracing::warn!(
-                    events = events.len(),
-                    "the lease moved on: events held back are not recorded"
-                );
+                // The lease moved on as they were written: they are
+                // recorded late, as any lost lease's.
+                self.keep(lease, events);
             }
             Err(error) => {
                 tracing::debug!(%error, "the database still does not take the events held back");

@@ -98,17 +98,16 @@ fn phase(op: &Op) -> Phase {
 }
 
 /// Writes `events` (what the pass did since the last write) and clears
-/// them; kept for the next write when the database did not answer.
+/// them; kept when the database did not answer, or refused them because
+/// the lease moved on meanwhile (they are steps really taken: the backlog
+/// records them late).
 async fn record(pool: &PgPool, held: &Lease, events: &mut Vec<Event>, done: &mut Done) {
     if events.is_empty() {
         return;
     }
     match desired::record_events(pool, held, events).await {
         Ok(desired::Written::Yes) => events.clear(),
-        Ok(desired::Written::Refused) => {
-            done.lost_lease = true;
-            events.clear();
-        }
+        Ok(desired::Written::Refused) => done.lost_lease = true,
         Err(e) => done.write_error = Some(format!("events: {e}")),
     }
 }
