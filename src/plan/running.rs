@@ -157,6 +157,22 @@ fn create(
             .map_or(first_phase(spec).0, |fl| fl.phase);
         return timed_out(f, phase, p);
     }
+    // A workspace that had a container, whose volumes are gone too (removed
+    // by hand), gets new empty ones: the trail says so, once.
+    if row.container_id.is_some() {
+        let gone: Vec<&str> = spec
+            .volumes
+            .iter()
+            .map(|v| v.name.as_str())
+            .filter(|name| !mine.volumes.iter().any(|o| o.name == *name))
+            .collect();
+        if !gone.is_empty() {
+            p.notes.push(format!(
+                "volumes gone while the row still had a container: made anew, empty: {}",
+                gone.join(", ")
+            ));
+        }
+    }
     p.push(ensure_image(spec), Why::Missing);
     if let Some((from, to)) = stale_session(f, row, spec, mine) {
         let name = f.id.sessions_volume();

@@ -32,6 +32,31 @@ fn a_missing_container_is_provisioned_in_order() {
 }
 
 #[test]
+fn volumes_gone_with_the_container_are_said_to_be_made_anew_empty() {
+    let s = Settings::test();
+    let mut r = row(1);
+    let first = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    assert!(first.notes.is_empty(), "a first create: {:?}", first.notes);
+
+    r.container_id = Some("gone".into());
+    let vs = [volume(wid(1), &wid(1).configs_volume(), "default")];
+    let p = plan_at(&facts_for(&s, &r, &[], &vs), t0());
+    assert_eq!(ops(&p)[0], "ensure_image");
+    assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+    assert!(p.notes[0].contains("made anew, empty"), "{:?}", p.notes);
+    assert!(p.notes[0].contains(&wid(1).workspace_volume()));
+    assert!(!p.notes[0].contains(&wid(1).configs_volume()));
+
+    // A container removed by hand, its volumes kept: nothing to say.
+    let vs = [
+        volume(wid(1), &wid(1).configs_volume(), "default"),
+        volume(wid(1), &wid(1).workspace_volume(), "default"),
+    ];
+    let kept = plan_at(&facts_for(&s, &r, &[], &vs), t0());
+    assert!(kept.notes.is_empty(), "{:?}", kept.notes);
+}
+
+#[test]
 fn local_build_mode_reports_building() {
     let s = Settings {
         registry_prefix: None,
