@@ -311,7 +311,7 @@ pub fn mask_url(raw: &str) -> String {
 }
 
 /// Masks the value of each `password = …` keyword of a libpq key=value
-/// string, quoted (`'it''s'`, `'a\'b'`) or bare.
+/// string, quoted (`'a\'b'`: libpq escapes with a backslash) or bare.
 fn mask_keyword_password(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;

@@ -39,7 +39,6 @@ impl Controller {
                 }
                 state.guard_held.extend(held);
                 state.guard_held_limit = limit.and_then(|l| usize::try_from(l).ok());
-                state.trail_read = true;
                 true
             }
             Err(error) => {

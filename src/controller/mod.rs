@@ -272,9 +272,10 @@ impl Controller {
         });
     }
 
+    /// Without the lease the row gauges say nothing of this instance's
+    /// (`berth_leader` and `/readyz` follow the lease in
+    /// `follow_leadership`).
     fn on_lease(&self, lease: &Option<Lease>) {
-        self.metrics.leader.set(i64::from(lease.is_some()));
-        self.readiness.set_leader(lease.is_some());
         if lease.is_none() {
             self.count_rows(&State::default());
         }

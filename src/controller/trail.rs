@@ -30,11 +30,11 @@ impl Controller {
                         "rows show changes undone earlier: not tried again until the row changes"
                     );
                 }
+                state.trail_read = true;
                 true
             }
             Err(error) => {
                 tracing::warn!(%error, "reading the rollbacks on the trail failed; no round until it is read");
-                state.trail_read = false;
                 false
             }
         }

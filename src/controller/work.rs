@@ -365,10 +365,10 @@ async fn steps(
 }
 
 /// The event for a row going into trouble (`failed`, `degraded` or
-/// `online/rolled_back`, or a refusal with a new cause): `berth events` tells when the row stopped
-/// converging and why, which `last_error` (only the latest) cannot. A row
-/// already showing that trouble gets none, so a standing failure is on the
-/// trail once, not at every pass.
+/// `online/rolled_back`, or a refusal with a new cause): `berth events`
+/// tells when the row stopped converging and why, which `last_error` (only
+/// the latest) cannot. A row already showing that trouble gets none, so a
+/// standing failure is on the trail once, not at every pass.
 fn trouble_event(
     row: &WorkspaceRow,
     update: &StatusUpdate,

@@ -303,10 +303,6 @@ pub async fn mark_stable(
     Ok(())
 }
 
-/// The delete guard's latch as the trail of the last hour left it on
-/// `host`: the workspaces whose latest guard note holds a removal back,
-/// and the largest limit those notes tripped under. A guard that let go
-/// wrote a release note, which ends its hold.
 /// The rows of `host` that show `online/rolled_back`, with the spec hash
 /// whose replace was undone and why, from the latest `status` event that
 /// recorded the rollback: a berth started (or taking the host over) does
@@ -333,6 +329,10 @@ pub async fn rolled_back(
         .collect())
 }
 
+/// The delete guard's latch as the trail of the last hour left it on
+/// `host`: the workspaces whose latest guard note holds a removal back,
+/// and the largest limit those notes tripped under. A guard that let go
+/// wrote a release note, which ends its hold.
 pub async fn guard_latch(
     pool: &PgPool,
     host: &str,

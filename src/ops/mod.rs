@@ -45,8 +45,6 @@ pub enum OpsError {
     Usage(String),
     #[error(transparent)]
     Schema(#[from] SchemaError),
-    #[error("the database has no berth schema yet: run `berth migrate` (or `berth run`) first")]
-    NoSchema,
     #[error("cannot reach the Docker Engine: {0}")]
     Docker(#[source] DockerError),
     #[error(transparent)]
@@ -65,7 +63,6 @@ impl OpsError {
     pub fn exit(&self) -> Exit {
         match self {
             OpsError::Usage(_) => Exit::Usage,
-            OpsError::NoSchema => Exit::Schema,
             OpsError::Schema(e) => crate::cli::schema_exit(e),
             OpsError::Docker(e) if e.is_transient() => Exit::Unavailable,
             OpsError::Database(e) | OpsError::Read(ReadError::Database(e)) if unreachable(e) => {
@@ -89,15 +86,9 @@ fn unreachable(e: &sqlx::Error) -> bool {
 /// Nothing is migrated and no lease is taken.
 pub async fn connect(config: &Config) -> Result<PgPool, OpsError> {
     let pool = desired::connect(&config.database_url, 2, Duration::from_secs(10)).await?;
-    match desired::check_ready(&pool).await {
-        Ok(_) => Ok(pool),
-        Err(desired::SchemaError::Missing) => {
-            pool.close().await;
-            Err(OpsError::NoSchema)
-        }
-        Err(e) => {
-            pool.close().await;
-            Err(e.into())
-        }
+    if let Err(e) = desired::check_ready(&pool).await {
+        pool.close().await;
+        return Err(e.into());
     }
+    Ok(pool)
 }

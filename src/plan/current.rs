@@ -54,8 +54,6 @@ pub(super) fn fill_created(
     p.requeue(Duration::from_secs(1));
 }
 
-/// Rules 6 and 9 for the container that matches the spec (or serves after
-/// a rolled-back change).
 /// `online/rolled_back` with why the change was undone.
 fn undone(memory: &Memory) -> StatusUpdate {
     let why = memory
@@ -67,6 +65,8 @@ fn undone(memory: &Memory) -> StatusUpdate {
     StatusUpdate::reason(Reason::RolledBack, Some(detail))
 }
 
+/// Rules 6 and 9 for the container that matches the spec (or serves after
+/// a rolled-back change).
 pub(super) fn current(
     f: &Facts,
     row: &WorkspaceRow,

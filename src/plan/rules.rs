@@ -190,10 +190,10 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     p
 }
 
-/// Up, or coming up: what `stopped` stops.
 /// How long a row must say `removed` before its volumes go.
 pub const REMOVED_HOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
+/// Up, or coming up: what `stopped` stops.
 fn is_up(c: &ObservedContainer) -> bool {
     matches!(
         c.state,
