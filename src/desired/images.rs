@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{Lease, Written};
+use super::{Bounded, Lease, Written};
 
 /// How an image came to be on the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,6 +89,7 @@ pub async fn record_image(
     .bind(&image.digest)
     .bind(image.made.as_str())
     .execute(pool)
+    .bounded()
     .await?;
     Ok(Written::from_rows(result.rows_affected()))
 }
@@ -114,6 +115,7 @@ pub async fn mark_images_used(
     .bind(lease.epoch)
     .bind(image_ids)
     .execute(pool)
+    .bounded()
     .await?;
     Ok(result.rows_affected())
 }
@@ -128,6 +130,7 @@ pub async fn host_images(pool: &PgPool, host: &str) -> Result<Vec<HostImage>, sq
     )
     .bind(host)
     .fetch_all(pool)
+    .bounded()
     .await?;
     Ok(raw
         .into_iter()
@@ -167,6 +170,7 @@ pub async fn forget_image(
     .bind(lease.epoch)
     .bind(image_id)
     .execute(pool)
+    .bounded()
     .await?;
     Ok(Written::from_rows(result.rows_affected()))
 }

@@ -2,12 +2,14 @@
 //! and the one dedicated tokio-postgres session that holds LISTEN and the
 //! host lease.
 
+mod deadline;
 mod images;
 mod rows;
 mod schema;
 mod session;
 mod write;
 
+pub use deadline::{Bounded, CALL_DEADLINE, STATEMENT_TIMEOUT, within};
 pub use images::{
     HostImage, Made, NewImage, forget_image, host_images, mark_images_used, record_image,
 };

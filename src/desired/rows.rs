@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::Bounded;
 use crate::model::{
     DesiredState, Digest, PinRow, Reason, RuntimeRow, Secret, Status, WorkspaceAccess, WorkspaceId,
     WorkspaceRow,
@@ -167,6 +168,7 @@ pub async fn load_rows(pool: &PgPool, host: &str) -> Result<Vec<WorkspaceRow>, R
     let raw: Vec<RawWorkspace> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(host)
         .fetch_all(pool)
+        .bounded()
         .await?;
     raw.into_iter().map(RawWorkspace::into_row).collect()
 }
@@ -179,6 +181,7 @@ pub async fn hosts_with_rows(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::
           GROUP BY host ORDER BY count(*) DESC, host LIMIT 20",
     )
     .fetch_all(pool)
+    .bounded()
     .await
 }
 
@@ -206,6 +209,7 @@ pub async fn load_row(
         .bind(host)
         .bind(id.0)
         .fetch_optional(pool)
+        .bounded()
         .await?;
     raw.map(RawWorkspace::into_row).transpose()
 }
@@ -225,6 +229,7 @@ pub async fn load_rows_by_id(
         .bind(host)
         .bind(&ids)
         .fetch_all(pool)
+        .bounded()
         .await?;
     raw.into_iter().map(RawWorkspace::into_row).collect()
 }
@@ -255,6 +260,7 @@ pub async fn load_catalogue(pool: &PgPool) -> Result<Catalogue, ReadError> {
            FROM runtimes ORDER BY name",
     )
     .fetch_all(pool)
+    .bounded()
     .await?;
     let runtimes = runtimes.into_iter().map(|r| RuntimeRow {
         name: r.name,
@@ -276,6 +282,7 @@ pub async fn load_pins(pool: &PgPool) -> Result<Vec<PinRow>, ReadError> {
            FROM runtime_image_pins ORDER BY template_name, ring",
     )
     .fetch_all(pool)
+    .bounded()
     .await?;
     pins.into_iter()
         .map(|p| {
@@ -340,5 +347,6 @@ pub async fn rollback_target(
     .bind(ring)
     .bind(current)
     .fetch_optional(pool)
+    .bounded()
     .await
 }

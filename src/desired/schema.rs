@@ -11,6 +11,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
+use super::{Bounded, STATEMENT_TIMEOUT};
 use crate::config::SecretUrl;
 
 /// The schema version this berth is written against. A migration that an
@@ -84,7 +85,10 @@ pub async fn connect(
     // bound instead of stalling the controller loop that awaits it.
     let options = sqlx::postgres::PgConnectOptions::from_str(url.expose())
         .map_err(SchemaError::Unreachable)?
-        .options([("statement_timeout", "60s")]);
+        .options([(
+            "statement_timeout",
+            format!("{}s", STATEMENT_TIMEOUT.as_secs()),
+        )]);
     let classify = |e: sqlx::Error| match &e {
         // 28P01 invalid_password, 28000 invalid_authorization_
         // specification (no such role, pg_hba), 3D000 no such database.
@@ -131,12 +135,14 @@ pub async fn connect(
 async fn floor(pool: &PgPool) -> Result<Option<i32>, sqlx::Error> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('berth_schema') IS NOT NULL")
         .fetch_one(pool)
+        .bounded()
         .await?;
     if !exists {
         return Ok(None);
     }
     sqlx::query_scalar("SELECT floor FROM berth_schema")
         .fetch_optional(pool)
+        .bounded()
         .await
 }
 
@@ -176,6 +182,7 @@ pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
 async fn applied_versions(pool: &PgPool) -> Result<BTreeSet<i64>, sqlx::Error> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(pool)
+        .bounded()
         .await?;
     if !exists {
         return Ok(BTreeSet::new());
@@ -183,6 +190,7 @@ async fn applied_versions(pool: &PgPool) -> Result<BTreeSet<i64>, sqlx::Error> {
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
+            .bounded()
             .await?;
     Ok(versions.into_iter().collect())
 }

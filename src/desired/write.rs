@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::Lease;
+use super::{Bounded, Lease};
 use crate::model::{Reason, Status, WorkspaceId};
 
 /// The controller-owned columns of one row, as one pass observed them.
@@ -80,6 +80,7 @@ pub async fn write_status(
     .bind(&w.rollout)
     .bind(lease.epoch)
     .execute(pool)
+    .bounded()
     .await?;
     Ok(Written::from_rows(result.rows_affected()))
 }
@@ -104,6 +105,7 @@ pub async fn write_rollout(
     .bind(rollout)
     .bind(lease.epoch)
     .execute(pool)
+    .bounded()
     .await?;
     Ok(Written::from_rows(result.rows_affected()))
 }
@@ -210,6 +212,7 @@ async fn insert_events(
         .bind(lease.epoch)
         .bind(&ats)
         .execute(pool)
+        .bounded()
         .await?;
     Ok(result.rows_affected())
 }
@@ -231,6 +234,7 @@ pub async fn prune_events(
         )
         .bind(retention.as_secs_f64())
         .execute(pool)
+        .bounded()
         .await?;
         deleted += result.rows_affected();
         if result.rows_affected() == 0 {
@@ -260,6 +264,7 @@ pub async fn halt_pin(
     .bind(from)
     .bind(note)
     .execute(pool)
+    .bounded()
     .await?;
     // A digest that failed on this host is not stable, whatever another
     // host that finished its own rollout first marked: `berth rollback`
@@ -273,6 +278,7 @@ pub async fn halt_pin(
     .bind(ring)
     .bind(to)
     .execute(pool)
+    .bounded()
     .await?;
     Ok(result.rows_affected() == 1)
 }
@@ -299,6 +305,7 @@ pub async fn mark_stable(
     .bind(ring)
     .bind(digest)
     .execute(pool)
+    .bounded()
     .await?;
     Ok(())
 }
@@ -322,6 +329,7 @@ pub async fn rolled_back(
     )
     .bind(host)
     .fetch_all(pool)
+    .bounded()
     .await?;
     Ok(rows
         .into_iter()
@@ -348,6 +356,7 @@ pub async fn guard_latch(
     )
     .bind(host)
     .fetch_all(pool)
+    .bounded()
     .await?;
     let limit = held.iter().filter_map(|(_, l)| *l).max();
     Ok((

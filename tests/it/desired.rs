@@ -247,6 +247,72 @@ impl Drop for Running {
     }
 }
 
+#[tokio::test]
+async fn a_call_whose_connection_goes_silent_ends_at_its_deadline_and_the_pool_goes_on() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let id = insert(&pool, "h9", "langgraph").await;
+    let lease = lease_for(&pool, "h9", "me").await;
+    let proxy = crate::harness::proxy::TcpProxy::start(db.addr().parse().unwrap()).await;
+    let url = SecretUrl::new(&db.url_via(proxy.addr));
+    let proxied = desired::connect(&url, 2, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // The write waits in the server on a row lock; the path goes silent
+    // under it; the lock goes and the server answers into the silence.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE")
+        .bind(id.0)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let (proxied, lease) = (proxied.clone(), lease.clone());
+        async move {
+            let write = status(id, Status::Online);
+            desired::within(
+                Duration::from_secs(2),
+                desired::write_status(&proxied, &lease, &write),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.freeze();
+    blocker.commit().await.unwrap();
+    let waited = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call ends at its deadline")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    assert!(
+        waited.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        waited.elapsed()
+    );
+
+    // The silent connection is not lent again: the next call takes another.
+    let row = tokio::time::timeout(
+        Duration::from_secs(20),
+        desired::load_row(&proxied, "h9", id),
+    )
+    .await
+    .expect("the next call answers")
+    .unwrap()
+    .expect("the row");
+    assert_eq!(
+        row.status,
+        Some(Status::Online),
+        "the write landed all the same"
+    );
+}
+
 fn start(db: &TestDb, host: &str, holder: &str, ttl: Duration) -> Running {
     let (tx, triggers) = mpsc::unbounded_channel();
     let (lease_tx, lease) = watch::channel(None);

@@ -10,11 +10,8 @@ use crate::harness::proxy::TcpProxy;
 
 /// berth started with its database reached through a proxy a test can cut.
 async fn behind_a_proxy(w: &mut World, extra: &[(&str, &str)]) -> TcpProxy {
-    let pg: std::net::SocketAddr = url_addr(&w.db.url).parse().unwrap();
-    let proxy = TcpProxy::start(pg).await;
-    let proxied =
-        w.db.url
-            .replace(&url_addr(&w.db.url), &proxy.addr.to_string());
+    let proxy = TcpProxy::start(w.db.addr().parse().unwrap()).await;
+    let proxied = w.db.url_via(proxy.addr);
     let mut env = vec![("DATABASE_URL", proxied.as_str())];
     env.extend_from_slice(extra);
     w.start(&env);
@@ -198,9 +195,4 @@ async fn begin_replace(w: &World, id: berth::model::WorkspaceId) {
         || async { (w.count_events(id, "preflight").await > 0).then_some(()) },
     )
     .await;
-}
-
-fn url_addr(url: &str) -> String {
-    let rest = url.split_once('@').map_or(url, |(_, r)| r);
-    rest.split('/').next().unwrap_or_default().to_string()
 }

@@ -46,6 +46,17 @@ impl TestDb {
         db
     }
 
+    /// The database server's `host:port`.
+    pub fn addr(&self) -> String {
+        let rest = self.url.split_once('@').map_or(&*self.url, |(_, r)| r);
+        rest.split('/').next().unwrap_or_default().to_string()
+    }
+
+    /// This database's URL through `addr` (a proxy) instead.
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        self.url.replace(&self.addr(), &addr.to_string())
+    }
+
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()
             .max_connections(4)
