@@ -128,12 +128,14 @@ impl Observed {
     /// container such a look saw gone stays gone. A list takes seconds on a
     /// busy engine; without this, its swap would undo what a pass did and
     /// saw in the meantime, and the next pass would plan on the past.
+    /// Whether the cache says anything new: it was incomplete, or the list
+    /// differs from what the events had kept it at.
     pub(super) fn replace(
         &self,
         mut containers: HashMap<String, ObservedContainer>,
         mut volumes: HashMap<String, ObservedVolume>,
         at: Ticket,
-    ) {
+    ) -> bool {
         self.write(|c| {
             keep_later(&mut c.seen, &c.containers, &mut containers, at);
             keep_later(&mut c.seen_volumes, &c.volumes, &mut volumes, at);
@@ -143,12 +145,14 @@ impl Observed {
                     "a full list keeps what later looks saw"
                 );
             }
+            let changed = !c.complete || c.containers != containers || c.volumes != volumes;
             c.containers = containers;
             c.volumes = volumes;
             c.listed = c.listed.max(at);
             c.complete = true;
             c.relists += 1;
-        });
+            changed
+        })
     }
 
     /// Stores what a look begun at `at` saw of one container, unless a
@@ -280,6 +284,35 @@ mod tests {
 
     fn state(cache: &Observed, id: &str) -> Option<ContainerState> {
         cache.container(id).map(|c| c.state)
+    }
+
+    #[test]
+    fn a_list_says_whether_it_showed_anything_the_cache_lacked() {
+        let cache = Observed::default();
+        let first = listed(&[container("a", ContainerState::Running)]);
+        let t = cache.ticket();
+        assert!(
+            cache.replace(first.clone(), HashMap::new(), t),
+            "the first list"
+        );
+        let t = cache.ticket();
+        assert!(
+            !cache.replace(first.clone(), HashMap::new(), t),
+            "the same again"
+        );
+        let t = cache.ticket();
+        cache.upsert(container("a", ContainerState::Exited), t);
+        let t = cache.ticket();
+        assert!(
+            cache.replace(first.clone(), HashMap::new(), t),
+            "a list that differs from what the events kept"
+        );
+        cache.mark_incomplete();
+        let t = cache.ticket();
+        assert!(
+            cache.replace(first, HashMap::new(), t),
+            "a list after the stream was lost"
+        );
     }
 
     #[test]

@@ -219,8 +219,11 @@ impl Observer {
                 volumes.insert(v.name.clone(), convert::volume(&v));
             }
         }
-        self.cache.replace(containers, volumes, at);
-        self.trigger(Trigger::All);
+        // A list that finds what the events already showed has nothing to
+        // plan on; the controller's own resync still passes every key.
+        if self.cache.replace(containers, volumes, at) {
+            self.trigger(Trigger::All);
+        }
         Ok(())
     }
 
