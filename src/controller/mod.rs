@@ -352,6 +352,8 @@ impl Controller {
     }
 
     /// Every key: this host's rows and every workspace its objects name.
+    /// Objects of other hosts (listed by name, to see clashes) are no key
+    /// of their own: a pass for them finds nothing to do.
     fn enqueue_all(&self, state: &State, queue: &mut WorkQueue<WorkspaceId>) {
         let (containers, volumes, complete) = self.observed.snapshot();
         self.readiness.set_observed_complete(complete);
@@ -360,8 +362,19 @@ impl Controller {
             .with_label_values(&["observed"])
             .set(i64::from(complete));
         let mut keys: BTreeSet<WorkspaceId> = state.rows.keys().copied().collect();
-        keys.extend(containers.iter().filter_map(|c| c.workspace()));
-        keys.extend(volumes.iter().filter_map(|v| v.workspace()));
+        let host = self.settings.host_id.as_str();
+        keys.extend(
+            containers
+                .iter()
+                .filter(|c| c.owned_by(host))
+                .filter_map(|c| c.workspace()),
+        );
+        keys.extend(
+            volumes
+                .iter()
+                .filter(|v| v.owned_by(host))
+                .filter_map(|v| v.workspace()),
+        );
         for key in keys {
             queue.add(key);
         }
