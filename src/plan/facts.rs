@@ -125,6 +125,9 @@ pub struct Memory {
     pub reached_generation: Option<i64>,
     /// The `restart_epoch` berth last restarted for.
     pub restarted_epoch: Option<i64>,
+    /// The generation at which this process first saw the row `removed`,
+    /// and when, by its own clock: the volumes' hold runs from there.
+    pub removed_seen: Option<(i64, DateTime<Utc>)>,
 }
 
 impl Memory {

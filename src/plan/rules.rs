@@ -91,6 +91,9 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     };
     p.memory.orphan_since = None;
     p.memory.orphan_sightings = 0;
+    if row.desired_state != DesiredState::Removed {
+        p.memory.removed_seen = None;
+    }
     if row.paused {
         p.status = Some(StatusUpdate::plain(Status::Paused));
         return p;
@@ -106,7 +109,16 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
             let target = Target::Id(c.id.clone());
             p.push(Op::RemoveContainer { target }, Why::Removed);
         }
-        let hold_until = row.desired_changed_at + REMOVED_HOLD;
+        // From when this process first saw `removed`, not from the row's
+        // `desired_changed_at`: that is the start of the transaction that
+        // set it (a transaction held open ten seconds would have no hold
+        // left at its commit), and by the database's clock.
+        let seen = match p.memory.removed_seen {
+            Some((generation, at)) if generation == row.generation => at,
+            _ => now,
+        };
+        p.memory.removed_seen = Some((row.generation, seen));
+        let hold_until = seen + REMOVED_HOLD;
         if mine.conflicts.is_empty() && now < hold_until && !mine.volumes.is_empty() {
             // The data goes only once `removed` has held: a row set to
             // removed and back at once (a script's mistake, a flapping

@@ -504,6 +504,13 @@ fn an_unlabelled_workspace_volume_belongs_to_the_workspace_its_full_id_names() {
         name: wid(1).workspace_volume(),
         labels: Default::default(),
     });
+    let first = plan_pass(&snap, &s, t0());
+    assert!(ops(plan_of(&first, wid(1))).is_empty(), "held at first");
+    snap.memory = first
+        .plans
+        .iter()
+        .map(|p| (p.id, p.memory.clone()))
+        .collect();
     let pass = plan_pass(&snap, &s, t0() + crate::plan::rules::REMOVED_HOLD);
     assert_eq!(ops(plan_of(&pass, wid(1))), ["remove_volume"]);
     assert!(pass.unattributed.is_empty());

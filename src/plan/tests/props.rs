@@ -58,7 +58,14 @@ fn run_rounds(
         let proving = pass.plans.iter().any(|p| {
             p.status.as_ref().and_then(|s| s.reason) == Some(crate::model::Reason::WaitingReady)
         });
-        if !proving && pass.plans.iter().all(|p| p.actions.is_empty()) {
+        // Nor is one whose removed rows still hold their volumes.
+        let holding = pass.plans.iter().any(|p| {
+            p.requeue_after.is_some()
+                && rows
+                    .iter()
+                    .any(|r| r.id == p.id && r.desired_state == DesiredState::Removed)
+        });
+        if !proving && !holding && pass.plans.iter().all(|p| p.actions.is_empty()) {
             return Ok((rows, host, pass));
         }
         memory.clear();

@@ -87,7 +87,9 @@ fn unknown_docker_state_yields_no_action_and_a_retry() {
 #[test]
 fn a_removed_row_loses_its_container_then_its_volumes() {
     let s = Settings::test();
-    let r = row(1).with_state(DesiredState::Removed);
+    let mut r = row(1).with_state(DesiredState::Removed);
+    // Set by a transaction that began a minute before it committed.
+    r.desired_changed_at = t0() - mins(1);
     let cs = [container_for(&built(&row(1), &s), "c1")];
     let vs = [
         volume(wid(1), &wid(1).configs_volume(), "default"),
@@ -106,10 +108,16 @@ fn a_removed_row_loses_its_container_then_its_volumes() {
         at_once.requeue_after,
         Some(crate::plan::rules::REMOVED_HOLD.to_std().unwrap())
     );
-    let p = plan_at(
-        &facts_for(&s, &r, &cs, &vs),
-        t0() + crate::plan::rules::REMOVED_HOLD,
+    // The hold runs from when berth first saw `removed`, whatever the
+    // row's own time says (the start of the transaction that set it).
+    let mut f = facts_for(&s, &r, &cs, &vs);
+    f.memory = at_once.memory.clone();
+    let early = plan_at(
+        &f,
+        t0() + crate::plan::rules::REMOVED_HOLD - chrono::TimeDelta::seconds(1),
     );
+    assert_eq!(ops(&early), ["remove_container"], "still held");
+    let p = plan_at(&f, t0() + crate::plan::rules::REMOVED_HOLD);
     assert_eq!(
         ops(&p),
         ["remove_container", "remove_volume", "remove_volume"]

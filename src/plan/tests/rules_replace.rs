@@ -306,15 +306,10 @@ fn the_go_provisioners_unlabelled_workspace_volume_is_adopted_not_a_conflict() {
     let vs = [implicit];
     let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
     assert_eq!(p.actions[0].why, Why::Replace(Change::Legacy));
-    let removed = plan_at(
-        &facts_for(
-            &s,
-            &r.clone().with_state(crate::model::DesiredState::Removed),
-            &cs,
-            &vs,
-        ),
-        t0() + crate::plan::rules::REMOVED_HOLD,
-    );
+    let gone = r.clone().with_state(crate::model::DesiredState::Removed);
+    let mut f = facts_for(&s, &gone, &cs, &vs);
+    f.memory = plan_at(&f, t0()).memory;
+    let removed = plan_at(&f, t0() + crate::plan::rules::REMOVED_HOLD);
     assert_eq!(ops(&removed), ["remove_container", "remove_volume"]);
     let mut stranger = vs[0].clone();
     stranger.name = wid(1).configs_volume();

@@ -717,11 +717,17 @@ async fn a_row_set_to_removed_and_back_at_once_keeps_its_volumes_and_data() {
     let id = w.insert(json!({})).await;
     w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
     w.sh(id, "echo precious > /workspace/keep").await;
-    w.exec(
-        "UPDATE workspaces SET desired_state = 'removed' WHERE id = $1",
-        id,
-    )
-    .await;
+    // Set in a transaction that stays open longer than the hold: the row's
+    // time of change is the transaction's start, and the hold still runs
+    // from when berth sees the commit.
+    let mut tx = w.pool.begin().await.unwrap();
+    sqlx::query("UPDATE workspaces SET desired_state = 'removed' WHERE id = $1")
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    tx.commit().await.unwrap();
     w.wait_container(id, 30, "container removed", |c| c.is_none())
         .await;
     let row = w
