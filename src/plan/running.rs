@@ -299,7 +299,14 @@ fn replace(
     let deadline = deadline(f, row, &p.memory);
     let why = Why::Replace(change);
     let old_target = || Target::Id(old.id.clone());
-    let session = stale_session(f, row, spec, mine);
+    // The sessions go in a replace of their own: discarding them removes
+    // the old container before the new one is proven, which is only
+    // harmless when the new one is the old one's spec. A material change
+    // comes first, with its way back; the next pass discards the sessions.
+    let session = match why {
+        Why::Replace(Change::SessionEpoch { .. }) => stale_session(f, row, spec, mine),
+        _ => None,
+    };
     p.push(ensure_image(spec), why.clone());
     p.push(
         Op::Preflight {

@@ -194,6 +194,34 @@ fn a_session_epoch_bump_discards_the_session_volume_during_the_replace() {
 }
 
 #[test]
+fn a_session_epoch_bump_with_a_material_change_replaces_with_its_way_back_first() {
+    let s = Settings::test();
+    let old = row(1).with_runtime("claude-code");
+    let cs = [container_for(&built(&old, &s), "c1")];
+    let mut sessions = volume(wid(1), &wid(1).sessions_volume(), "default");
+    sessions
+        .labels
+        .insert(LABEL_SESSION_EPOCH.into(), "0".into());
+    let vs = [sessions];
+    let mut r = old.clone().with_env(json!({"A": "2"}));
+    r.session_epoch = 1;
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert!(
+        !ops(&p).contains(&"remove_volume"),
+        "the sessions wait: {:?}",
+        ops(&p)
+    );
+    let restore = p.restore.expect("a way back");
+    assert_eq!(restore.previous.as_deref(), Some("c1"), "the old one kept");
+    // Once the new container serves the new spec, the sessions go in a
+    // replace of their own.
+    let cs = [container_for(&built(&r, &s), "c2")];
+    let p = plan_at(&facts_for(&s, &r, &cs, &vs), t0());
+    assert_eq!(whys(&p)[0], "recreate: session_epoch 0 → 1");
+    assert!(ops(&p).contains(&"remove_volume"));
+}
+
+#[test]
 fn a_session_volume_without_an_epoch_label_counts_as_epoch_zero() {
     let s = Settings::test();
     let mut r = row(1).with_runtime("claude-code");
