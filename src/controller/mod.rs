@@ -380,7 +380,8 @@ impl Controller {
         }
     }
 
-    /// `workspaces{status}`, unconverged rows and the oldest of them.
+    /// `workspaces{status}`, unconverged rows and the oldest of them
+    /// (from the desired change, or from the status that fell short).
     fn count_rows(&self, state: &State) {
         if self.metrics.leader.get() == 0 {
             // A standby reports none: sums over a host's instances count
@@ -399,9 +400,22 @@ impl Controller {
             *by_status.entry(status).or_default() += 1;
             // A paused row's pending change waits for the operator, not
             // for berth: it shows on the row (`GEN`), not as lag here.
-            if row.observed_generation < row.generation && !row.paused {
+            // A row short of its desired state counts as well as one whose
+            // change berth has not yet looked at: a row stuck provisioning
+            // or failed is the lag an operator is paged for.
+            if row.paused {
+                continue;
+            }
+            let since = if row.observed_generation < row.generation {
+                Some(row.desired_changed_at)
+            } else if !row.shows_desired() {
+                Some(row.status_changed_at.unwrap_or(row.desired_changed_at))
+            } else {
+                None
+            };
+            if let Some(since) = since {
                 unconverged += 1;
-                oldest = oldest.max((now - row.desired_changed_at).num_seconds());
+                oldest = oldest.max((now - since).num_seconds());
             }
         }
         self.metrics.workspaces.reset();

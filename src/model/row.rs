@@ -76,6 +76,22 @@ pub struct WorkspaceRow {
 }
 
 impl WorkspaceRow {
+    /// Whether the row's status shows its desired state reached: online
+    /// (not rolled back) for `running`, stopped, removed. A row stuck
+    /// provisioning, degraded or failed has not converged, whatever its
+    /// observed generation says (that is the generation its status
+    /// describes, reached or not).
+    pub fn shows_desired(&self) -> bool {
+        match (self.desired_state, self.status) {
+            (DesiredState::Running, Some(Status::Online)) => {
+                self.status_reason != Some(Reason::RolledBack)
+            }
+            (DesiredState::Stopped, Some(Status::Stopped)) => true,
+            (DesiredState::Removed, Some(Status::Removed)) => true,
+            _ => false,
+        }
+    }
+
     /// A valid running row with defaults everywhere, for tests and
     /// fixtures; chain the builder methods below to vary it.
     pub fn test(id: WorkspaceId, at: DateTime<Utc>) -> Self {
@@ -212,6 +228,55 @@ mod tests {
         let shown = format!("{row:?}");
         for secret in ["sk-very-secret", "hush-hush", "tok-sekrit", "API_KEY"] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+    }
+
+    #[test]
+    fn only_the_desired_states_own_status_counts_as_reached() {
+        let id: WorkspaceId = "0f8fad5b-d9cb-469f-a165-70867728950e".parse().unwrap();
+        let row = |desired, status, reason| {
+            let mut r = WorkspaceRow::test(id, DateTime::UNIX_EPOCH);
+            r.desired_state = desired;
+            r.status = status;
+            r.status_reason = reason;
+            r
+        };
+        use DesiredState::{Removed, Running, Stopped};
+        let cases = [
+            (Running, Some(Status::Online), None, true),
+            (
+                Running,
+                Some(Status::Online),
+                Some(Reason::RolledBack),
+                false,
+            ),
+            (
+                Running,
+                Some(Status::Provisioning),
+                Some(Reason::ImageNotFound),
+                false,
+            ),
+            (
+                Running,
+                Some(Status::Degraded),
+                Some(Reason::CrashLoop),
+                false,
+            ),
+            (
+                Running,
+                Some(Status::Failed),
+                Some(Reason::InvalidSpec),
+                false,
+            ),
+            (Running, None, None, false),
+            (Stopped, Some(Status::Stopped), None, true),
+            (Stopped, Some(Status::Online), None, false),
+            (Removed, Some(Status::Stopped), None, false),
+            (Removed, Some(Status::Removed), None, true),
+        ];
+        for (desired, status, reason, want) in cases {
+            let r = row(desired, status, reason);
+            assert_eq!(r.shows_desired(), want, "{desired:?} {status:?} {reason:?}");
         }
     }
 
