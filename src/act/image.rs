@@ -48,6 +48,13 @@ fn registry_error(action: &'static str, image: &str, e: DockerError) -> ActError
         DockerError::NotFound { message } => ActError::ImageNotFound { image, message },
         DockerError::Auth { message } => ActError::RegistryAuth { image, message },
         DockerError::RateLimited { message } => ActError::RegistryRateLimited { image, message },
+        // The engine relays a registry's refusal of a distribution inspect
+        // as a 500 carrying the registry's words (`unauthorized`, `no
+        // basic auth credentials`, `toomanyrequests`): they are the
+        // registry's codes, as inside a pull stream.
+        DockerError::Server { message, .. } if DockerError::is_registry_refusal(&message) => {
+            registry_error(action, &image, DockerError::from_stream(message))
+        }
         other => ActError::docker(action, other),
     }
 }
@@ -328,5 +335,30 @@ mod tests {
         assert_eq!(repository(&r("127.0.0.1:5000/a/b")), "127.0.0.1:5000/a/b");
         assert_eq!(repository(&r(&format!("reg:5000/x@{d}"))), "reg:5000/x");
         assert_eq!(repository(&r(&format!("reg/x:v2@{d}"))), "reg/x");
+    }
+
+    #[test]
+    fn a_registry_refusal_relayed_as_a_500_is_the_registrys() {
+        let server = |message: &str| DockerError::Server {
+            status: 500,
+            message: message.into(),
+        };
+        let head = "Head \"http://127.0.0.1:19600/v2/a/manifests/v4\"";
+        let cases = [
+            (format!("{head}: unauthorized"), "registry_auth"),
+            (
+                format!("{head}: no basic auth credentials"),
+                "registry_auth",
+            ),
+            (
+                format!("{head}: toomanyrequests: slow down"),
+                "registry_rate_limited",
+            ),
+            ("the engine broke".to_string(), "transient"),
+        ];
+        for (message, kind) in cases {
+            let e = registry_error("distribution inspect", "reg/a:v4", server(&message));
+            assert_eq!(e.kind(), kind, "{message}");
+        }
     }
 }

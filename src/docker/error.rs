@@ -101,7 +101,7 @@ impl DockerError {
         let lower = message.to_ascii_lowercase();
         if lower.contains("toomanyrequests") {
             DockerError::RateLimited { message }
-        } else if lower.contains("unauthorized") || lower.contains("denied") {
+        } else if is_auth_refusal(&lower) {
             DockerError::Auth { message }
         } else if lower.contains("manifest unknown") {
             DockerError::NotFound { message }
@@ -109,6 +109,23 @@ impl DockerError {
             DockerError::Stream { message }
         }
     }
+}
+
+impl DockerError {
+    /// Whether a message carries a registry's refusal: rate limit or
+    /// credentials.
+    pub fn is_registry_refusal(message: &str) -> bool {
+        let lower = message.to_ascii_lowercase();
+        lower.contains("toomanyrequests") || is_auth_refusal(&lower)
+    }
+}
+
+/// A registry's refusal of the credentials sent (or of none), in its
+/// words; `lower` is lower-cased.
+fn is_auth_refusal(lower: &str) -> bool {
+    lower.contains("unauthorized")
+        || lower.contains("denied")
+        || lower.contains("no basic auth credentials")
 }
 
 impl From<Error> for DockerError {
