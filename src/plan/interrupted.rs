@@ -30,6 +30,13 @@ pub(super) fn interrupted_replace(
     p: &mut Plan,
 ) {
     let prev_target = || Target::Id(prev.id.clone());
+    if main.is_some_and(|c| c.state == ContainerState::Removing) {
+        // Going (removed by hand, or by an undo under way): it decides
+        // nothing about the spec. Once it is gone the old container comes
+        // back and the change is tried again.
+        p.requeue(Duration::from_secs(2));
+        return;
+    }
     let Some(main) = main else {
         // Cut short between the rename and the create, or while a restore
         // was under way: the workspace was in a replace towards `spec`

@@ -64,6 +64,29 @@ fn an_interrupted_replace_whose_new_container_failed_is_rolled_back() {
 }
 
 #[test]
+fn a_new_container_being_removed_decides_nothing_and_the_change_is_tried_again() {
+    let s = Settings::test();
+    let r = row(1);
+    // Removed by hand during the replace: Docker shows it `removing`.
+    let mut new = container_for(&built(&r, &s), "new");
+    new.state = ContainerState::Removing;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let p = plan_at(&facts_for(&s, &r, &[new, old.clone()], &[]), t0());
+    assert!(p.actions.is_empty(), "{:?}", ops(&p));
+    assert_eq!(p.memory.rolled_back_hash, None, "no verdict on the spec");
+    assert!(p.requeue_after.is_some());
+    // Once it is gone the old one comes back and the change stays wanted.
+    let mut f = facts_for(&s, &r, std::slice::from_ref(&old), &[]);
+    f.memory = p.memory;
+    let p = plan_at(&f, t0());
+    assert_eq!(ops(&p), ["rename", "start"]);
+    assert_eq!(p.memory.rolled_back_hash, None);
+    assert!(p.resumed.is_some(), "the change is tried again");
+}
+
+#[test]
 fn an_interrupted_replace_waits_for_a_new_container_until_the_deadline_and_says_so() {
     let s = Settings::test();
     let r = row(1);
