@@ -19,7 +19,7 @@ pub use ids::{
     LABEL_RESTART_EPOCH, LABEL_SESSION_EPOCH, LABEL_SPEC_HASH, LABEL_WORKSPACE, WorkspaceId,
 };
 pub use observed::{ContainerState, Health, ObservedContainer, ObservedVolume, ResolvedImage};
-pub use row::{DesiredState, PinRow, RuntimeRow, WorkspaceAccess, WorkspaceRow};
+pub use row::{DesiredState, PinRow, RuntimeRow, WorkspaceAccess, WorkspaceRow, reached};
 pub use spec::{
     ContainerSpec, EnvVar, FilesSpec, ImageSource, MAX_CONFIG_BYTES, Material, Tier, VolumeSpec,
     is_configs_path, strip_crlf,

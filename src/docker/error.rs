@@ -109,9 +109,7 @@ impl DockerError {
             DockerError::Stream { message }
         }
     }
-}
 
-impl DockerError {
     /// Whether a message carries a registry's refusal: rate limit or
     /// credentials.
     pub fn is_registry_refusal(message: &str) -> bool {

@@ -75,6 +75,17 @@ pub struct WorkspaceRow {
     pub last_heartbeat_at: Option<DateTime<Utc>>,
 }
 
+/// Whether `status` (with `reason`) is the desired state reached: online
+/// (not rolled back) for `running`, stopped, removed.
+pub fn reached(desired: DesiredState, status: Option<Status>, reason: Option<Reason>) -> bool {
+    match (desired, status) {
+        (DesiredState::Running, Some(Status::Online)) => reason != Some(Reason::RolledBack),
+        (DesiredState::Stopped, Some(Status::Stopped)) => true,
+        (DesiredState::Removed, Some(Status::Removed)) => true,
+        _ => false,
+    }
+}
+
 impl WorkspaceRow {
     /// Whether the row's status shows its desired state reached: online
     /// (not rolled back) for `running`, stopped, removed. A row stuck
@@ -82,14 +93,7 @@ impl WorkspaceRow {
     /// observed generation says (that is the generation its status
     /// describes, reached or not).
     pub fn shows_desired(&self) -> bool {
-        match (self.desired_state, self.status) {
-            (DesiredState::Running, Some(Status::Online)) => {
-                self.status_reason != Some(Reason::RolledBack)
-            }
-            (DesiredState::Stopped, Some(Status::Stopped)) => true,
-            (DesiredState::Removed, Some(Status::Removed)) => true,
-            _ => false,
-        }
+        reached(self.desired_state, self.status, self.status_reason)
     }
 
     /// A valid running row with defaults everywhere, for tests and

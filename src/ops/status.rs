@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use super::OpsError;
 use super::table::{Table, age, short_digest, shown};
-use crate::model::Status;
+use crate::model::{DesiredState, Status};
 
 /// The filters of `berth status`; `None` matches everything.
 #[derive(Clone, Debug, Default)]
@@ -51,15 +51,29 @@ pub struct StatusView {
 
 impl StatusView {
     /// Whether berth still has work to do for the row: its latest desired
-    /// change not yet observed (GEN behind), an image rollout replacing it
+    /// change not yet observed (GEN behind), its status short of the
+    /// desired state, an image rollout replacing it
     /// or waiting to, or a pin wanting another digest than the one it
     /// runs. A paused row has none: berth does not act on it, nor write
     /// its observed generation, until it is unpaused.
     pub fn pending(&self) -> bool {
         !self.paused
             && (self.observed_generation != Some(self.generation)
+                || !self.reached()
                 || self.in_rollout()
                 || self.digest_behind())
+    }
+
+    /// The status shows the desired state reached (what the
+    /// `unconverged_workspaces` metric counts by, too): a row stuck
+    /// provisioning, degraded, failed or rolled back is still pending.
+    fn reached(&self) -> bool {
+        let Ok(desired) = self.desired_state.parse::<DesiredState>() else {
+            return false;
+        };
+        let status = self.status.as_deref().and_then(|s| s.parse().ok());
+        let reason = self.status_reason.as_deref().and_then(|r| r.parse().ok());
+        crate::model::reached(desired, status, reason)
     }
 
     /// A rollout replaces it now or holds it for its wave (a halted one
@@ -337,7 +351,7 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
     let mut out = t.render();
     out.push_str(&format!(
         "{} workspace(s); {pending} not yet converged (* = pending: GEN observed/desired \
-         behind, or an image rollout not done){paused}\n",
+         behind, the status short of the desired state, or an image rollout not done){paused}\n",
         rows.len()
     ));
     out

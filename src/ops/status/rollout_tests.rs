@@ -9,8 +9,8 @@ fn row(host: &str) -> StatusView {
         ring: "stable".into(),
         desired_state: "running".into(),
         paused: false,
-        status: Some("provisioning".into()),
-        status_reason: Some("pulling".into()),
+        status: Some("online".into()),
+        status_reason: None,
         last_error: None,
         runtime_image_digest: None,
         wanted_digest: None,
@@ -102,7 +102,7 @@ fn digest(c: char) -> Option<String> {
 }
 
 #[test]
-fn pending_is_a_change_not_observed_or_an_image_not_yet_the_wanted_one() {
+fn pending_is_a_change_not_observed_a_state_not_reached_or_an_image_not_yet_the_wanted_one() {
     let converged = row("h");
     // GEN behind.
     let mut behind = row("h");
@@ -127,6 +127,16 @@ fn pending_is_a_change_not_observed_or_an_image_not_yet_the_wanted_one() {
     own.image = Some("registry.test/own:1".into());
     let mut stopped = rolling.clone();
     stopped.desired_state = "stopped".into();
+    stopped.status = Some("stopped".into());
+    // The change observed, the status short of the desired state.
+    let mut stuck = row("h");
+    stuck.status = Some("provisioning".into());
+    stuck.status_reason = Some("image_not_found".into());
+    let mut failed = row("h");
+    failed.status = Some("failed".into());
+    failed.status_reason = Some("invalid_spec".into());
+    let mut undone = row("h");
+    undone.status_reason = Some("rolled_back".into());
     let mut paused_rolling = rolling.clone();
     paused_rolling.paused = true;
 
@@ -141,6 +151,9 @@ fn pending_is_a_change_not_observed_or_an_image_not_yet_the_wanted_one() {
         ("own image", &own, false),
         ("stopped", &stopped, false),
         ("paused, rolling", &paused_rolling, false),
+        ("stuck provisioning", &stuck, true),
+        ("failed", &failed, true),
+        ("rolled back", &undone, true),
     ] {
         assert_eq!(r.pending(), pending, "{what}");
     }
