@@ -63,10 +63,12 @@ impl Controller {
             image,
             failed,
             tried,
+            failed_ids,
         } = halt;
         let runtime = &key.runtime;
         let track = key.track.as_str();
-        tracing::error!(runtime, track, to = %key.to, failed, tried, "rollout halted");
+        let names = failed_names(state, &failed_ids);
+        tracing::error!(runtime, track, to = %key.to, failed, tried, workspaces = %names, "rollout halted");
         // A pin goes back to the digest the workspaces it changed ran
         // before: they are put back, and every other workspace keeps what
         // it runs (an older stable digest would replace them all). Only
@@ -88,7 +90,7 @@ impl Controller {
         match &key.track {
             Track::Pin(ring) => {
                 let note = format!(
-                    "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness",
+                    "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness ({names})",
                     self.settings.host_id,
                     key.to.short()
                 );
@@ -122,6 +124,24 @@ impl Controller {
             }
         }
     }
+}
+
+/// The workspaces whose replace failed, by name and short id, for the
+/// halt's log line and pin history note: the first few, and how many more.
+fn failed_names(state: &State, ids: &[crate::model::WorkspaceId]) -> String {
+    const SHOWN: usize = 5;
+    let mut parts: Vec<String> = ids
+        .iter()
+        .take(SHOWN)
+        .map(|id| match state.rows.get(id) {
+            Some(row) => format!("{} {}", row.name, id.id12()),
+            None => id.id12(),
+        })
+        .collect();
+    if ids.len() > SHOWN {
+        parts.push(format!("and {} more", ids.len() - SHOWN));
+    }
+    parts.join(", ")
 }
 
 /// Whether a pass undid a replace for the image's fault, which counts

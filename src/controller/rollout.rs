@@ -11,8 +11,10 @@
 //! (ready) or failed. A replace that did not start after all (a pull
 //! failed, the workspace turned away) gives its place in the wave to
 //! another workspace. A started image
-//! that fails readiness is a failure; a pull or build that fails is not
-//! (nothing was touched). Failures above the ratio halt the rollout:
+//! that fails readiness on a workspace that served before is a failure; a
+//! pull or build that fails is not (nothing was touched), nor is a failed
+//! replace of a workspace that was not serving (crash looping, failed,
+//! never ready): it is put back and its place goes to another workspace. Failures above the ratio halt the rollout:
 //! nothing more starts, and the controller puts the previous image back —
 //! into the pin row for a pin, into its own image knowledge for a tag or a
 //! build — which replaces the changed workspaces back onto it.
@@ -45,6 +47,12 @@ pub struct Rollout {
     pub in_progress: BTreeSet<WorkspaceId>,
     pub done: BTreeSet<WorkspaceId>,
     pub failed: BTreeSet<WorkspaceId>,
+    /// Workspaces whose replace began while they were not serving (crash
+    /// looping, failed, still provisioning): how their replace ends says
+    /// nothing about the image.
+    pub unproven: BTreeSet<WorkspaceId>,
+    /// Unproven workspaces whose replace failed: restored, not counted.
+    pub inconclusive: BTreeSet<WorkspaceId>,
     /// Workspaces told to wait for a slot: woken when one frees.
     pub waiting: BTreeSet<WorkspaceId>,
     pub halted: bool,
@@ -63,6 +71,18 @@ pub struct Halt {
     pub image: String,
     pub failed: usize,
     pub tried: usize,
+    /// The workspaces whose replace failed, for the operator to look at.
+    pub failed_ids: Vec<WorkspaceId>,
+}
+
+/// A rollout that completed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Completed {
+    pub key: RolloutKey,
+    /// Workspaces that were not serving and whose replace failed: they
+    /// stay on their old image and hold the image's landing back no more
+    /// than they proved anything against it.
+    pub not_counted: BTreeSet<WorkspaceId>,
 }
 
 /// The decision for one workspace's replace this round.
@@ -98,6 +118,8 @@ impl Rollout {
             in_progress: BTreeSet::new(),
             done: BTreeSet::new(),
             failed: BTreeSet::new(),
+            unproven: BTreeSet::new(),
+            inconclusive: BTreeSet::new(),
             waiting: BTreeSet::new(),
             halted: false,
             wave: 0,
@@ -168,6 +190,17 @@ impl Rollouts {
         }
     }
 
+    /// `id`, whose replace `key` just let go, was not serving before it
+    /// (its old container crash looping, failed or never ready): a
+    /// failure of its replace is no evidence against the image.
+    pub fn unproven(&mut self, key: &RolloutKey, id: WorkspaceId) {
+        if let Some(r) = self.by_key.get_mut(key)
+            && r.in_progress.contains(&id)
+        {
+            r.unproven.insert(id);
+        }
+    }
+
     /// Whether `id` holds a place in `key`'s rollout (its replace began).
     pub fn holds(&self, key: &RolloutKey, id: WorkspaceId) -> bool {
         self.by_key
@@ -197,6 +230,7 @@ impl Rollouts {
     pub fn succeeded(&mut self, id: WorkspaceId) {
         for r in self.by_key.values_mut() {
             if r.in_progress.remove(&id) {
+                r.unproven.remove(&id);
                 r.done.insert(id);
                 if r.in_progress.is_empty() {
                     r.free_slot(&mut self.wake);
@@ -207,11 +241,25 @@ impl Rollouts {
 
     /// A replace of `id` failed readiness (and was restored). Returns the
     /// rollouts this failure halts, with their counts, for the caller to
-    /// write back.
+    /// write back. The failure of a workspace that was not serving before
+    /// counts for nothing: its place in the wave goes to another
+    /// workspace, so a canary wave still proves the image on one that
+    /// served.
     pub fn failed(&mut self, id: WorkspaceId, limits: &Limits) -> Vec<Halt> {
         let mut halts = Vec::new();
         for (key, r) in self.by_key.iter_mut() {
             if !r.in_progress.remove(&id) {
+                continue;
+            }
+            if r.unproven.remove(&id) {
+                tracing::warn!(
+                    workspace = %id,
+                    runtime = key.runtime,
+                    to = %key.to,
+                    "a replace failed on a workspace that was not serving before it: not counted against the rollout"
+                );
+                r.inconclusive.insert(id);
+                r.give_back(&mut self.wake);
                 continue;
             }
             r.failed.insert(id);
@@ -225,6 +273,7 @@ impl Rollouts {
                     image: r.image.clone(),
                     failed: r.failed.len(),
                     tried,
+                    failed_ids: r.failed.iter().copied().collect(),
                 });
             }
             // The waiting look again when the wave ends, or at once when
@@ -241,6 +290,7 @@ impl Rollouts {
     pub fn release(&mut self, id: WorkspaceId) {
         for r in self.by_key.values_mut() {
             if r.in_progress.remove(&id) {
+                r.unproven.remove(&id);
                 r.give_back(&mut self.wake);
             }
         }
@@ -251,6 +301,7 @@ impl Rollouts {
     pub fn abandon(&mut self, id: WorkspaceId, still: Option<&RolloutKey>) {
         for (key, r) in self.by_key.iter_mut() {
             if Some(key) != still && r.in_progress.remove(&id) {
+                r.unproven.remove(&id);
                 r.give_back(&mut self.wake);
             }
         }
@@ -264,14 +315,17 @@ impl Rollouts {
     /// Drops every rollout no workspace wants this round and none is
     /// being replaced for; returns those of them that completed (work
     /// done, not halted: their image is stable).
-    pub fn completed(&mut self, wanted: &BTreeSet<RolloutKey>) -> Vec<RolloutKey> {
+    pub fn completed(&mut self, wanted: &BTreeSet<RolloutKey>) -> Vec<Completed> {
         let mut out = Vec::new();
         self.by_key.retain(|key, r| {
             if wanted.contains(key) || !r.in_progress.is_empty() {
                 return true;
             }
             if !r.halted && !r.done.is_empty() {
-                out.push(key.clone());
+                out.push(Completed {
+                    key: key.clone(),
+                    not_counted: std::mem::take(&mut r.inconclusive),
+                });
             }
             false
         });
@@ -321,6 +375,7 @@ impl Rollouts {
             "wave": wave,
             "done": done,
             "failed": r.map_or(0, |r| r.failed.len()),
+            "not_counted": r.map_or(0, |r| r.inconclusive.len()),
             "in_progress": r.map_or(0, |r| r.in_progress.len()),
         });
         if let Track::Pin(ring) = &key.track {

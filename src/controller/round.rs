@@ -191,6 +191,12 @@ impl Controller {
                         // against its provision timeout.
                         if !held {
                             plan.memory.provisioning_since = Some(now);
+                            // A workspace that did not serve before (its
+                            // old container crash looping, failed, never
+                            // ready) proves nothing about the image.
+                            if !(row.serving() && shown.as_ref().is_some_and(|c| c.is_running())) {
+                                state.rollouts.unproven(&replace.key, id);
+                            }
                         }
                         rollout = Some(state.rollouts.describe(&replace.key, "replacing"));
                     }

@@ -60,13 +60,13 @@ impl Controller {
         }
         let completed = state.rollouts.completed(&wanted);
         let any_completed = !completed.is_empty();
-        for key in completed {
+        for super::rollout::Completed { key, not_counted } in completed {
             let (runtime, digest) = (&key.runtime, &key.to);
             tracing::info!(runtime, track = key.track.as_str(), digest = %digest, "rollout complete");
             // A pin's history records the digest as stable; a tag or a
             // build has no history to mark.
             if let Track::Pin(ring) = &key.track
-                && self.pin_landed(state, &key)
+                && self.pin_landed(state, &key, &not_counted)
                 && let Err(error) =
                     desired::mark_stable(&self.pool, runtime, ring, digest.as_str()).await
             {
@@ -113,8 +113,14 @@ impl Controller {
     /// Whether every running row of this host the pin of `key` decides
     /// runs its digest now: a rollout whose workspaces dropped out (a pull
     /// backing off, a replace given up) has not landed, and marks nothing
-    /// stable.
-    fn pin_landed(&self, state: &State, key: &RolloutKey) -> bool {
+    /// stable. The rows `not_counted` (not serving before, their replace
+    /// failed) hold no landing back: their trouble is their own.
+    fn pin_landed(
+        &self,
+        state: &State,
+        key: &RolloutKey,
+        not_counted: &BTreeSet<WorkspaceId>,
+    ) -> bool {
         let Track::Pin(ring) = &key.track else {
             return false;
         };
@@ -123,6 +129,7 @@ impl Controller {
             if row.desired_state != DesiredState::Running
                 || row.paused
                 || row.runtime != key.runtime
+                || not_counted.contains(&row.id)
             {
                 return true;
             }

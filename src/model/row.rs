@@ -96,6 +96,17 @@ impl WorkspaceRow {
         reached(self.desired_state, self.status, self.status_reason)
     }
 
+    /// Whether the row's last status says its container serves: online
+    /// (rolled back included), or degraded only because a change is
+    /// blocked while the old container keeps serving.
+    pub fn serving(&self) -> bool {
+        match self.status {
+            Some(Status::Online) => true,
+            Some(Status::Degraded) => self.status_reason == Some(Reason::ChangeBlocked),
+            _ => false,
+        }
+    }
+
     /// A valid running row with defaults everywhere, for tests and
     /// fixtures; chain the builder methods below to vary it.
     pub fn test(id: WorkspaceId, at: DateTime<Utc>) -> Self {

@@ -19,6 +19,10 @@ fn replace() -> Replace {
     }
 }
 
+fn keys(completed: Vec<Completed>) -> Vec<RolloutKey> {
+    completed.into_iter().map(|c| c.key).collect()
+}
+
 fn ids(n: u128) -> Vec<WorkspaceId> {
     (1..=n)
         .map(|i| WorkspaceId(uuid::Uuid::from_u128(i)))
@@ -170,7 +174,7 @@ async fn a_digest_pinned_again_after_its_rollout_starts_over() {
     tokio::time::advance(debounce).await;
     assert_eq!(r.gate(&replace(), id, &LIMITS, debounce), Gate::Go);
     r.succeeded(id);
-    assert_eq!(r.completed(&BTreeSet::new()), vec![key()]);
+    assert_eq!(keys(r.completed(&BTreeSet::new())), vec![key()]);
     assert!(r.by_key.is_empty(), "a finished rollout is dropped");
     // Pinned away and back later: the debounce and the canary again.
     assert_eq!(
@@ -184,7 +188,10 @@ async fn a_rollout_nobody_wants_any_more_is_dropped_without_completing() {
     let mut r = Rollouts::default();
     let id = ids(1)[0];
     r.gate(&replace(), id, &LIMITS, Duration::from_secs(5));
-    assert!(r.completed(&BTreeSet::new()).is_empty(), "nothing was done");
+    assert!(
+        keys(r.completed(&BTreeSet::new())).is_empty(),
+        "nothing was done"
+    );
     assert_eq!(r.summary(), (0, 0, 0), "and nothing is under way");
 }
 
@@ -260,14 +267,68 @@ async fn a_rollout_completes_when_nothing_is_wanted_or_running() {
     let id = ids(1)[0];
     r.gate(&replace(), id, &LIMITS, Duration::ZERO);
     assert!(
-        r.completed(&BTreeSet::new()).is_empty(),
+        keys(r.completed(&BTreeSet::new())).is_empty(),
         "still in progress"
     );
     r.succeeded(id);
     assert_eq!(
-        r.completed(&BTreeSet::from([key()])),
+        keys(r.completed(&BTreeSet::from([key()]))),
         Vec::<RolloutKey>::new()
     );
-    assert_eq!(r.completed(&BTreeSet::new()), vec![key()]);
-    assert!(r.completed(&BTreeSet::new()).is_empty(), "reported once");
+    assert_eq!(keys(r.completed(&BTreeSet::new())), vec![key()]);
+    assert!(
+        keys(r.completed(&BTreeSet::new())).is_empty(),
+        "reported once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_workspace_that_was_not_serving_proves_nothing_about_the_image() {
+    let mut r = Rollouts::default();
+    let ws = ids(4);
+    let gate = |r: &mut Rollouts, id| r.gate(&replace(), id, &LIMITS, Duration::ZERO);
+    // The canary drawn is a workspace crash looping before the rollout.
+    assert_eq!(gate(&mut r, ws[0]), Gate::Go);
+    r.unproven(&key(), ws[0]);
+    assert!(
+        r.failed(ws[0], &LIMITS).is_empty(),
+        "its failure halts nothing"
+    );
+    assert_eq!(
+        gate(&mut r, ws[1]),
+        Gate::Go,
+        "the canary place goes to a workspace that serves"
+    );
+    assert!(
+        matches!(gate(&mut r, ws[2]), Gate::Wait(_)),
+        "still a canary wave of one"
+    );
+    let col = r.describe(&key(), "replacing");
+    assert_eq!(
+        (col["failed"].as_u64(), col["not_counted"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // A serving workspace's failure halts, and the halt names it.
+    let halts = r.failed(ws[1], &LIMITS);
+    assert_eq!(halts.len(), 1);
+    assert_eq!((halts[0].failed, halts[0].tried), (1, 1));
+    assert_eq!(halts[0].failed_ids, vec![ws[1]]);
+    // Marking a workspace that holds no place changes nothing.
+    r.unproven(&key(), ws[3]);
+    assert!(r.by_key[&key()].unproven.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_rollout_names_the_replaces_it_did_not_count() {
+    let mut r = Rollouts::default();
+    let ws = ids(2);
+    let gate = |r: &mut Rollouts, id| r.gate(&replace(), id, &LIMITS, Duration::ZERO);
+    assert_eq!(gate(&mut r, ws[0]), Gate::Go);
+    r.unproven(&key(), ws[0]);
+    r.failed(ws[0], &LIMITS);
+    assert_eq!(gate(&mut r, ws[1]), Gate::Go);
+    r.succeeded(ws[1]);
+    let done = r.completed(&BTreeSet::new());
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].not_counted, BTreeSet::from([ws[0]]));
 }

@@ -180,7 +180,12 @@ async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
     .await
     .unwrap();
     assert_eq!(by.as_deref(), Some("berth"));
-    assert!(note.unwrap_or_default().contains("failed readiness"));
+    let note = note.unwrap_or_default();
+    assert!(note.contains("failed readiness"), "{note}");
+    assert!(
+        ids.iter().any(|id| note.contains(&id.id12())),
+        "the note names the failing workspace: {note}"
+    );
 
     // Settle, then count who was touched.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -452,7 +457,7 @@ async fn a_pin_that_does_not_hold_for_the_debounce_replaces_nothing() {
 }
 
 /// Waits until the newest history entry that set `digest` is stable.
-async fn wait_stable(w: &World, digest: &str, secs: u64) {
+pub(super) async fn wait_stable(w: &World, digest: &str, secs: u64) {
     let what = format!("{digest} marked stable");
     w.poll(secs, &what, Duration::from_millis(300), || async {
         let stable: Option<DateTime<Utc>> = sqlx::query_scalar(

@@ -1,11 +1,12 @@
 //! A rollout's edges: a bad pin's canary stays the only workspace it
-//! touches when berth is killed part way through the canary's restore, and
-//! a wave's wait does not count against a workspace's provision timeout.
+//! touches when berth is killed part way through the canary's restore, a
+//! wave's wait does not count against a workspace's provision timeout, and
+//! a workspace crash looping before a good pin does not halt it.
 
 use std::time::Duration;
 
 use super::rollout::{
-    canary_under_way, containers, digest, halts, online_all, pin_broken_with_a_short_deadline,
+    canary_under_way, containers, digest, halts, online_all, pin, pin_broken_with_a_short_deadline,
     wait_pin,
 };
 
@@ -85,4 +86,36 @@ async fn a_row_edit_with_the_pin_in_one_transaction_times_each_replace_from_its_
         .await;
     }
     assert_eq!(halts(&w).await, 0, "a good image was halted");
+}
+
+#[tokio::test]
+async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_it_from_stable() {
+    let mut w = super::World::new().await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "10s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    // The broken workspace crash loops on any image (its own env).
+    let looping = w.insert(serde_json::json!({"AGENT_EXIT_AFTER": "1"})).await;
+    w.wait_row(looping, 90, "crash looping", |r| {
+        r.is("degraded", Some("crash_loop"))
+    })
+    .await;
+    let ids = online_all(&w, 3).await;
+    let v2 = w.v2.clone();
+    pin(&w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 120, "online on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    super::rollout::wait_stable(&w, &v2, 60).await;
+    assert_eq!(halts(&w).await, 0, "a good image was halted");
+    let pinned: String =
+        sqlx::query_scalar("SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(pinned, v2, "the pin was written back");
 }
