@@ -51,7 +51,8 @@ impl Controller {
 
 impl Controller {
     /// Puts a halted rollout's previous image back: into the pin row for
-    /// a pin (the history says berth did it and why), into the image
+    /// a pin, or no pin row when the rollout's pin was new (the history
+    /// says berth did it and why), into the image
     /// knowledge for a tag or a build (so the planner sees the old image
     /// as current, and a refresh that finds the halted target again keeps
     /// it out). Workspaces the rollout changed are replaced back onto it.
@@ -79,16 +80,10 @@ impl Controller {
             (Track::Pin(ring), None) => self.stable_before(runtime, ring, &key.to).await,
             (_, None) => None,
         };
-        let Some(from) = from else {
-            tracing::error!(
-                runtime,
-                track,
-                "no previous image known: nothing more rolls out onto the halted one"
-            );
-            return;
-        };
-        match &key.track {
-            Track::Pin(ring) => {
+        match (&key.track, from) {
+            (Track::Pin(ring), from) => {
+                // A pin new with this rollout goes (the ring follows what
+                // it followed before); another gets `from` back.
                 let note = format!(
                     "halted by berth on host {}: {failed} of {tried} replaces onto {} failed readiness ({names})",
                     self.settings.host_id,
@@ -98,7 +93,7 @@ impl Controller {
                     runtime: runtime.clone(),
                     ring: ring.clone(),
                     to: key.to.as_str().to_string(),
-                    from: from.as_str().to_string(),
+                    from: from.map(|d| d.as_str().to_string()),
                     note,
                 };
                 if !self.write_pin_back(&write).await {
@@ -107,7 +102,14 @@ impl Controller {
                     state.pin_write_backs.push(write);
                 }
             }
-            Track::Tag | Track::Build => {
+            (_, None) => {
+                tracing::error!(
+                    runtime,
+                    track,
+                    "no previous image known: nothing more rolls out onto the halted one"
+                );
+            }
+            (Track::Tag | Track::Build, Some(from)) => {
                 let previous = match key.track {
                     Track::Tag => ResolvedImage {
                         digest: Some(from.clone()),
@@ -183,17 +185,33 @@ pub(super) struct PinWriteBack {
     runtime: String,
     ring: String,
     to: String,
-    from: String,
+    from: Option<String>,
     note: String,
 }
 
 impl Controller {
     /// Writes a halted pin back; false when the database did not answer.
     async fn write_pin_back(&self, w: &PinWriteBack) -> bool {
+        use desired::PinHalted;
         let (runtime, ring) = (&w.runtime, &w.ring);
-        match desired::halt_pin(&self.pool, runtime, ring, &w.to, &w.from, &w.note).await {
-            Ok(true) => tracing::warn!(runtime, ring, back_to = w.from, "pin written back"),
-            Ok(false) => tracing::warn!(runtime, ring, "pin already changed; not written back"),
+        let from = w.from.as_deref();
+        match desired::halt_pin(&self.pool, runtime, ring, &w.to, from, &w.note).await {
+            Ok(PinHalted::PutBack) => {
+                tracing::warn!(runtime, ring, back_to = from, "pin written back");
+            }
+            Ok(PinHalted::Unpinned) => tracing::warn!(
+                runtime,
+                ring,
+                "pin removed: it was new with the halted rollout, and the ring follows what it followed before"
+            ),
+            Ok(PinHalted::Moved) => {
+                tracing::warn!(runtime, ring, "pin already changed; not written back");
+            }
+            Ok(PinHalted::NothingToPutBack) => tracing::error!(
+                runtime,
+                ring,
+                "no previous digest known: the pin is left on the halted one, and nothing more rolls out onto it here"
+            ),
             Err(error) => {
                 tracing::error!(%error, runtime, ring, "writing the pin back failed; trying again at the next reread");
                 return false;

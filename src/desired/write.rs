@@ -243,29 +243,89 @@ pub async fn prune_events(
     }
 }
 
-/// Halts a pin rollout everywhere: puts `from` back into the pin of
-/// (`runtime`, `ring`) when it still names `to` (an operator's newer edit
-/// wins), recorded in the history as by berth with `note`. Whether it did.
+/// What a halt did to the pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinHalted {
+    /// The previous digest is back in the pin.
+    PutBack,
+    /// The pin was new (the ring followed stable or the tag before): it
+    /// is gone, and the ring follows what it followed again.
+    Unpinned,
+    /// The pin no longer names the halted digest (an operator's newer
+    /// edit wins): left alone.
+    Moved,
+    /// The pin was not new and no previous digest is known: left alone.
+    NothingToPutBack,
+}
+
+/// Halts a pin rollout everywhere: puts back what the pin of (`runtime`,
+/// `ring`) was before it named `to` — `from`, or no pin at all when the
+/// entry that set `to` created it — when it still names `to` (an
+/// operator's newer edit wins), recorded in the history as by berth with
+/// `note`. A digest halted is not stable, whatever another host marked.
 pub async fn halt_pin(
     pool: &PgPool,
     runtime: &str,
     ring: &str,
     to: &str,
-    from: &str,
+    from: Option<&str>,
     note: &str,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "UPDATE runtime_image_pins SET digest = $4, updated_by = 'berth', note = $5
-          WHERE template_name = $1 AND ring = $2 AND digest = $3",
+) -> Result<PinHalted, sqlx::Error> {
+    let mut tx = pool.begin().bounded().await?;
+    let created: Option<bool> = sqlx::query_scalar(
+        "SELECT old_digest IS NULL FROM runtime_image_pin_history
+          WHERE template_name = $1 AND ring = $2 AND new_digest = $3
+          ORDER BY id DESC LIMIT 1",
     )
     .bind(runtime)
     .bind(ring)
     .bind(to)
-    .bind(from)
-    .bind(note)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .bounded()
     .await?;
+    let result = if created == Some(true) {
+        // The history trigger takes who and why from these settings,
+        // which end with the transaction.
+        sqlx::query("SELECT set_config('berth.pin_by', 'berth', true), set_config('berth.pin_note', $1, true)")
+            .bind(note)
+            .execute(&mut *tx)
+            .bounded()
+            .await?;
+        let deleted = sqlx::query(
+            "DELETE FROM runtime_image_pins WHERE template_name = $1 AND ring = $2 AND digest = $3",
+        )
+        .bind(runtime)
+        .bind(ring)
+        .bind(to)
+        .execute(&mut *tx)
+        .bounded()
+        .await?;
+        if deleted.rows_affected() == 1 {
+            PinHalted::Unpinned
+        } else {
+            PinHalted::Moved
+        }
+    } else if let Some(from) = from {
+        let updated = sqlx::query(
+            "UPDATE runtime_image_pins SET digest = $4, updated_by = 'berth', note = $5
+              WHERE template_name = $1 AND ring = $2 AND digest = $3",
+        )
+        .bind(runtime)
+        .bind(ring)
+        .bind(to)
+        .bind(from)
+        .bind(note)
+        .execute(&mut *tx)
+        .bounded()
+        .await?;
+        if updated.rows_affected() == 1 {
+            PinHalted::PutBack
+        } else {
+            PinHalted::Moved
+        }
+    } else {
+        PinHalted::NothingToPutBack
+    };
     // A digest that failed on this host is not stable, whatever another
     // host that finished its own rollout first marked: `berth rollback`
     // and the next halt must not choose it.
@@ -277,10 +337,11 @@ pub async fn halt_pin(
     .bind(runtime)
     .bind(ring)
     .bind(to)
-    .execute(pool)
+    .execute(&mut *tx)
     .bounded()
     .await?;
-    Ok(result.rows_affected() == 1)
+    tx.commit().bounded().await?;
+    Ok(result)
 }
 
 /// Marks the latest history entry that set (`runtime`, `ring`) to `digest`

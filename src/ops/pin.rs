@@ -35,8 +35,11 @@ pub struct PinChange {
     pub kind: &'static str,
     pub runtime: String,
     pub ring: String,
-    /// The digest pinned now; `None` is the moving tag.
+    /// The digest pinned now; `None`: the ring has no pin of its own.
     pub from: Option<String>,
+    /// With no pin of its own, what the ring follows now: stable's pin
+    /// (for another ring) or the runtime's moving tag.
+    pub follows: Option<String>,
     pub to: String,
     pub note: Option<String>,
     pub by: Option<String>,
@@ -44,6 +47,8 @@ pub struct PinChange {
     /// when a rollout of it completed (`None`: never marked stable).
     pub history_id: Option<i64>,
     pub stable_at: Option<DateTime<Utc>>,
+    /// The history entry the change wrote, once applied.
+    pub recorded_as: Option<i64>,
     /// Every workspace whose image the pin decides; `replaced` tells those
     /// the change replaces now from those that take it when their
     /// container is made.
@@ -89,7 +94,17 @@ impl PinChange {
     /// What the operator confirms.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let from = self.from.as_deref().unwrap_or("(moving tag)");
+        let unpinned;
+        let from = match (&self.from, &self.follows) {
+            (Some(from), _) => from.as_str(),
+            (None, follows) => {
+                unpinned = format!(
+                    "(no pin: follows {})",
+                    follows.as_deref().unwrap_or("the moving tag")
+                );
+                unpinned.as_str()
+            }
+        };
         let _ = writeln!(
             out,
             "{} {}/{}: {} → {}",
@@ -220,6 +235,20 @@ async fn check_runtime(pool: &PgPool, runtime: &str) -> Result<(), OpsError> {
     )))
 }
 
+/// What a ring without a pin of its own follows: stable's pin when
+/// another ring and stable is pinned, else the runtime's moving tag.
+async fn follows(pool: &PgPool, runtime: &str, ring: &str) -> Result<String, OpsError> {
+    let stable = if ring == "stable" {
+        None
+    } else {
+        current(pool, runtime, "stable").await?
+    };
+    Ok(match stable {
+        Some(digest) => format!("stable's pin {}", short_digest(Some(&digest))),
+        None => "the moving tag".to_string(),
+    })
+}
+
 async fn current(pool: &PgPool, runtime: &str, ring: &str) -> Result<Option<String>, OpsError> {
     Ok(sqlx::query_scalar(
         "SELECT digest FROM runtime_image_pins WHERE template_name = $1 AND ring = $2",
@@ -279,9 +308,15 @@ async fn touched(
 /// Prepares `berth pin`.
 pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, OpsError> {
     check_runtime(pool, &req.runtime).await?;
+    let from = current(pool, &req.runtime, &req.ring).await?;
+    let follows = match from {
+        Some(_) => None,
+        None => Some(follows(pool, &req.runtime, &req.ring).await?),
+    };
     Ok(PinChange {
         kind: "pin",
-        from: current(pool, &req.runtime, &req.ring).await?,
+        from,
+        follows,
         to: req.digest.as_str().to_string(),
         touched: touched(pool, &req.runtime, &req.ring, req.digest.as_str()).await?,
         local_build_note: local_build_note(pool, &req.runtime).await?,
@@ -291,6 +326,7 @@ pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, Op
         by: req.by,
         history_id: None,
         stable_at: None,
+        recorded_as: None,
         applied: false,
     })
 }
@@ -308,8 +344,9 @@ pub async fn prepare_rollback(
 ) -> Result<PinChange, OpsError> {
     check_runtime(pool, runtime).await?;
     let Some(from) = current(pool, runtime, ring).await? else {
+        let follows = follows(pool, runtime, ring).await?;
         return Err(OpsError::Failed(format!(
-            "{runtime}/{ring} has no pin (it follows the moving tag): nothing to roll back; \
+            "{runtime}/{ring} has no pin (it follows {follows}): nothing to roll back; \
              use `berth pin` to pin a digest"
         )));
     };
@@ -333,11 +370,13 @@ pub async fn prepare_rollback(
         runtime: runtime.to_string(),
         ring: ring.to_string(),
         from: Some(from),
+        follows: None,
         to: target,
         note,
         by,
         history_id,
         stable_at,
+        recorded_as: None,
         touched,
         local_build_note: local_build_note(pool, runtime).await?,
         applied: false,
@@ -350,6 +389,9 @@ pub async fn apply_pin(pool: &PgPool, change: &mut PinChange) -> Result<(), OpsE
     if change.is_noop() {
         return Ok(());
     }
+    // The history trigger writes its entry in this transaction: the
+    // session's last value of the history's sequence is that entry's id.
+    let mut tx = pool.begin().await?;
     let result = match &change.from {
         Some(from) => {
             sqlx::query(
@@ -363,7 +405,7 @@ pub async fn apply_pin(pool: &PgPool, change: &mut PinChange) -> Result<(), OpsE
             .bind(&change.by)
             .bind(&change.note)
             .bind(from)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
         }
         None => {
@@ -377,7 +419,7 @@ pub async fn apply_pin(pool: &PgPool, change: &mut PinChange) -> Result<(), OpsE
             .bind(&change.to)
             .bind(&change.by)
             .bind(&change.note)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
         }
     };
@@ -387,6 +429,14 @@ pub async fn apply_pin(pool: &PgPool, change: &mut PinChange) -> Result<(), OpsE
             change.runtime, change.ring
         )));
     }
+    change.recorded_as = Some(
+        sqlx::query_scalar(
+            "SELECT currval(pg_get_serial_sequence('runtime_image_pin_history', 'id'))",
+        )
+        .fetch_one(&mut *tx)
+        .await?,
+    );
+    tx.commit().await?;
     change.applied = true;
     Ok(())
 }

@@ -559,10 +559,10 @@ async fn a_digest_is_marked_stable_only_while_pinned_and_a_halt_unmarks_it() {
         .await
         .unwrap();
     assert!(stable(c.clone()).await);
-    let written = desired::halt_pin(&pool, "codex", "stable", &c, &a, "halted")
+    let written = desired::halt_pin(&pool, "codex", "stable", &c, Some(&a), "halted")
         .await
         .unwrap();
-    assert!(written);
+    assert_eq!(written, desired::PinHalted::PutBack);
     assert!(!stable(c.clone()).await, "a halted digest is not stable");
 }
 
@@ -577,10 +577,11 @@ async fn a_rollback_never_returns_to_a_digest_berth_halted() {
     }
     // b ran everywhere but was never marked (berth restarted mid-rollout);
     // bad failed its canary and berth put b back.
-    assert!(
-        desired::halt_pin(&pool, "codex", "stable", &bad, &b, "halted")
+    assert_eq!(
+        desired::halt_pin(&pool, "codex", "stable", &bad, Some(&b), "halted")
             .await
-            .unwrap()
+            .unwrap(),
+        desired::PinHalted::PutBack
     );
     let target = desired::rollback_target(&pool, "codex", "stable", &b)
         .await
@@ -613,4 +614,71 @@ async fn berths_connections_bound_every_statement() {
         .await
         .unwrap();
     assert_eq!(timeout, "1min");
+}
+
+#[tokio::test]
+async fn a_halted_pin_that_was_new_is_removed_and_the_history_says_berth_did_it() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let (a, bad) = (d('a'), d('f'));
+    pin_codex(&pool, &a).await;
+    // The canary ring had no pin (it followed stable): its first pin fails.
+    sqlx::query(
+        "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'canary', $1)",
+    )
+    .bind(&bad)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let done = desired::halt_pin(&pool, "codex", "canary", &bad, Some(&a), "halted: 1 of 1")
+        .await
+        .unwrap();
+    assert_eq!(done, desired::PinHalted::Unpinned);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runtime_image_pins WHERE template_name = 'codex' AND ring = 'canary'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "the ring follows stable again, not a copy of it");
+    let last: (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = sqlx::query_as(
+        "SELECT old_digest, new_digest, updated_by, note FROM runtime_image_pin_history
+          WHERE ring = 'canary' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        last,
+        (
+            Some(bad.clone()),
+            None,
+            Some("berth".into()),
+            Some("halted: 1 of 1".into())
+        )
+    );
+    // A second halt finds the pin gone: nothing more to do.
+    let again = desired::halt_pin(&pool, "codex", "canary", &bad, Some(&a), "halted")
+        .await
+        .unwrap();
+    assert_eq!(again, desired::PinHalted::Moved);
+    // A plain delete by hand still says who and that it was deleted.
+    sqlx::query("DELETE FROM runtime_image_pins WHERE template_name = 'codex'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(note.as_deref(), Some("pin deleted"));
+    assert_ne!(by.as_deref(), Some("berth"));
 }

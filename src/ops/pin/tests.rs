@@ -27,6 +27,8 @@ fn row_text_cannot_break_the_preview_tables() {
         note: None,
         by: None,
         history_id: None,
+        recorded_as: None,
+        follows: None,
         stable_at: None,
         touched: vec![
             touched("one\nws-fake  w  h1", true),

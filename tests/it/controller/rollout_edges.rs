@@ -119,3 +119,62 @@ async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_
             .unwrap();
     assert_eq!(pinned, v2, "the pin was written back");
 }
+
+#[tokio::test]
+async fn a_halted_first_pin_of_a_ring_is_removed_so_the_ring_follows_stable_again() {
+    let mut w = super::World::new().await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = w.insert(serde_json::json!({})).await;
+        w.exec("UPDATE workspaces SET ring = 'canary' WHERE id = $1", id)
+            .await;
+        ids.push(id);
+    }
+    let v1 = w.v1.clone();
+    for id in &ids {
+        w.wait_row(*id, 90, "online on stable's v1", |r| {
+            r.is("online", None) && r.converged()
+        })
+        .await;
+    }
+    // The canary ring's first pin names the image that is never ready.
+    let broken = digest(&w, "broken").await;
+    sqlx::query(
+        "INSERT INTO runtime_image_pins (template_name, ring, digest, updated_by)
+         VALUES ('agent', 'canary', $1, 'test')",
+    )
+    .bind(&broken)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    w.poll(90, "the canary pin removed", Duration::from_millis(300), || async {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runtime_image_pins WHERE template_name = 'agent' AND ring = 'canary'",
+        )
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    assert_eq!(halts(&w).await, 1, "the removal is on record as berth's");
+    for id in &ids {
+        w.wait_row(*id, 60, "online on v1", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+        })
+        .await;
+    }
+    // Following stable again: stable's next digest reaches the ring.
+    let v2 = w.v2.clone();
+    pin(&w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 120, "online on stable's v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+}

@@ -118,7 +118,23 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
     )
     .await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(touched(&json(&out, &err)), sorted(&[canary]));
+    let change = json(&out, &err);
+    assert_eq!(touched(&change), sorted(&[canary]));
+    // The canary ring had no pin: it followed stable's, and says so.
+    assert!(
+        err.contains("(no pin: follows stable's pin sha256:aaaaaaaaaaaa"),
+        "{err}"
+    );
+    assert_eq!(change["from"], serde_json::Value::Null);
+    // The history entry the change wrote is named.
+    let written: i64 = sqlx::query_scalar(
+        "SELECT id FROM runtime_image_pin_history WHERE ring = 'canary' AND new_digest = $1",
+    )
+    .bind(digest('b'))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(change["recorded_as"], written, "{change}");
 
     // The canary ring has its own pin now: stable no longer decides it.
     let (code, out, err) =
