@@ -279,6 +279,9 @@ async fn steps(
                 waiting = true;
                 break;
             }
+            // The op addressed a new container this pass did not make:
+            // nothing happened, and the trail does not say it did.
+            Ok(Outcome::Skipped) => {}
             Ok(_) => {
                 let cause = done.plan.status.as_ref().and_then(|s| s.detail.as_deref());
                 events.push(event(id, action, Ok(()), cause));
@@ -299,6 +302,9 @@ async fn steps(
                             break;
                         }
                         let result = executor.apply(&step.op, &mut run).await;
+                        if matches!(result, Ok(Outcome::Skipped)) {
+                            continue;
+                        }
                         let cause = format!("{} failed: {error}", action.op.name());
                         events.push(event(id, step, result.as_ref().map(|_| ()), Some(&cause)));
                     }

@@ -51,6 +51,37 @@ async fn an_image_that_never_becomes_ready_is_a_provision_timeout_naming_the_pha
 }
 
 #[tokio::test]
+async fn a_create_the_engine_refuses_leaves_no_undo_of_a_container_never_made_on_the_trail() {
+    let mut w = World::new().await;
+    // Below the engine's minimum memory limit: every create is refused.
+    w.start(&[("TIER2_MEMORY_MB", "4")]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "the create refused", |r| {
+        r.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("create"))
+    })
+    .await;
+    let trail: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, reason FROM workspace_events WHERE workspace_id = $1 ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert!(
+        trail.iter().any(|(a, _)| a == "create"),
+        "the create was tried: {trail:?}"
+    );
+    // No container was made, so none was removed.
+    assert!(
+        !trail.iter().any(|(a, _)| a == "remove_container"),
+        "{trail:?}"
+    );
+    assert!(w.container(id).await.is_none());
+}
+
+#[tokio::test]
 async fn an_emptied_configs_volume_is_config_missing_not_a_crash_loop() {
     let mut w = World::new().await;
     w.start(&[("BERTH_PROVISION_TIMEOUT", "20s")]);
