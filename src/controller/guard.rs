@@ -4,8 +4,6 @@
 //! go, so a berth that starts or takes over next holds on where this one
 //! was (the planner's `apply_delete_guard` decides each pass).
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 
 use super::{Controller, State};
@@ -14,6 +12,8 @@ use crate::model::WorkspaceId;
 use crate::plan;
 
 const RELEASED: &str = "delete guard released: none of the removals it withheld is wanted any more";
+/// A workspace leaving a hold that goes on for others.
+const PART: &str = "delete guard released this workspace: its removal is no longer wanted (its row is back); the guard still holds others";
 
 /// The detail of a note event: a guard's hold carries its limit.
 pub(super) fn note_detail(note: &str, limit: Option<usize>) -> serde_json::Value {
@@ -49,16 +49,19 @@ impl Controller {
     }
 
     /// Takes a pass's guard outcome into the state: the alarm (said once
-    /// per count, counted every pass), the release on the trail.
+    /// per count, counted every pass), and on the trail each workspace the
+    /// latch lets go, with why: its removal is no longer wanted (its row is
+    /// back), or the limit was raised above the one the guard tripped
+    /// under (the removals go ahead).
     pub(super) async fn follow_guard(
         &self,
         state: &mut State,
-        blocked: Option<(usize, usize)>,
-        held: &BTreeSet<WorkspaceId>,
-        held_limit: Option<usize>,
+        pass: &plan::PassPlan,
         lease: &Lease,
         now: DateTime<Utc>,
     ) {
+        let blocked = pass.guard_blocked;
+        let held = &pass.guard_held;
         if let Some((wanted, limit)) = blocked {
             if state.guard_said != blocked {
                 if wanted > limit {
@@ -79,25 +82,43 @@ impl Controller {
                 }
             }
             self.metrics.delete_guard_blocked_total.inc();
-        } else if !state.guard_held.is_empty() && held.is_empty() {
-            tracing::warn!("{RELEASED}");
-            let released: Vec<Event> = state
-                .guard_held
+        }
+        let let_go: Vec<WorkspaceId> = state.guard_held.difference(held).copied().collect();
+        if !let_go.is_empty() {
+            let reason = if !held.is_empty() {
+                tracing::info!(
+                    workspaces = let_go.len(),
+                    still_held = held.len(),
+                    "delete guard: workspaces whose removal is no longer wanted leave its hold"
+                );
+                PART.to_string()
+            } else {
+                let why = match state.guard_held_limit {
+                    Some(tripped) if pass.guard_limit > tripped => format!(
+                        "delete guard released: the limit is {} now, above the {tripped} it tripped under; the removals it withheld go ahead",
+                        pass.guard_limit
+                    ),
+                    _ => RELEASED.to_string(),
+                };
+                tracing::warn!("{why}");
+                why
+            };
+            let events: Vec<Event> = let_go
                 .iter()
                 .map(|id| Event {
                     workspace: *id,
                     action: "note".into(),
-                    reason: RELEASED.into(),
+                    reason: reason.clone(),
                     detail: serde_json::json!({"delete_guard": "released"}),
                     at: now,
                 })
                 .collect();
-            if let Err(error) = desired::record_events(&self.pool, lease, &released).await {
+            if let Err(error) = desired::record_events(&self.pool, lease, &events).await {
                 tracing::warn!(%error, "recording the delete guard's release failed");
             }
         }
         state.guard_said = blocked;
         state.guard_held = held.clone();
-        state.guard_held_limit = held_limit;
+        state.guard_held_limit = pass.guard_held_limit;
     }
 }

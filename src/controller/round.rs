@@ -129,18 +129,10 @@ impl Controller {
                 kept.orphan_sightings = kept.orphan_sightings.max(p.memory.orphan_sightings);
             }
         }
+        self.follow_guard(state, &pass, &lease, now).await;
         let mut plans: BTreeMap<WorkspaceId, Plan> =
             pass.plans.into_iter().map(|p| (p.id, p)).collect();
         let mut passes = 0;
-        self.follow_guard(
-            state,
-            pass.guard_blocked,
-            &pass.guard_held,
-            pass.guard_held_limit,
-            &lease,
-            now,
-        )
-        .await;
         let guard_limit = pass.guard_held_limit;
 
         for id in taken {

@@ -21,30 +21,28 @@ pub struct GuardTrip {
 /// The hosts (all, or `host`) whose delete guard withheld removals within
 /// the last hour and has not let go since, with the most recent first. A
 /// hold is a `note` whose reason starts `delete guard:`; a release is a
-/// `note` whose detail says `{"delete_guard": "released"}`, written when
-/// none of the withheld removals is wanted any more: holds up to a host's
-/// latest release are over, and only those after it count.
+/// `note` whose detail says `{"delete_guard": "released"}`, written for
+/// each workspace the guard lets go (its row back, or the whole hold
+/// over). A workspace counts while its latest guard note is a hold.
 pub async fn recent_guard_trips(
     pool: &PgPool,
     host: Option<&str>,
 ) -> Result<Vec<GuardTrip>, OpsError> {
     let trips = sqlx::query_as(
-        "WITH guard AS (
-           SELECT host, workspace_id, at,
+        "WITH latest AS (
+           SELECT DISTINCT ON (host, workspace_id) host, workspace_id, at,
                   coalesce(detail->>'delete_guard' = 'released', false) AS released
              FROM workspace_events
             WHERE action = 'note'
               AND (reason LIKE 'delete guard:%' OR detail->>'delete_guard' = 'released')
               AND at > now() - interval '1 hour'
               AND ($1::text IS NULL OR host = $1)
-         ), released AS (
-           SELECT host, max(at) AS at FROM guard WHERE released GROUP BY host
+            ORDER BY host, workspace_id, at DESC, id DESC
          )
-         SELECT g.host, count(DISTINCT g.workspace_id) AS workspaces,
-                extract(epoch FROM now() - max(g.at))::float8 AS secs_ago
-           FROM guard g LEFT JOIN released r ON r.host = g.host
-          WHERE NOT g.released AND (r.at IS NULL OR g.at > r.at)
-          GROUP BY g.host ORDER BY max(g.at) DESC",
+         SELECT host, count(*) AS workspaces,
+                extract(epoch FROM now() - max(at))::float8 AS secs_ago
+           FROM latest WHERE NOT released
+          GROUP BY host ORDER BY max(at) DESC",
     )
     .bind(host)
     .fetch_all(pool)

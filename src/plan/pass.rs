@@ -58,6 +58,8 @@ pub struct PassPlan {
     pub guard_held: BTreeSet<WorkspaceId>,
     /// The limit the latch tripped under.
     pub guard_held_limit: Option<usize>,
+    /// This pass's limit.
+    pub guard_limit: usize,
     /// Owned objects that name no workspace berth can tell (a legacy name
     /// matching no row or several): kept and reported, never touched.
     pub unattributed: Vec<String>,
@@ -270,6 +272,7 @@ pub fn plan_pass(s: &Snapshot, settings: &Settings, now: DateTime<Utc>) -> PassP
         guard_blocked,
         guard_held,
         guard_held_limit,
+        guard_limit: limit,
         unattributed: ix.unattributed,
     }
 }

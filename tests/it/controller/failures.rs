@@ -559,6 +559,17 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
     };
     put_back(ids[..7].iter().map(|id| id.0).collect()).await;
     super::wait_logged(w.berth.as_ref().unwrap(), "delete guard holds", 30).await;
+    // The seven back leave the hold on the trail: status counts five.
+    super::wait_logged(w.berth.as_ref().unwrap(), "leave its hold", 30).await;
+    let (code, out, err) = crate::harness::berth(&["status"], &[("DATABASE_URL", &w.db.url)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "host {}: the delete guard withheld the removal of 5 workspace(s) without a row",
+            w.host
+        )),
+        "{out}"
+    );
     // A berth that takes over takes the latch up from the trail.
     w.berth.take().unwrap().kill().await;
     w.start(&[("BERTH_ORPHAN_GRACE", "4s")]);
@@ -584,4 +595,60 @@ async fn rows_deleted_en_masse_trip_the_delete_guard_and_every_container_stays()
             was.as_ref()
         );
     }
+}
+
+#[tokio::test]
+async fn a_limit_raised_above_the_tripped_one_lets_the_removals_go_and_says_why() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_ORPHAN_GRACE", "3s"), ("BERTH_DELETE_GUARD", "1")]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(w.insert(json!({})).await);
+    }
+    for id in &ids {
+        w.wait_row(*id, 90, "online", |r| r.is("online", None))
+            .await;
+    }
+    sqlx::query("DELETE FROM workspaces WHERE host = $1")
+        .bind(&w.host)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    super::wait_logged(w.berth.as_ref().unwrap(), "exceed the limit", 30).await;
+    for id in &ids {
+        assert!(
+            w.container(*id).await.is_some(),
+            "{id} removed under the guard"
+        );
+    }
+    // The operator's word that the rows went on purpose: one run with a
+    // higher limit.
+    w.berth.take().unwrap().kill().await;
+    w.start(&[("BERTH_ORPHAN_GRACE", "3s"), ("BERTH_DELETE_GUARD", "10")]);
+    super::wait_logged(
+        w.berth.as_ref().unwrap(),
+        "above the 1 it tripped under",
+        30,
+    )
+    .await;
+    for id in &ids {
+        w.poll(
+            30,
+            "the orphan removed",
+            Duration::from_millis(300),
+            || async { w.container(*id).await.is_none().then_some(()) },
+        )
+        .await;
+        let said: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspace_events WHERE workspace_id = $1
+                AND detail->>'delete_guard' = 'released' AND reason LIKE '%limit is 10 now%'",
+        )
+        .bind(id.0)
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        assert_eq!(said, 1, "{id}: the release and why are on its trail");
+    }
+    let (_, out, _) = crate::harness::berth(&["status"], &[("DATABASE_URL", &w.db.url)]).await;
+    assert!(!out.contains("delete guard"), "{out}");
 }
