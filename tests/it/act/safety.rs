@@ -175,3 +175,92 @@ async fn a_workspace_dir_leading_out_of_the_roots_through_a_symlink_is_never_bou
     let binds = f.inspect(&id).await.host_config.unwrap().binds.unwrap();
     assert!(binds.contains(&format!("{plain}:/workspace")), "{binds:?}");
 }
+
+/// Creates network `name` with the scope's labels and berth's for `host`;
+/// its id.
+async fn network_of(f: &Fixture, name: &str, host: &str) -> String {
+    let mut labels = f.scope.labels();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_HOST.into(), host.into());
+    f.scope
+        .docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.into(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn two_networks_of_one_name_from_racing_berths_end_as_the_one_in_use() {
+    let f = Fixture::new().await;
+    let name = f.settings.network.clone();
+    // Another host's berth made the name's network and runs a container
+    // on it; a create of this host raced it and made a second one.
+    let theirs = network_of(&f, &name, "another-host").await;
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(f.agent("v1")),
+        labels: Some(f.scope.labels()),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some(theirs.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    f.scope
+        .run(&format!("berth-test-net-user-{}", f.scope.test), body)
+        .await;
+    let ours = network_of(&f, &name, super::HOST).await;
+    assert!(
+        f.scope
+            .docker
+            .inspect_network(
+                &name,
+                None::<bollard::query_parameters::InspectNetworkOptions>
+            )
+            .await
+            .is_err(),
+        "the name does not resolve while two networks hold it"
+    );
+    f.exec.ensure_network(&name).await.unwrap();
+    let left = f
+        .scope
+        .docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("the name resolves again");
+    assert_eq!(
+        left.id.as_deref(),
+        Some(theirs.as_str()),
+        "the one in use stays"
+    );
+    let gone = f
+        .scope
+        .docker
+        .inspect_network(
+            &ours,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await;
+    assert!(gone.is_err(), "this host's duplicate is removed");
+
+    // Another host's duplicate is never removed: berth says so instead.
+    let again = network_of(&f, &name, "a-third-host").await;
+    let err = f.exec.ensure_network(&name).await.unwrap_err();
+    assert!(err.to_string().contains("removes only its own"), "{err}");
+    f.scope
+        .docker
+        .inspect_network(
+            &again,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("left alone");
+}
