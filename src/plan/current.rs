@@ -79,7 +79,13 @@ pub(super) fn current(
     let s = f.settings;
     track_restarts(&mut p.memory, c, now);
     let target = || Target::Id(c.id.clone());
-    let deadline = deadline(f, row, &p.memory);
+    // Without memory of the attempt (a berth restarted since), it began
+    // no later than the container's creation: a container made moments
+    // ago for a row changed long ago is not timed out at once.
+    let deadline = match p.memory.provisioning_since {
+        Some(_) => deadline(f, row, &p.memory),
+        None => after(row.desired_changed_at.max(c.created), f.provision_timeout),
+    };
     let been_ready = p.memory.ready_container.as_deref() == Some(c.id.as_str())
         || (row.container_id.as_deref() == Some(c.id.as_str())
             && matches!(row.status, Some(Status::Online | Status::Degraded)));

@@ -30,17 +30,23 @@ pub(super) fn deadline(f: &Facts, row: &WorkspaceRow, memory: &Memory) -> DateTi
 
 /// Marks the start of a provisioning attempt. A desired change berth has
 /// not yet acted on (`observed_generation` behind `generation`) keeps its
-/// own time, so queueing does not stretch the timeout; anything else (a
+/// own time, so queueing does not stretch the timeout; an attempt the row
+/// shows under way for its generation (`provisioning` since its last
+/// status change: a berth restarted mid-attempt has no memory of it) keeps
+/// that time, so restarts do not stretch it either; anything else (a
 /// vanished container, a new tag digest, a change whose deadline passed
 /// while no berth ran) starts the clock now.
 fn start_clock(f: &Facts, row: &WorkspaceRow, memory: &mut Memory, now: DateTime<Utc>) {
-    let unobserved = row.observed_generation < row.generation;
-    let in_time = after(row.desired_changed_at, f.provision_timeout) > now;
-    let start = if unobserved && in_time {
-        row.desired_changed_at
+    let in_time = |t: DateTime<Utc>| after(t, f.provision_timeout) > now;
+    let start = if row.observed_generation < row.generation {
+        Some(row.desired_changed_at)
+    } else if row.status == Some(Status::Provisioning) {
+        row.status_changed_at
     } else {
-        now
-    };
+        None
+    }
+    .filter(|t| in_time(*t) && *t <= now)
+    .unwrap_or(now);
     memory.provisioning_since.get_or_insert(start);
 }
 

@@ -487,3 +487,50 @@ fn a_created_container_whose_filling_failed_waits_for_the_retry_time() {
         "filled and started after the backoff"
     );
 }
+
+#[test]
+fn a_berth_restarted_mid_attempt_keeps_the_attempts_clock_unless_it_is_long_past() {
+    let s = Settings::test();
+    let mut r = row(1);
+    r.observed_generation = r.generation;
+    r.desired_changed_at = t0() - TimeDelta::days(1);
+    r.status = Some(Status::Provisioning);
+    r.status_changed_at = Some(t0() - mins(4));
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    assert_eq!(
+        wait_deadline(&p),
+        Some(t0() + mins(6)),
+        "the attempt under way since t0-4m keeps its time"
+    );
+    // Provisioning since long before (no berth ran meanwhile): a fresh
+    // attempt, not an instant timeout.
+    r.status_changed_at = Some(t0() - TimeDelta::days(1));
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    assert_eq!(wait_deadline(&p), Some(t0() + mins(10)));
+    // A row that is not provisioning starts its attempt now.
+    r.status = Some(Status::Online);
+    r.status_changed_at = Some(t0() - mins(4));
+    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    assert_eq!(wait_deadline(&p), Some(t0() + mins(10)));
+}
+
+#[test]
+fn a_container_made_moments_ago_is_timed_from_its_creation_without_memory() {
+    let s = Settings::test();
+    let mut r = row(1);
+    r.observed_generation = r.generation;
+    r.desired_changed_at = t0() - TimeDelta::days(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.health = crate::model::Health::Starting;
+    c.created = t0() - mins(1);
+    c.started_at = Some(t0() - mins(1));
+    let cs = [c];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(
+        reason(&p),
+        Some(Reason::WaitingReady),
+        "not timed out at once"
+    );
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + mins(10));
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
+}
