@@ -5,13 +5,15 @@
 //! snapshot. It holds no lease and writes nothing.
 //!
 //! The planner's memory lives in the running controller; this command
-//! starts from none, as a freshly started berth would, with one
-//! projection: an orphan container counts as seen since it was created
-//! (and seen before), so its removal shows once it is older than
-//! `BERTH_ORPHAN_GRACE`. A running berth counts the grace from its own
-//! first sighting, so it removes an orphan at that time or later, never
-//! sooner. Backoffs and rolled-back specs that the controller remembers
-//! are not visible here.
+//! starts as a freshly started berth would, from what the trail and the
+//! rows keep: the changes the rows show undone (as a starting berth reads
+//! them), and two projections. An orphan container counts as seen since
+//! it was created (and seen before), so its removal shows once it is
+//! older than `BERTH_ORPHAN_GRACE`; a `removed` row counts as seen since
+//! its last change, so its volumes' removal shows once the removal hold
+//! has run from then. A running berth counts both from its own first
+//! sighting, so it removes at that time or later, never sooner. Backoffs
+//! that the controller remembers are not visible here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -22,7 +24,7 @@ use serde::Serialize;
 use super::OpsError;
 use crate::config::Config;
 use crate::desired;
-use crate::model::{WorkspaceId, WorkspaceRow};
+use crate::model::{DesiredState, WorkspaceId, WorkspaceRow};
 use crate::observed::Observer;
 use crate::plan::{self, Action, Memory, PassPlan, Settings, Snapshot, StatusUpdate};
 
@@ -235,11 +237,12 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
             )),
             false => None,
         };
-        Ok::<_, desired::ReadError>((rows, catalogue, no_rows))
+        let rolled_back = desired::rolled_back(&pool, &config.host_id).await?;
+        Ok::<_, desired::ReadError>((rows, catalogue, no_rows, rolled_back))
     };
     let read = read.await;
     pool.close().await;
-    let (rows, catalogue, no_rows) = read?;
+    let (rows, catalogue, no_rows, rolled_back) = read?;
     let docker = crate::docker::connect(config.docker_host.as_deref())
         .await
         .map_err(OpsError::Docker)?;
@@ -268,6 +271,19 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
         guard_held_limit: None,
     };
     snapshot.memory = orphan_memory(&snapshot, &settings);
+    for (id, hash, why) in rolled_back {
+        let memory = snapshot.memory.entry(id).or_default();
+        memory.rolled_back_hash = Some(hash);
+        memory.rolled_back_why = why;
+    }
+    for row in snapshot
+        .rows
+        .iter()
+        .filter(|r| r.desired_state == DesiredState::Removed)
+    {
+        snapshot.memory.entry(row.id).or_default().removed_seen =
+            Some((row.generation, row.desired_changed_at));
+    }
     let pass = plan::plan_pass(&snapshot, &settings, now);
     Ok(HostPlan {
         no_rows,

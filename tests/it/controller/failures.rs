@@ -255,6 +255,18 @@ async fn a_replace_onto_an_image_that_never_becomes_ready_rolls_back() {
             .is_some_and(|e| e.contains("not ready by")),
         "{row:?}"
     );
+    // `berth plan` reads the rollback from the trail too: no recreate.
+    let env = crate::ops::env_with(&w, &[]);
+    let (code, out, err) = crate::ops::berth(&["plan", "--json"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("plan JSON");
+    // A workspace with nothing to do and its status shown is not listed.
+    let listed = plan["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id.to_string());
+    assert!(listed.is_none(), "{listed:#?}");
 }
 
 #[tokio::test]

@@ -90,8 +90,9 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
     )
     .await;
     let orphan = w.insert(json!({})).await;
+    let removed = w.insert(json!({})).await;
     w.start(&[]);
-    for id in [changed, orphan] {
+    for id in [changed, orphan, removed] {
         w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
             .await;
     }
@@ -105,6 +106,17 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
         .await
         .unwrap();
     w.exec("DELETE FROM workspaces WHERE id = $1", orphan).await;
+    w.exec(
+        "UPDATE workspaces SET desired_state = 'removed' WHERE id = $1",
+        removed,
+    )
+    .await;
+    let removed_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT desired_changed_at FROM workspaces WHERE id = $1")
+            .bind(removed.0)
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
     let missing = w.insert(json!({})).await;
     let invalid = w.insert(json!({"BAD=KEY": "x"})).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -129,7 +141,7 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
         .filter(|w| !w["actions"].as_array().unwrap().is_empty() || !w["status"].is_null())
         .map(|w| w["id"].as_str().unwrap())
         .collect();
-    let mut expected: Vec<String> = [changed, orphan, missing, invalid]
+    let mut expected: Vec<String> = [changed, orphan, missing, invalid, removed]
         .iter()
         .map(|id| id.to_string())
         .collect();
@@ -187,6 +199,21 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
     );
     assert!(create.iter().all(|a| a["reason"] == "create: no container"));
 
+    // A removed row's volumes go once the hold has run from its change
+    // (a running berth counts from its first sight: then or later).
+    let ws = plan["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == removed.to_string())
+        .unwrap();
+    let go_at = (removed_at + chrono::TimeDelta::seconds(10)).format("%H:%M:%S UTC");
+    let detail = ws["status"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("the volumes go at {go_at}")),
+        "{ws:#}"
+    );
+
     assert!(actions(&plan, invalid).is_empty());
     let ws = plan["workspaces"]
         .as_array()
@@ -201,7 +228,7 @@ async fn plan_lists_exactly_the_pending_actions_with_reasons_and_changes_nothing
     // engine events, rows, lease, audit trail.
     assert_eq!(daemon_state(&w).await, before);
     let until = chrono::Utc::now().timestamp() + 1;
-    let ids = [changed, orphan, missing, invalid];
+    let ids = [changed, orphan, missing, invalid, removed];
     let events = events_between(&w, since, until, &ids).await;
     assert!(events.is_empty(), "plan made engine events: {events:?}");
     assert_eq!(rows(&w).await, rows_before);
