@@ -229,22 +229,28 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
                     return Err(e);
                 }
             };
+            let hosts: Vec<String> = rows.iter().map(|r| r.host.clone()).collect();
+            let runtimes: Vec<String> = rows.iter().map(|r| r.runtime.clone()).collect();
+            let leases = ops::host_leases(&pool, &hosts).await;
+            let halts = ops::recent_halts(&pool, &runtimes).await;
+            // Rows gone are what trips the guard: it is looked for on
+            // every host the filter allows, not only those of the rows.
+            let trips = ops::recent_guard_trips(&pool, filter.host.as_deref()).await;
+            pool.close().await;
+            let hosts = ops::host_views(&rows, &leases?, config.lease_ttl);
+            let (halts, trips) = (halts?, trips?);
             if json {
-                pool.close().await;
-                print_json(&rows)?;
+                print_json(&serde_json::json!({
+                    "workspaces": rows,
+                    "hosts": hosts,
+                    "halts": halts,
+                    "delete_guard": trips,
+                }))?;
             } else {
-                let hosts: Vec<String> = rows.iter().map(|r| r.host.clone()).collect();
-                let runtimes: Vec<String> = rows.iter().map(|r| r.runtime.clone()).collect();
-                let leases = ops::host_leases(&pool, &hosts).await;
-                let halts = ops::recent_halts(&pool, &runtimes).await;
-                // Rows gone are what trips the guard: it is looked for on
-                // every host the filter allows, not only those of the rows.
-                let trips = ops::recent_guard_trips(&pool, filter.host.as_deref()).await;
-                pool.close().await;
                 let mut out = ops::render_status(&rows, now);
-                out.push_str(&ops::render_hosts(&rows, &leases?, config.lease_ttl));
-                out.push_str(&ops::render_halts(&halts?));
-                out.push_str(&ops::render_guard_trips(&trips?));
+                out.push_str(&ops::render_hosts(&hosts));
+                out.push_str(&ops::render_halts(&halts));
+                out.push_str(&ops::render_guard_trips(&trips));
                 print(&out)?;
             }
             Ok(Exit::Success)

@@ -10,7 +10,7 @@ use super::OpsError;
 
 /// A host whose delete guard holds removals, as the last hour's trail
 /// shows it.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct GuardTrip {
     pub host: String,
     /// Workspaces its holds named since it last let go.

@@ -26,8 +26,8 @@ pub use pin::{PinChange, PinRequest, Touched, apply_pin, prepare_pin, prepare_ro
 pub use plan::{HostPlan, plan};
 pub use refresh::{OnTag, RefreshView, refresh};
 pub use status::{
-    HostLease, RecentHalt, StatusFilter, StatusView, host_leases, recent_halts, render_halts,
-    render_hosts, render_status, status,
+    HostLease, HostView, RecentHalt, StatusFilter, StatusView, host_leases, host_views,
+    recent_halts, render_halts, render_hosts, render_status, status,
 };
 pub use table::{Table, age, short_digest};
 

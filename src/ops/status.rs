@@ -162,42 +162,75 @@ pub async fn host_leases(pool: &PgPool, hosts: &[String]) -> Result<Vec<HostLeas
     Ok(leases)
 }
 
-/// One line per host of `rows`: whether a berth holds it, so a table of
-/// rows frozen in `provisioning` is not read as work in progress when no
-/// berth runs. A lease not renewed within its holder's term has lapsed;
-/// `ttl` (this command's `BERTH_LEASE_TTL`) stands in for a holder that
-/// records none.
-pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::Duration) -> String {
+/// Whether a berth holds a host of the rows shown, as `--json` gives it
+/// and the lines under the table say it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostView {
+    pub host: String,
+    /// A berth renewed the lease within its term.
+    pub held: bool,
+    /// Who holds or last held it; `None`: no berth ever did.
+    pub holder: Option<String>,
+    /// `None`: never held, or released by a clean stop.
+    pub renewed_secs_ago: Option<f64>,
+    /// The lease's term: its holder's, else this command's
+    /// `BERTH_LEASE_TTL`.
+    pub term_secs: f64,
+    /// Its holder stopped and released it.
+    pub released: bool,
+}
+
+/// The hosts of `rows`, each with its lease judged: a lease not renewed
+/// within its holder's term has lapsed; `ttl` (this command's
+/// `BERTH_LEASE_TTL`) stands in for a holder that records none.
+pub fn host_views(
+    rows: &[StatusView],
+    leases: &[HostLease],
+    ttl: std::time::Duration,
+) -> Vec<HostView> {
     let hosts: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.host.as_str()).collect();
+    hosts
+        .into_iter()
+        .map(|host| {
+            let lease = leases.iter().find(|l| l.host == host);
+            let term_secs = lease.and_then(|l| l.ttl_secs).unwrap_or(ttl.as_secs_f64());
+            let ago = lease.and_then(|l| l.renewed_secs_ago);
+            HostView {
+                host: host.to_string(),
+                held: ago.is_some_and(|a| a <= term_secs),
+                holder: lease.map(|l| l.holder.clone()),
+                renewed_secs_ago: ago,
+                term_secs,
+                released: lease.is_some() && ago.is_none(),
+            }
+        })
+        .collect()
+}
+
+/// One line per host: whether a berth holds it, so a table of rows frozen
+/// in `provisioning` is not read as work in progress when no berth runs.
+pub fn render_hosts(hosts: &[HostView]) -> String {
     let mut out = String::new();
-    for raw in hosts {
-        let lease = leases.iter().find(|l| l.host == raw);
-        let host = shown(raw);
-        let term = lease.and_then(|l| l.ttl_secs).unwrap_or(ttl.as_secs_f64());
-        let line = match lease {
-            Some(HostLease {
-                holder,
-                renewed_secs_ago: Some(ago),
-                ..
-            }) if *ago <= term => format!(
+    for v in hosts {
+        let host = shown(&v.host);
+        let term = v.term_secs;
+        let line = match (&v.holder, v.renewed_secs_ago) {
+            (Some(holder), Some(ago)) if v.held => format!(
                 "host {host}: held by berth {} (lease renewed {:.0}s ago)",
                 shown(holder),
                 ago.max(0.0)
             ),
-            Some(HostLease {
-                holder,
-                renewed_secs_ago: Some(ago),
-                ..
-            }) => format!(
+            (Some(holder), Some(ago)) => format!(
                 "host {host}: NO berth holds it (the lease of {} was last renewed {ago:.0}s ago, past its {term:.0}s term): its rows are not being reconciled",
                 shown(holder)
             ),
-            Some(HostLease { holder, .. }) => format!(
+            (Some(holder), None) => format!(
                 "host {host}: NO berth holds it ({} stopped and released it): its rows are not being reconciled",
                 shown(holder)
             ),
-            None => format!(
-                "host {host}: NO berth has ever held it: its rows are not being reconciled (is BERTH_HOST_ID set to {raw:?} where berth runs?)"
+            (None, _) => format!(
+                "host {host}: NO berth has ever held it: its rows are not being reconciled (is BERTH_HOST_ID set to {:?} where berth runs?)",
+                v.host
             ),
         };
         out.push_str(&line);
@@ -206,8 +239,8 @@ pub fn render_hosts(rows: &[StatusView], leases: &[HostLease], ttl: std::time::D
     out
 }
 
-/// A pin berth wrote back when a rollout halted.
-#[derive(Clone, Debug, sqlx::FromRow)]
+/// A pin berth wrote back (or removed) when a rollout halted.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct RecentHalt {
     pub template_name: String,
     pub ring: String,

@@ -1,4 +1,4 @@
-use super::{HostLease, StatusView, render_hosts, rollout_cell};
+use super::{HostLease, StatusView, host_views, render_hosts, rollout_cell};
 
 fn row(host: &str) -> StatusView {
     StatusView {
@@ -55,7 +55,22 @@ fn each_host_says_whether_a_berth_holds_it() {
             ttl_secs: Some(15.0),
         },
     ];
-    let out = render_hosts(&rows, &leases, std::time::Duration::from_secs(15));
+    let views = host_views(&rows, &leases, std::time::Duration::from_secs(15));
+    let held: Vec<(&str, bool, bool)> = views
+        .iter()
+        .map(|v| (v.host.as_str(), v.held, v.released))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("a", true, false),
+            ("b", false, false),
+            ("c", false, false),
+            ("d", false, true),
+            ("e", true, false)
+        ]
+    );
+    let out = render_hosts(&views);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
     assert!(
@@ -91,7 +106,11 @@ fn row_text_cannot_break_the_table_or_paint_the_terminal() {
         out.contains(r#""pull failed\r\u{1b}[32mall good""#),
         "{out}"
     );
-    let hosts = render_hosts(&[r.clone()], &[], std::time::Duration::from_secs(15));
+    let hosts = render_hosts(&host_views(
+        std::slice::from_ref(&r),
+        &[],
+        std::time::Duration::from_secs(15),
+    ));
     assert!(!hosts.contains('\x1b'), "{hosts:?}");
     // JSON keeps the raw value.
     assert_eq!(serde_json::to_value(&r).unwrap()["name"], raw);

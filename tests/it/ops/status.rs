@@ -88,12 +88,21 @@ async fn status_filters_by_host_status_and_runtime() {
         args.extend_from_slice(filters);
         let (code, out, err) = berth(&args, &env).await;
         assert_eq!(code, 0, "{args:?}: {err}");
-        assert_eq!(ids(&json(&out, &err)), sorted(&want), "{args:?}");
+        assert_eq!(
+            ids(&json(&out, &err)["workspaces"]),
+            sorted(&want),
+            "{args:?}"
+        );
     }
 
     let (code, out, err) = berth(&["status", "--json", "--host", "h1"], &env).await;
     assert_eq!(code, 0, "{err}");
-    let rows = json(&out, &err);
+    let shown = json(&out, &err);
+    // With the rows, whether a berth holds their host (none does here).
+    assert_eq!(shown["hosts"][0]["host"], "h1", "{shown:#}");
+    assert_eq!(shown["hosts"][0]["held"], false, "{shown:#}");
+    assert!(shown["halts"].is_array() && shown["delete_guard"].is_array());
+    let rows = &shown["workspaces"];
     let beta = rows
         .as_array()
         .unwrap()
@@ -119,7 +128,7 @@ async fn status_filters_by_host_status_and_runtime() {
     .await
     .unwrap();
     let (_, out, err) = berth(&["status", "--json", "--runtime", "langgraph"], &env).await;
-    let rows = json(&out, &err);
+    let rows = json(&out, &err)["workspaces"].clone();
     let alpha = rows
         .as_array()
         .unwrap()
