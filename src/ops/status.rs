@@ -275,14 +275,19 @@ pub fn render_halts(halts: &[RecentHalt]) -> String {
             Some(Utc::now() - chrono::TimeDelta::seconds(h.secs_ago as i64)),
             Utc::now(),
         );
+        // A halted pin that was new is removed: the ring follows what it
+        // followed before.
+        let back = match h.new_digest.as_deref() {
+            Some(d) => format!("back to {}", short_digest(Some(d))),
+            None => "pin removed, the ring follows what it did before".to_string(),
+        };
         let _ = std::fmt::Write::write_fmt(
             &mut out,
             format_args!(
-                "pin {}/{}: rollout onto {} halted {ago} ago, back to {} ({})\n",
+                "pin {}/{}: rollout onto {} halted {ago} ago, {back} ({})\n",
                 h.template_name,
                 shown(&h.ring),
                 short_digest(h.old_digest.as_deref()),
-                short_digest(h.new_digest.as_deref()),
                 shown(h.note.as_deref().unwrap_or("no note"))
             ),
         );

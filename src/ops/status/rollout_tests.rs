@@ -201,3 +201,26 @@ fn a_rollout_reads_as_state_wave_and_progress() {
     let r = serde_json::json!({"state": "halted", "wave": 0, "done": 0, "failed": 1});
     assert_eq!(rollout_cell(Some(&r)), "halted (1 failed)");
 }
+
+#[test]
+fn a_halt_reads_as_the_digest_put_back_or_the_pin_removed() {
+    let halt = |new: Option<String>| super::RecentHalt {
+        template_name: "agent".into(),
+        ring: "canary".into(),
+        old_digest: digest('f'),
+        new_digest: new,
+        note: Some("halted by berth".into()),
+        secs_ago: 120.0,
+    };
+    let out = super::render_halts(&[halt(digest('a')), halt(None)]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("halted 2m ago, back to sha256:aaaaaaaaaaaa"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("pin removed, the ring follows what it did before"),
+        "{out}"
+    );
+}
