@@ -304,13 +304,21 @@ fn tier_overrides(r: &mut Resolver<'_>) -> Option<TierOverrides> {
     ];
     let mut tiers = TierOverrides::default();
     let mut ok = true;
-    for i in 0..4 {
-        let show = |v: &Option<u64>| v.map_or("(tier default)".into(), |n| n.to_string());
-        match r.value(MEMORY[i], "", optional_positive, show) {
+    for (i, tier) in crate::model::Tier::ALL.into_iter().enumerate() {
+        // The effective value, as `--help` shows the defaults.
+        let (memory, cpu) = tier.defaults();
+        let shown = |default: u64| {
+            move |v: &Option<u64>| match (v, default) {
+                (Some(n), _) => n.to_string(),
+                (None, 0) => "unlimited (tier default)".to_string(),
+                (None, d) => format!("{d} (tier default)"),
+            }
+        };
+        match r.value(MEMORY[i], "", optional_positive, shown(memory)) {
             Some(v) => tiers.memory_mb[i] = v,
             None => ok = false,
         }
-        match r.value(CPU[i], "", optional_positive, show) {
+        match r.value(CPU[i], "", optional_positive, shown(cpu)) {
             Some(v) => tiers.cpu_shares[i] = v,
             None => ok = false,
         }

@@ -446,3 +446,21 @@ fn the_operator_is_the_sudo_user_then_the_user_then_none() {
     assert_eq!(operator(&[("USER", " ")]), None);
     assert_eq!(operator(&[]), None);
 }
+
+#[test]
+fn berth_config_shows_the_values_in_effect_as_help_writes_the_defaults() {
+    let c = config(&[("DATABASE_URL", DB), ("TIER3_MEMORY_MB", "1000")]).unwrap();
+    let shown = |name: &str| {
+        c.effective
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone())
+            .unwrap_or_else(|| panic!("{name} not shown"))
+    };
+    assert_eq!(shown("TIER1_MEMORY_MB"), "unlimited (tier default)");
+    assert_eq!(shown("TIER2_MEMORY_MB"), "512 (tier default)");
+    assert_eq!(shown("TIER2_CPU_SHARES"), "1024 (tier default)");
+    assert_eq!(shown("TIER3_MEMORY_MB"), "1000");
+    assert_eq!(shown("BERTH_EVENTS_RETENTION"), "30d");
+    assert_eq!(shown("BERTH_ORPHAN_GRACE"), "5m");
+}

@@ -9,8 +9,23 @@ use std::time::Duration;
 use crate::config::SecretUrl;
 use crate::model::{DeleteGuard, Platform, Secret};
 
+/// A duration as the operator writes it (`30d`, `1h 30m`): humantime's
+/// form with its day unit shortened, as `--help` shows the defaults.
 pub fn fmt_duration(d: &Duration) -> String {
-    humantime::format_duration(*d).to_string()
+    humantime::format_duration(*d)
+        .to_string()
+        .split(' ')
+        .map(|part| {
+            match part
+                .strip_suffix("days")
+                .or_else(|| part.strip_suffix("day"))
+            {
+                Some(n) => format!("{n}d"),
+                None => part.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn duration(raw: &str) -> Result<Duration, String> {
@@ -355,6 +370,20 @@ fn mask_keyword_password(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_prints_in_a_form_it_parses_back_from() {
+        for (secs, shown) in [
+            (30 * 86400, "30d"),
+            (86400 + 3600, "1d 1h"),
+            (90, "1m 30s"),
+            (600, "10m"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(fmt_duration(&d), shown);
+            assert_eq!(humantime::parse_duration(shown).unwrap(), d);
+        }
+    }
 
     #[test]
     fn mask_url_hides_the_password_of_a_key_value_connection_string() {

@@ -34,6 +34,19 @@ impl Tier {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The tier's own memory limit (MiB) and CPU shares, where the
+    /// operator sets no `TIERn_*`; 0 is no limit.
+    pub fn defaults(self) -> (u64, u64) {
+        match self {
+            Tier::T1 => (0, 0),
+            Tier::T2 => (512, 1024),
+            Tier::T3 => (2048, 2048),
+            Tier::T4 => (4096, 4096),
+        }
+    }
+
+    pub const ALL: [Tier; 4] = [Tier::T1, Tier::T2, Tier::T3, Tier::T4];
 }
 
 impl fmt::Display for Tier {

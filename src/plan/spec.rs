@@ -118,12 +118,7 @@ pub fn spec(
         }
     }
 
-    let (default_mb, default_shares) = match tier {
-        Tier::T1 => (0, 0),
-        Tier::T2 => (512, 1024),
-        Tier::T3 => (2048, 2048),
-        Tier::T4 => (4096, 4096),
-    };
+    let (default_mb, default_shares) = tier.defaults();
     let memory_mb = settings.tiers.memory_mb[tier.index()].unwrap_or(default_mb);
     let shares = settings.tiers.cpu_shares[tier.index()].unwrap_or(default_shares);
     let mut material = Material {
