@@ -21,6 +21,8 @@ pub struct Run {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done,
+    /// The volume was not there: this call made it, empty.
+    VolumeMade,
     /// The image is local.
     Image(EnsuredImage),
     /// The container was created (or a retried create found it).
@@ -62,7 +64,10 @@ impl Executor {
                 run.image = Some((image.clone(), ensured.clone()));
                 Ok(Outcome::Image(ensured))
             }
-            Op::EnsureVolume(spec) => self.ensure_volume(spec).await.map(|()| Outcome::Done),
+            Op::EnsureVolume(spec) => self.ensure_volume(spec).await.map(|made| match made {
+                true => Outcome::VolumeMade,
+                false => Outcome::Done,
+            }),
             Op::RemoveVolume {
                 name,
                 below_epoch: None,

@@ -11,11 +11,20 @@ use crate::model::{LABEL_WORKSPACE, VolumeSpec, WorkspaceId};
 use super::{ActError, Executor, Object, docker_labels};
 
 impl Executor {
-    /// Creates the volume if absent. The engine answers a create of an
-    /// existing name with that volume as it is, so its labels are judged
-    /// here: a volume without berth's label, of another host or of another
-    /// workspace is a `name_conflict`, left as it was.
-    pub async fn ensure_volume(&self, spec: &VolumeSpec) -> Result<(), ActError> {
+    /// Creates the volume if absent; true when this call made it (it was
+    /// not there). The engine answers a create of an existing name with
+    /// that volume as it is, so its labels are judged here: a volume
+    /// without berth's label, of another host or of another workspace is a
+    /// `name_conflict`, left as it was.
+    pub async fn ensure_volume(&self, spec: &VolumeSpec) -> Result<bool, ActError> {
+        // The create's answer does not say whether it made the volume.
+        let made = match self.docker.inspect_volume(&spec.name).await {
+            Ok(_) => false,
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound { .. } => true,
+                other => return Err(ActError::docker("inspect volume", other)),
+            },
+        };
         let request = VolumeCreateRequest {
             name: Some(spec.name.clone()),
             labels: Some(docker_labels(&spec.labels)),
@@ -36,7 +45,7 @@ impl Executor {
         if let Some(id) = workspace
             && implicit_workspace_volume(&spec.name, &volume.labels) == Some(id)
         {
-            return Ok(());
+            return Ok(made);
         }
         match self.not_owned(Some(&volume.labels), workspace) {
             Some(detail) => Err(ActError::NameConflict {
@@ -44,7 +53,7 @@ impl Executor {
                 name: spec.name.clone(),
                 detail,
             }),
-            None => Ok(()),
+            None => Ok(made),
         }
     }
 

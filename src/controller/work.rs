@@ -112,6 +112,24 @@ async fn record(pool: &PgPool, held: &Lease, events: &mut Vec<Event>, done: &mut
     }
 }
 
+/// The note for a volume a create had to make anew although the row had
+/// a container (the volume was removed by hand or pruned: the workspace's
+/// data is gone), unless the pass's plan said so already (the planner
+/// notes the volumes it sees gone; this catches those it still saw).
+pub(super) fn volume_gone(
+    row: Option<&WorkspaceRow>,
+    action: &Action,
+    notes: &[String],
+) -> Option<String> {
+    let Op::EnsureVolume(v) = &action.op else {
+        return None;
+    };
+    let had_container = row.is_some_and(|r| r.container_id.is_some());
+    let noted = notes.iter().any(|n| n.contains(v.name.as_str()));
+    (had_container && action.why == crate::plan::Why::Missing && !noted)
+        .then(|| crate::plan::volumes_gone_note(&[v.name.as_str()]))
+}
+
 /// The event of one step. A step that puts the previous container back
 /// carries `cause`, what made berth undo the change: the trail says why,
 /// not only that.
@@ -282,6 +300,21 @@ async fn steps(
             // The op addressed a new container this pass did not make:
             // nothing happened, and the trail does not say it did.
             Ok(Outcome::Skipped) => {}
+            Ok(Outcome::VolumeMade) => {
+                let mut made = event(id, action, Ok(()), None);
+                made.detail["made"] = serde_json::Value::Bool(true);
+                events.push(made);
+                if let Some(note) = volume_gone(row.as_ref(), action, &done.plan.notes) {
+                    tracing::warn!(workspace = %id, "{note}");
+                    events.push(Event {
+                        workspace: id,
+                        action: "note".into(),
+                        reason: note,
+                        detail: serde_json::json!({}),
+                        at: chrono::Utc::now(),
+                    });
+                }
+            }
             Ok(_) => {
                 let cause = done.plan.status.as_ref().and_then(|s| s.detail.as_deref());
                 events.push(event(id, action, Ok(()), cause));

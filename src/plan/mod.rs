@@ -63,6 +63,7 @@ pub use pass::{
     GUARD_HINT, PassIndex, PassPlan, Snapshot, apply_delete_guard, plan_key, plan_pass,
 };
 pub use rules::plan;
+pub use running::volumes_gone_note;
 pub use settings::Settings;
 pub use spec::{InvalidSpec, spec};
 pub use status::{Phase, StatusUpdate};

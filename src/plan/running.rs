@@ -50,6 +50,15 @@ fn start_clock(f: &Facts, row: &WorkspaceRow, memory: &mut Memory, now: DateTime
     memory.provisioning_since.get_or_insert(start);
 }
 
+/// The note for a workspace whose volumes are gone while its row still
+/// had a container: its data is gone, and the create makes them anew.
+pub fn volumes_gone_note(names: &[&str]) -> String {
+    format!(
+        "volumes gone while the row still had a container: made anew, empty: {}",
+        names.join(", ")
+    )
+}
+
 pub(super) fn running(
     f: &Facts,
     row: &WorkspaceRow,
@@ -173,10 +182,7 @@ fn create(
             .filter(|name| !mine.volumes.iter().any(|o| o.name == *name))
             .collect();
         if !gone.is_empty() {
-            p.notes.push(format!(
-                "volumes gone while the row still had a container: made anew, empty: {}",
-                gone.join(", ")
-            ));
+            p.notes.push(volumes_gone_note(&gone));
         }
     }
     p.push(ensure_image(spec), Why::Missing);

@@ -87,7 +87,14 @@ async fn a_session_discard_keeps_a_volume_that_already_records_the_epoch() {
         .iter()
         .find(|v| v.name == row.id.sessions_volume())
         .expect("a session volume");
-    f.exec.ensure_volume(sessions).await.unwrap();
+    assert!(
+        f.exec.ensure_volume(sessions).await.unwrap(),
+        "made: it was not there"
+    );
+    assert!(
+        !f.exec.ensure_volume(sessions).await.unwrap(),
+        "there already: not made"
+    );
     let discard = |epoch| Op::RemoveVolume {
         name: sessions.name.clone(),
         below_epoch: Some(epoch),
