@@ -10,6 +10,8 @@
 //!   about to run it);
 //! - its digest is what `berth rollback` would return one of its runtime's
 //!   pins to (the previous stable digest);
+//! - its digest is what one of its runtime's pins named before the current
+//!   one (what a halt on another host writes back, stable or not);
 //! - it is the most recently used of its runtime's images no container
 //!   uses, when the runtime follows a moving tag or is built locally (no
 //!   pin history says which image was stable before).
@@ -42,6 +44,9 @@ pub enum Keep {
     CurrentPin,
     /// A rollback of one of its runtime's pins returns to its digest.
     PreviousStable,
+    /// One of its runtime's pins named its digest just before the current
+    /// one: a halt (here or on another host) writes it back.
+    PreviousPin,
     /// The most recently used of its runtime's unused images (moving tag
     /// or local build).
     LastUsed,
@@ -57,6 +62,8 @@ pub struct PinFacts {
     pub current: BTreeMap<String, BTreeSet<String>>,
     /// The digests a rollback of one of the runtime's pins returns to.
     pub previous: BTreeMap<String, BTreeSet<String>>,
+    /// The digests the runtime's pins named just before their current ones.
+    pub before: BTreeMap<String, BTreeSet<String>>,
     /// Runtimes with a `stable` pin: every row of theirs without an
     /// explicit image runs a pinned digest, so their pin history says which
     /// image was stable before.
@@ -87,6 +94,8 @@ pub fn retain(
             Some(Keep::CurrentPin)
         } else if pins.names(&pins.previous, image) {
             Some(Keep::PreviousStable)
+        } else if pins.names(&pins.before, image) {
+            Some(Keep::PreviousPin)
         } else {
             None
         };
@@ -172,6 +181,13 @@ async fn pin_facts(pool: &PgPool, runtimes: &BTreeSet<&str>) -> Result<PinFacts,
                 .entry(runtime.to_string())
                 .or_default()
                 .insert(target.digest);
+        }
+        if let Some(before) = desired::pinned_before(pool, runtime, &pin.ring, current).await? {
+            facts
+                .before
+                .entry(runtime.to_string())
+                .or_default()
+                .insert(before);
         }
     }
     Ok(facts)
@@ -417,6 +433,7 @@ mod tests {
         PinFacts {
             current: BTreeMap::from([(runtime.to_string(), set(current))]),
             previous: BTreeMap::from([(runtime.to_string(), set(previous))]),
+            before: BTreeMap::new(),
             stable_pinned: if stable {
                 BTreeSet::from([runtime.to_string()])
             } else {
@@ -442,6 +459,28 @@ mod tests {
         assert_eq!(
             kept(&keep),
             [("v2", Keep::PreviousStable), ("v3", Keep::InUse)]
+        );
+    }
+
+    #[test]
+    fn the_digest_pinned_just_before_stays_though_never_stable() {
+        let records = [
+            pulled("v1", "agent", '1'),
+            pulled("v2", "agent", '2'),
+            pulled("v3", "agent", '3'),
+        ];
+        // v1 was stable, v2 was pinned after it and never marked, v3 runs:
+        // a halt elsewhere writes v2 back, a rollback returns to v1.
+        let mut facts = pins("agent", &['3'], &['1'], true);
+        facts.before = BTreeMap::from([("agent".to_string(), BTreeSet::from([digest('2')]))]);
+        let keep = retain(&records, &ids(&["v3"]), &facts);
+        assert_eq!(
+            kept(&keep),
+            [
+                ("v1", Keep::PreviousStable),
+                ("v2", Keep::PreviousPin),
+                ("v3", Keep::InUse)
+            ]
         );
     }
 

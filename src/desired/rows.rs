@@ -317,6 +317,29 @@ pub struct RollbackTarget {
     pub stable_at: Option<DateTime<Utc>>,
 }
 
+/// The digest the pin of (`runtime`, `ring`) named just before the entry
+/// that set `current`, if that entry changed a digest (not one that
+/// created the pin).
+pub async fn pinned_before(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    current: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let before: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT old_digest FROM runtime_image_pin_history
+          WHERE template_name = $1 AND ring = $2 AND new_digest = $3
+          ORDER BY id DESC LIMIT 1",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(current)
+    .fetch_optional(pool)
+    .bounded()
+    .await?;
+    Ok(before.flatten().filter(|d| d != current))
+}
+
 /// What `berth rollback` returns (`runtime`, `ring`) to from the digest
 /// `current`: an entry older than the one that set `current`, with another
 /// digest, preferring the newest one marked stable, else the newest. A

@@ -440,3 +440,47 @@ async fn after_two_rollouts_the_previous_stable_image_stays_and_the_one_before_g
         "berth recorded what it pulled and forgot what it removed"
     );
 }
+
+#[tokio::test]
+async fn a_sweep_keeps_the_digest_pinned_just_before_though_it_never_became_stable() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let copies = Copies::new(&harness::docker::docker().await, &["v1", "v2", "plain"]).await;
+    let mut scope = DockerScope::new().await;
+    let (executor, lease, rx) = holder(&pool, &mut scope).await;
+    let (v1, v2, plain) = (
+        copies.pull("v1").await,
+        copies.pull("v2").await,
+        copies.pull("plain").await,
+    );
+    for (tag, id) in [("v1", &v1), ("v2", &v2), ("plain", &plain)] {
+        record(&pool, &lease, &copies, tag, id).await;
+    }
+    // plain was stable; v1 was pinned after it and never marked (its
+    // rollout did not complete here); v2 is pinned now and runs.
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, digest) VALUES ('agent', $1)")
+        .bind(copies.digest("plain").await)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for tag in ["v1", "v2"] {
+        sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'agent'")
+            .bind(copies.digest(tag).await)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    run_foreign(&scope, &copies.reference("v2").await).await;
+    let swept = sweep_images(&pool, &executor, &rx, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert!(swept.removed.is_empty(), "{swept:?}");
+    // A halt on another host writes v1 back: it needs no pull.
+    assert_eq!(swept.kept.get(&v1), Some(&Keep::PreviousPin));
+    assert_eq!(swept.kept.get(&plain), Some(&Keep::PreviousStable));
+    assert_eq!(swept.kept.get(&v2), Some(&Keep::InUse));
+}
