@@ -204,7 +204,7 @@ fn remember(
         return false;
     };
     if failed.restored && !failed.error.is_transient() {
-        memory.record_rollback(hash, failed.error.to_string());
+        memory.record_rollback(hash, failed.error.to_string(), Utc::now());
     }
     if failed.error.needs_replan() {
         return false;

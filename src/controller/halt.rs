@@ -3,10 +3,10 @@
 //! halt and what it puts back, and the pin write-backs the database has
 //! not taken yet.
 
-use super::rollout::{Halt, Track};
+use super::rollout::{Halt, Replace, Track};
 use super::{Controller, Done, State};
 use crate::desired;
-use crate::model::{Digest, ResolvedImage};
+use crate::model::{DesiredState, Digest, ImageSource, Reason, ResolvedImage, Status, WorkspaceId};
 
 impl Controller {
     /// What a finished pass means for the rollouts: a replace finished
@@ -50,6 +50,59 @@ impl Controller {
 }
 
 impl Controller {
+    /// Takes up, for a rollout this instance has not carried yet, the
+    /// replaces of it that failed before: rows the trail shows undone onto
+    /// the rollout's spec since its pin was last changed (a berth that died
+    /// after putting a canary back and before it halted the rollout, or
+    /// that another instance took the host from). They count against it,
+    /// and may halt it at once; else a new canary would be tried.
+    pub(super) async fn take_up_failures(&self, state: &mut State, replace: &Replace) {
+        let key = &replace.key;
+        let Track::Pin(ring) = &key.track else {
+            return;
+        };
+        let Some(pinned_at) = state.catalogue.pinned_at(&key.runtime, ring) else {
+            return;
+        };
+        let failed: Vec<WorkspaceId> = state
+            .rows
+            .values()
+            .filter(|row| {
+                row.runtime == key.runtime
+                    && row.desired_state == DesiredState::Running
+                    && !row.paused
+                    && row.status == Some(Status::Online)
+                    && row.status_reason == Some(Reason::RolledBack)
+            })
+            .filter(|row| {
+                let Some(m) = state.memory.get(&row.id) else {
+                    return false;
+                };
+                let Ok(spec) = crate::plan::spec(row, &state.catalogue, &self.settings) else {
+                    return false;
+                };
+                m.rolled_back_hash.as_deref() == Some(spec.hash.as_str())
+                    && m.rolled_back_at.is_some_and(|at| at > pinned_at)
+                    && spec.image_source == (ImageSource::Pinned { ring: ring.clone() })
+                    && spec.image.digest() == Some(&key.to)
+            })
+            .map(|row| row.id)
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            runtime = key.runtime,
+            ring,
+            to = %key.to,
+            failed = failed.len(),
+            "replaces of this rollout undone before this instance carried it count against it"
+        );
+        if let Some(halt) = state.rollouts.seed_failed(replace, &failed, &self.rollout) {
+            self.halt(state, halt).await;
+        }
+    }
+
     /// Puts a halted rollout's previous image back: into the pin row for
     /// a pin, or no pin row when the rollout's pin was new (the history
     /// says berth did it and why), into the image

@@ -11,18 +11,20 @@
 //! (ready) or failed. A replace that did not start after all (a pull
 //! failed, the workspace turned away) gives its place in the wave to
 //! another workspace. A started image
-//! that fails readiness on a workspace that served before is a failure; a
-//! pull or build that fails is not (nothing was touched), nor is a failed
-//! replace of a workspace that was not serving (crash looping, failed,
-//! never ready): it is put back and its place goes to another workspace. Failures above the ratio halt the rollout:
+//! that fails readiness is a failure; a pull or build that fails is not
+//! (nothing was touched), nor is a failed replace of a workspace broken by
+//! itself before (crash looping, failed): it is put back and its place
+//! goes to another workspace. Failures above the ratio halt the rollout:
 //! nothing more starts, and the controller puts the previous image back —
 //! into the pin row for a pin, into its own image knowledge for a tag or a
 //! build — which replaces the changed workspaces back onto it.
 //!
 //! The state lives in the controller's memory; after a restart a rollout
 //! starts counting again at the canary wave, which only makes it more
-//! careful, and the replaces found under way (a `-prev` container beside
-//! a new one made to the spec) hold their places in it and count.
+//! careful, the replaces found under way (a `-prev` container beside a new
+//! one made to the spec) hold their places in it and count, and so do the
+//! replaces of a pin's rollout the rows show undone since the pin was set
+//! (the trail keeps them: a berth that died before it halted).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -47,8 +49,8 @@ pub struct Rollout {
     pub in_progress: BTreeSet<WorkspaceId>,
     pub done: BTreeSet<WorkspaceId>,
     pub failed: BTreeSet<WorkspaceId>,
-    /// Workspaces whose replace began while they were not serving (crash
-    /// looping, failed, still provisioning): how their replace ends says
+    /// Workspaces whose replace began while they were broken by
+    /// themselves (crash looping, failed): how their replace ends says
     /// nothing about the image.
     pub unproven: BTreeSet<WorkspaceId>,
     /// Unproven workspaces whose replace failed: restored, not counted.
@@ -79,7 +81,7 @@ pub struct Halt {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Completed {
     pub key: RolloutKey,
-    /// Workspaces that were not serving and whose replace failed: they
+    /// Workspaces broken by themselves whose replace failed: they
     /// stay on their old image and hold the image's landing back no more
     /// than they proved anything against it.
     pub not_counted: BTreeSet<WorkspaceId>,
@@ -139,6 +141,25 @@ impl Rollout {
         self.free_slot(wake);
     }
 
+    /// Halts the rollout when its failures exceed the ratio; the halt, the
+    /// first time.
+    fn halt_if_over(&mut self, key: &RolloutKey, limits: &Limits) -> Option<Halt> {
+        let tried = self.done.len() + self.failed.len();
+        let ratio = self.failed.len() as f64 / tried.max(1) as f64;
+        if self.halted || self.failed.is_empty() || ratio <= limits.max_failure_ratio {
+            return None;
+        }
+        self.halted = true;
+        Some(Halt {
+            key: key.clone(),
+            from: self.from.clone(),
+            image: self.image.clone(),
+            failed: self.failed.len(),
+            tried,
+            failed_ids: self.failed.iter().copied().collect(),
+        })
+    }
+
     /// How many replaces `wave` holds.
     fn wave_size(wave: usize, limits: &Limits) -> usize {
         if wave == 0 {
@@ -190,15 +211,38 @@ impl Rollouts {
         }
     }
 
-    /// `id`, whose replace `key` just let go, was not serving before it
-    /// (its old container crash looping, failed or never ready): a
-    /// failure of its replace is no evidence against the image.
+    /// `id`, whose replace `key` just let go, was broken by itself before
+    /// it (crash looping, failed): a failure of its replace is no evidence
+    /// against the image.
     pub fn unproven(&mut self, key: &RolloutKey, id: WorkspaceId) {
         if let Some(r) = self.by_key.get_mut(key)
             && r.in_progress.contains(&id)
         {
             r.unproven.insert(id);
         }
+    }
+
+    /// Whether `key`'s rollout is under way (or halted) in this instance.
+    pub fn knows(&self, key: &RolloutKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// Starts `replace`'s rollout with the replaces `failed` that failed
+    /// before this instance carried it (a berth that died after a canary
+    /// was put back, before it halted the rollout): they count, and may
+    /// halt it at once.
+    pub fn seed_failed(
+        &mut self,
+        replace: &Replace,
+        failed: &[WorkspaceId],
+        limits: &Limits,
+    ) -> Option<Halt> {
+        let r = self
+            .by_key
+            .entry(replace.key.clone())
+            .or_insert_with(|| Rollout::new(replace));
+        r.failed.extend(failed.iter().copied());
+        r.halt_if_over(&replace.key, limits)
     }
 
     /// Whether `id` holds a place in `key`'s rollout (its replace began).
@@ -241,7 +285,7 @@ impl Rollouts {
 
     /// A replace of `id` failed readiness (and was restored). Returns the
     /// rollouts this failure halts, with their counts, for the caller to
-    /// write back. The failure of a workspace that was not serving before
+    /// write back. The failure of a workspace broken by itself before
     /// counts for nothing: its place in the wave goes to another
     /// workspace, so a canary wave still proves the image on one that
     /// served.
@@ -256,26 +300,14 @@ impl Rollouts {
                     workspace = %id,
                     runtime = key.runtime,
                     to = %key.to,
-                    "a replace failed on a workspace that was not serving before it: not counted against the rollout"
+                    "a replace failed on a workspace broken by itself before it: not counted against the rollout"
                 );
                 r.inconclusive.insert(id);
                 r.give_back(&mut self.wake);
                 continue;
             }
             r.failed.insert(id);
-            let tried = r.done.len() + r.failed.len();
-            let ratio = r.failed.len() as f64 / tried as f64;
-            if !r.halted && ratio > limits.max_failure_ratio {
-                r.halted = true;
-                halts.push(Halt {
-                    key: key.clone(),
-                    from: r.from.clone(),
-                    image: r.image.clone(),
-                    failed: r.failed.len(),
-                    tried,
-                    failed_ids: r.failed.iter().copied().collect(),
-                });
-            }
+            halts.extend(r.halt_if_over(key, limits));
             // The waiting look again when the wave ends, or at once when
             // the rollout halted (to show it).
             if r.in_progress.is_empty() || r.halted {
@@ -354,6 +386,19 @@ impl Rollouts {
             .values()
             .filter(|r| r.halted)
             .map(|r| r.image.as_str())
+    }
+
+    /// Whether a row's `rollout` column names `key`'s rollout.
+    pub fn column_names(column: Option<&serde_json::Value>, key: &RolloutKey) -> bool {
+        let Some(c) = column else {
+            return false;
+        };
+        let track = match &key.track {
+            Track::Pin(ring) => c["track"] == "pin" && c["ring"] == ring.as_str(),
+            Track::Tag => c["track"] == "tag",
+            Track::Build => c["track"] == "build",
+        };
+        track && c["runtime"] == key.runtime.as_str() && c["to"] == key.to.as_str()
     }
 
     /// The `rollout` column for a workspace in a rollout: the change, its

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::rollout::{Gate, image_replace};
+use super::rollout::{Gate, Rollouts, image_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
@@ -173,6 +173,9 @@ impl Controller {
                 && let Some(replace) = image_replace(&plan, &row.runtime)
             {
                 let held = state.rollouts.holds(&replace.key, id);
+                if !state.rollouts.knows(&replace.key) {
+                    self.take_up_failures(state, &replace).await;
+                }
                 match state
                     .rollouts
                     .gate(&replace, id, &self.rollout, self.pin_debounce)
@@ -183,10 +186,14 @@ impl Controller {
                         // against its provision timeout.
                         if !held {
                             plan.memory.provisioning_since = Some(now);
-                            // A workspace that did not serve before (its
-                            // old container crash looping, failed, never
-                            // ready) proves nothing about the image.
-                            if !(row.serving() && shown.as_ref().is_some_and(|c| c.is_running())) {
+                            // A workspace broken by itself before (crash
+                            // looping, failed) proves nothing about the
+                            // image — unless the status is of this very
+                            // rollout's replace (berth died mid-way and
+                            // tries it again).
+                            if row.broken()
+                                && !Rollouts::column_names(row.rollout.as_ref(), &replace.key)
+                            {
                                 state.rollouts.unproven(&replace.key, id);
                             }
                         }

@@ -16,11 +16,12 @@ impl Controller {
         match desired::rolled_back(&self.pool, &self.settings.host_id).await {
             Ok(rows) => {
                 let mut taken = 0;
-                for (id, hash, why) in rows {
-                    let memory = state.memory.entry(id).or_default();
+                for r in rows {
+                    let memory = state.memory.entry(r.id).or_default();
                     if memory.rolled_back_hash.is_none() {
-                        memory.rolled_back_hash = Some(hash);
-                        memory.rolled_back_why = why;
+                        memory.rolled_back_hash = Some(r.hash);
+                        memory.rolled_back_why = r.why;
+                        memory.rolled_back_at = Some(r.at);
                         taken += 1;
                     }
                 }

@@ -113,7 +113,7 @@ impl Controller {
     /// Whether every running row of this host the pin of `key` decides
     /// runs its digest now: a rollout whose workspaces dropped out (a pull
     /// backing off, a replace given up) has not landed, and marks nothing
-    /// stable. The rows `not_counted` (not serving before, their replace
+    /// stable. The rows `not_counted` (broken before, their replace
     /// failed) hold no landing back: their trouble is their own.
     fn pin_landed(
         &self,

@@ -25,6 +25,6 @@ pub use session::{
     release, session_application_name,
 };
 pub use write::{
-    Event, PinHalted, StatusWrite, Written, guard_latch, halt_pin, mark_stable, prune_events,
-    record_events, record_late_events, rolled_back, write_rollout, write_status,
+    Event, PinHalted, RolledBack, StatusWrite, Written, guard_latch, halt_pin, mark_stable,
+    prune_events, record_events, record_late_events, rolled_back, write_rollout, write_status,
 };

@@ -375,14 +375,11 @@ pub async fn mark_stable(
 /// whose replace was undone and why, from the latest `status` event that
 /// recorded the rollback: a berth started (or taking the host over) does
 /// not try that spec again before the row changes.
-pub async fn rolled_back(
-    pool: &PgPool,
-    host: &str,
-) -> Result<Vec<(WorkspaceId, String, Option<String>)>, sqlx::Error> {
-    let rows: Vec<(uuid::Uuid, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why'
+pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, sqlx::Error> {
+    let rows: Vec<RawRolledBack> = sqlx::query_as(
+        "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why', e.at
            FROM workspaces w
-           JOIN LATERAL (SELECT detail FROM workspace_events
+           JOIN LATERAL (SELECT detail, at FROM workspace_events
                           WHERE workspace_id = w.id AND action = 'status'
                           ORDER BY id DESC LIMIT 1) e ON true
           WHERE w.host = $1 AND w.status_reason = 'rolled_back'
@@ -394,8 +391,30 @@ pub async fn rolled_back(
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, hash, why)| Some((WorkspaceId(id), hash?, why)))
+        .filter_map(|(id, hash, why, at)| {
+            Some(RolledBack {
+                id: WorkspaceId(id),
+                hash: hash?,
+                why,
+                at,
+            })
+        })
         .collect())
+}
+
+/// A row of the rollbacks' query: the id, the hash and why from the
+/// status event's detail, its time.
+type RawRolledBack = (uuid::Uuid, Option<String>, Option<String>, DateTime<Utc>);
+
+/// A change a row shows undone, as its trail says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    pub id: WorkspaceId,
+    /// The spec hash undone.
+    pub hash: String,
+    pub why: Option<String>,
+    /// When the status event said so.
+    pub at: DateTime<Utc>,
 }
 
 /// The delete guard's latch as the trail of the last hour left it on

@@ -96,13 +96,14 @@ impl WorkspaceRow {
         reached(self.desired_state, self.status, self.status_reason)
     }
 
-    /// Whether the row's last status says its container serves: online
-    /// (rolled back included), or degraded only because a change is
-    /// blocked while the old container keeps serving.
-    pub fn serving(&self) -> bool {
+    /// Whether the row's last status says the workspace is broken by
+    /// itself: crash looping, or failed (a spec berth cannot build, a start
+    /// the engine refuses, a provision timeout). A row provisioning may be
+    /// berth's own replace or restore under way, and says nothing.
+    pub fn broken(&self) -> bool {
         match self.status {
-            Some(Status::Online) => true,
-            Some(Status::Degraded) => self.status_reason == Some(Reason::ChangeBlocked),
+            Some(Status::Failed) => true,
+            Some(Status::Degraded) => self.status_reason == Some(Reason::CrashLoop),
             _ => false,
         }
     }

@@ -271,10 +271,11 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
         guard_held_limit: None,
     };
     snapshot.memory = orphan_memory(&snapshot, &settings);
-    for (id, hash, why) in rolled_back {
-        let memory = snapshot.memory.entry(id).or_default();
-        memory.rolled_back_hash = Some(hash);
-        memory.rolled_back_why = why;
+    for r in rolled_back {
+        let memory = snapshot.memory.entry(r.id).or_default();
+        memory.rolled_back_hash = Some(r.hash);
+        memory.rolled_back_why = r.why;
+        memory.rolled_back_at = Some(r.at);
     }
     for row in snapshot
         .rows

@@ -18,6 +18,8 @@ use super::{InvalidSpec, Phase, Settings};
 pub struct Catalogue {
     runtimes: BTreeMap<String, RuntimeRow>,
     pins: BTreeMap<(String, String), Digest>,
+    /// When each pin row was last changed (by the database's clock).
+    pinned_at: BTreeMap<(String, String), DateTime<Utc>>,
 }
 
 impl Catalogue {
@@ -25,13 +27,16 @@ impl Catalogue {
         runtimes: impl IntoIterator<Item = RuntimeRow>,
         pins: impl IntoIterator<Item = PinRow>,
     ) -> Self {
-        Catalogue {
+        let mut out = Catalogue {
             runtimes: runtimes.into_iter().map(|r| (r.name.clone(), r)).collect(),
-            pins: pins
-                .into_iter()
-                .map(|p| ((p.template_name, p.ring), p.digest))
-                .collect(),
+            ..Catalogue::default()
+        };
+        for p in pins {
+            let key = (p.template_name, p.ring);
+            out.pinned_at.insert(key.clone(), p.updated_at);
+            out.pins.insert(key, p.digest);
         }
+        out
     }
 
     /// The nine runtimes the migration seeds, no pins.
@@ -56,6 +61,13 @@ impl Catalogue {
 
     pub fn pin(&self, runtime: &str, ring: &str) -> Option<&Digest> {
         self.pins.get(&(runtime.to_string(), ring.to_string()))
+    }
+
+    /// When the pin of (`runtime`, `ring`) was last changed.
+    pub fn pinned_at(&self, runtime: &str, ring: &str) -> Option<DateTime<Utc>> {
+        self.pinned_at
+            .get(&(runtime.to_string(), ring.to_string()))
+            .copied()
     }
 
     pub fn set_pin(&mut self, runtime: &str, ring: &str, digest: Digest) {
@@ -119,6 +131,9 @@ pub struct Memory {
     /// Why that replace was undone, for the row while the previous
     /// container serves.
     pub rolled_back_why: Option<String>,
+    /// When it was undone (for a rollout: whether the failure is of the
+    /// pin edit now under way, or of an earlier one).
+    pub rolled_back_at: Option<DateTime<Utc>>,
     /// The last generation whose desired state the row was seen to reach
     /// (online, stopped, removed); the controller times convergence once
     /// per generation with it.
@@ -141,9 +156,10 @@ impl Memory {
     /// Records that a replace towards `hash` was undone by its restore
     /// path: the old container serves, and that spec is not tried again
     /// until the desired spec changes.
-    pub fn record_rollback(&mut self, hash: &str, why: String) {
+    pub fn record_rollback(&mut self, hash: &str, why: String, at: DateTime<Utc>) {
         self.rolled_back_hash = Some(hash.to_string());
         self.rolled_back_why = Some(why);
+        self.rolled_back_at = Some(at);
         self.provisioning_since = None;
     }
 }

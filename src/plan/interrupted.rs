@@ -176,8 +176,7 @@ pub(super) fn interrupted_replace(
         // own on record, says nothing of its spec or image: undone, not
         // held against the spec.
         if matches && (main.started_at.is_some() || failed_here) {
-            p.memory.rolled_back_hash = Some(spec.hash.clone());
-            p.memory.rolled_back_why = Some(why);
+            p.memory.record_rollback(&spec.hash, why, now);
         }
         p.status = Some(StatusUpdate::reason(Reason::RolledBack, Some(detail)));
     }

@@ -332,3 +332,43 @@ async fn a_completed_rollout_names_the_replaces_it_did_not_count() {
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].not_counted, BTreeSet::from([ws[0]]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn failures_an_earlier_berth_saw_count_and_halt_before_a_new_canary() {
+    let mut r = Rollouts::default();
+    let ws = ids(2);
+    assert!(!r.knows(&key()));
+    let halt = r
+        .seed_failed(&replace(), &[ws[0]], &LIMITS)
+        .expect("the canary's failure halts it");
+    assert_eq!((halt.failed, halt.tried), (1, 1));
+    assert_eq!(halt.failed_ids, vec![ws[0]]);
+    assert!(r.knows(&key()));
+    assert_eq!(
+        r.gate(&replace(), ws[1], &LIMITS, Duration::ZERO),
+        Gate::Halted,
+        "no second canary"
+    );
+    // Under a ratio the failures stay within, they only count.
+    let lenient = Limits {
+        max_failure_ratio: 1.0,
+        ..LIMITS
+    };
+    let mut r = Rollouts::default();
+    assert_eq!(r.seed_failed(&replace(), &[ws[0]], &lenient), None);
+    assert_eq!(r.describe(&key(), "waiting")["failed"], 1);
+}
+
+#[test]
+fn a_rows_rollout_column_names_its_rollout_by_runtime_track_and_target() {
+    let r = Rollouts::default();
+    let column = r.describe(&key(), "replacing");
+    assert!(Rollouts::column_names(Some(&column), &key()));
+    let mut other_ring = key();
+    other_ring.track = Track::Pin("canary".into());
+    assert!(!Rollouts::column_names(Some(&column), &other_ring));
+    let mut other_target = key();
+    other_target.to = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
+    assert!(!Rollouts::column_names(Some(&column), &other_target));
+    assert!(!Rollouts::column_names(None, &key()));
+}

@@ -312,7 +312,7 @@ fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
     let hash = p.desired_hash().expect("the replace creates a container");
     assert_eq!(hash, built(&r, &s).hash);
     let mut memory = p.memory.clone();
-    memory.record_rollback(hash, "the new container exited with code 1".into());
+    memory.record_rollback(hash, "the new container exited with code 1".into(), t0());
     f.memory = memory;
     let again = plan_at(&f, t0() + mins(1));
     assert!(again.actions.is_empty());

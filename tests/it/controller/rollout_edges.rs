@@ -178,3 +178,67 @@ async fn a_halted_first_pin_of_a_ring_is_removed_so_the_ring_follows_stable_agai
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_berth_killed_between_putting_the_canary_back_and_halting_tries_no_second_canary() {
+    let mut w = super::World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 4).await;
+    let _ = pin_broken_with_a_short_deadline(&mut w, &ids).await;
+    // The halt's write-back waits on a lock the test holds: berth has put
+    // the canary back and decided to halt, and dies before the pin moves.
+    let mut lock = w.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM runtime_image_pins WHERE template_name = 'agent' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    super::wait_logged(w.berth.as_ref().unwrap(), "rollout halted", 90).await;
+    w.berth.take().unwrap().kill().await;
+    // The dead berth's blocked write must not land when the lock goes.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE pid <> pg_backend_pid() AND query LIKE '%UPDATE runtime_image_pins%'",
+    )
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    lock.rollback().await.unwrap();
+    let broken = digest(&w, "broken").await;
+    let pinned: String =
+        sqlx::query_scalar("SELECT digest FROM runtime_image_pins WHERE template_name = 'agent'")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(pinned, broken, "the halt did not land before the kill");
+
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    let v1 = w.v1.clone();
+    wait_pin(&w, &v1, 60).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tried: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT workspace_id FROM workspace_events
+          WHERE action = 'create' AND reason LIKE 'recreate:%'",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tried.len(),
+        1,
+        "a second canary tried the bad image: {tried:?}"
+    );
+    assert_eq!(halts(&w).await, 1);
+    let note: String =
+        sqlx::query_scalar("SELECT note FROM runtime_image_pin_history WHERE updated_by = 'berth'")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    let canary = berth::model::WorkspaceId(tried[0]);
+    assert!(
+        note.contains(&canary.id12()),
+        "the halt names the canary: {note}"
+    );
+}
