@@ -283,14 +283,17 @@ pub async fn halt_pin(
     .fetch_optional(&mut *tx)
     .bounded()
     .await?;
+    // The history trigger takes who and why of a delete from these
+    // settings, and the pins' trigger keeps an update's `updated_by =
+    // 'berth'` only with them; they end with the transaction.
+    sqlx::query(
+        "SELECT set_config('berth.pin_by', 'berth', true), set_config('berth.pin_note', $1, true)",
+    )
+    .bind(note)
+    .execute(&mut *tx)
+    .bounded()
+    .await?;
     let result = if created == Some(true) {
-        // The history trigger takes who and why from these settings,
-        // which end with the transaction.
-        sqlx::query("SELECT set_config('berth.pin_by', 'berth', true), set_config('berth.pin_note', $1, true)")
-            .bind(note)
-            .execute(&mut *tx)
-            .bounded()
-            .await?;
         let deleted = sqlx::query(
             "DELETE FROM runtime_image_pins WHERE template_name = $1 AND ring = $2 AND digest = $3",
         )

@@ -682,3 +682,84 @@ async fn a_halted_pin_that_was_new_is_removed_and_the_history_says_berth_did_it(
     assert_eq!(note.as_deref(), Some("pin deleted"));
     assert_ne!(by.as_deref(), Some("berth"));
 }
+
+#[tokio::test]
+async fn an_operators_raw_pin_edit_after_a_halt_is_not_recorded_as_berths() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let (a, bad, b, c) = (d('a'), d('f'), d('b'), d('c'));
+    pin_codex(&pool, &a).await;
+    pin_codex(&pool, &bad).await;
+    let halted = desired::halt_pin(&pool, "codex", "stable", &bad, Some(&a), "halted")
+        .await
+        .unwrap();
+    assert_eq!(halted, desired::PinHalted::PutBack);
+    // A script sets the digest alone, twice.
+    for digest in [&b, &c] {
+        sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'codex'")
+            .bind(digest)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let entries: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT new_digest, updated_by, note FROM runtime_image_pin_history
+          WHERE template_name = 'codex' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let by_berth: Vec<&Option<String>> = entries
+        .iter()
+        .filter(|(_, by, _)| by.as_deref() == Some("berth"))
+        .map(|(digest, _, _)| digest)
+        .collect();
+    assert_eq!(
+        by_berth,
+        [&Some(a.clone())],
+        "only the halt is berth's: {entries:?}"
+    );
+    let (_, by, note) = entries.last().unwrap();
+    assert_ne!(by.as_deref(), Some("berth"));
+    assert_eq!(
+        note, &None,
+        "the halt's note is not carried on: {entries:?}"
+    );
+    // A rollback from c goes to b: the script's edit away from b was no halt.
+    let target = desired::rollback_target(&pool, "codex", "stable", &c)
+        .await
+        .unwrap()
+        .expect("a target");
+    assert_eq!(target.digest, b);
+    // berth's own halt after another halt keeps its name.
+    let again = desired::halt_pin(&pool, "codex", "stable", &c, Some(&b), "halted again")
+        .await
+        .unwrap();
+    assert_eq!(again, desired::PinHalted::PutBack);
+    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (by.as_deref(), note.as_deref()),
+        (Some("berth"), Some("halted again"))
+    );
+    // And so does one right after it (the row says berth already).
+    let third = desired::halt_pin(&pool, "codex", "stable", &b, Some(&a), "halted thrice")
+        .await
+        .unwrap();
+    assert_eq!(third, desired::PinHalted::PutBack);
+    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (by.as_deref(), note.as_deref()),
+        (Some("berth"), Some("halted thrice"))
+    );
+}
