@@ -506,6 +506,16 @@ async fn notifications_reach_the_session_as_triggers() {
 }
 
 /// Pins codex's stable ring to `digest` (the history trigger records it).
+/// Who made the newest pin history entry, and its note.
+async fn last_entry(pool: &PgPool) -> (Option<String>, Option<String>) {
+    sqlx::query_as(
+        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 async fn pin_codex(pool: &PgPool, digest: &str) {
     sqlx::query(
         "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('codex', 'stable', $1)
@@ -673,12 +683,7 @@ async fn a_halted_pin_that_was_new_is_removed_and_the_history_says_berth_did_it(
         .execute(&pool)
         .await
         .unwrap();
-    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (by, note) = last_entry(&pool).await;
     assert_eq!(note.as_deref(), Some("pin deleted"));
     assert_ne!(by.as_deref(), Some("berth"));
 }
@@ -737,12 +742,7 @@ async fn an_operators_raw_pin_edit_after_a_halt_is_not_recorded_as_berths() {
         .await
         .unwrap();
     assert_eq!(again, desired::PinHalted::PutBack);
-    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (by, note) = last_entry(&pool).await;
     assert_eq!(
         (by.as_deref(), note.as_deref()),
         (Some("berth"), Some("halted again"))
@@ -752,12 +752,7 @@ async fn an_operators_raw_pin_edit_after_a_halt_is_not_recorded_as_berths() {
         .await
         .unwrap();
     assert_eq!(third, desired::PinHalted::PutBack);
-    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT updated_by, note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (by, note) = last_entry(&pool).await;
     assert_eq!(
         (by.as_deref(), note.as_deref()),
         (Some("berth"), Some("halted thrice"))

@@ -126,6 +126,18 @@ async fn a_berth_restarted_while_a_good_canary_waits_for_readiness_halts_nothing
     assert_eq!(halts(&w).await, 0, "a good image was halted");
 }
 
+/// The workspaces a replace onto a new image was tried on (each one's
+/// new container made), in no order.
+pub(super) async fn replaced(w: &World) -> Vec<uuid::Uuid> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT workspace_id FROM workspace_events
+          WHERE action = 'create' AND reason LIKE 'recreate:%'",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap()
+}
+
 /// How many times berth halted a rollout and wrote a pin back.
 pub(super) async fn halts(w: &World) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'")
@@ -195,13 +207,8 @@ async fn a_bad_pin_touches_only_the_canary_and_is_written_back() {
         touched.len() <= 1,
         "more than the canary was touched: {touched:?}"
     );
-    let tried: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT workspace_id) FROM workspace_events WHERE action = 'create' AND reason LIKE 'recreate:%'",
-    )
-    .fetch_one(&w.pool)
-    .await
-    .unwrap();
-    assert_eq!(tried, 1, "exactly the canary tried the bad image");
+    let tried = replaced(&w).await;
+    assert_eq!(tried.len(), 1, "exactly the canary tried the bad image");
     for id in &ids {
         let row = w.row(*id).await;
         assert_eq!(row.status.as_deref(), Some("online"), "{row:?}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::rollout::{
     canary_under_way, containers, digest, halts, online_all, pin, pin_broken_with_a_short_deadline,
-    wait_pin,
+    replaced, wait_pin,
 };
 
 #[tokio::test]
@@ -31,13 +31,7 @@ async fn a_restore_cut_short_by_a_restart_keeps_the_bad_pin_on_the_canary() {
     let v1 = w.v1.clone();
     wait_pin(&w, &v1, 90).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let tried: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT workspace_id FROM workspace_events
-          WHERE action = 'create' AND reason LIKE 'recreate:%'",
-    )
-    .fetch_all(&w.pool)
-    .await
-    .unwrap();
+    let tried = replaced(&w).await;
     assert_eq!(tried, [canary.0], "only the canary tried the bad image");
     let after = containers(&w, &ids).await;
     for (i, id) in ids.iter().enumerate() {
@@ -218,13 +212,7 @@ async fn a_berth_killed_between_putting_the_canary_back_and_halting_tries_no_sec
     let v1 = w.v1.clone();
     wait_pin(&w, &v1, 60).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let tried: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT workspace_id FROM workspace_events
-          WHERE action = 'create' AND reason LIKE 'recreate:%'",
-    )
-    .fetch_all(&w.pool)
-    .await
-    .unwrap();
+    let tried = replaced(&w).await;
     assert_eq!(
         tried.len(),
         1,
