@@ -30,17 +30,24 @@ pub(super) fn deadline(f: &Facts, row: &WorkspaceRow, memory: &Memory) -> DateTi
 
 /// Marks the start of a provisioning attempt. A desired change berth has
 /// not yet acted on (`observed_generation` behind `generation`) keeps its
-/// own time, so queueing does not stretch the timeout; an attempt the row
-/// shows under way for its generation (`provisioning` since its last
-/// status change: a berth restarted mid-attempt has no memory of it) keeps
-/// that time, so restarts do not stretch it either; anything else (a
-/// vanished container, a new tag digest, a change whose deadline passed
-/// while no berth ran) starts the clock now.
-fn start_clock(f: &Facts, row: &WorkspaceRow, memory: &mut Memory, now: DateTime<Utc>) {
+/// own time, so queueing does not stretch the timeout; for a workspace
+/// without a container (`resume`), an attempt the row shows under way for
+/// its generation (`provisioning` since its last status change: a berth
+/// restarted mid-attempt has no memory of it) keeps that time, so restarts
+/// do not stretch its outage either; anything else (a vanished container,
+/// a new tag digest, a replace tried again while the old container serves,
+/// a change whose deadline passed while no berth ran) starts the clock now.
+fn start_clock(
+    f: &Facts,
+    row: &WorkspaceRow,
+    memory: &mut Memory,
+    now: DateTime<Utc>,
+    resume: bool,
+) {
     let in_time = |t: DateTime<Utc>| after(t, f.provision_timeout) > now;
     let start = if row.observed_generation < row.generation {
         Some(row.desired_changed_at)
-    } else if row.status == Some(Status::Provisioning) {
+    } else if resume && row.status == Some(Status::Provisioning) {
         row.status_changed_at
     } else {
         None
@@ -149,7 +156,7 @@ fn create(
         ));
         return;
     }
-    start_clock(f, row, &mut p.memory, now);
+    start_clock(f, row, &mut p.memory, now, true);
     let deadline = deadline(f, row, &p.memory);
     if now >= deadline {
         // A failure that is itself final (the daemon refused to start it,
@@ -307,7 +314,7 @@ fn replace(
         p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
         return;
     }
-    start_clock(f, row, &mut p.memory, now);
+    start_clock(f, row, &mut p.memory, now, false);
     let deadline = deadline(f, row, &p.memory);
     let why = Why::Replace(change);
     let old_target = || Target::Id(old.id.clone());

@@ -349,3 +349,29 @@ fn the_go_provisioners_unlabelled_workspace_volume_is_adopted_not_a_conflict() {
         "an unlabelled configs volume is a stranger's"
     );
 }
+
+#[test]
+fn a_replace_tried_again_after_a_restart_gets_a_whole_provision_timeout() {
+    // The old container serves: a berth restarted while the replace was
+    // under way (the row shows it provisioning since t0-9m) tries again
+    // with the whole timeout, not the minute left of the last attempt.
+    let s = Settings::test();
+    let mut cat = Catalogue::seeded();
+    cat.set_pin("langgraph", "stable", digest('a'));
+    let mut r = row(1);
+    let old = spec(&r, &cat, &s).expect("spec");
+    cat.set_pin("langgraph", "stable", digest('b'));
+    r.observed_generation = r.generation;
+    r.desired_changed_at = t0() - TimeDelta::minutes(30);
+    r.status = Some(Status::Provisioning);
+    r.status_changed_at = Some(t0() - TimeDelta::minutes(9));
+    let cs = [container_for(&old, "old-container-id")];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.spec = Some(spec(&r, &cat, &s));
+    let p = plan_at(&f, t0());
+    let deadline = p.actions.iter().find_map(|a| match a.op {
+        Op::WaitReady { deadline, .. } => Some(deadline),
+        _ => None,
+    });
+    assert_eq!(deadline, Some(t0() + TimeDelta::minutes(10)));
+}
