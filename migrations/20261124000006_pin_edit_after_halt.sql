@@ -1,14 +1,21 @@
--- A raw edit of a pin's digest that sets neither `updated_by` nor `note`
--- inherits them from the row. After a halt, that made the operator's edit
--- read as berth's (`updated_by = 'berth'`, the halt's note): `berth
--- status` listed it as a halt, and `berth rollback` skipped the digest it
--- moved away from as one berth had halted. A digest change that keeps
--- `updated_by = 'berth'` from the row is berth's only when the changing
--- transaction says so (`berth.pin_by`, set by berth's halt); otherwise it
--- is recorded as the database user's, and the halt's note goes with it.
+-- Which pin history entries are berth's halts. They were told by
+-- `updated_by = 'berth'`, which any edit can carry: a raw digest edit that
+-- sets neither `updated_by` nor `note` inherits them from the row (after a
+-- halt, the operator's edit read as berth's halt: `berth status` listed
+-- it, and `berth rollback` skipped the digest it moved away from), and an
+-- operator working as the `berth` login or database role is recorded as
+-- `berth`. A halt is now marked by the transaction that makes it
+-- (`berth.pin_by = 'berth'`, set with set_config(…, true) by berth's halt
+-- alone), in a column of its own; entries before this migration keep
+-- what `updated_by` said. A digest change that inherits `updated_by =
+-- 'berth'` from the row is recorded as the database user's (`db:<role>`),
+-- and the halt's note does not go with it.
 --
--- Additive (expand): an older berth's halt sets `updated_by = 'berth'` on
--- a row an operator changed last, which stays as it is; so the floor stays.
+-- Additive (expand): an older berth neither reads nor writes `halt`, so
+-- the floor stays.
+
+ALTER TABLE runtime_image_pin_history ADD COLUMN halt boolean NOT NULL DEFAULT false;
+UPDATE runtime_image_pin_history SET halt = true WHERE updated_by = 'berth';
 
 CREATE OR REPLACE FUNCTION berth_pins_before_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -16,10 +23,36 @@ BEGIN
     IF NEW.digest IS DISTINCT FROM OLD.digest
        AND OLD.updated_by = 'berth' AND NEW.updated_by = 'berth'
        AND coalesce(current_setting('berth.pin_by', true), '') <> 'berth' THEN
-        NEW.updated_by := session_user;
+        NEW.updated_by := 'db:' || session_user;
         IF NEW.note IS NOT DISTINCT FROM OLD.note THEN
             NEW.note := NULL;
         END IF;
     END IF;
     RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION berth_pins_history() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    by_berth boolean := coalesce(current_setting('berth.pin_by', true), '') = 'berth';
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO runtime_image_pin_history (template_name, ring, old_digest, new_digest, updated_by, note)
+            VALUES (NEW.template_name, NEW.ring, NULL, NEW.digest, NEW.updated_by, NEW.note);
+        PERFORM pg_notify('berth_pins', NEW.template_name || '/' || NEW.ring);
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO runtime_image_pin_history (template_name, ring, old_digest, new_digest, updated_by, note, halt)
+            VALUES (NEW.template_name, NEW.ring, OLD.digest, NEW.digest, NEW.updated_by, NEW.note, by_berth);
+        PERFORM pg_notify('berth_pins', NEW.template_name || '/' || NEW.ring);
+        IF (NEW.template_name, NEW.ring) IS DISTINCT FROM (OLD.template_name, OLD.ring) THEN
+            PERFORM pg_notify('berth_pins', OLD.template_name || '/' || OLD.ring);
+        END IF;
+    ELSE
+        INSERT INTO runtime_image_pin_history (template_name, ring, old_digest, new_digest, updated_by, note, halt)
+            VALUES (OLD.template_name, OLD.ring, OLD.digest, NULL,
+                    coalesce(nullif(current_setting('berth.pin_by', true), ''), current_user),
+                    coalesce(nullif(current_setting('berth.pin_note', true), ''), 'pin deleted'),
+                    by_berth);
+        PERFORM pg_notify('berth_pins', OLD.template_name || '/' || OLD.ring);
+    END IF;
+    RETURN NULL;
 END $$;

@@ -6,7 +6,7 @@
 use super::rollout::{Halt, Replace, Track};
 use super::{Controller, Done, State};
 use crate::desired;
-use crate::model::{DesiredState, Digest, ImageSource, Reason, ResolvedImage, Status, WorkspaceId};
+use crate::model::{DesiredState, Digest, ImageSource, Reason, ResolvedImage, Status};
 
 impl Controller {
     /// What a finished pass means for the rollouts: a replace finished
@@ -64,30 +64,39 @@ impl Controller {
         let Some(pinned_at) = state.catalogue.pinned_at(&key.runtime, ring) else {
             return;
         };
-        let failed: Vec<WorkspaceId> = state
-            .rows
-            .values()
-            .filter(|row| {
-                row.runtime == key.runtime
-                    && row.desired_state == DesiredState::Running
-                    && !row.paused
-                    && row.status == Some(Status::Online)
-                    && row.status_reason == Some(Reason::RolledBack)
-            })
-            .filter(|row| {
-                let Some(m) = state.memory.get(&row.id) else {
-                    return false;
-                };
-                let Ok(spec) = crate::plan::spec(row, &state.catalogue, &self.settings) else {
-                    return false;
-                };
+        let mains = self.observed.main_containers();
+        let (mut failed, mut done) = (Vec::new(), Vec::new());
+        for row in state.rows.values() {
+            if row.runtime != key.runtime
+                || row.desired_state != DesiredState::Running
+                || row.paused
+            {
+                continue;
+            }
+            let Ok(spec) = crate::plan::spec(row, &state.catalogue, &self.settings) else {
+                continue;
+            };
+            if spec.image_source != (ImageSource::Pinned { ring: ring.clone() })
+                || spec.image.digest() != Some(&key.to)
+            {
+                continue;
+            }
+            let undone = state.memory.get(&row.id).is_some_and(|m| {
                 m.rolled_back_hash.as_deref() == Some(spec.hash.as_str())
                     && m.rolled_back_at.is_some_and(|at| at > pinned_at)
-                    && spec.image_source == (ImageSource::Pinned { ring: ring.clone() })
-                    && spec.image.digest() == Some(&key.to)
-            })
-            .map(|row| row.id)
-            .collect();
+            });
+            if undone
+                && row.status == Some(Status::Online)
+                && row.status_reason == Some(Reason::RolledBack)
+            {
+                failed.push(row.id);
+            } else if mains
+                .get(&row.id)
+                .is_some_and(|c| c.label(crate::model::LABEL_IMAGE_DIGEST) == Some(key.to.as_str()))
+            {
+                done.push(row.id);
+            }
+        }
         if failed.is_empty() {
             return;
         }
@@ -96,9 +105,13 @@ impl Controller {
             ring,
             to = %key.to,
             failed = failed.len(),
+            done = done.len(),
             "replaces of this rollout undone before this instance carried it count against it"
         );
-        if let Some(halt) = state.rollouts.seed_failed(replace, &failed, &self.rollout) {
+        if let Some(halt) = state
+            .rollouts
+            .seed_failed(replace, &failed, &done, &self.rollout)
+        {
             self.halt(state, halt).await;
         }
     }

@@ -227,14 +227,15 @@ impl Rollouts {
         self.by_key.contains_key(key)
     }
 
-    /// Starts `replace`'s rollout with the replaces `failed` that failed
-    /// before this instance carried it (a berth that died after a canary
-    /// was put back, before it halted the rollout): they count, and may
-    /// halt it at once.
+    /// Starts `replace`'s rollout with the replaces that failed before
+    /// this instance carried it (a berth that died after a canary was put
+    /// back, before it halted the rollout) and those that were done: the
+    /// failures count against the done ones, and may halt it at once.
     pub fn seed_failed(
         &mut self,
         replace: &Replace,
         failed: &[WorkspaceId],
+        done: &[WorkspaceId],
         limits: &Limits,
     ) -> Option<Halt> {
         let r = self
@@ -242,6 +243,7 @@ impl Rollouts {
             .entry(replace.key.clone())
             .or_insert_with(|| Rollout::new(replace));
         r.failed.extend(failed.iter().copied());
+        r.done.extend(done.iter().copied());
         r.halt_if_over(&replace.key, limits)
     }
 
@@ -388,9 +390,11 @@ impl Rollouts {
             .map(|r| r.image.as_str())
     }
 
-    /// Whether a row's `rollout` column names `key`'s rollout.
+    /// Whether a row's `rollout` column says its replace for `key`'s
+    /// rollout was under way (`replacing`; a row waiting for its wave has
+    /// not been touched).
     pub fn column_names(column: Option<&serde_json::Value>, key: &RolloutKey) -> bool {
-        let Some(c) = column else {
+        let Some(c) = column.filter(|c| c["state"] == "replacing") else {
             return false;
         };
         let track = match &key.track {

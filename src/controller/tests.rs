@@ -120,18 +120,34 @@ fn a_volume_made_anew_for_a_row_that_had_a_container_is_noted_once() {
     let volume = spec.volumes[0].clone();
     let ensure = |why| Action::new(Op::EnsureVolume(volume.clone()), why);
     // A new workspace: its volumes are made, nothing was lost.
-    assert_eq!(volume_gone(Some(&row), &ensure(Why::Missing), &[]), None);
+    assert_eq!(
+        volume_gone(Some(&row), &ensure(Why::Missing), &[], &[]),
+        None
+    );
     row.container_id = Some("c1".into());
-    let note = volume_gone(Some(&row), &ensure(Why::Missing), &[]).expect("a note");
+    let note = volume_gone(Some(&row), &ensure(Why::Missing), &[], &[]).expect("a note");
     assert!(note.contains(&volume.name) && note.contains("made anew, empty"));
     // The planner said so already: not twice.
     let planned = crate::plan::volumes_gone_note(&[volume.name.as_str()]);
     assert_eq!(
-        volume_gone(Some(&row), &ensure(Why::Missing), &[planned]),
+        volume_gone(Some(&row), &ensure(Why::Missing), &[], &[planned]),
         None
     );
     // A replace that adds a volume the spec did not have before: nothing
     // was lost.
     let replace = Why::Replace(Change::SessionEpoch { from: 0, to: 1 });
-    assert_eq!(volume_gone(Some(&row), &ensure(replace), &[]), None);
+    assert_eq!(volume_gone(Some(&row), &ensure(replace), &[], &[]), None);
+    // A volume the same plan discarded (a new session epoch) is made anew
+    // on purpose.
+    let discard = Action::new(
+        Op::RemoveVolume {
+            name: volume.name.clone(),
+            below_epoch: Some(1),
+        },
+        Why::Missing,
+    );
+    assert_eq!(
+        volume_gone(Some(&row), &ensure(Why::Missing), &[discard], &[]),
+        None
+    );
 }

@@ -33,18 +33,29 @@ impl Controller {
             // A workspace that no longer heads for its rollout's image (its
             // row is gone, stopped or paused, or it wants another rollout's
             // image now) gives its slot back.
-            let heading = match state.rows.get(&p.id) {
+            let replaces = match state.rows.get(&p.id) {
                 Some(row) if row.desired_state == DesiredState::Running && !row.paused => {
                     let under_way = p
                         .resumed
                         .as_ref()
                         .and_then(|_| plan::spec(row, &state.catalogue, &self.settings).ok())
                         .and_then(|spec| resumed_replace(p, &spec, &row.runtime));
+                    Some((under_way, image_replace(p, &row.runtime)))
+                }
+                _ => None,
+            };
+            let heading = match replaces {
+                Some((under_way, planned)) => {
                     if let Some(r) = &under_way {
+                        // Failures of this rollout an earlier instance
+                        // saw count before the replace under way does.
+                        if !state.rollouts.knows(&r.key) {
+                            self.take_up_failures(state, r).await;
+                        }
                         state.rollouts.adopt(r, p.id);
                         resumed.insert(p.id, r.key.clone());
                     }
-                    match image_replace(p, &row.runtime).or(under_way) {
+                    match planned.or(under_way) {
                         Some(r) => {
                             wanted.insert(r.key.clone());
                             Some(Some(r.key))
@@ -52,7 +63,7 @@ impl Controller {
                         None => None,
                     }
                 }
-                _ => Some(None),
+                None => Some(None),
             };
             if let Some(still) = heading {
                 state.rollouts.abandon(p.id, still.as_ref());
@@ -113,8 +124,9 @@ impl Controller {
     /// Whether every running row of this host the pin of `key` decides
     /// runs its digest now: a rollout whose workspaces dropped out (a pull
     /// backing off, a replace given up) has not landed, and marks nothing
-    /// stable. The rows `not_counted` (broken before, their replace
-    /// failed) hold no landing back: their trouble is their own.
+    /// stable. Rows broken by themselves (crash looping, failed) and those
+    /// `not_counted` (broken before, their replace failed) hold no landing
+    /// back: their trouble is their own.
     fn pin_landed(
         &self,
         state: &State,
@@ -130,6 +142,7 @@ impl Controller {
                 || row.paused
                 || row.runtime != key.runtime
                 || not_counted.contains(&row.id)
+                || row.broken()
             {
                 return true;
             }

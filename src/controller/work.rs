@@ -119,6 +119,7 @@ async fn record(pool: &PgPool, held: &Lease, events: &mut Vec<Event>, done: &mut
 pub(super) fn volume_gone(
     row: Option<&WorkspaceRow>,
     action: &Action,
+    actions: &[Action],
     notes: &[String],
 ) -> Option<String> {
     let Op::EnsureVolume(v) = &action.op else {
@@ -126,7 +127,12 @@ pub(super) fn volume_gone(
     };
     let had_container = row.is_some_and(|r| r.container_id.is_some());
     let noted = notes.iter().any(|n| n.contains(v.name.as_str()));
-    (had_container && action.why == crate::plan::Why::Missing && !noted)
+    // A volume the plan removed itself (a session discard) is made anew
+    // on purpose.
+    let discarded = actions
+        .iter()
+        .any(|a| matches!(&a.op, Op::RemoveVolume { name, .. } if *name == v.name));
+    (had_container && action.why == crate::plan::Why::Missing && !noted && !discarded)
         .then(|| crate::plan::volumes_gone_note(&[v.name.as_str()]))
 }
 
@@ -304,7 +310,7 @@ async fn steps(
                 let mut made = event(id, action, Ok(()), None);
                 made.detail["made"] = serde_json::Value::Bool(true);
                 events.push(made);
-                if let Some(note) = volume_gone(row.as_ref(), action, &done.plan.notes) {
+                if let Some(note) = volume_gone(row.as_ref(), action, &actions, &done.plan.notes) {
                     tracing::warn!(workspace = %id, "{note}");
                     events.push(Event {
                         workspace: id,
@@ -447,10 +453,14 @@ fn trouble_event(
     // The spec undone, so that a restarted berth (or another instance)
     // does not try it again before the row changes (see
     // `desired::rolled_back`).
+    // It carries when the change was undone: the row may show it again
+    // later (the spec undone wanted anew), and a rollout counts a failure
+    // by when it happened, not when the row last said so.
     if undone && let Some(hash) = &memory.rolled_back_hash {
         detail["rolled_back"] = serde_json::json!({
             "hash": hash,
             "why": memory.rolled_back_why,
+            "at": memory.rolled_back_at,
         });
     }
     Some(Event {

@@ -362,7 +362,7 @@ pub async fn rollback_target(
             AND (stable_at IS NOT NULL OR NOT EXISTS (
                   SELECT 1 FROM runtime_image_pin_history halt
                    WHERE halt.template_name = $1 AND halt.ring = $2
-                     AND halt.updated_by = 'berth' AND halt.old_digest = h.new_digest
+                     AND halt.halt AND halt.old_digest = h.new_digest
                      AND halt.id > h.id))
           ORDER BY (stable_at IS NOT NULL) DESC, id DESC LIMIT 1",
     )

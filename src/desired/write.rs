@@ -275,6 +275,7 @@ pub async fn halt_pin(
     let created: Option<bool> = sqlx::query_scalar(
         "SELECT old_digest IS NULL FROM runtime_image_pin_history
           WHERE template_name = $1 AND ring = $2 AND new_digest = $3
+            AND old_digest IS DISTINCT FROM new_digest
           ORDER BY id DESC LIMIT 1",
     )
     .bind(runtime)
@@ -380,7 +381,8 @@ pub async fn mark_stable(
 /// not try that spec again before the row changes.
 pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, sqlx::Error> {
     let rows: Vec<RawRolledBack> = sqlx::query_as(
-        "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why', e.at
+        "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why',
+                coalesce((e.detail->'rolled_back'->>'at')::timestamptz, e.at)
            FROM workspaces w
            JOIN LATERAL (SELECT detail, at FROM workspace_events
                           WHERE workspace_id = w.id AND action = 'status'
@@ -416,7 +418,8 @@ pub struct RolledBack {
     /// The spec hash undone.
     pub hash: String,
     pub why: Option<String>,
-    /// When the status event said so.
+    /// When the change was undone (the event's time, for an event that
+    /// does not say).
     pub at: DateTime<Utc>,
 }
 

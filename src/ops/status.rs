@@ -257,7 +257,7 @@ pub async fn recent_halts(pool: &PgPool, runtimes: &[String]) -> Result<Vec<Rece
         "SELECT template_name, ring, old_digest, new_digest, note,
                 extract(epoch FROM now() - at)::float8 AS secs_ago
            FROM runtime_image_pin_history
-          WHERE updated_by = 'berth' AND at > now() - interval '1 day'
+          WHERE halt AND at > now() - interval '1 day'
             AND template_name = ANY($1)
           ORDER BY id DESC",
     )

@@ -700,38 +700,46 @@ async fn an_operators_raw_pin_edit_after_a_halt_is_not_recorded_as_berths() {
         .await
         .unwrap();
     assert_eq!(halted, desired::PinHalted::PutBack);
-    // A script sets the digest alone, twice.
-    for digest in [&b, &c] {
-        sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'codex'")
-            .bind(digest)
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    let entries: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT new_digest, updated_by, note FROM runtime_image_pin_history
-          WHERE template_name = 'codex' ORDER BY id",
+    // A script sets the digest alone; then an operator logged in as the
+    // `berth` user sets it with that name.
+    sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'codex'")
+        .bind(&b)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE runtime_image_pins SET digest = $1, updated_by = 'berth', note = 'by hand'
+          WHERE template_name = 'codex'",
+    )
+    .bind(&c)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let halts: Vec<String> = sqlx::query_scalar(
+        "SELECT new_digest FROM runtime_image_pin_history WHERE halt ORDER BY id",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
-    let by_berth: Vec<&Option<String>> = entries
-        .iter()
-        .filter(|(_, by, _)| by.as_deref() == Some("berth"))
-        .map(|(digest, _, _)| digest)
-        .collect();
     assert_eq!(
-        by_berth,
-        [&Some(a.clone())],
-        "only the halt is berth's: {entries:?}"
+        halts,
+        std::slice::from_ref(&a),
+        "only berth's halt is marked one"
     );
-    let (_, by, note) = entries.last().unwrap();
-    assert_ne!(by.as_deref(), Some("berth"));
-    assert_eq!(
-        note, &None,
-        "the halt's note is not carried on: {entries:?}"
+    // The script's edit is the database user's, without the halt's note.
+    let (by, note): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT updated_by, note FROM runtime_image_pin_history WHERE new_digest = $1",
+    )
+    .bind(&b)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        by.as_deref().is_some_and(|b| b.starts_with("db:")),
+        "{by:?}"
     );
-    // A rollback from c goes to b: the script's edit away from b was no halt.
+    assert_eq!(note, None, "the halt's note is not carried on");
+    // A rollback from c goes to b: neither edit away from b was a halt.
     let target = desired::rollback_target(&pool, "codex", "stable", &c)
         .await
         .unwrap()

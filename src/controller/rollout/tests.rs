@@ -339,7 +339,7 @@ async fn failures_an_earlier_berth_saw_count_and_halt_before_a_new_canary() {
     let ws = ids(2);
     assert!(!r.knows(&key()));
     let halt = r
-        .seed_failed(&replace(), &[ws[0]], &LIMITS)
+        .seed_failed(&replace(), &[ws[0]], &[], &LIMITS)
         .expect("the canary's failure halts it");
     assert_eq!((halt.failed, halt.tried), (1, 1));
     assert_eq!(halt.failed_ids, vec![ws[0]]);
@@ -349,21 +349,34 @@ async fn failures_an_earlier_berth_saw_count_and_halt_before_a_new_canary() {
         Gate::Halted,
         "no second canary"
     );
-    // Under a ratio the failures stay within, they only count.
+    // Counted against the replaces done, under a ratio they stay within,
+    // they only count.
     let lenient = Limits {
-        max_failure_ratio: 1.0,
+        max_failure_ratio: 0.5,
         ..LIMITS
     };
     let mut r = Rollouts::default();
-    assert_eq!(r.seed_failed(&replace(), &[ws[0]], &lenient), None);
-    assert_eq!(r.describe(&key(), "waiting")["failed"], 1);
+    assert_eq!(
+        r.seed_failed(&replace(), &[ws[0]], &ids(3)[1..], &lenient),
+        None
+    );
+    let col = r.describe(&key(), "waiting");
+    assert_eq!(
+        (col["failed"].as_u64(), col["done"].as_u64()),
+        (Some(1), Some(2))
+    );
 }
 
 #[test]
-fn a_rows_rollout_column_names_its_rollout_by_runtime_track_and_target() {
+fn a_rows_rollout_column_names_its_replace_under_way_by_runtime_track_and_target() {
     let r = Rollouts::default();
     let column = r.describe(&key(), "replacing");
     assert!(Rollouts::column_names(Some(&column), &key()));
+    let waiting = r.describe(&key(), "waiting");
+    assert!(
+        !Rollouts::column_names(Some(&waiting), &key()),
+        "a row waiting for its wave was not touched"
+    );
     let mut other_ring = key();
     other_ring.track = Track::Pin("canary".into());
     assert!(!Rollouts::column_names(Some(&column), &other_ring));

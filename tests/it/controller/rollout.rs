@@ -140,7 +140,7 @@ pub(super) async fn replaced(w: &World) -> Vec<uuid::Uuid> {
 
 /// How many times berth halted a rollout and wrote a pin back.
 pub(super) async fn halts(w: &World) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM runtime_image_pin_history WHERE updated_by = 'berth'")
+    sqlx::query_scalar("SELECT count(*) FROM runtime_image_pin_history WHERE halt")
         .fetch_one(&w.pool)
         .await
         .unwrap()

@@ -85,9 +85,11 @@ async fn a_row_edit_with_the_pin_in_one_transaction_times_each_replace_from_its_
 #[tokio::test]
 async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_it_from_stable() {
     let mut w = super::World::new().await;
+    // A debounce: every row shows the rollout as waiting before its turn.
     w.start(&[
         ("BERTH_PROVISION_TIMEOUT", "10s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_PIN_DEBOUNCE", "2s"),
     ]);
     // The broken workspace crash loops on any image (its own env).
     let looping = w.insert(serde_json::json!({"AGENT_EXIT_AFTER": "1"})).await;
@@ -219,11 +221,10 @@ async fn a_berth_killed_between_putting_the_canary_back_and_halting_tries_no_sec
         "a second canary tried the bad image: {tried:?}"
     );
     assert_eq!(halts(&w).await, 1);
-    let note: String =
-        sqlx::query_scalar("SELECT note FROM runtime_image_pin_history WHERE updated_by = 'berth'")
-            .fetch_one(&w.pool)
-            .await
-            .unwrap();
+    let note: String = sqlx::query_scalar("SELECT note FROM runtime_image_pin_history WHERE halt")
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
     let canary = berth::model::WorkspaceId(tried[0]);
     assert!(
         note.contains(&canary.id12()),

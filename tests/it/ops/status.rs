@@ -69,11 +69,23 @@ async fn status_filters_by_host_status_and_runtime() {
     )
     .await;
     let c = row(&pool, "gamma", "h2", "langgraph", None).await;
-    sqlx::query("INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('langgraph', 'stable', $1)")
-        .bind(format!("sha256:{}", "e".repeat(64)))
-        .execute(&pool)
-        .await
-        .unwrap();
+    // Pinned to c, then to e.
+    for (sql, d) in [
+        (
+            "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('langgraph', 'stable', $1)",
+            'c',
+        ),
+        (
+            "UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'langgraph'",
+            'e',
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(format!("sha256:{}", d.to_string().repeat(64)))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
     let env = vec![("DATABASE_URL".to_string(), db.url.clone())];
 
     let cases: [(&[&str], Vec<uuid::Uuid>); 5] = [
@@ -186,15 +198,17 @@ async fn status_filters_by_host_status_and_runtime() {
         "a released lease reads as such:\n{out}"
     );
     // A halt berth wrote back shows too, though its rows look fine again.
-    sqlx::query(
-        "UPDATE runtime_image_pins SET digest = $1, updated_by = 'berth',
-                note = 'halted by berth on host h1: 1 of 1 replaces onto sha256:eeeeeeeeeeee failed readiness'
-          WHERE template_name = 'langgraph' AND ring = 'stable'",
+    let halted = berth::desired::halt_pin(
+        &pool,
+        "langgraph",
+        "stable",
+        &format!("sha256:{}", "e".repeat(64)),
+        Some(&format!("sha256:{}", "c".repeat(64))),
+        "halted by berth on host h1: 1 of 1 replaces onto sha256:eeeeeeeeeeee failed readiness",
     )
-    .bind(format!("sha256:{}", "c".repeat(64)))
-    .execute(&pool)
     .await
     .unwrap();
+    assert_eq!(halted, berth::desired::PinHalted::PutBack);
     let (_, out, _) = berth(&["status"], &env).await;
     let halt = out
         .lines()
