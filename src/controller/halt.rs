@@ -136,15 +136,23 @@ impl Controller {
         let track = key.track.as_str();
         let names = failed_names(state, &failed_ids);
         tracing::error!(runtime, track, to = %key.to, failed, tried, workspaces = %names, "rollout halted");
-        // A pin goes back to the digest the workspaces it changed ran
-        // before: they are put back, and every other workspace keeps what
-        // it runs (an older stable digest would replace them all). Only
-        // when that is unknown does the history's previous stable digest
-        // (what `berth rollback` would choose) stand in.
-        let from = match (&key.track, from) {
-            (_, Some(from)) => Some(from),
-            (Track::Pin(ring), None) => self.stable_before(runtime, ring, &key.to).await,
-            (_, None) => None,
+        // A pin goes back to the digest it named before: the workspaces it
+        // changed are put back, and every other workspace keeps what it
+        // runs (an older stable digest would replace them all; so would
+        // the old image of the first workspace the rollout replaced, which
+        // may be one that never took the pin before). Only when the
+        // history does not say does the rollout's own `from`, then the
+        // previous stable digest (what `berth rollback` would choose),
+        // stand in.
+        let from = match &key.track {
+            Track::Pin(ring) => match self.pinned_before(runtime, ring, &key.to).await {
+                Some(before) => Some(before),
+                None => match from {
+                    Some(from) => Some(from),
+                    None => self.stable_before(runtime, ring, &key.to).await,
+                },
+            },
+            _ => from,
         };
         match (&key.track, from) {
             (Track::Pin(ring), from) => {
@@ -295,6 +303,18 @@ impl Controller {
             }
         }
         state.pin_write_backs = left;
+    }
+
+    /// The digest the pin of (`runtime`, `ring`) named before `to`, if the
+    /// history says (and the read answers).
+    async fn pinned_before(&self, runtime: &str, ring: &str, to: &Digest) -> Option<Digest> {
+        match desired::pinned_before(&self.pool, runtime, ring, to.as_str()).await {
+            Ok(before) => before.and_then(|d| Digest::parse(&d).ok()),
+            Err(error) => {
+                tracing::warn!(%error, "reading the pin history failed; going back to the digest the workspaces ran");
+                None
+            }
+        }
     }
 
     /// The newest digest of (`runtime`, `ring`) marked stable before `to`

@@ -390,6 +390,27 @@ impl Rollouts {
             .map(|r| r.image.as_str())
     }
 
+    /// Whether a row's `rollout` column says its replace was judged
+    /// unproven (the workspace broken by itself before it).
+    pub fn column_unproven(column: Option<&serde_json::Value>) -> bool {
+        column.is_some_and(|c| c["unproven"] == true)
+    }
+
+    /// The `rollout` column of `id` while its replace for `key` runs: the
+    /// rollout's, and whether its failure would count (kept on the row, so
+    /// that a berth restarted mid-replace judges it as this one did).
+    pub fn replacing(&self, key: &RolloutKey, id: WorkspaceId) -> serde_json::Value {
+        let mut column = self.describe(key, "replacing");
+        if self
+            .by_key
+            .get(key)
+            .is_some_and(|r| r.unproven.contains(&id))
+        {
+            column["unproven"] = serde_json::Value::Bool(true);
+        }
+        column
+    }
+
     /// Whether a row's `rollout` column says its replace for `key`'s
     /// rollout was under way (`replacing`; a row waiting for its wave has
     /// not been touched).

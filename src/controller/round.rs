@@ -168,7 +168,7 @@ impl Controller {
             // wave; one under way already holds its place.
             let mut rollout = resumed
                 .get(&id)
-                .map(|key| state.rollouts.describe(key, "replacing"));
+                .map(|key| state.rollouts.replacing(key, id));
             if let Some(row) = &row
                 && let Some(replace) = image_replace(&plan, &row.runtime)
             {
@@ -188,16 +188,18 @@ impl Controller {
                             plan.memory.provisioning_since = Some(now);
                             // A workspace broken by itself before (crash
                             // looping, failed) proves nothing about the
-                            // image — unless the status is of this very
-                            // rollout's replace (berth died mid-way and
-                            // tries it again).
-                            if row.broken()
-                                && !Rollouts::column_names(row.rollout.as_ref(), &replace.key)
+                            // image. A status of this very rollout's
+                            // replace (berth died mid-way and tries it
+                            // again) says nothing either way: the column
+                            // the replace wrote says what was judged.
+                            let own = Rollouts::column_names(row.rollout.as_ref(), &replace.key);
+                            if (row.broken() && !own)
+                                || (own && Rollouts::column_unproven(row.rollout.as_ref()))
                             {
                                 state.rollouts.unproven(&replace.key, id);
                             }
                         }
-                        rollout = Some(state.rollouts.describe(&replace.key, "replacing"));
+                        rollout = Some(state.rollouts.replacing(&replace.key, id));
                     }
                     Gate::Wait(after) => {
                         self.show_rollout(&lease, row, &replace.key, "waiting", state)

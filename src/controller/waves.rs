@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::watch;
 
-use super::rollout::{RolloutKey, Track, image_replace, resumed_replace};
+use super::rollout::{RolloutKey, Rollouts, Track, image_replace, resumed_replace};
 use super::{Controller, State};
 use crate::desired::{self, Lease};
 use crate::model::{DesiredState, WorkspaceId, WorkspaceRow};
@@ -40,12 +40,18 @@ impl Controller {
                         .as_ref()
                         .and_then(|_| plan::spec(row, &state.catalogue, &self.settings).ok())
                         .and_then(|spec| resumed_replace(p, &spec, &row.runtime));
-                    Some((under_way, image_replace(p, &row.runtime)))
+                    // The replace under way was judged unproven by the
+                    // instance that began it (its column says so).
+                    let unproven = under_way.as_ref().is_some_and(|r| {
+                        Rollouts::column_names(row.rollout.as_ref(), &r.key)
+                            && Rollouts::column_unproven(row.rollout.as_ref())
+                    });
+                    Some((under_way, image_replace(p, &row.runtime), unproven))
                 }
                 _ => None,
             };
             let heading = match replaces {
-                Some((under_way, planned)) => {
+                Some((under_way, planned, unproven)) => {
                     if let Some(r) = &under_way {
                         // Failures of this rollout an earlier instance
                         // saw count before the replace under way does.
@@ -53,6 +59,9 @@ impl Controller {
                             self.take_up_failures(state, r).await;
                         }
                         state.rollouts.adopt(r, p.id);
+                        if unproven {
+                            state.rollouts.unproven(&r.key, p.id);
+                        }
                         resumed.insert(p.id, r.key.clone());
                     }
                     match planned.or(under_way) {

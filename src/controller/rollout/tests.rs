@@ -385,3 +385,20 @@ fn a_rows_rollout_column_names_its_replace_under_way_by_runtime_track_and_target
     assert!(!Rollouts::column_names(Some(&column), &other_target));
     assert!(!Rollouts::column_names(None, &key()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_column_of_an_unproven_replace_says_so_for_the_next_instance() {
+    let mut r = Rollouts::default();
+    let ws = ids(2);
+    for id in &ws {
+        r.gate(&replace(), *id, &LIMITS, Duration::ZERO);
+    }
+    r.unproven(&key(), ws[0]);
+    let judged = r.replacing(&key(), ws[0]);
+    assert!(Rollouts::column_names(Some(&judged), &key()));
+    assert!(Rollouts::column_unproven(Some(&judged)));
+    assert!(!Rollouts::column_unproven(Some(
+        &r.replacing(&key(), ws[1])
+    )));
+    assert!(!Rollouts::column_unproven(None));
+}

@@ -231,3 +231,65 @@ async fn a_berth_killed_between_putting_the_canary_back_and_halting_tries_no_sec
         "the halt names the canary: {note}"
     );
 }
+
+#[tokio::test]
+async fn a_halt_puts_back_the_digest_the_pin_named_not_a_crash_loopers_older_one() {
+    let mut w = super::World::new().await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    // A workspace crash looping by itself stays on v1 through a good pin.
+    let looping = w.insert(serde_json::json!({"AGENT_EXIT_AFTER": "1"})).await;
+    w.wait_row(looping, 90, "crash looping", |r| {
+        r.is("degraded", Some("crash_loop"))
+    })
+    .await;
+    let ids = online_all(&w, 2).await;
+    let v2 = w.v2.clone();
+    pin(&w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 120, "online on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    // The bad pin's rollout opens with the looping one, still on v1 (the
+    // others are paused until its replace is under way): the halt still
+    // puts back v2, what the pin named and the others run.
+    for id in &ids {
+        w.exec("UPDATE workspaces SET paused = true WHERE id = $1", *id)
+            .await;
+    }
+    let broken = digest(&w, "broken").await;
+    pin(&w, &broken).await;
+    w.poll(
+        60,
+        "the looping one's replace under way",
+        Duration::from_millis(100),
+        || async {
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT rollout->>'state' FROM workspaces WHERE id = $1")
+                    .bind(looping.0)
+                    .fetch_one(&w.pool)
+                    .await
+                    .unwrap();
+            (state.as_deref() == Some("replacing")).then_some(())
+        },
+    )
+    .await;
+    for id in &ids {
+        w.exec("UPDATE workspaces SET paused = false WHERE id = $1", *id)
+            .await;
+    }
+    wait_pin(&w, &v2, 120).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        let row = w.row(*id).await;
+        assert_eq!(
+            row.runtime_image_digest.as_deref(),
+            Some(v2.as_str()),
+            "{row:?}"
+        );
+    }
+}
