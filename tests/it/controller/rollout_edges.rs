@@ -82,6 +82,29 @@ async fn a_row_edit_with_the_pin_in_one_transaction_times_each_replace_from_its_
     assert_eq!(halts(&w).await, 0, "a good image was halted");
 }
 
+/// A workspace crash looping on any image (its own env) beside `n` online
+/// ones, then v2 pinned: those `n` are online on it.
+async fn good_pin_beside_a_crash_looper(
+    w: &super::World,
+    n: usize,
+) -> (berth::model::WorkspaceId, Vec<berth::model::WorkspaceId>) {
+    let looping = w.insert(serde_json::json!({"AGENT_EXIT_AFTER": "1"})).await;
+    w.wait_row(looping, 90, "crash looping", |r| {
+        r.is("degraded", Some("crash_loop"))
+    })
+    .await;
+    let ids = online_all(w, n).await;
+    let v2 = w.v2.clone();
+    pin(w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 120, "online on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    (looping, ids)
+}
+
 #[tokio::test]
 async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_it_from_stable() {
     let mut w = super::World::new().await;
@@ -91,21 +114,8 @@ async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_
         ("BERTH_ROLLOUT_CANARY", "1"),
         ("BERTH_PIN_DEBOUNCE", "2s"),
     ]);
-    // The broken workspace crash loops on any image (its own env).
-    let looping = w.insert(serde_json::json!({"AGENT_EXIT_AFTER": "1"})).await;
-    w.wait_row(looping, 90, "crash looping", |r| {
-        r.is("degraded", Some("crash_loop"))
-    })
-    .await;
-    let ids = online_all(&w, 3).await;
+    good_pin_beside_a_crash_looper(&w, 3).await;
     let v2 = w.v2.clone();
-    pin(&w, &v2).await;
-    for id in &ids {
-        w.wait_row(*id, 120, "online on v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
-        .await;
-    }
     super::rollout::wait_stable(&w, &v2, 60).await;
     assert_eq!(halts(&w).await, 0, "a good image was halted");
     let pinned: String =
@@ -240,20 +250,8 @@ async fn a_halt_puts_back_the_digest_the_pin_named_not_a_crash_loopers_older_one
         ("BERTH_ROLLOUT_CANARY", "1"),
     ]);
     // A workspace crash looping by itself stays on v1 through a good pin.
-    let looping = w.insert(serde_json::json!({"AGENT_EXIT_AFTER": "1"})).await;
-    w.wait_row(looping, 90, "crash looping", |r| {
-        r.is("degraded", Some("crash_loop"))
-    })
-    .await;
-    let ids = online_all(&w, 2).await;
+    let (looping, ids) = good_pin_beside_a_crash_looper(&w, 2).await;
     let v2 = w.v2.clone();
-    pin(&w, &v2).await;
-    for id in &ids {
-        w.wait_row(*id, 120, "online on v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
-        .await;
-    }
     // The bad pin's rollout opens with the looping one, still on v1 (the
     // others are paused until its replace is under way): the halt still
     // puts back v2, what the pin named and the others run.
