@@ -1,18 +1,25 @@
--- Which pin history entries are berth's halts. They were told by
--- `updated_by = 'berth'`, which any edit can carry: a raw digest edit that
--- sets neither `updated_by` nor `note` inherits them from the row (after a
--- halt, the operator's edit read as berth's halt: `berth status` listed
--- it, and `berth rollback` skipped the digest it moved away from), and an
--- operator working as the `berth` login or database role is recorded as
--- `berth`. A halt is now marked by the transaction that makes it
--- (`berth.pin_by = 'berth'`, set with set_config(…, true) by berth's halt
--- alone), in a column of its own; entries before this migration keep
--- what `updated_by` said. A digest change that inherits `updated_by =
--- 'berth'` from the row is recorded as the database user's (`db:<role>`),
--- and the halt's note does not go with it.
+-- The pin history says which entries are berth's halts, and who deleted a
+-- pin and why.
 --
--- Additive (expand): an older berth neither reads nor writes `halt`, so
--- the floor stays.
+-- A halt is marked by the transaction that makes it (`berth.pin_by =
+-- 'berth'`, set with set_config(…, true) by berth's halt alone), in a
+-- column of its own. `updated_by = 'berth'` could not tell: a raw digest
+-- edit that sets neither `updated_by` nor `note` inherits them from the
+-- row (after a halt, the operator's edit read as berth's halt: `berth
+-- status` listed it, and `berth rollback` skipped the digest it moved
+-- away from), and an operator working as the `berth` login or database
+-- role is recorded as `berth`. Entries before this migration keep what
+-- `updated_by` said. A digest change that inherits `updated_by = 'berth'`
+-- from the row is recorded as the database user's (`db:<role>`), and the
+-- halt's note does not go with it.
+--
+-- A delete's entry takes who and why from the same transaction settings
+-- (`berth.pin_by`, `berth.pin_note`): berth removes a ring's pin it halts
+-- when the pin was new (the ring followed stable or the tag before).
+-- Without them it is as before: the database user, 'pin deleted'.
+--
+-- Additive (expand): an older berth neither reads nor writes `halt` and
+-- never deletes pins, so the floor stays.
 
 ALTER TABLE runtime_image_pin_history ADD COLUMN halt boolean NOT NULL DEFAULT false;
 UPDATE runtime_image_pin_history SET halt = true WHERE updated_by = 'berth';
