@@ -317,6 +317,30 @@ pub struct RollbackTarget {
     pub stable_at: Option<DateTime<Utc>>,
 }
 
+/// What the pin of (`runtime`, `ring`) named before the newest history
+/// entry that moved its digest to `digest` (a note-only edit moves none):
+/// `None` without such an entry, `Some(None)` when that entry created the
+/// pin.
+pub(super) async fn named_before<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    runtime: &str,
+    ring: &str,
+    digest: &str,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT old_digest FROM runtime_image_pin_history
+          WHERE template_name = $1 AND ring = $2 AND new_digest = $3
+            AND old_digest IS DISTINCT FROM new_digest
+          ORDER BY id DESC LIMIT 1",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(digest)
+    .fetch_optional(db)
+    .bounded()
+    .await
+}
+
 /// The digest the pin of (`runtime`, `ring`) named just before the entry
 /// that set `current`, if that entry changed a digest (not one that
 /// created the pin).
@@ -326,18 +350,7 @@ pub async fn pinned_before(
     ring: &str,
     current: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let before: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT old_digest FROM runtime_image_pin_history
-          WHERE template_name = $1 AND ring = $2 AND new_digest = $3
-          ORDER BY id DESC LIMIT 1",
-    )
-    .bind(runtime)
-    .bind(ring)
-    .bind(current)
-    .fetch_optional(pool)
-    .bounded()
-    .await?;
-    Ok(before.flatten().filter(|d| d != current))
+    Ok(named_before(pool, runtime, ring, current).await?.flatten())
 }
 
 /// What `berth rollback` returns (`runtime`, `ring`) to from the digest

@@ -272,18 +272,7 @@ pub async fn halt_pin(
     note: &str,
 ) -> Result<PinHalted, sqlx::Error> {
     let mut tx = pool.begin().bounded().await?;
-    let created: Option<bool> = sqlx::query_scalar(
-        "SELECT old_digest IS NULL FROM runtime_image_pin_history
-          WHERE template_name = $1 AND ring = $2 AND new_digest = $3
-            AND old_digest IS DISTINCT FROM new_digest
-          ORDER BY id DESC LIMIT 1",
-    )
-    .bind(runtime)
-    .bind(ring)
-    .bind(to)
-    .fetch_optional(&mut *tx)
-    .bounded()
-    .await?;
+    let created = super::rows::named_before(&mut *tx, runtime, ring, to).await? == Some(None);
     // The history trigger takes who and why of a delete from these
     // settings, and the pins' trigger keeps an update's `updated_by =
     // 'berth'` only with them; they end with the transaction.
@@ -294,7 +283,9 @@ pub async fn halt_pin(
     .execute(&mut *tx)
     .bounded()
     .await?;
-    let result = if created == Some(true) {
+    // One row changed is done; none, and an operator's edit came first.
+    let done = |changed: u64, what| if changed == 1 { what } else { PinHalted::Moved };
+    let result = if created {
         let deleted = sqlx::query(
             "DELETE FROM runtime_image_pins WHERE template_name = $1 AND ring = $2 AND digest = $3",
         )
@@ -304,11 +295,7 @@ pub async fn halt_pin(
         .execute(&mut *tx)
         .bounded()
         .await?;
-        if deleted.rows_affected() == 1 {
-            PinHalted::Unpinned
-        } else {
-            PinHalted::Moved
-        }
+        done(deleted.rows_affected(), PinHalted::Unpinned)
     } else if let Some(from) = from {
         let updated = sqlx::query(
             "UPDATE runtime_image_pins SET digest = $4, updated_by = 'berth', note = $5
@@ -322,11 +309,7 @@ pub async fn halt_pin(
         .execute(&mut *tx)
         .bounded()
         .await?;
-        if updated.rows_affected() == 1 {
-            PinHalted::PutBack
-        } else {
-            PinHalted::Moved
-        }
+        done(updated.rows_affected(), PinHalted::PutBack)
     } else {
         PinHalted::NothingToPutBack
     };
@@ -382,7 +365,7 @@ pub async fn mark_stable(
 pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, sqlx::Error> {
     let rows: Vec<RawRolledBack> = sqlx::query_as(
         "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why',
-                coalesce((e.detail->'rolled_back'->>'at')::timestamptz, e.at)
+                e.detail->'rolled_back'->>'at', e.at
            FROM workspaces w
            JOIN LATERAL (SELECT detail, at FROM workspace_events
                           WHERE workspace_id = w.id AND action = 'status'
@@ -396,7 +379,12 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, hash, why, at)| {
+        .filter_map(|(id, hash, why, undone_at, event_at)| {
+            // Parsed here, not cast in the query: a trail entry someone
+            // wrote by hand must not stop the controller reading the rest.
+            let at = undone_at
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map_or(event_at, |t| t.with_timezone(&Utc));
             Some(RolledBack {
                 id: WorkspaceId(id),
                 hash: hash?,
@@ -407,9 +395,15 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
         .collect())
 }
 
-/// A row of the rollbacks' query: the id, the hash and why from the
-/// status event's detail, its time.
-type RawRolledBack = (uuid::Uuid, Option<String>, Option<String>, DateTime<Utc>);
+/// A row of the rollbacks' query: the id, the hash, why and when from the
+/// status event's detail, the event's time.
+type RawRolledBack = (
+    uuid::Uuid,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+);
 
 /// A change a row shows undone, as its trail says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -431,8 +425,8 @@ pub async fn guard_latch(
     pool: &PgPool,
     host: &str,
 ) -> Result<(Vec<WorkspaceId>, Option<i64>), sqlx::Error> {
-    let held: Vec<(uuid::Uuid, Option<i64>)> = sqlx::query_as(
-        "SELECT workspace_id, (detail->'delete_guard'->>'limit')::bigint
+    let held: Vec<(uuid::Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT workspace_id, detail->'delete_guard'->>'limit'
            FROM (SELECT DISTINCT ON (workspace_id) workspace_id, detail
                    FROM workspace_events
                   WHERE host = $1 AND action = 'note' AND detail ? 'delete_guard'
@@ -444,7 +438,12 @@ pub async fn guard_latch(
     .fetch_all(pool)
     .bounded()
     .await?;
-    let limit = held.iter().filter_map(|(_, l)| *l).max();
+    // Parsed here, not cast in the query: a malformed limit on the trail
+    // counts as none rather than stopping every round.
+    let limit = held
+        .iter()
+        .filter_map(|(_, l)| l.as_deref()?.parse::<i64>().ok())
+        .max();
     Ok((
         held.into_iter().map(|(id, _)| WorkspaceId(id)).collect(),
         limit,

@@ -641,6 +641,18 @@ async fn a_halted_pin_that_was_new_is_removed_and_the_history_says_berth_did_it(
     .execute(&pool)
     .await
     .unwrap();
+    // A note edited since moves no digest: the pin is still the new one.
+    sqlx::query("UPDATE runtime_image_pins SET note = 'looking' WHERE ring = 'canary'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        desired::pinned_before(&pool, "codex", "stable", &a)
+            .await
+            .unwrap(),
+        None,
+        "stable's pin was created with a"
+    );
     let done = desired::halt_pin(&pool, "codex", "canary", &bad, Some(&a), "halted: 1 of 1")
         .await
         .unwrap();
@@ -765,4 +777,54 @@ async fn an_operators_raw_pin_edit_after_a_halt_is_not_recorded_as_berths() {
         (by.as_deref(), note.as_deref()),
         (Some("berth"), Some("halted thrice"))
     );
+}
+
+#[tokio::test]
+async fn malformed_trail_entries_are_read_as_unknown_not_as_an_error() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let undone = insert(&pool, "h1", "codex").await;
+    let held = insert(&pool, "h1", "codex").await;
+    sqlx::query(
+        "UPDATE workspaces SET status = 'online', status_reason = 'rolled_back' WHERE id = $1",
+    )
+    .bind(undone.0)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Written by hand: a time and a limit that are no time and no number.
+    for (id, action, detail) in [
+        (
+            undone,
+            "status",
+            serde_json::json!({"rolled_back": {"hash": "h", "at": "last tuesday"}}),
+        ),
+        (
+            held,
+            "note",
+            serde_json::json!({"delete_guard": {"limit": "lots"}}),
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO workspace_events (workspace_id, action, reason, detail, host, instance, epoch)
+             VALUES ($1, $2, 'by hand', $3, 'h1', 'test', 1)",
+        )
+        .bind(id.0)
+        .bind(action)
+        .bind(detail)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let rolled = desired::rolled_back(&pool, "h1").await.unwrap();
+    assert_eq!(rolled.len(), 1);
+    assert_eq!(rolled[0].hash, "h");
+    let age = chrono::Utc::now() - rolled[0].at;
+    assert!(
+        age.num_seconds().abs() < 60,
+        "the event's own time stands in"
+    );
+    let (latched, limit) = desired::guard_latch(&pool, "h1").await.unwrap();
+    assert_eq!(latched, [held]);
+    assert_eq!(limit, None);
 }
