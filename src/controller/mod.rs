@@ -38,8 +38,6 @@ pub use rollout::{Gate, Halt, RolloutKey, Rollouts, Track, image_replace};
 pub use round::probe;
 
 use tasks::{Ended, Tasks};
-#[cfg(test)]
-use work::volume_gone;
 pub use work::{Done, Failed, Work, carry_out};
 
 use crate::act::Executor;

@@ -113,6 +113,7 @@ fn memory_is_dropped_when_another_instance_held_the_host_since() {
 
 #[test]
 fn a_volume_made_anew_for_a_row_that_had_a_container_is_noted_once() {
+    use super::work::volume_gone;
     use crate::plan::{Action, Change, Op, Why};
     let ws = id(7);
     let mut row = WorkspaceRow::test(ws, Utc::now());

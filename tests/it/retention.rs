@@ -137,6 +137,45 @@ async fn build(dockerfile: &str, tag: &str) {
 
 /// A host whose lease this test holds, the executor for it, and the lease
 /// as the controller's watch channel carries it.
+/// Pulls the copies of v1, v2 and plain and records them as berth's; their
+/// image ids.
+async fn pull_and_record(
+    pool: &sqlx::PgPool,
+    lease: &Lease,
+    copies: &Copies,
+) -> (String, String, String) {
+    let (v1, v2, plain) = (
+        copies.pull("v1").await,
+        copies.pull("v2").await,
+        copies.pull("plain").await,
+    );
+    for (tag, id) in [("v1", &v1), ("v2", &v2), ("plain", &plain)] {
+        record(pool, lease, copies, tag, id).await;
+    }
+    (v1, v2, plain)
+}
+
+/// Pins agent to `stable`'s copy and marks it stable, then to each of
+/// `then` in turn.
+async fn pin_after_a_stable(pool: &sqlx::PgPool, copies: &Copies, stable: &str, then: &[&str]) {
+    sqlx::query("INSERT INTO runtime_image_pins (template_name, digest) VALUES ('agent', $1)")
+        .bind(copies.digest(stable).await)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now()")
+        .execute(pool)
+        .await
+        .unwrap();
+    for tag in then {
+        sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'agent'")
+            .bind(copies.digest(tag).await)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
 async fn holder(
     pool: &sqlx::PgPool,
     scope: &mut DockerScope,
@@ -210,29 +249,9 @@ async fn a_sweep_keeps_the_image_in_use_and_the_previous_stable_and_removes_the_
     let copies = Copies::new(&harness::docker::docker().await, &["v1", "v2", "plain"]).await;
     let mut scope = DockerScope::new().await;
     let (executor, lease, rx) = holder(&pool, &mut scope).await;
-    let (v1, v2, plain) = (
-        copies.pull("v1").await,
-        copies.pull("v2").await,
-        copies.pull("plain").await,
-    );
-    for (tag, id) in [("v1", &v1), ("v2", &v2), ("plain", &plain)] {
-        record(&pool, &lease, &copies, tag, id).await;
-    }
+    let (v1, v2, plain) = pull_and_record(&pool, &lease, &copies).await;
     // v1 rolled out and became stable; then v2 was pinned and runs.
-    sqlx::query("INSERT INTO runtime_image_pins (template_name, digest) VALUES ('agent', $1)")
-        .bind(copies.digest("v1").await)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now()")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'agent'")
-        .bind(copies.digest("v2").await)
-        .execute(&pool)
-        .await
-        .unwrap();
+    pin_after_a_stable(&pool, &copies, "v1", &["v2"]).await;
     run_foreign(&scope, &copies.reference("v2").await).await;
 
     // While a pass makes an image of plain's repository local, its images
@@ -448,32 +467,15 @@ async fn a_sweep_keeps_the_digest_pinned_just_before_though_it_never_became_stab
     let copies = Copies::new(&harness::docker::docker().await, &["v1", "v2", "plain"]).await;
     let mut scope = DockerScope::new().await;
     let (executor, lease, rx) = holder(&pool, &mut scope).await;
-    let (v1, v2, plain) = (
-        copies.pull("v1").await,
-        copies.pull("v2").await,
-        copies.pull("plain").await,
-    );
-    for (tag, id) in [("v1", &v1), ("v2", &v2), ("plain", &plain)] {
-        record(&pool, &lease, &copies, tag, id).await;
-    }
+    let (v1, v2, plain) = pull_and_record(&pool, &lease, &copies).await;
     // plain was stable; v1 was pinned after it and never marked (its
-    // rollout did not complete here); v2 is pinned now and runs.
-    sqlx::query("INSERT INTO runtime_image_pins (template_name, digest) VALUES ('agent', $1)")
-        .bind(copies.digest("plain").await)
+    // rollout did not complete here); v2 is pinned now and runs, its note
+    // edited since (which moves no digest).
+    pin_after_a_stable(&pool, &copies, "plain", &["v1", "v2"]).await;
+    sqlx::query("UPDATE runtime_image_pins SET note = 'looking' WHERE template_name = 'agent'")
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("UPDATE runtime_image_pin_history SET stable_at = now()")
-        .execute(&pool)
-        .await
-        .unwrap();
-    for tag in ["v1", "v2"] {
-        sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'agent'")
-            .bind(copies.digest(tag).await)
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
     run_foreign(&scope, &copies.reference("v2").await).await;
     let swept = sweep_images(&pool, &executor, &rx, &BTreeSet::new())
         .await
