@@ -35,8 +35,8 @@ impl Executor {
                 other => {
                     // A name several networks hold does not resolve.
                     return match self.one_network(name).await? {
-                        Some(()) => Ok(()),
-                        None => Err(ActError::docker("inspect network", other)),
+                        true => Ok(()),
+                        false => Err(ActError::docker("inspect network", other)),
                     };
                 }
             },
@@ -55,8 +55,8 @@ impl Executor {
             .await
             .map_err(|e| ActError::docker("create network", e))?;
         match self.one_network(name).await? {
-            Some(()) => Ok(()),
-            None => Err(ActError::docker(
+            true => Ok(()),
+            false => Err(ActError::docker(
                 "create network",
                 DockerError::Other {
                     message: format!("network {name} is gone right after its create"),
@@ -68,9 +68,9 @@ impl Executor {
     /// Leaves one network named `name` where a race made several: one in
     /// use, else the one with the lowest id, stays, and those of the
     /// others this host made go.
-    /// `Some` when exactly one is left, `None` when there is none; an
-    /// error while others' duplicates remain (their berth removes them).
-    async fn one_network(&self, name: &str) -> Result<Option<()>, ActError> {
+    /// True when exactly one is left, false when there is none; an error
+    /// while others' duplicates remain (their berth removes them).
+    async fn one_network(&self, name: &str) -> Result<bool, ActError> {
         let options = ListNetworksOptionsBuilder::new()
             .filters(&HashMap::from([("name", vec![name])]))
             .build();
@@ -79,36 +79,31 @@ impl Executor {
             .list_networks(Some(options))
             .await
             .map_err(|e| ActError::docker("list networks", e))?;
-        // The name filter matches parts of names too.
-        let mut same: Vec<Network> = listed
+        // The name filter matches parts of names too. One with containers
+        // on it stays (the list does not say: ask each), then the lowest
+        // id: every berth picks the same one.
+        let mut same: Vec<(bool, String, Network)> = Vec::new();
+        for n in listed
             .into_iter()
             .filter(|n| n.name.as_deref() == Some(name))
-            .collect();
-        if same.len() > 1 {
-            // One with containers on it stays (the list does not say: ask
-            // each), then the lowest id: every berth picks the same one.
-            let mut in_use = Vec::with_capacity(same.len());
-            for n in &same {
-                let id = n.id.clone().unwrap_or_default();
-                let used = match self
-                    .docker
-                    .inspect_network(&id, None::<InspectNetworkOptions>)
-                    .await
-                {
-                    Ok(full) => full.containers.is_some_and(|c| !c.is_empty()),
-                    Err(_) => false,
-                };
-                in_use.push((!used, id));
-            }
-            let mut order: Vec<usize> = (0..same.len()).collect();
-            order.sort_by(|a, b| in_use[*a].cmp(&in_use[*b]));
-            same = order.into_iter().map(|i| same[i].clone()).collect();
+        {
+            let id = n.id.clone().unwrap_or_default();
+            let unused = match self
+                .docker
+                .inspect_network(&id, None::<InspectNetworkOptions>)
+                .await
+            {
+                Ok(full) => full.containers.is_none_or(|c| c.is_empty()),
+                Err(_) => true,
+            };
+            same.push((unused, id, n));
         }
-        let Some((keep, others)) = same.split_first() else {
-            return Ok(None);
+        same.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let Some(((_, keep, _), others)) = same.split_first() else {
+            return Ok(false);
         };
         let mut left = 0;
-        for n in others {
+        for (_, _, n) in others {
             let labels = n.labels.clone().unwrap_or_default();
             let mine = labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
                 && labels.get(LABEL_HOST) == Some(&self.settings.host_id);
@@ -126,7 +121,7 @@ impl Executor {
                     tracing::warn!(
                         network = name,
                         removed = id,
-                        kept = keep.id.as_deref().unwrap_or(""),
+                        kept = keep,
                         "a second network of the name (a create raced another berth's) removed"
                     );
                 }
@@ -147,6 +142,6 @@ impl Executor {
                 },
             ));
         }
-        Ok(Some(()))
+        Ok(true)
     }
 }
