@@ -39,7 +39,7 @@ pub struct PinChange {
     pub from: Option<String>,
     /// With no pin of its own, what the ring follows now: stable's pin
     /// (for another ring) or the runtime's moving tag.
-    pub follows: Option<String>,
+    pub follows: Option<Follows>,
     pub to: String,
     pub note: Option<String>,
     pub by: Option<String>,
@@ -100,7 +100,7 @@ impl PinChange {
             (None, follows) => {
                 unpinned = format!(
                     "(no pin: follows {})",
-                    follows.as_deref().unwrap_or("the moving tag")
+                    follows.as_ref().unwrap_or(&Follows::MovingTag)
                 );
                 unpinned.as_str()
             }
@@ -235,17 +235,37 @@ async fn check_runtime(pool: &PgPool, runtime: &str) -> Result<(), OpsError> {
     )))
 }
 
+/// What a ring without a pin of its own follows; in `--json` an object
+/// tagged by `kind` (`stable_pin` with its `digest`, or `moving_tag`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Follows {
+    StablePin { digest: String },
+    MovingTag,
+}
+
+impl std::fmt::Display for Follows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Follows::StablePin { digest } => {
+                write!(f, "stable's pin {}", short_digest(Some(digest)))
+            }
+            Follows::MovingTag => f.write_str("the moving tag"),
+        }
+    }
+}
+
 /// What a ring without a pin of its own follows: stable's pin when
 /// another ring and stable is pinned, else the runtime's moving tag.
-async fn follows(pool: &PgPool, runtime: &str, ring: &str) -> Result<String, OpsError> {
+async fn follows(pool: &PgPool, runtime: &str, ring: &str) -> Result<Follows, OpsError> {
     let stable = if ring == "stable" {
         None
     } else {
         current(pool, runtime, "stable").await?
     };
     Ok(match stable {
-        Some(digest) => format!("stable's pin {}", short_digest(Some(&digest))),
-        None => "the moving tag".to_string(),
+        Some(digest) => Follows::StablePin { digest },
+        None => Follows::MovingTag,
     })
 }
 

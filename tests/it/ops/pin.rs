@@ -80,6 +80,7 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
     assert_eq!(code, 0, "{err}");
     let change = json(&out, &err);
     assert_eq!(change["applied"], true);
+    assert_eq!(change["follows"], serde_json::json!({"kind": "moving_tag"}));
     assert_eq!(touched(&change), sorted(&[stable, canary]));
     // Neither row has a container yet: none is replaced now.
     assert!(err.contains("2 workspace(s) not replaced"), "{err}");
@@ -126,6 +127,10 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
         "{err}"
     );
     assert_eq!(change["from"], serde_json::Value::Null);
+    assert_eq!(
+        change["follows"],
+        serde_json::json!({"kind": "stable_pin", "digest": digest('a')})
+    );
     // The history entry the change wrote is named.
     let written: i64 = sqlx::query_scalar(
         "SELECT id FROM runtime_image_pin_history WHERE ring = 'canary' AND new_digest = $1",
