@@ -13,6 +13,7 @@ pub use deadline::{Bounded, CALL_DEADLINE, STATEMENT_TIMEOUT, within};
 pub use images::{
     HostImage, Made, NewImage, forget_image, host_images, mark_images_used, record_image,
 };
+pub(crate) use rows::readable_time;
 pub use rows::{
     ReadError, RollbackTarget, hosts_with_rows, load_catalogue, load_pins, load_row, load_rows,
     load_rows_by_id, no_rows_notice, pinned_before, rollback_target,

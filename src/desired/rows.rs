@@ -33,11 +33,43 @@ pub enum ReadError {
     },
 }
 
-const WORKSPACE_COLUMNS: &str = "id, name, runtime, tier, ring, host, desired_state, env, image, \
+/// A `timestamptz` column selected as `alias`, kept within years 1 to
+/// 100000: a time the agent, the platform or an operator wrote by hand
+/// (`'infinity'`, year 200000) reads as the nearest end of that range
+/// (its order against other times holds), where decoding it as it stands
+/// overflows the date type the row is read into.
+macro_rules! readable_time {
+    ($column:literal AS $alias:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $column,
+            " > '100000-01-01 00:00:00Z' THEN '100000-01-01 00:00:00Z'::timestamptz WHEN ",
+            $column,
+            " < '0001-01-01 00:00:00Z' THEN '0001-01-01 00:00:00Z'::timestamptz ELSE ",
+            $column,
+            " END AS ",
+            $alias
+        )
+    };
+    ($column:literal) => {
+        $crate::desired::readable_time!($column AS $column)
+    };
+}
+pub(crate) use readable_time;
+
+const WORKSPACE_COLUMNS: &str = concat!(
+    "id, name, runtime, tier, ring, host, desired_state, env, image, \
     workspace_dir, workspace_access, template_path, config_files, auth_token, awareness_url, \
-    awareness_namespace, session_epoch, restart_epoch, restart_requested_at, paused, generation, \
-    desired_changed_at, created_at, status, status_reason, container_id, runtime_image_digest, runtime_image_id, url, \
-    observed_generation, status_changed_at, restart_count, last_error, rollout, last_heartbeat_at";
+    awareness_namespace, session_epoch, restart_epoch, ",
+    readable_time!("restart_requested_at"),
+    ", paused, generation, desired_changed_at, ",
+    readable_time!("created_at"),
+    ", status, status_reason, container_id, runtime_image_digest, runtime_image_id, url, \
+    observed_generation, ",
+    readable_time!("status_changed_at"),
+    ", restart_count, last_error, rollout, ",
+    readable_time!("last_heartbeat_at")
+);
 
 #[derive(sqlx::FromRow)]
 struct RawWorkspace {

@@ -363,16 +363,17 @@ pub async fn mark_stable(
 /// recorded the rollback: a berth started (or taking the host over) does
 /// not try that spec again before the row changes.
 pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, sqlx::Error> {
-    let rows: Vec<RawRolledBack> = sqlx::query_as(
+    let rows: Vec<RawRolledBack> = sqlx::query_as(concat!(
         "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why',
-                e.detail->'rolled_back'->>'at', e.at
-           FROM workspaces w
+                e.detail->'rolled_back'->>'at', ",
+        super::readable_time!("e.at" AS "at"),
+        " FROM workspaces w
            JOIN LATERAL (SELECT detail, at FROM workspace_events
                           WHERE workspace_id = w.id AND action = 'status'
                           ORDER BY id DESC LIMIT 1) e ON true
           WHERE w.host = $1 AND w.status_reason = 'rolled_back'
-            AND e.detail ? 'rolled_back'",
-    )
+            AND e.detail ? 'rolled_back'"
+    ))
     .bind(host)
     .fetch_all(pool)
     .bounded()

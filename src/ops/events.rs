@@ -53,11 +53,13 @@ struct Candidate {
 /// so a script's typo does not pass for a quiet workspace.
 pub async fn events(pool: &PgPool, key: &str, limit: i64) -> Result<EventsView, OpsError> {
     let (workspace, name) = resolve(pool, key).await?;
-    let mut events: Vec<EventView> = sqlx::query_as(
-        "SELECT id, at, action, reason, detail, host, instance, epoch
-           FROM workspace_events WHERE workspace_id = $1
-          ORDER BY at DESC, id DESC LIMIT $2",
-    )
+    let mut events: Vec<EventView> = sqlx::query_as(concat!(
+        "SELECT id, ",
+        crate::desired::readable_time!("at"),
+        ", action, reason, detail, host, instance, epoch
+               FROM workspace_events WHERE workspace_id = $1
+              ORDER BY at DESC, id DESC LIMIT $2"
+    ))
     .bind(workspace)
     .bind(limit)
     .fetch_all(pool)
@@ -88,11 +90,13 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
     let id12 = key
         .strip_prefix("ws-")
         .filter(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
-    let candidates: Vec<Candidate> = sqlx::query_as(
-        "SELECT id, name, host, runtime, status, created_at FROM workspaces
-          WHERE name = $1 OR ($2::text IS NOT NULL AND left(id::text, 12) = $2)
-          ORDER BY created_at, id",
-    )
+    let candidates: Vec<Candidate> = sqlx::query_as(concat!(
+        "SELECT id, name, host, runtime, status, ",
+        crate::desired::readable_time!("created_at"),
+        " FROM workspaces
+              WHERE name = $1 OR ($2::text IS NOT NULL AND left(id::text, 12) = $2)
+              ORDER BY created_at, id"
+    ))
     .bind(key)
     .bind(id12.map(str::to_ascii_lowercase))
     .fetch_all(pool)
@@ -165,12 +169,15 @@ async fn resolve_gone(
     let (Ok(low), Ok(high)) = (bound('0'), bound('f')) else {
         return Err(not_found());
     };
-    let gone: Vec<GoneCandidate> = sqlx::query_as(
+    let gone: Vec<GoneCandidate> = sqlx::query_as(concat!(
         "SELECT workspace_id, (array_agg(host ORDER BY at DESC, id DESC))[1] AS host,
-                count(*) AS events, min(at) AS first, max(at) AS last
-           FROM workspace_events WHERE workspace_id BETWEEN $1 AND $2
-          GROUP BY workspace_id ORDER BY min(at), workspace_id",
-    )
+                    count(*) AS events, ",
+        crate::desired::readable_time!("min(at)" AS "first"),
+        ", ",
+        crate::desired::readable_time!("max(at)" AS "last"),
+        " FROM workspace_events WHERE workspace_id BETWEEN $1 AND $2
+              GROUP BY workspace_id ORDER BY min(at), workspace_id"
+    ))
     .bind(low)
     .bind(high)
     .fetch_all(pool)

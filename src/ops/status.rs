@@ -112,12 +112,13 @@ pub async fn status(pool: &PgPool, filter: &StatusFilter) -> Result<Vec<StatusVi
             known.join(", ")
         )));
     }
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as(concat!(
         "SELECT w.id, w.name, w.host, w.runtime, w.ring, w.desired_state, w.paused, w.status,
                 w.status_reason, w.last_error, w.runtime_image_digest,
                 coalesce(p.digest, s.digest) AS wanted_digest, w.image, w.container_id, w.url,
-                w.generation, w.observed_generation, w.status_changed_at, w.restart_count,
-                w.rollout
+                w.generation, w.observed_generation, ",
+        crate::desired::readable_time!("w.status_changed_at" AS "status_changed_at"),
+        ", w.restart_count, w.rollout
            FROM workspaces w
            LEFT JOIN runtime_image_pins p ON p.template_name = w.runtime AND p.ring = w.ring
            LEFT JOIN runtime_image_pins s ON s.template_name = w.runtime AND s.ring = 'stable'
@@ -125,7 +126,7 @@ pub async fn status(pool: &PgPool, filter: &StatusFilter) -> Result<Vec<StatusVi
             AND ($2::text IS NULL OR w.status = $2)
             AND ($3::text IS NULL OR w.runtime = $3)
           ORDER BY w.host, w.name, w.id",
-    )
+    ))
     .bind(&filter.host)
     .bind(&filter.status)
     .bind(&filter.runtime)

@@ -664,3 +664,47 @@ async fn a_limit_raised_above_the_tripped_one_lets_the_removals_go_and_says_why(
     let (_, out, _) = crate::harness::berth(&["status"], &[("DATABASE_URL", &w.db.url)]).await;
     assert!(!out.contains("delete guard"), "{out}");
 }
+
+#[tokio::test]
+async fn times_written_out_of_range_are_read_as_the_ends_of_the_range_and_stop_nothing() {
+    let mut w = World::new().await;
+    let odd = w.insert(json!({})).await;
+    let plain = w.insert(json!({})).await;
+    // The agent writes the heartbeat; anyone may insert a creation time or
+    // a trail entry: none of them is within the date type's range.
+    w.exec(
+        "UPDATE workspaces SET last_heartbeat_at = 'infinity', created_at = '-infinity',
+                restart_requested_at = '294000-01-01' WHERE id = $1",
+        odd,
+    )
+    .await;
+    w.exec(
+        "INSERT INTO workspace_events (workspace_id, at, action, reason, host, instance, epoch)
+         SELECT id, 'infinity', 'note', 'written by hand', host, 'hand', 0
+           FROM workspaces WHERE id = $1",
+        odd,
+    )
+    .await;
+    w.start(&[]);
+    for id in [odd, plain] {
+        w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    }
+    let berth = w.berth.as_mut().unwrap();
+    assert_eq!(
+        berth.wait(Duration::from_millis(500)).await,
+        None,
+        "berth runs on: {}",
+        berth.tail()
+    );
+    let env = w.env();
+    for args in [
+        vec!["status", "--json"],
+        vec!["events", &odd.to_string()],
+        vec!["plan"],
+    ] {
+        let (code, out, err) = crate::ops::berth(&args, &env).await;
+        assert_eq!(code, 0, "berth {args:?}: {out}{err}");
+    }
+    let (_, out, _) = crate::ops::berth(&["events", &odd.to_string()], &env).await;
+    assert!(out.contains("written by hand"), "{out}");
+}
