@@ -66,6 +66,7 @@ const ERROR_KINDS: &[&str] = &[
     "registry_rate_limited",
     "image_build_failed",
     "invalid_spec",
+    "config_missing",
     "gone",
     "in_the_way",
     "timeout",
@@ -148,7 +149,7 @@ impl Metrics {
             )?,
             unconverged_workspaces: gauge(
                 "unconverged_workspaces",
-                "Workspaces whose observed generation is behind their generation",
+                "Workspaces not converged: the observed generation is behind the generation, or the status falls short of the desired state",
             )?,
             oldest_unconverged_age_seconds: gauge(
                 "oldest_unconverged_age_seconds",
@@ -396,6 +397,15 @@ mod tests {
                 message: m(),
             },
             ActError::InvalidFiles { message: m() },
+            ActError::ConfigMissing {
+                container: m(),
+                volume: m(),
+            },
+            ActError::InvalidBind {
+                dir: m(),
+                target: m(),
+                detail: m(),
+            },
             ActError::Gone {
                 object: Object::Container,
                 name: m(),
@@ -411,6 +421,26 @@ mod tests {
             },
         ];
         errors.extend(docker.into_iter().map(|e| ActError::docker("create", e)));
+        // Every variant is in the list above: a new one fails this match
+        // until it is added there too.
+        for e in &errors {
+            match e {
+                ActError::NameConflict { .. }
+                | ActError::StartFailed { .. }
+                | ActError::ImageNotFound { .. }
+                | ActError::DigestGone { .. }
+                | ActError::RegistryAuth { .. }
+                | ActError::RegistryRateLimited { .. }
+                | ActError::BuildFailed { .. }
+                | ActError::InvalidFiles { .. }
+                | ActError::ConfigMissing { .. }
+                | ActError::InvalidBind { .. }
+                | ActError::Gone { .. }
+                | ActError::InTheWay { .. }
+                | ActError::Timeout { .. }
+                | ActError::Docker { .. } => {}
+            }
+        }
         let mut kinds: Vec<&str> = errors.iter().map(ActError::kind).collect();
         kinds.extend(["database", "panic"]);
         kinds.sort_unstable();

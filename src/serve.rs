@@ -22,7 +22,7 @@ use crate::observed::Observer;
 
 /// Runs the controller until a signal; returns the exit code.
 pub async fn run(config: &Config, migrate: bool) -> Exit {
-    let pool_size = u32::try_from(config.concurrency + 4).unwrap_or(32);
+    let pool_size = u32::try_from(config.concurrency.saturating_add(4)).unwrap_or(32);
     let pool = match desired::connect(&config.database_url, pool_size, Duration::from_secs(10))
         .await
     {
@@ -170,7 +170,8 @@ async fn signals(intake: CancellationToken) {
 /// Pings the systemd watchdog at half its interval while the control loop
 /// turns; a stalled loop stops the pings, and systemd restarts berth.
 async fn watchdog(readiness: Arc<Readiness>) {
-    let Some(every) = sd_notify::watchdog_enabled() else {
+    // A zero interval (WATCHDOG_USEC=0 set by hand) is no watchdog.
+    let Some(every) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) else {
         return;
     };
     let mut tick = tokio::time::interval(every / 2);

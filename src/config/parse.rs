@@ -35,9 +35,7 @@ pub(super) fn parse(r: &mut Resolver<'_>) -> Option<Config> {
     let listen = r.value("BERTH_LISTEN", "127.0.0.1:9464", socket_addr, |a| {
         a.to_string()
     });
-    let concurrency = r.value("BERTH_CONCURRENCY", "8", positive::<usize>, |n| {
-        n.to_string()
-    });
+    let concurrency = r.value("BERTH_CONCURRENCY", "8", concurrency, |n| n.to_string());
     let resync_interval = r.duration("BERTH_RESYNC_INTERVAL", "30s");
     let orphan_grace = r.duration("BERTH_ORPHAN_GRACE", "5m");
     let delete_guard = r.value("BERTH_DELETE_GUARD", "", delete_guard, |g| g.to_string());

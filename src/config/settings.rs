@@ -231,7 +231,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s(
         "MOLECULE_LOCAL_BUILD_CACHE",
-        "$XDG_CACHE_HOME/berth/builds",
+        "$XDG_CACHE_HOME/berth/builds, else $HOME/.cache/berth/builds, else /var/cache/berth/builds",
         "build context cache (local-build mode)",
     ),
     secret(

@@ -94,6 +94,36 @@ fn three_bad_values_are_reported_together() {
 }
 
 #[test]
+fn durations_beyond_ten_years_and_concurrency_beyond_the_cap_are_refused() {
+    let errs = errors(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_RESYNC_INTERVAL", "300000000000y"),
+        ("BERTH_TAG_REFRESH", "11y"),
+        ("BERTH_CONCURRENCY", "100000"),
+    ]);
+    let names: Vec<&str> = errs.iter().map(|e| e.name).collect();
+    assert_eq!(
+        names,
+        [
+            "BERTH_CONCURRENCY",
+            "BERTH_RESYNC_INTERVAL",
+            "BERTH_TAG_REFRESH"
+        ]
+    );
+    let text = ConfigErrors(errs).to_string();
+    assert!(text.contains("longer than ten years"), "{text}");
+    assert!(text.contains("more than 256"), "{text}");
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_EVENTS_RETENTION", "3650d"),
+        ("BERTH_CONCURRENCY", "256"),
+    ])
+    .unwrap();
+    assert_eq!(c.events_retention, Duration::from_secs(3650 * 86400));
+    assert_eq!(c.concurrency, 256);
+}
+
+#[test]
 fn a_missing_database_url_is_an_error() {
     let errs = errors(&[]);
     assert_eq!(errs.len(), 1);

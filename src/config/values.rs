@@ -28,9 +28,30 @@ pub fn fmt_duration(d: &Duration) -> String {
         .join(" ")
 }
 
+/// The longest duration a setting takes: ten years, far beyond any
+/// sensible interval, and far enough below the clock types' range that
+/// adding it to now never overflows.
+const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw)
-        .map_err(|e| format!("not a duration ({e}); use forms like 30s, 5m, 1h30m, 30d"))
+    let d = humantime::parse_duration(raw)
+        .map_err(|e| format!("not a duration ({e}); use forms like 30s, 5m, 1h30m, 30d"))?;
+    if d > LONGEST {
+        return Err("longer than ten years (3650d), the most berth takes".into());
+    }
+    Ok(d)
+}
+
+/// The most passes berth runs at once: each holds a database connection
+/// and makes engine calls, so a value in the thousands exhausts
+/// PostgreSQL's connections long before it speeds anything up.
+pub const MAX_CONCURRENCY: usize = 256;
+
+pub fn concurrency(raw: &str) -> Result<usize, String> {
+    match positive::<usize>(raw)? {
+        n if n > MAX_CONCURRENCY => Err(format!("more than {MAX_CONCURRENCY}")),
+        n => Ok(n),
+    }
 }
 
 pub fn positive_duration(raw: &str) -> Result<Duration, String> {

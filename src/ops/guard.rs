@@ -3,7 +3,6 @@
 //! workspace whose removal it withholds, and one on each when it lets
 //! go), which is what this reads.
 
-use chrono::Utc;
 use sqlx::PgPool;
 
 use super::OpsError;
@@ -54,10 +53,7 @@ pub async fn recent_guard_trips(
 pub fn render_guard_trips(trips: &[GuardTrip]) -> String {
     let mut out = String::new();
     for t in trips {
-        let ago = super::table::age(
-            Some(Utc::now() - chrono::TimeDelta::seconds(t.secs_ago as i64)),
-            Utc::now(),
-        );
+        let ago = super::table::age_of_secs(t.secs_ago);
         out.push_str(&format!(
             "host {}: the delete guard withheld the removal of {} workspace(s) without a row, \
              last said {ago} ago (put the rows back, or see `berth plan` on that host and the README)\n",

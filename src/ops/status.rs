@@ -272,10 +272,7 @@ pub async fn recent_halts(pool: &PgPool, runtimes: &[String]) -> Result<Vec<Rece
 pub fn render_halts(halts: &[RecentHalt]) -> String {
     let mut out = String::new();
     for h in halts {
-        let ago = super::table::age(
-            Some(Utc::now() - chrono::TimeDelta::seconds(h.secs_ago as i64)),
-            Utc::now(),
-        );
+        let ago = super::table::age_of_secs(h.secs_ago);
         // A halted pin that was new is removed: the ring follows what it
         // followed before.
         let back = match h.new_digest.as_deref() {

@@ -60,7 +60,21 @@ pub fn age(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     let Some(at) = at else {
         return "-".into();
     };
-    let s = (now - at).num_seconds().max(0);
+    age_secs((now - at).num_seconds())
+}
+
+/// The age of something the database timed, from its seconds ago (a float
+/// from `extract(epoch …)`, which an infinite time makes infinite).
+pub fn age_of_secs(secs: f64) -> String {
+    if secs.is_nan() {
+        return "-".into();
+    }
+    // A float cast to an integer saturates.
+    age_secs(secs as i64)
+}
+
+fn age_secs(s: i64) -> String {
+    let s = s.max(0);
     match s {
         86_400.. => format!("{}d", s / 86_400),
         3_600.. => format!("{}h", s / 3_600),
@@ -93,6 +107,18 @@ pub fn short_digest(digest: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_age_from_seconds_takes_any_float() {
+        assert_eq!(age_of_secs(90.0), "1m");
+        assert_eq!(age_of_secs(-5.0), "0s");
+        assert_eq!(
+            age_of_secs(f64::INFINITY),
+            format!("{}d", i64::MAX / 86_400)
+        );
+        assert_eq!(age_of_secs(f64::NEG_INFINITY), "0s");
+        assert_eq!(age_of_secs(f64::NAN), "-");
+    }
 
     #[test]
     fn columns_line_up_and_the_last_is_not_padded() {
