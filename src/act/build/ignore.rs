@@ -57,31 +57,114 @@ impl Ignore {
     }
 }
 
+/// Path segments against pattern segments, `**` standing for any run of
+/// segments.
 fn matches(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => (0..=path.len()).any(|i| matches(rest, &path[i..])),
-        Some((first, rest)) => {
-            !path.is_empty()
-                && segment(first.as_bytes(), path[0].as_bytes())
-                && matches(rest, &path[1..])
-        }
-    }
+    wildcard(
+        pattern,
+        path,
+        |p| p == "**",
+        |p, s| segment(p.as_bytes(), s.as_bytes()),
+    )
 }
 
 /// `*` (any run) and `?` (one character) within one segment.
 fn segment(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| segment(rest, &s[i..])),
-        Some((b'?', rest)) => !s.is_empty() && segment(rest, &s[1..]),
-        Some((c, rest)) => s.first() == Some(c) && segment(rest, &s[1..]),
+    wildcard(p, s, |p| *p == b'*', |p, s| *p == b'?' || p == s)
+}
+
+/// Whether `items` match `pattern`, where a star stands for any run of
+/// items and any other pattern item for one item it `fits`. It goes back
+/// only to the last star, so its work grows with the product of the
+/// lengths, never exponentially: a template repository's `.dockerignore`
+/// of many stars cannot hang the build.
+fn wildcard<P, S>(
+    pattern: &[P],
+    items: &[S],
+    star: impl Fn(&P) -> bool,
+    fits: impl Fn(&P, &S) -> bool,
+) -> bool {
+    let (mut p, mut i) = (0, 0);
+    // The last star seen and the item its run ends before.
+    let mut back: Option<(usize, usize)> = None;
+    while i < items.len() {
+        match pattern.get(p) {
+            Some(x) if star(x) => {
+                back = Some((p, i));
+                p += 1;
+            }
+            Some(x) if fits(x, &items[i]) => {
+                p += 1;
+                i += 1;
+            }
+            _ => match back {
+                // The star takes one more item and the rest tries again.
+                Some((star_at, run_end)) => {
+                    back = Some((star_at, run_end + 1));
+                    p = star_at + 1;
+                    i = run_end + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p..].iter().all(star)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The plain recursive reading of `*` and `?`, to hold the matcher to.
+    fn reference(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| reference(rest, &s[i..])),
+            Some((b'?', rest)) => !s.is_empty() && reference(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && reference(rest, &s[1..]),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_segment_matches_as_the_recursive_reading_says(
+            p in "[ab*?]{0,8}",
+            s in "[ab]{0,10}",
+        ) {
+            prop_assert_eq!(segment(p.as_bytes(), s.as_bytes()), reference(p.as_bytes(), s.as_bytes()));
+        }
+
+        #[test]
+        fn paths_match_as_the_recursive_reading_says(
+            p in proptest::collection::vec("\\*\\*|[ab*]{1,2}", 0..5),
+            s in proptest::collection::vec("[ab]{1,2}", 0..6),
+        ) {
+            let path: Vec<&str> = s.iter().map(String::as_str).collect();
+            // `**` as a byte `*` of a reading one level up: the same
+            // recursion over segments.
+            fn by_segments(p: &[String], s: &[&str]) -> bool {
+                match p.split_first() {
+                    None => s.is_empty(),
+                    Some((f, rest)) if f == "**" => (0..=s.len()).any(|i| by_segments(rest, &s[i..])),
+                    Some((f, rest)) => !s.is_empty()
+                        && reference(f.as_bytes(), s[0].as_bytes())
+                        && by_segments(rest, &s[1..]),
+                }
+            }
+            prop_assert_eq!(matches(&p, &path), by_segments(&p, &path));
+        }
+    }
+
+    #[test]
+    fn many_stars_against_a_long_name_end_at_once() {
+        let pattern = format!("{}b", "*a".repeat(40));
+        let name = "a".repeat(4000);
+        let ig = Ignore::parse(&format!("{pattern}\n{}/x", "**/".repeat(40)));
+        assert!(!ig.excluded(&name));
+        let deep = vec!["d"; 200].join("/");
+        assert!(!ig.excluded(&deep));
+    }
 
     #[test]
     fn patterns_follow_the_docker_cli() {
