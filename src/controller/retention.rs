@@ -204,13 +204,13 @@ pub async fn sweep_images(
     lease: &watch::Receiver<Option<Lease>>,
     busy: &BTreeSet<String>,
 ) -> Result<Swept, SweepError> {
-    let Some(held) = lease.borrow().clone() else {
+    let Some(held) = desired::holding(lease) else {
         return Ok(Swept {
             lost_lease: true,
             ..Swept::default()
         });
     };
-    let still_held = || lease.borrow().as_ref() == Some(&held);
+    let still_held = || desired::still_holds(lease, &held);
     // Containers first: an image in use by one created after this list is
     // refused by the engine, never removed.
     let in_use = executor.image_ids_in_use().await?;
@@ -341,7 +341,7 @@ impl Controller {
         busy: &BTreeSet<String>,
         when: Sweep,
     ) {
-        if lease.borrow().is_none() {
+        if desired::holding(lease).is_none() {
             return;
         }
         let every = match when {

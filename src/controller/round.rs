@@ -26,7 +26,7 @@ impl Controller {
         workers: &mut super::Tasks<WorkspaceId, Done>,
         lease_rx: &watch::Receiver<Option<Lease>>,
     ) {
-        let Some(lease) = lease_rx.borrow().clone() else {
+        let Some(lease) = desired::holding(lease_rx) else {
             return;
         };
         if !state.backlog.is_empty() {

@@ -220,7 +220,7 @@ async fn steps(
         unrecorded: None,
     };
     let mut run = Run::default();
-    let still_held = || lease.borrow().as_ref() == Some(&held);
+    let still_held = || desired::still_holds(lease, &held);
 
     // A pull or a build can take minutes: the row says so while it runs.
     // A retry of the same spec after a failure keeps showing the failure
@@ -379,32 +379,42 @@ async fn steps(
     {
         events.push(event);
     }
-    record(pool, &held, events, &mut done).await;
     // After a failure the status comes from the next (planning) pass,
     // which sees the failure in memory.
-    if done.failure.is_none()
-        && let (Some(row), Some(update)) = (&row, &done.plan.status)
-    {
-        // What runs now (the cache was refreshed after the actions); the
-        // container is the truth for the image columns.
-        let now_running = if done.plan.actions.is_empty() {
-            current.clone()
-        } else {
-            observed.main_container(id)
-        };
-        // A paused row's desired change is not acted on: not observed.
-        let converged = done.plan.actions.is_empty() && update.status != Status::Paused;
-        // The row says where the pass got: past the pull or build, to the
-        // wait for readiness, not the phase it began in.
-        let reached = StatusUpdate::reason(Reason::WaitingReady, None);
-        let update = if waiting { &reached } else { update };
-        let write = status_write(row, update, now_running.as_ref(), converged, rollout);
-        let write = with_url(write, executor, spec.as_ref()).await;
-        match desired::write_status(pool, &held, &write).await {
-            Ok(desired::Written::Yes) => {}
-            Ok(desired::Written::Refused) => done.lost_lease = true,
-            Err(e) => done.write_error = Some(format!("status: {e}")),
+    let Some((row, update)) = row
+        .as_ref()
+        .zip(done.plan.status.as_ref())
+        .filter(|_| done.failure.is_none())
+    else {
+        record(pool, &held, events, &mut done).await;
+        return done;
+    };
+    // What runs now (the cache was refreshed after the actions); the
+    // container is the truth for the image columns.
+    let now_running = if done.plan.actions.is_empty() {
+        current.clone()
+    } else {
+        observed.main_container(id)
+    };
+    // A paused row's desired change is not acted on: not observed.
+    let converged = done.plan.actions.is_empty() && update.status != Status::Paused;
+    // The row says where the pass got: past the pull or build, to the
+    // wait for readiness, not the phase it began in.
+    let reached = StatusUpdate::reason(Reason::WaitingReady, None);
+    let update = if waiting { &reached } else { update };
+    let write = status_write(row, update, now_running.as_ref(), converged, rollout);
+    let write = with_url(write, executor, spec.as_ref()).await;
+    // The trail's last steps and the status they end in land together.
+    match desired::record_with_status(pool, &held, events, &write).await {
+        Ok((recorded, written)) => {
+            if recorded == desired::Written::Yes {
+                events.clear();
+            }
+            if recorded == desired::Written::Refused || written == desired::Written::Refused {
+                done.lost_lease = true;
+            }
         }
+        Err(e) => done.write_error = Some(format!("status: {e}")),
     }
     done
 }

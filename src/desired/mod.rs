@@ -22,10 +22,11 @@ pub use schema::{
     MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, check_ready, connect, migrate,
 };
 pub use session::{
-    DesiredTrigger, Lease, REFRESH_CHANNEL, Session, acquire, instance_id, parse_notification,
-    release, session_application_name,
+    DesiredTrigger, Lease, REFRESH_CHANNEL, Session, acquire, holding, instance_id,
+    parse_notification, release, session_application_name, still_holds,
 };
 pub use write::{
     Event, PinHalted, RolledBack, StatusWrite, Written, guard_latch, halt_pin, mark_stable,
-    prune_events, record_events, record_late_events, rolled_back, write_rollout, write_status,
+    prune_events, record_events, record_late_events, record_with_status, rolled_back,
+    write_rollout, write_status,
 };

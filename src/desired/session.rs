@@ -30,11 +30,52 @@ pub fn session_application_name(holder: &str) -> String {
 }
 
 /// This instance's hold on its host: every fenced write names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two leases are the same hold when host, holder and epoch are:
+/// `until` moves at each renewal and is not compared.
+#[derive(Clone, Debug)]
 pub struct Lease {
     pub host: String,
     pub holder: String,
     pub epoch: i64,
+    /// Until when, by this process's monotonic clock, it may act under
+    /// the lease: `None` for a lease not renewed by this process's
+    /// session (one read back, or made up in a test).
+    pub until: Option<tokio::time::Instant>,
+}
+
+impl PartialEq for Lease {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.host, &self.holder, self.epoch) == (&other.host, &other.holder, other.epoch)
+    }
+}
+
+impl Eq for Lease {}
+
+impl Lease {
+    /// Whether the lease's term, by this process's clock, has not run
+    /// out. The session withdraws a lease it cannot renew, but a process
+    /// that was frozen (SIGSTOP, a stalled VM) runs its passes on before
+    /// the session has asked again: they see here that the database may
+    /// have given the host to another instance meanwhile.
+    pub fn in_term(&self) -> bool {
+        self.until
+            .is_none_or(|until| tokio::time::Instant::now() < until)
+    }
+}
+
+/// Whether `lease` still publishes `held` as this instance's hold, within
+/// its term: asked right before each change berth makes on the engine.
+pub fn still_holds(lease: &watch::Receiver<Option<Lease>>, held: &Lease) -> bool {
+    lease
+        .borrow()
+        .as_ref()
+        .is_some_and(|l| l == held && l.in_term())
+}
+
+/// The hold `lease` publishes now, when it is within its term.
+pub fn holding(lease: &watch::Receiver<Option<Lease>>) -> Option<Lease> {
+    lease.borrow().as_ref().filter(|l| l.in_term()).cloned()
 }
 
 /// What a notification (or a reconnect) asks the controller to reread.
@@ -112,6 +153,7 @@ pub async fn acquire(
         host: host.to_string(),
         holder: holder.to_string(),
         epoch: r.get(0),
+        until: None,
     }))
 }
 
@@ -229,7 +271,9 @@ impl Session {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A renewal is tried every ttl/3 and given ttl/3 to answer, so the
         // lease is withdrawn here at most 2/3 ttl after the last renewal,
-        // before the database could let another instance take it.
+        // before the database could let another instance take it. A
+        // process frozen meanwhile withdraws nothing: its passes see the
+        // term (`Lease::until`) run out instead.
         let mut standby_said = false;
         loop {
             tokio::select! {
@@ -243,6 +287,12 @@ impl Session {
                     return Err(why.unwrap_or_else(|_| "connection driver stopped".into()));
                 }
                 _ = tick.tick() => {
+                    // The database renews from its clock when the query
+                    // runs, after this: a term counted from here ends no
+                    // later than the one the database grants. It ends a
+                    // sixth of the TTL early, for the engine call a pass
+                    // may just have sent.
+                    let asked = tokio::time::Instant::now();
                     let attempt = tokio::time::timeout(
                         every,
                         acquire(client, &self.host, &self.holder, self.ttl),
@@ -252,11 +302,19 @@ impl Session {
                         *answered = true;
                     }
                     match attempt {
-                        Ok(Ok(Some(lease))) => {
-                            if lease_tx.borrow().as_ref() != Some(&lease) {
-                                tracing::info!(epoch = lease.epoch, host = %lease.host, "holding the host lease");
-                                lease_tx.send_replace(Some(lease));
-                            }
+                        Ok(Ok(Some(mut lease))) => {
+                            lease.until = Some(asked + self.ttl - self.ttl / 6);
+                            // A renewal moves the term without waking
+                            // those who follow the hold; a new hold wakes
+                            // them.
+                            lease_tx.send_if_modified(|current| {
+                                let new = current.as_ref() != Some(&lease);
+                                if new {
+                                    tracing::info!(epoch = lease.epoch, host = %lease.host, "holding the host lease");
+                                }
+                                *current = Some(lease);
+                                new
+                            });
                         }
                         Ok(Ok(None)) => {
                             if lease_tx.send_replace(None).is_some() {
@@ -311,6 +369,42 @@ pub fn parse_notification(channel: &str, payload: &str) -> Option<DesiredTrigger
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_past_its_term_by_this_clock_is_no_hold_though_still_published() {
+        let held = Lease {
+            host: "h".into(),
+            holder: "me".into(),
+            epoch: 3,
+            until: Some(tokio::time::Instant::now() + Duration::from_secs(10)),
+        };
+        let (tx, rx) = watch::channel(Some(held.clone()));
+        assert!(still_holds(&rx, &held));
+        assert_eq!(holding(&rx), Some(held.clone()));
+        // A renewal moves the term; the hold is the same one.
+        tokio::time::advance(Duration::from_secs(8)).await;
+        tx.send_modify(|l| {
+            if let Some(l) = l {
+                l.until = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+            }
+        });
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert!(still_holds(&rx, &held), "renewed 8 s ago for 10 s");
+        // Frozen past the term: the session has not said otherwise yet,
+        // and the hold is gone all the same.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!still_holds(&rx, &held));
+        assert_eq!(holding(&rx), None);
+        // Another epoch is another hold, whatever its term.
+        let next = Lease {
+            epoch: 4,
+            until: None,
+            ..held.clone()
+        };
+        tx.send_replace(Some(next.clone()));
+        assert!(!still_holds(&rx, &held));
+        assert!(still_holds(&rx, &next));
+    }
 
     #[test]
     fn notifications_parse_into_triggers() {

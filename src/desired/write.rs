@@ -53,6 +53,37 @@ pub async fn write_status(
     lease: &Lease,
     w: &StatusWrite,
 ) -> Result<Written, sqlx::Error> {
+    update_status(pool, lease, w).await
+}
+
+/// Appends `events` and writes `status` in one transaction, fenced as
+/// each is alone: a berth that dies between the two leaves neither, so a
+/// trail that says a change was undone never stands beside a row that
+/// does not (a restarted berth reads the two together). Returns whether
+/// the events and the status landed.
+pub async fn record_with_status(
+    pool: &PgPool,
+    lease: &Lease,
+    events: &[Event],
+    status: &StatusWrite,
+) -> Result<(Written, Written), sqlx::Error> {
+    let mut tx = pool.begin().bounded().await?;
+    let inserted = insert_events(&mut *tx, lease, events, Fence::Held).await?;
+    let written = update_status(&mut *tx, lease, status).await?;
+    tx.commit().bounded().await?;
+    let recorded = if inserted as usize == events.len() {
+        Written::Yes
+    } else {
+        Written::Refused
+    };
+    Ok((recorded, written))
+}
+
+async fn update_status(
+    db: impl sqlx::PgExecutor<'_>,
+    lease: &Lease,
+    w: &StatusWrite,
+) -> Result<Written, sqlx::Error> {
     let result = sqlx::query(
         "UPDATE workspaces w SET
             status_changed_at = CASE
@@ -79,7 +110,7 @@ pub async fn write_status(
     .bind(&w.last_error)
     .bind(&w.rollout)
     .bind(lease.epoch)
-    .execute(pool)
+    .execute(db)
     .bounded()
     .await?;
     Ok(Written::from_rows(result.rows_affected()))
@@ -163,7 +194,7 @@ enum Fence {
 /// Inserts `events` under `lease` (host, instance, epoch); returns how
 /// many went in (none when a held lease no longer holds).
 async fn insert_events(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     lease: &Lease,
     events: &[Event],
     fence: Fence,
@@ -211,7 +242,7 @@ async fn insert_events(
         .bind(&lease.holder)
         .bind(lease.epoch)
         .bind(&ats)
-        .execute(pool)
+        .execute(db)
         .bounded()
         .await?;
     Ok(result.rows_affected())

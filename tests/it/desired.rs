@@ -132,6 +132,7 @@ async fn lease_for(pool: &PgPool, host: &str, holder: &str) -> Lease {
         host: host.into(),
         holder: holder.into(),
         epoch: 7,
+        until: None,
     }
 }
 
@@ -197,8 +198,16 @@ async fn status_and_event_writes_land_only_under_the_current_lease() {
             at: chrono::Utc::now(),
         };
         assert_eq!(
-            desired::record_events(&pool, bad, &[event]).await.unwrap(),
+            desired::record_events(&pool, bad, std::slice::from_ref(&event))
+                .await
+                .unwrap(),
             Written::Refused
+        );
+        assert_eq!(
+            desired::record_with_status(&pool, bad, &[event], &status(id, Status::Stopped))
+                .await
+                .unwrap(),
+            (Written::Refused, Written::Refused)
         );
     }
     let shown: String = sqlx::query_scalar("SELECT status FROM workspaces WHERE id = $1")
@@ -232,6 +241,32 @@ async fn status_and_event_writes_land_only_under_the_current_lease() {
             .unwrap();
     assert_eq!((instance.as_str(), epoch), ("me", 7));
     assert_eq!(stored, at, "the event keeps the time it happened");
+
+    // The steps' events and the status they end in land together.
+    let undone = Event {
+        workspace: id,
+        action: "status".into(),
+        reason: "online/rolled_back".into(),
+        detail: serde_json::json!({}),
+        at,
+    };
+    let mut write = status(id, Status::Online);
+    write.reason = Some(berth::model::Reason::RolledBack);
+    assert_eq!(
+        desired::record_with_status(&pool, &lease, &[undone], &write)
+            .await
+            .unwrap(),
+        (Written::Yes, Written::Yes)
+    );
+    let (reason, events): (Option<String>, i64) = sqlx::query_as(
+        "SELECT status_reason, (SELECT count(*) FROM workspace_events WHERE workspace_id = w.id)
+           FROM workspaces w WHERE id = $1",
+    )
+    .bind(id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((reason.as_deref(), events), (Some("rolled_back"), 2));
 }
 
 struct Running {

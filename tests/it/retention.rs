@@ -190,6 +190,7 @@ async fn holder(
         host: host.clone(),
         holder: "test".into(),
         epoch: 1,
+        until: None,
     };
     let settings = ExecutorSettings {
         host_id: host,
