@@ -124,10 +124,13 @@ pub async fn mark_images_used(
 /// `made` is not one berth writes is skipped (the database constrains it,
 /// so that would be a newer berth's kind, which this one leaves alone).
 pub async fn host_images(pool: &PgPool, host: &str) -> Result<Vec<HostImage>, sqlx::Error> {
-    let raw: Vec<RawHostImage> = sqlx::query_as(
-        "SELECT image_id, reference, runtime, digest, made, made_at, last_used_at
-           FROM host_images WHERE host = $1 ORDER BY made_at, image_id",
-    )
+    let raw: Vec<RawHostImage> = sqlx::query_as(concat!(
+        "SELECT image_id, reference, runtime, digest, made, ",
+        super::readable_time!("made_at"),
+        ", ",
+        super::readable_time!("last_used_at"),
+        " FROM host_images WHERE host = $1 ORDER BY made_at, image_id"
+    ))
     .bind(host)
     .fetch_all(pool)
     .bounded()

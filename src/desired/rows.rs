@@ -62,7 +62,9 @@ const WORKSPACE_COLUMNS: &str = concat!(
     workspace_dir, workspace_access, template_path, config_files, auth_token, awareness_url, \
     awareness_namespace, session_epoch, restart_epoch, ",
     readable_time!("restart_requested_at"),
-    ", paused, generation, desired_changed_at, ",
+    ", paused, generation, ",
+    readable_time!("desired_changed_at"),
+    ", ",
     readable_time!("created_at"),
     ", status, status_reason, container_id, runtime_image_digest, runtime_image_id, url, \
     observed_generation, ",
@@ -309,10 +311,11 @@ pub async fn load_catalogue(pool: &PgPool) -> Result<Catalogue, ReadError> {
 
 /// Every pin, by runtime and ring.
 pub async fn load_pins(pool: &PgPool) -> Result<Vec<PinRow>, ReadError> {
-    let pins: Vec<RawPin> = sqlx::query_as(
-        "SELECT template_name, ring, digest, updated_by, updated_at, note
-           FROM runtime_image_pins ORDER BY template_name, ring",
-    )
+    let pins: Vec<RawPin> = sqlx::query_as(concat!(
+        "SELECT template_name, ring, digest, updated_by, ",
+        readable_time!("updated_at"),
+        ", note FROM runtime_image_pins ORDER BY template_name, ring"
+    ))
     .fetch_all(pool)
     .bounded()
     .await?;
@@ -397,20 +400,22 @@ pub async fn rollback_target(
     ring: &str,
     current: &str,
 ) -> Result<Option<RollbackTarget>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, new_digest AS digest, stable_at FROM runtime_image_pin_history h
+    sqlx::query_as(concat!(
+        "SELECT id, new_digest AS digest, ",
+        readable_time!("stable_at"),
+        " FROM runtime_image_pin_history h
           WHERE template_name = $1 AND ring = $2
             AND new_digest IS NOT NULL AND new_digest <> $3
             AND id < coalesce((SELECT max(id) FROM runtime_image_pin_history
                                 WHERE template_name = $1 AND ring = $2
                                   AND new_digest = $3), 9223372036854775807)
-            AND (stable_at IS NOT NULL OR NOT EXISTS (
+            AND (h.stable_at IS NOT NULL OR NOT EXISTS (
                   SELECT 1 FROM runtime_image_pin_history halt
                    WHERE halt.template_name = $1 AND halt.ring = $2
                      AND halt.halt AND halt.old_digest = h.new_digest
                      AND halt.id > h.id))
-          ORDER BY (stable_at IS NOT NULL) DESC, id DESC LIMIT 1",
-    )
+          ORDER BY (h.stable_at IS NOT NULL) DESC, id DESC LIMIT 1"
+    ))
     .bind(runtime)
     .bind(ring)
     .bind(current)

@@ -678,6 +678,21 @@ async fn times_written_out_of_range_are_read_as_the_ends_of_the_range_and_stop_n
         odd,
     )
     .await;
+    // Pins are read by every host: a pin inserted with its own time, and a
+    // history entry marked stable by hand.
+    w.exec(
+        "INSERT INTO runtime_image_pins (template_name, ring, digest, updated_at)
+         SELECT 'agent', 'odd', digest, 'infinity' FROM runtime_image_pins
+          WHERE template_name = 'agent' AND ring = 'stable' AND $1::uuid IS NOT NULL",
+        odd,
+    )
+    .await;
+    w.exec(
+        "UPDATE runtime_image_pin_history SET stable_at = 'infinity'
+          WHERE template_name = 'agent' AND $1::uuid IS NOT NULL",
+        odd,
+    )
+    .await;
     w.exec(
         "INSERT INTO workspace_events (workspace_id, at, action, reason, host, instance, epoch)
          SELECT id, 'infinity', 'note', 'written by hand', host, 'hand', 0
@@ -707,4 +722,16 @@ async fn times_written_out_of_range_are_read_as_the_ends_of_the_range_and_stop_n
     }
     let (_, out, _) = crate::ops::berth(&["events", &odd.to_string()], &env).await;
     assert!(out.contains("written by hand"), "{out}");
+    // The stable-marked entry is the one a rollback of ring `odd` (pinned
+    // to the same digest as stable, then moved on) goes back to.
+    let (code, out, err) =
+        crate::ops::berth(&["pin", "agent", &w.v2, "--ring", "odd", "--yes"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = crate::ops::berth(
+        &["rollback", "agent", "--ring", "odd", "--yes", "--json"],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&w.v1), "{out}");
 }
