@@ -170,7 +170,22 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     let spec = match &f.spec {
         Some(Ok(spec)) => spec,
         Some(Err(e)) => {
-            p.status = Some(StatusUpdate::reason(e.reason, Some(e.message.clone())));
+            // A row edited into one that makes no spec leaves the
+            // container of its last spec serving: the change is blocked,
+            // the workspace has not failed.
+            let serving = mine
+                .containers
+                .iter()
+                .any(|c| c.name == row.id.container_name() && c.state == ContainerState::Running);
+            p.status = Some(if serving {
+                let detail = format!(
+                    "{}: the {} change cannot be made; the container of the last spec serves on",
+                    e.message, e.reason
+                );
+                StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+            } else {
+                StatusUpdate::reason(e.reason, Some(e.message.clone()))
+            });
             return p;
         }
         None => {

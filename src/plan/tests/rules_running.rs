@@ -361,11 +361,24 @@ fn a_dead_container_is_removed_to_be_created_again() {
 }
 
 #[test]
-fn an_invalid_row_is_failed_and_its_container_left_alone() {
+fn an_invalid_edit_of_a_serving_row_is_a_blocked_change_and_its_container_left_alone() {
     let s = Settings::test();
     let r = row(1).with_env(json!({"": "x"}));
     let cs = [container_for(&built(&row(1), &s), "c1")];
     let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert!(p.actions.is_empty());
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+    let detail = p.status.as_ref().and_then(|s| s.detail.clone()).unwrap();
+    assert!(
+        detail.contains("env key is empty") || detail.contains("invalid_spec"),
+        "{detail}"
+    );
+    assert!(detail.contains("serves on"), "{detail}");
+
+    // Without a serving container the row has failed.
+    let mut stopped = cs[0].clone();
+    stopped.state = ContainerState::Exited;
+    let p = plan_at(&facts_for(&s, &r, &[stopped], &[]), t0());
     assert!(p.actions.is_empty());
     assert_eq!(reason(&p), Some(Reason::InvalidSpec));
 }

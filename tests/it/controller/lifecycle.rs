@@ -260,6 +260,27 @@ async fn an_invalid_row_fails_while_the_others_converge() {
         .await;
     w.wait_row(bad, 60, "fixed", |r| r.is("online", None)).await;
     assert_eq!(w.count_events(bad, "status").await, 2);
+
+    // An invalid edit of a serving workspace blocks the change; the
+    // container of its last spec serves on, untouched.
+    let serving = w.row(good).await.container_id;
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"BAD=KEY": "y"}' WHERE id = $1"#,
+        good,
+    )
+    .await;
+    let row = w
+        .wait_row(good, 30, "change blocked", |r| {
+            r.is("degraded", Some("change_blocked"))
+        })
+        .await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("BAD=KEY") && error.contains("serves on"),
+        "{error}"
+    );
+    assert_eq!(row.container_id, serving);
+    assert!(running(w.container(good).await.as_ref()));
 }
 
 #[tokio::test]
