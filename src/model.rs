@@ -21,8 +21,8 @@ pub use ids::{
 pub use observed::{ContainerState, Health, ObservedContainer, ObservedVolume, ResolvedImage};
 pub use row::{DesiredState, PinRow, RuntimeRow, WorkspaceAccess, WorkspaceRow, reached};
 pub use spec::{
-    ContainerSpec, EnvVar, FilesSpec, ImageSource, MAX_CONFIG_BYTES, Material, Tier, VolumeSpec,
-    is_configs_path, strip_crlf,
+    ContainerSpec, EnvVar, FilesSpec, ImageSource, MAX_CONFIG_BYTES, Material, OtherDir, Tier,
+    VolumeSpec, is_configs_path, strip_crlf,
 };
 pub use status::{Reason, Status};
 

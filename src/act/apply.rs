@@ -79,9 +79,14 @@ impl Executor {
                 .discard_session(name, *epoch)
                 .await
                 .map(|()| Outcome::Done),
-            Op::Preflight { binds, network } => {
-                self.preflight(binds, network).await.map(|()| Outcome::Done)
-            }
+            Op::Preflight {
+                binds,
+                others,
+                network,
+            } => self
+                .preflight(binds, others, network)
+                .await
+                .map(|()| Outcome::Done),
             Op::Create(spec) => {
                 let image = match &run.image {
                     Some((image, ensured)) if *image == spec.image => ensured.clone(),

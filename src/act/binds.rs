@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::ActError;
+use crate::model::OtherDir;
 
 /// The docker socket, which the planner binds into tier-4 containers
 /// itself; no row names it.
@@ -21,15 +22,28 @@ const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// Every bind of `binds` (`source:target[:options]`) whose source is a host
 /// path, other than tier 4's docker socket, resolves under one of `roots`.
-pub(super) async fn check_binds(binds: &[String], roots: &[PathBuf]) -> Result<(), ActError> {
-    let host_binds: Vec<(&str, &str)> = binds
+/// Nor does one nest, resolved, with an older workspace's directory of
+/// `others` (resolved too): inside one that is read-write, or holding one
+/// while itself read-write. A directory of `others` that does not resolve
+/// holds nothing now.
+pub(super) async fn check_binds(
+    binds: &[String],
+    roots: &[PathBuf],
+    others: &[OtherDir],
+) -> Result<(), ActError> {
+    let host_binds: Vec<(&str, &str, bool)> = binds
         .iter()
         .filter_map(|bind| {
             let mut parts = bind.splitn(3, ':');
             let source = parts.next()?;
             let target = parts.next().unwrap_or_default();
+            let read_write = !parts
+                .next()
+                .unwrap_or_default()
+                .split(',')
+                .any(|o| o == "ro");
             let socket = source == DOCKER_SOCKET && target == DOCKER_SOCKET;
-            (source.starts_with('/') && !socket).then_some((source, target))
+            (source.starts_with('/') && !socket).then_some((source, target, read_write))
         })
         .collect();
     if host_binds.is_empty() {
@@ -42,7 +56,13 @@ pub(super) async fn check_binds(binds: &[String], roots: &[PathBuf]) -> Result<(
             resolved_roots.push(resolved);
         }
     }
-    for (source, target) in host_binds {
+    let mut resolved_others = Vec::with_capacity(others.len());
+    for other in others {
+        if let Ok(resolved) = tokio::fs::canonicalize(&other.dir).await {
+            resolved_others.push((other, resolved));
+        }
+    }
+    for (source, target, read_write) in host_binds {
         let refuse = |detail: String| ActError::InvalidBind {
             dir: source.to_string(),
             target: target.to_string(),
@@ -53,6 +73,27 @@ pub(super) async fn check_binds(binds: &[String], roots: &[PathBuf]) -> Result<(
             .map_err(|e| refuse(unresolved(&e)))?;
         if !resolved_roots.iter().any(|root| resolved.starts_with(root)) {
             return Err(refuse(outside(&resolved)));
+        }
+        for (other, theirs) in &resolved_others {
+            if *theirs == resolved {
+                continue;
+            }
+            if other.read_write && resolved.starts_with(theirs) {
+                return Err(refuse(format!(
+                    "resolves to {:?}, inside {:?} (resolved), the read-write workspace_dir of the older workspace {}",
+                    resolved.display().to_string(),
+                    theirs.display().to_string(),
+                    other.workspace
+                )));
+            }
+            if read_write && theirs.starts_with(&resolved) {
+                return Err(refuse(format!(
+                    "resolves to {:?} (read-write), which holds {:?} (resolved), the workspace_dir of the older workspace {}",
+                    resolved.display().to_string(),
+                    theirs.display().to_string(),
+                    other.workspace
+                )));
+            }
         }
     }
     Ok(())
@@ -90,7 +131,7 @@ mod tests {
         let link = root.path().join("x");
         symlink(elsewhere.path(), &link).unwrap();
         let roots = [root.path().to_path_buf()];
-        let err = check_binds(&binds(&link, "/workspace"), &roots)
+        let err = check_binds(&binds(&link, "/workspace"), &roots, &[])
             .await
             .unwrap_err();
         assert_eq!(err.reason(), Some(Reason::InvalidSpec));
@@ -104,7 +145,7 @@ mod tests {
         // A link deeper in the path leads out the same way.
         let below = link.join("sub");
         std::fs::create_dir(elsewhere.path().join("sub")).unwrap();
-        let err = check_binds(&binds(&below, "/workspace:ro"), &roots).await;
+        let err = check_binds(&binds(&below, "/workspace:ro"), &roots, &[]).await;
         assert!(matches!(err, Err(ActError::InvalidBind { .. })), "{err:?}");
     }
 
@@ -116,10 +157,10 @@ mod tests {
         let inside = root.path().join("b");
         symlink(&dir, &inside).unwrap();
         let roots = [root.path().to_path_buf()];
-        check_binds(&binds(&dir, "/workspace"), &roots)
+        check_binds(&binds(&dir, "/workspace"), &roots, &[])
             .await
             .unwrap();
-        check_binds(&binds(&inside, "/workspace:ro"), &roots)
+        check_binds(&binds(&inside, "/workspace:ro"), &roots, &[])
             .await
             .unwrap();
     }
@@ -132,7 +173,7 @@ mod tests {
         symlink(real.path(), &root).unwrap();
         let dir = root.join("a");
         std::fs::create_dir(&dir).unwrap();
-        check_binds(&binds(&dir, "/workspace"), &[root])
+        check_binds(&binds(&dir, "/workspace"), &[root], &[])
             .await
             .unwrap();
     }
@@ -142,7 +183,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let missing = root.path().join("missing");
         let roots = [root.path().to_path_buf()];
-        let err = check_binds(&binds(&missing, "/workspace"), &roots)
+        let err = check_binds(&binds(&missing, "/workspace"), &roots, &[])
             .await
             .unwrap_err();
         let text = err.to_string();
@@ -151,8 +192,56 @@ mod tests {
 
         let dir = root.path().join("a");
         std::fs::create_dir(&dir).unwrap();
-        let err = check_binds(&binds(&dir, "/workspace"), &[]).await;
+        let err = check_binds(&binds(&dir, "/workspace"), &[], &[]).await;
         assert!(matches!(err, Err(ActError::InvalidBind { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_link_into_an_older_workspaces_writable_directory_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let theirs = root.path().join("ok");
+        std::fs::create_dir_all(theirs.join("sub")).unwrap();
+        let link = root.path().join("sublink");
+        symlink(theirs.join("sub"), &link).unwrap();
+        let roots = [root.path().to_path_buf()];
+        let older =
+            crate::model::WorkspaceId("0f8fad5b-d9cb-469f-a165-70867728950e".parse().unwrap());
+        let other = |read_write| OtherDir {
+            dir: theirs.display().to_string(),
+            read_write,
+            workspace: older,
+        };
+        // By its text the link lies beside the older directory; resolved,
+        // inside it.
+        for target in ["/workspace", "/workspace:ro"] {
+            let err = check_binds(&binds(&link, target), &roots, &[other(true)])
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("read-write workspace_dir of the older workspace"),
+                "{text}"
+            );
+            assert!(text.contains(&older.to_string()), "{text}");
+        }
+        // Inside a read-only one is no hazard; the same directory is
+        // shared, not nested.
+        check_binds(&binds(&link, "/workspace:ro"), &roots, &[other(false)])
+            .await
+            .unwrap();
+        check_binds(&binds(&theirs, "/workspace"), &roots, &[other(true)])
+            .await
+            .unwrap();
+        // A read-write directory that holds the older one, through a link.
+        let up = root.path().join("up");
+        symlink(root.path(), &up).unwrap();
+        let err = check_binds(&binds(&up, "/workspace"), &roots, &[other(false)])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("which holds"), "{err}");
+        check_binds(&binds(&up, "/workspace:ro"), &roots, &[other(false)])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -162,6 +251,6 @@ mod tests {
             "ws-0f8fad5b-d9cb-469f-a165-70867728950e-workspace:/workspace".to_string(),
             format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}"),
         ];
-        check_binds(&binds, &[]).await.unwrap();
+        check_binds(&binds, &[], &[]).await.unwrap();
     }
 }

@@ -193,8 +193,13 @@ impl Executor {
     /// What a create needs of the host, checked before a replace stops the
     /// old container: every host directory bound resolves under the
     /// workspace roots, and the network exists.
-    pub async fn preflight(&self, binds: &[String], network: &str) -> Result<(), ActError> {
-        check_binds(binds, &self.settings.workspace_roots).await?;
+    pub async fn preflight(
+        &self,
+        binds: &[String],
+        others: &[crate::model::OtherDir],
+        network: &str,
+    ) -> Result<(), ActError> {
+        check_binds(binds, &self.settings.workspace_roots, others).await?;
         if !network.is_empty() && network != "host" {
             self.ensure_network(network).await?;
         }
@@ -214,7 +219,12 @@ impl Executor {
         spec: &ContainerSpec,
         image: &EnsuredImage,
     ) -> Result<String, ActError> {
-        check_binds(&spec.material.binds, &self.settings.workspace_roots).await?;
+        check_binds(
+            &spec.material.binds,
+            &self.settings.workspace_roots,
+            &spec.other_dirs,
+        )
+        .await?;
         let network = &spec.material.network_mode;
         if !network.is_empty() && network != "host" {
             self.ensure_network(network).await?;

@@ -161,6 +161,18 @@ impl FilesSpec {
     }
 }
 
+/// The host directory of an older workspace, which a create checks its
+/// own binds against once symlinks are followed: none may lie inside
+/// another's read-write directory, nor a read-write one hold another's.
+/// The planner compares the rows' text; a symlink under the roots can
+/// make two directories nest that do not by their text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherDir {
+    pub dir: String,
+    pub read_write: bool,
+    pub workspace: super::WorkspaceId,
+}
+
 /// The desired container for one workspace. `Debug` shows no secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerSpec {
@@ -188,6 +200,9 @@ pub struct ContainerSpec {
     pub fixed_url: Option<String>,
     /// `<version>:<hex>`, also in the labels.
     pub hash: String,
+    /// The older workspaces' directories its binds may not nest with (see
+    /// [`OtherDir`]); not part of the spec's material.
+    pub other_dirs: Vec<OtherDir>,
 }
 
 impl ContainerSpec {

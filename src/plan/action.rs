@@ -65,6 +65,7 @@ pub enum Op {
     /// not cost the old container a stop.
     Preflight {
         binds: Vec<String>,
+        others: Vec<crate::model::OtherDir>,
         network: String,
     },
     Create(Box<ContainerSpec>),

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    DesiredState, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, ObservedContainer, ObservedVolume, Reason,
-    ResolvedImage, Tier, WorkspaceId, WorkspaceRow,
+    DesiredState, LABEL_IMAGE_DIGEST, LABEL_IMAGE_ID, ObservedContainer, ObservedVolume, OtherDir,
+    Reason, ResolvedImage, Tier, WorkspaceId, WorkspaceRow,
 };
 
 use super::{
@@ -84,8 +84,10 @@ pub struct PassIndex<'s> {
     volumes: BTreeMap<WorkspaceId, Vec<&'s ObservedVolume>>,
     t4_holder: Option<WorkspaceId>,
     /// Rows refused their host directory for another row's (see
-    /// [`dir_refusals`]), with why.
+    /// [`dir_refusals`]), with why, and the older rows' directories each
+    /// kept one's create checks once symlinks are followed.
     dir_refused: BTreeMap<WorkspaceId, String>,
+    older_dirs: BTreeMap<WorkspaceId, Vec<OtherDir>>,
     /// Owned objects that name no workspace berth can tell.
     pub unattributed: Vec<String>,
 }
@@ -108,6 +110,7 @@ impl<'s> PassIndex<'s> {
             .iter()
             .filter(|r| r.host == settings.host_id)
             .collect();
+        let (dir_refused, older_dirs) = dir_refusals(&rows, settings);
         let mut ix = PassIndex {
             snapshot: s,
             settings,
@@ -118,7 +121,8 @@ impl<'s> PassIndex<'s> {
                 .filter(|r| r.desired_state != DesiredState::Removed)
                 .min_by_key(|r| (r.created_at, r.id))
                 .map(|r| r.id),
-            dir_refused: dir_refusals(&rows, settings),
+            dir_refused,
+            older_dirs,
             rows: rows.iter().map(|r| (r.id, *r)).collect(),
             containers: BTreeMap::new(),
             volumes: BTreeMap::new(),
@@ -233,6 +237,7 @@ impl<'s> PassIndex<'s> {
                 if let Some(image_id) = &facts.image.id {
                     spec.labels.insert(LABEL_IMAGE_ID.into(), image_id.clone());
                 }
+                spec.other_dirs = self.older_dirs.get(&id).cloned().unwrap_or_default();
                 spec
             });
             facts.spec = Some(built);
@@ -318,6 +323,14 @@ struct Mount<'s> {
 }
 
 impl Mount<'_> {
+    fn other(&self) -> OtherDir {
+        OtherDir {
+            dir: self.dir.display().to_string(),
+            read_write: self.row.workspace_access == crate::model::WorkspaceAccess::ReadWrite,
+            workspace: self.row.id,
+        }
+    }
+
     /// Whether `inner` lies inside this mount and this one is writable.
     fn holds(&self, inner: &Mount) -> bool {
         self.row.workspace_access == crate::model::WorkspaceAccess::ReadWrite
@@ -332,8 +345,16 @@ impl Mount<'_> {
 /// row whose directory is nested with one an older row keeps (either way
 /// round) is refused, so a row added later never takes an older one's
 /// directory, and a row with an invalid directory (refused on its own)
-/// stands in no one's way.
-fn dir_refusals(rows: &[&WorkspaceRow], settings: &Settings) -> BTreeMap<WorkspaceId, String> {
+/// stands in no one's way. The text is all the planner sees; each kept
+/// row's create gets the older kept rows' directories, to check again
+/// once symlinks are followed.
+fn dir_refusals(
+    rows: &[&WorkspaceRow],
+    settings: &Settings,
+) -> (
+    BTreeMap<WorkspaceId, String>,
+    BTreeMap<WorkspaceId, Vec<OtherDir>>,
+) {
     let mut mounts: Vec<Mount> = rows
         .iter()
         .filter(|r| r.desired_state != DesiredState::Removed)
@@ -350,18 +371,19 @@ fn dir_refusals(rows: &[&WorkspaceRow], settings: &Settings) -> BTreeMap<Workspa
     mounts.sort_by_key(|m| (m.row.created_at, m.row.id));
     let mut kept: Vec<&Mount> = Vec::new();
     let mut refused = BTreeMap::new();
+    let mut older = BTreeMap::new();
     for m in &mounts {
         let why = kept.iter().find_map(|k| {
             if k.holds(m) {
                 Some(format!(
-                    "workspace_dir {} lies inside {}, which the older workspace {} mounts read-write",
+                    "workspace_dir {} lies inside {}, the read-write workspace_dir of the older workspace {}",
                     m.dir.display(),
                     k.dir.display(),
                     k.row.id
                 ))
             } else if m.holds(k) {
                 Some(format!(
-                    "workspace_dir {} (read-write) holds {}, which the older workspace {} mounts",
+                    "workspace_dir {} (read-write) holds {}, the workspace_dir of the older workspace {}",
                     m.dir.display(),
                     k.dir.display(),
                     k.row.id
@@ -374,10 +396,15 @@ fn dir_refusals(rows: &[&WorkspaceRow], settings: &Settings) -> BTreeMap<Workspa
             Some(why) => {
                 refused.insert(m.row.id, why);
             }
-            None => kept.push(m),
+            None => {
+                if !kept.is_empty() {
+                    older.insert(m.row.id, kept.iter().map(|k| k.other()).collect());
+                }
+                kept.push(m);
+            }
         }
     }
-    refused
+    (refused, older)
 }
 
 /// The older row keeps a contested name; only the oldest T4 row holds the

@@ -330,6 +330,7 @@ fn replace(
     p.push(
         Op::Preflight {
             binds: spec.material.binds.clone(),
+            others: spec.other_dirs.clone(),
             network: spec.material.network_mode.clone(),
         },
         why.clone(),

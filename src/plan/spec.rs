@@ -195,5 +195,6 @@ pub fn spec(
         files,
         fixed_url,
         hash: spec_hash,
+        other_dirs: Vec::new(),
     })
 }

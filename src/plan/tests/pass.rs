@@ -239,6 +239,30 @@ fn a_directory_inside_another_workspaces_writable_one_is_refused() {
             "workspace {n}: a read-only outer dir, a sibling with a common prefix and the same dir are fine"
         );
     }
+    // Each kept row's create carries the older kept rows' directories, to
+    // check again once symlinks are followed; the oldest carries none.
+    let others = |n| {
+        let spec = plan_of(&pass, wid(n))
+            .actions
+            .iter()
+            .find_map(|a| match &a.op {
+                crate::plan::Op::Create(spec) => Some(spec.clone()),
+                _ => None,
+            })
+            .expect("a create");
+        spec.other_dirs
+            .iter()
+            .map(|o| (o.dir.clone(), o.read_write, o.workspace))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(others(1), []);
+    assert_eq!(
+        others(4),
+        [
+            ("/srv/ws/a".to_string(), true, wid(1)),
+            ("/srv/ws/b".to_string(), false, wid(3))
+        ]
+    );
 }
 
 #[test]

@@ -174,6 +174,50 @@ async fn a_replace_whose_host_directory_no_longer_resolves_never_stops_the_old_c
     );
 }
 
+/// Inserts a running workspace of runtime `agent` binding `dir`.
+async fn insert_with_dir(w: &World, dir: &std::path::Path, access: &str) -> WorkspaceId {
+    let id: uuid::Uuid = sqlx::query_scalar(
+        r#"INSERT INTO workspaces (name, runtime, host, config_files, workspace_dir, workspace_access)
+           VALUES ('t', 'agent', $1, '{"config.yaml": "name: t\n"}', $2, $3) RETURNING id"#,
+    )
+    .bind(&w.host)
+    .bind(dir.to_str().unwrap())
+    .bind(access)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    WorkspaceId(id)
+}
+
+#[tokio::test]
+async fn a_directory_reached_through_a_link_into_an_older_writable_one_is_refused() {
+    let mut w = World::new().await;
+    let roots = tempfile::tempdir().unwrap();
+    let theirs = roots.path().join("ok");
+    std::fs::create_dir_all(theirs.join("sub")).unwrap();
+    let link = roots.path().join("sublink");
+    std::os::unix::fs::symlink(theirs.join("sub"), &link).unwrap();
+    w.start(&[("BERTH_WORKSPACE_ROOTS", roots.path().to_str().unwrap())]);
+    let older = insert_with_dir(&w, &theirs, "read_write").await;
+    w.wait_row(older, 60, "online", |r| r.is("online", None))
+        .await;
+    // By its text the link lies beside the older directory, not inside.
+    let younger = insert_with_dir(&w, &link, "read_only").await;
+    let row = w
+        .wait_row(younger, 60, "refused", |r| {
+            r.is("failed", Some("invalid_spec"))
+        })
+        .await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("read-write workspace_dir of the older workspace")
+            && error.contains(&older.to_string()),
+        "{error}"
+    );
+    assert!(w.container(younger).await.is_none());
+    assert!(w.row(older).await.is("online", None));
+}
+
 #[tokio::test]
 async fn a_replace_onto_an_image_that_never_becomes_ready_rolls_back() {
     let mut w = World::new().await;
