@@ -75,6 +75,23 @@ pub struct MigrateReport {
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The connection options a `postgres://` URL names. An IPv6 literal
+/// (`postgres://u@[::1]:5432/db`) keeps its URL brackets in sqlx's host,
+/// which then fails to resolve as a name: the address goes in bare, as
+/// libpq and the listening session take it.
+pub fn connect_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions, sqlx::Error> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let bare = options
+        .get_host()
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .map(str::to_string);
+    Ok(match bare {
+        Some(host) => options.host(&host),
+        None => options,
+    })
+}
+
 /// Opens a pool, failing within `timeout` when the database does not answer.
 pub async fn connect(
     url: &SecretUrl,
@@ -83,7 +100,7 @@ pub async fn connect(
 ) -> Result<PgPool, SchemaError> {
     // A statement that hangs (a lock, a stalled server) fails within a
     // bound instead of stalling the controller loop that awaits it.
-    let options = sqlx::postgres::PgConnectOptions::from_str(url.expose())
+    let options = connect_options(url.expose())
         .map_err(SchemaError::Unreachable)?
         .options([(
             "statement_timeout",
@@ -210,4 +227,19 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, SchemaError> {
         .collect();
     let floor = check_compatible(pool).await?.unwrap_or(SCHEMA_VERSION);
     Ok(MigrateReport { applied, floor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_literal_is_connected_to_without_its_url_brackets() {
+        let o = connect_options("postgres://u:p@[::1]:5433/db").unwrap();
+        assert_eq!((o.get_host(), o.get_port()), ("::1", 5433));
+        let o = connect_options("postgresql://u@[2001:db8::7]/db").unwrap();
+        assert_eq!(o.get_host(), "2001:db8::7");
+        let o = connect_options("postgres://u@db.internal:5432/db").unwrap();
+        assert_eq!(o.get_host(), "db.internal");
+    }
 }
