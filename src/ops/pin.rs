@@ -108,7 +108,11 @@ impl PinChange {
         let _ = writeln!(
             out,
             "{} {}/{}: {} → {}",
-            self.kind, self.runtime, self.ring, from, self.to
+            self.kind,
+            super::table::shown(&self.runtime),
+            super::table::shown(&self.ring),
+            from,
+            self.to
         );
         if let Some(id) = self.history_id {
             let stable = self
@@ -120,7 +124,10 @@ impl PinChange {
         }
         for (what, value) in [("note", &self.note), ("by", &self.by)] {
             if let Some(v) = value {
-                let _ = writeln!(out, "  {what}: {v}");
+                // What the operator typed is shown escaped, as text from
+                // the rows is: a control sequence does not paint the
+                // terminal the change is confirmed on.
+                let _ = writeln!(out, "  {what}: {}", super::table::shown(v));
             }
         }
         if self.is_noop() {

@@ -1,4 +1,4 @@
-use super::{PinChange, Touched};
+use super::{Follows, PinChange, Touched};
 
 fn touched(name: &str, replaced: bool) -> Touched {
     Touched {
@@ -46,4 +46,32 @@ fn row_text_cannot_break_the_preview_tables() {
     assert!(out.contains(r#""h\t1""#), "{out}");
     let json = serde_json::to_value(&change).unwrap();
     assert_eq!(json["touched"][1]["name"], "\x1b[2Jtwo");
+}
+
+#[test]
+fn a_note_and_a_ring_typed_with_control_characters_are_shown_escaped() {
+    let change = PinChange {
+        kind: "pin",
+        runtime: "agent".into(),
+        ring: "canary\u{1b}[2J".into(),
+        from: None,
+        follows: Some(Follows::MovingTag),
+        to: format!("sha256:{}", "a".repeat(64)),
+        note: Some("fix\u{1b}[31m red\nsecond line".into()),
+        by: Some("ops\u{7}".into()),
+        history_id: None,
+        stable_at: None,
+        recorded_as: None,
+        touched: Vec::new(),
+        local_build_note: None,
+        applied: false,
+    };
+    let out = change.render();
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(
+        out.contains(r#"note: "fix\u{1b}[31m red\nsecond line""#),
+        "{out}"
+    );
+    assert!(out.contains(r#"pin agent/"canary\u{1b}[2J""#), "{out}");
+    assert!(out.contains("(no pin: follows the moving tag)"), "{out}");
 }
