@@ -43,7 +43,8 @@ Exit codes:
   1   anything else
   2   plan --detailed-exitcode: actions are pending
   64  bad usage or configuration (every bad value is reported; also a
-      database that refuses the user, password or database name)
+      database that refuses the user, password or database name, or
+      lacks a privilege berth needs for that user)
   65  the database schema is incompatible with this berth
   69  the database or the Docker Engine is unreachable
 
@@ -217,6 +218,9 @@ fn render_config(config: &Config, json: bool) -> String {
 /// The exit code a schema or connection error means (DESIGN §1.4): a
 /// refused connection is configuration (64: a restart cannot help).
 pub(crate) fn schema_exit(error: &SchemaError) -> Exit {
+    if error.refused_user() {
+        return Exit::Usage;
+    }
     match error {
         SchemaError::TooOld { .. } | SchemaError::Missing | SchemaError::Behind(_) => Exit::Schema,
         // A migration whose applied checksum differs (edited after it ran)

@@ -19,7 +19,8 @@ pub use rows::{
     load_rows_by_id, no_rows_notice, pinned_before, rollback_target,
 };
 pub use schema::{
-    MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, check_ready, connect, migrate,
+    MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, check_ready, connect,
+    connect_options, lacks_privilege, migrate,
 };
 pub use session::{
     DesiredTrigger, Lease, REFRESH_CHANNEL, Session, acquire, holding, instance_id,

@@ -61,6 +61,27 @@ pub enum SchemaError {
     Migrate(#[from] MigrateError),
 }
 
+/// Whether the server refused a statement for want of a privilege
+/// (`42501 insufficient_privilege`): the role in `DATABASE_URL` is not the
+/// one berth needs, which no retry or restart mends.
+pub fn lacks_privilege(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42501"))
+}
+
+impl SchemaError {
+    /// The server refused this berth's user, at connect or for want of a
+    /// privilege on the way.
+    pub fn refused_user(&self) -> bool {
+        match self {
+            SchemaError::Refused(_) => true,
+            SchemaError::Database(e)
+            | SchemaError::Unreachable(e)
+            | SchemaError::Migrate(MigrateError::Execute(e)) => lacks_privilege(e),
+            _ => false,
+        }
+    }
+}
+
 /// What `migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrateReport {

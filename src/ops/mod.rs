@@ -64,9 +64,16 @@ impl OpsError {
         match self {
             OpsError::Usage(_) => Exit::Usage,
             OpsError::Schema(e) => crate::cli::schema_exit(e),
-            OpsError::Docker(e) if e.is_transient() => Exit::Unavailable,
+            // The engine did not answer as an engine (refused, gone, or
+            // something else listening there): it is not reachable.
+            OpsError::Docker(_) => Exit::Unavailable,
             OpsError::Database(e) | OpsError::Read(ReadError::Database(e)) if unreachable(e) => {
                 Exit::Unavailable
+            }
+            OpsError::Database(e) | OpsError::Read(ReadError::Database(e))
+                if desired::lacks_privilege(e) =>
+            {
+                Exit::Usage
             }
             _ => Exit::Failure,
         }

@@ -463,6 +463,16 @@ async fn berth_run_exits_69_without_a_database_or_an_engine_and_65_on_a_newer_sc
         format!("{out}{err}").contains("Docker Engine"),
         "{out}{err}"
     );
+    // Something else listening where the engine should be (the test
+    // registry answers 404) is no engine either, for a command too.
+    let registry = format!("tcp://{}", crate::harness::env().registry);
+    let not_an_engine = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DOCKER_HOST", registry.as_str()),
+    ];
+    let (code, out, err) = berth(&["plan"], &not_an_engine).await;
+    assert_eq!(code, 69, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("Docker Engine"), "{err}");
 
     let pool = db.pool().await;
     sqlx::query("UPDATE berth_schema SET floor = 99")
@@ -553,4 +563,52 @@ async fn a_database_that_refuses_the_user_or_lacks_the_database_is_exit_64_not_6
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_user_without_the_privileges_berth_needs_is_exit_64_for_every_command() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let role = format!(
+        "berth_noprivs_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (base, name) = db.url.rsplit_once('/').unwrap();
+    let at = base
+        .find('@')
+        .map_or(base.find("//").unwrap() + 2, |i| i + 1);
+    let url = format!("postgres://{role}@{}/{name}", &base[at..]);
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("BERTH_LISTEN", "127.0.0.1:0"),
+    ];
+    for command in [
+        &["migrate"][..],
+        &["status"],
+        &["run"],
+        &[
+            "pin",
+            "langgraph",
+            &format!("sha256:{}", "a".repeat(64)),
+            "--yes",
+        ],
+    ] {
+        let (code, out, err) = berth(command, &env).await;
+        assert_eq!(code, 64, "{command:?}\nstdout: {out}\nstderr: {err}");
+        assert!(
+            format!("{out}{err}").contains("permission denied"),
+            "{command:?}: {out}{err}"
+        );
+    }
+    drop(pool);
+    let admin = db.pool().await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {role}; DROP ROLE {role}"
+    )))
+    .execute(&admin)
+    .await;
 }
