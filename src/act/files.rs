@@ -102,6 +102,7 @@ pub fn build_archive(files: &FilesSpec) -> Result<Vec<u8>, ActError> {
         entries.insert(path.clone(), (strip_crlf(path, &content), 0o644));
     }
     if let Some(token) = &files.auth_token {
+        total += token.expose().len() as u64;
         entries.insert(TOKEN.into(), (token.expose().as_bytes().to_vec(), 0o600));
     }
     if total > MAX_BYTES {

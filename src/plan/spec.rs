@@ -164,7 +164,7 @@ pub fn spec(
             Some(p) => Some(validate::host_path("template_path", p)?),
         },
         files: validate::config_files(row.config_files.expose())?,
-        auth_token: row.auth_token.clone(),
+        auth_token: validate::auth_token(row.auth_token.as_ref())?,
     };
 
     let spec_hash = hash::spec_hash(&material);

@@ -157,6 +157,23 @@ pub fn workspace_dir(dir: &str, settings: &Settings) -> Result<PathBuf, InvalidS
 pub const MAX_ROW_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 const _: () = assert!(MAX_ROW_CONFIG_BYTES <= MAX_CONFIG_BYTES);
 
+/// The longest `auth_token` a row may carry: a token is short, and the
+/// row is read at every pass.
+pub const MAX_AUTH_TOKEN_BYTES: usize = 64 * 1024;
+
+/// `auth_token`, written to /configs/.auth_token: at most
+/// [`MAX_AUTH_TOKEN_BYTES`]. The message never shows the token.
+pub fn auth_token(token: Option<&Secret<String>>) -> Result<Option<Secret<String>>, InvalidSpec> {
+    match token {
+        Some(t) if t.expose().len() > MAX_AUTH_TOKEN_BYTES => Err(InvalidSpec::invalid(format!(
+            "auth_token holds {} bytes, over the {} KiB a token may (every pass reads the row)",
+            t.expose().len(),
+            MAX_AUTH_TOKEN_BYTES / 1024
+        ))),
+        t => Ok(t.cloned()),
+    }
+}
+
 /// `config_files`: relative paths that stay inside /configs → string
 /// content, CRLF stripped from .sh/.py/.md as the Go copy does.
 pub fn config_files(

@@ -230,3 +230,15 @@ fn a_long_message_is_cut_for_last_error_on_a_character_boundary() {
     let short = StatusUpdate::reason(Reason::Creating, Some("short".into()));
     assert_eq!(short.detail.as_deref(), Some("short"));
 }
+
+#[test]
+fn an_auth_token_over_64_kib_is_invalid_and_not_shown() {
+    let mut r = row(1);
+    r.auth_token = Some(crate::model::Secret::new("t".repeat(64 * 1024)));
+    assert!(spec(&r, &Catalogue::seeded(), &Settings::test()).is_ok());
+    r.auth_token = Some(crate::model::Secret::new("t".repeat(64 * 1024 + 1)));
+    let e = judge(&r);
+    assert_eq!(e.reason, Reason::InvalidSpec);
+    assert!(e.message.contains("auth_token holds 65537 bytes"), "{e}");
+    assert!(!e.message.contains("tttt"), "{e}");
+}
