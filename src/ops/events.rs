@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::OpsError;
-use super::table::{Table, shown};
+use super::table::{Table, cell, shown};
 use crate::model::WorkspaceId;
 
 /// One entry of `workspace_events`.
@@ -114,9 +114,9 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
             for c in many {
                 t.push(vec![
                     c.id.to_string(),
-                    shown(&c.name),
-                    shown(&c.host),
-                    shown(&c.runtime),
+                    cell(&c.name),
+                    cell(&c.host),
+                    cell(&c.runtime),
                     c.status.clone().unwrap_or_else(|| "-".into()),
                     c.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 ]);
@@ -190,7 +190,7 @@ async fn resolve_gone(
             for c in many {
                 t.push(vec![
                     c.workspace_id.to_string(),
-                    shown(&c.host),
+                    cell(&c.host),
                     c.events.to_string(),
                     c.first.format("%Y-%m-%d %H:%M:%S").to_string(),
                     c.last.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -237,7 +237,7 @@ pub fn render_events(view: &EventsView) -> String {
         };
         t.push(vec![
             e.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-            shown(&e.host),
+            cell(&e.host),
             e.action.clone(),
             shown(&e.reason),
             detail,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::OpsError;
-use super::table::{Table, short_digest, shown};
+use super::table::{Table, cell, short_digest, shown};
 use crate::desired;
 use crate::model::{Digest, WorkspaceId};
 
@@ -196,7 +196,7 @@ fn touched_table(rows: &[&Touched], why: bool) -> String {
         };
         let mut row = vec![
             WorkspaceId(w.id).container_name(),
-            shown(&w.name),
+            cell(&w.name),
             shown(&w.host),
             shown(&w.ring),
             desired,

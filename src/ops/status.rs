@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::OpsError;
-use super::table::{Table, age, short_digest, shown};
+use super::table::{Table, age, cell, short_digest, shown};
 use crate::model::{DesiredState, Status};
 
 /// The filters of `berth status`; `None` matches everything.
@@ -363,9 +363,9 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
             .collect();
         t.push(vec![
             id.container_name(),
-            shown(&r.name),
-            shown(&r.host),
-            shown(&r.runtime),
+            cell(&r.name),
+            cell(&r.host),
+            cell(&r.runtime),
             desired,
             status,
             short_digest(r.runtime_image_digest.as_deref()),

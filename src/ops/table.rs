@@ -83,6 +83,22 @@ fn age_secs(s: i64) -> String {
     }
 }
 
+/// The most characters a name, a host or a runtime shows in a table.
+pub const WIDEST: usize = 64;
+
+/// A name, a host or a runtime as a table's padded cell shows it:
+/// [`shown`], cut at [`WIDEST`] characters with `…`, so one row's long
+/// name does not pad every line of the table to its width (`--json` keeps
+/// it whole).
+pub fn cell(text: &str) -> String {
+    let shown = shown(text);
+    if shown.chars().count() <= WIDEST {
+        return shown;
+    }
+    let cut: String = shown.chars().take(WIDEST - 1).collect();
+    format!("{cut}…")
+}
+
 /// Text a row provides (a name, a host, an error), as the human output
 /// shows it: as it is when each character prints as itself, else quoted
 /// and escaped as `{:?}` does (the way `berth plan` shows a name), so a
@@ -107,6 +123,14 @@ pub fn short_digest(digest: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_name_is_cut_and_a_short_one_kept() {
+        assert_eq!(cell("web-1"), "web-1");
+        let long = cell(&"n".repeat(100_000));
+        assert_eq!(long, format!("{}…", "n".repeat(WIDEST - 1)));
+        assert_eq!(cell("a\nb"), "\"a\\nb\"");
+    }
 
     #[test]
     fn an_age_from_seconds_takes_any_float() {
