@@ -204,13 +204,24 @@ pub struct ConfigError {
     /// is a missing or conflicting setting.
     pub value: Option<String>,
     pub message: String,
+    /// The value came from the setting's flag, not its environment
+    /// variable: the error names the flag the operator typed.
+    pub from_flag: bool,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(v) => write!(f, "{}={:?}: {}", self.name, v, self.message),
-            None => write!(f, "{}: {}", self.name, self.message),
+        match (&self.value, self.from_flag) {
+            (Some(v), true) => write!(
+                f,
+                "--{}={:?} ({}): {}",
+                settings::flag_name(self.name),
+                v,
+                self.name,
+                self.message
+            ),
+            (Some(v), false) => write!(f, "{}={:?}: {}", self.name, v, self.message),
+            (None, _) => write!(f, "{}: {}", self.name, self.message),
         }
     }
 }

@@ -82,6 +82,7 @@ impl<'a> Resolver<'a> {
             name: setting.env,
             value: Some(value),
             message,
+            from_flag: self.flags.contains_key(name),
         });
     }
 
@@ -90,6 +91,7 @@ impl<'a> Resolver<'a> {
             name: Self::setting(name).env,
             value: None,
             message,
+            from_flag: false,
         });
     }
 

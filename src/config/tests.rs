@@ -494,3 +494,21 @@ fn berth_config_shows_the_values_in_effect_as_help_writes_the_defaults() {
     assert_eq!(shown("BERTH_EVENTS_RETENTION"), "30d");
     assert_eq!(shown("BERTH_ORPHAN_GRACE"), "5m");
 }
+
+#[test]
+fn a_bad_flag_value_is_reported_under_the_flag_typed() {
+    let flags = HashMap::from([("BERTH_CONCURRENCY", "0".to_string())]);
+    let env = env_of(&[("DATABASE_URL", DB), ("BERTH_RESYNC_INTERVAL", "soon")]);
+    let Err(errors) = Config::from_sources(&flags, env) else {
+        panic!("expected errors");
+    };
+    let text = errors.to_string();
+    assert!(
+        text.contains("--concurrency=\"0\" (BERTH_CONCURRENCY): not a positive whole number"),
+        "{text}"
+    );
+    assert!(
+        text.contains("BERTH_RESYNC_INTERVAL=\"soon\": not a duration"),
+        "{text}"
+    );
+}
