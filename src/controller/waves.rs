@@ -152,6 +152,10 @@ impl Controller {
                 || row.runtime != key.runtime
                 || not_counted.contains(&row.id)
                 || row.broken()
+                // A row that makes no spec (an invalid edit while its old
+                // container serves: degraded/change_blocked) is not
+                // replaced by any rollout: its trouble is its own.
+                || plan::spec(row, &state.catalogue, &self.settings).is_err()
             {
                 return true;
             }

@@ -363,7 +363,7 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
         ("BERTH_ROLLOUT_MAX_PARALLEL", "3"),
         ("BERTH_CONCURRENCY", "8"),
     ]);
-    let ids = online_all(&w, 10).await;
+    let mut ids = online_all(&w, 11).await;
     for id in &ids {
         w.sh(*id, "echo kept > /workspace/keep").await;
     }
@@ -372,6 +372,18 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
     let refused = w.insert(json!({"BAD=KEY": "x"})).await;
     w.wait_row(refused, 30, "refused", |r| {
         r.is("failed", Some("invalid_spec"))
+    })
+    .await;
+    // Nor does one edited into a refusal while its old container serves:
+    // no rollout can replace it.
+    let blocked = ids.pop().unwrap();
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"BAD=KEY": "y"}' WHERE id = $1"#,
+        blocked,
+    )
+    .await;
+    w.wait_row(blocked, 30, "change blocked", |r| {
+        r.is("degraded", Some("change_blocked"))
     })
     .await;
     let v2 = w.v2.clone();
@@ -443,6 +455,9 @@ async fn a_good_pin_goes_at_most_max_parallel_at_a_time_and_becomes_stable() {
     assert_eq!(before_canary_done, 1, "the canary did not go alone");
 
     wait_stable(&w, &v2, 20).await;
+    let kept = w.row(blocked).await;
+    assert!(kept.is("degraded", Some("change_blocked")), "{kept:?}");
+    assert_eq!(kept.runtime_image_digest.as_deref(), Some(w.v1.as_str()));
 }
 
 #[tokio::test]
