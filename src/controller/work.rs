@@ -405,7 +405,14 @@ async fn steps(
     let write = status_write(row, update, now_running.as_ref(), converged, rollout);
     let write = with_url(write, executor, spec.as_ref()).await;
     // The trail's last steps and the status they end in land together.
-    match desired::record_with_status(pool, &held, events, &write).await {
+    let landed = if events.is_empty() {
+        desired::write_status(pool, &held, &write)
+            .await
+            .map(|written| (desired::Written::Yes, written))
+    } else {
+        desired::record_with_status(pool, &held, events, &write).await
+    };
+    match landed {
         Ok((recorded, written)) => {
             if recorded == desired::Written::Yes {
                 events.clear();
@@ -416,6 +423,11 @@ async fn steps(
         }
         Err(e) => done.write_error = Some(format!("status: {e}")),
     }
+    // The steps not recorded go on record later, alone; the status event
+    // does not: without the row write it describes it would tell a
+    // restarted berth what the row does not (the next pass makes it again
+    // with its status).
+    events.retain(|e| e.action != "status");
     done
 }
 
