@@ -23,9 +23,8 @@ const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Every bind of `binds` (`source:target[:options]`) whose source is a host
 /// path, other than tier 4's docker socket, resolves under one of `roots`.
 /// Nor does one nest, resolved, with an older workspace's directory of
-/// `others` (resolved too): inside one that is read-write, or holding one
-/// while itself read-write. A directory of `others` that does not resolve
-/// holds nothing now.
+/// `others` (resolved too, as far as it exists): inside one that is
+/// read-write, or holding one while itself read-write.
 pub(super) async fn check_binds(
     binds: &[String],
     roots: &[PathBuf],
@@ -58,7 +57,7 @@ pub(super) async fn check_binds(
     }
     let mut resolved_others = Vec::with_capacity(others.len());
     for other in others {
-        if let Ok(resolved) = tokio::fs::canonicalize(&other.dir).await {
+        if let Some(resolved) = resolve_existing_part(Path::new(&other.dir)).await {
             resolved_others.push((other, resolved));
         }
     }
@@ -97,6 +96,24 @@ pub(super) async fn check_binds(
         }
     }
     Ok(())
+}
+
+/// `path` with its longest existing prefix resolved (symlinks followed)
+/// and the rest appended as written: where a directory not made yet would
+/// be. An older workspace's directory that does not exist yet is still
+/// its own: a younger read-write one must not hold the place, or it could
+/// make that directory itself and later swap it for a symlink. `None`
+/// when nothing of it resolves (not even `/`).
+async fn resolve_existing_part(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(resolved) = tokio::fs::canonicalize(at).await {
+            return Some(rest.iter().rev().fold(resolved, |p, c| p.join(c)));
+        }
+        rest.push(at.file_name()?.to_os_string());
+        at = at.parent()?;
+    }
 }
 
 fn unresolved(e: &io::Error) -> String {
@@ -232,6 +249,16 @@ mod tests {
         check_binds(&binds(&theirs, "/workspace"), &roots, &[other(true)])
             .await
             .unwrap();
+        // An older directory not made yet keeps its place all the same.
+        let later = OtherDir {
+            dir: theirs.join("not-yet").display().to_string(),
+            read_write: false,
+            workspace: older,
+        };
+        let err = check_binds(&binds(&theirs, "/workspace"), &roots, &[later])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not-yet"), "{err}");
         // A read-write directory that holds the older one, through a link.
         let up = root.path().join("up");
         symlink(root.path(), &up).unwrap();

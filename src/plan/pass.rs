@@ -359,6 +359,8 @@ fn dir_refusals(
         .iter()
         .filter(|r| r.desired_state != DesiredState::Removed)
         .filter(|r| r.workspace_access != crate::model::WorkspaceAccess::None)
+        // A tier-1 container binds no host directory.
+        .filter(|r| Tier::from_row(r.tier) != Tier::T1)
         .filter_map(|r| {
             let dir = r.workspace_dir.as_deref()?;
             super::validate::workspace_dir(dir, settings).ok()?;

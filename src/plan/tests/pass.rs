@@ -219,6 +219,12 @@ fn a_directory_inside_another_workspaces_writable_one_is_refused() {
         access(4, "/srv/ws/b/y", ReadOnly),
         access(5, "/srv/ws/ab", ReadWrite),
         access(6, "/srv/ws/a", ReadWrite),
+        // Tier 1 binds no host directory: it holds none and lies in none.
+        {
+            let mut r = access(7, "/srv/ws/a/t1", ReadWrite);
+            r.tier = 1;
+            r
+        },
     ];
     let pass = plan_pass(&snapshot(rows, vec![]), &s, t0());
     assert_eq!(reason_of(&pass, wid(2)), Some(Reason::InvalidSpec));
@@ -232,11 +238,11 @@ fn a_directory_inside_another_workspaces_writable_one_is_refused() {
         detail.contains("/srv/ws/a") && detail.contains("read-write"),
         "{detail}"
     );
-    for n in [1, 3, 4, 5, 6] {
+    for n in [1, 3, 4, 5, 6, 7] {
         assert_ne!(
             reason_of(&pass, wid(n)),
             Some(Reason::InvalidSpec),
-            "workspace {n}: a read-only outer dir, a sibling with a common prefix and the same dir are fine"
+            "workspace {n}: a read-only outer dir, a sibling with a common prefix, the same dir and tier 1 are fine"
         );
     }
     // Each kept row's create carries the older kept rows' directories, to
