@@ -111,7 +111,7 @@ fn durations_beyond_ten_years_and_concurrency_beyond_the_cap_are_refused() {
         ]
     );
     let text = ConfigErrors(errs).to_string();
-    assert!(text.contains("longer than ten years"), "{text}");
+    assert!(text.contains("longer than 3650d"), "{text}");
     assert!(text.contains("more than 256"), "{text}");
     let c = config(&[
         ("DATABASE_URL", DB),

@@ -37,7 +37,7 @@ fn duration(raw: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(raw)
         .map_err(|e| format!("not a duration ({e}); use forms like 30s, 5m, 1h30m, 30d"))?;
     if d > LONGEST {
-        return Err("longer than ten years (3650d), the most berth takes".into());
+        return Err("longer than 3650d (ten years of 365 days), the most berth takes".into());
     }
     Ok(d)
 }

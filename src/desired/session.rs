@@ -55,7 +55,7 @@ impl Eq for Lease {}
 impl Lease {
     /// Whether the lease's term, by this process's clock, has not run
     /// out. The session withdraws a lease it cannot renew, but a process
-    /// that was frozen (SIGSTOP, a stalled VM) runs its passes on before
+    /// that was frozen (SIGSTOP, starved of CPU) runs its passes on before
     /// the session has asked again: they see here that the database may
     /// have given the host to another instance meanwhile.
     pub fn in_term(&self) -> bool {

@@ -39,7 +39,8 @@ pub async fn recent_guard_trips(
             ORDER BY host, workspace_id, at DESC, id DESC
          )
          SELECT host, count(*) AS workspaces,
-                extract(epoch FROM now() - max(at))::float8 AS secs_ago
+                CASE WHEN isfinite(max(at)) THEN extract(epoch FROM now() - max(at))::float8
+                     ELSE '-infinity'::float8 END AS secs_ago
            FROM latest WHERE NOT released
           GROUP BY host ORDER BY max(at) DESC",
     )

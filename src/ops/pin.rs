@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::OpsError;
-use super::table::{Table, cell, short_digest, shown};
+use super::table::{Table, cell, short_digest};
 use crate::desired;
 use crate::model::{Digest, WorkspaceId};
 
@@ -197,8 +197,8 @@ fn touched_table(rows: &[&Touched], why: bool) -> String {
         let mut row = vec![
             WorkspaceId(w.id).container_name(),
             cell(&w.name),
-            shown(&w.host),
-            shown(&w.ring),
+            cell(&w.host),
+            cell(&w.ring),
             desired,
             status,
             short_digest(w.runtime_image_digest.as_deref()),

@@ -248,7 +248,15 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
         .map_err(OpsError::Docker)?;
     let (mut observer, observed, _triggers) =
         Observer::new(docker, &config.host_id, config.resync_interval);
-    observer.relist().await.map_err(OpsError::Docker)?;
+    // The engine answered its ping: an error listing is the engine's
+    // (unreachable only when it is transient).
+    observer.relist().await.map_err(|e| {
+        if e.is_transient() {
+            OpsError::Docker(e)
+        } else {
+            OpsError::Failed(format!("listing this host's containers and volumes: {e}"))
+        }
+    })?;
     let (containers, volumes, observed_complete) = observed.snapshot();
     let settings = config.plan_settings();
     let now = Utc::now();

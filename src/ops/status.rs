@@ -256,7 +256,8 @@ pub struct RecentHalt {
 pub async fn recent_halts(pool: &PgPool, runtimes: &[String]) -> Result<Vec<RecentHalt>, OpsError> {
     let halts = sqlx::query_as(
         "SELECT template_name, ring, old_digest, new_digest, note,
-                extract(epoch FROM now() - at)::float8 AS secs_ago
+                CASE WHEN isfinite(at) THEN extract(epoch FROM now() - at)::float8
+                     ELSE '-infinity'::float8 END AS secs_ago
            FROM runtime_image_pin_history
           WHERE halt AND at > now() - interval '1 day'
             AND template_name = ANY($1)
