@@ -70,6 +70,7 @@ const ERROR_KINDS: &[&str] = &[
     "gone",
     "in_the_way",
     "timeout",
+    "lease_lost",
     "transient",
     "not_found",
     "conflict",
@@ -419,6 +420,7 @@ mod tests {
                 what: "pull",
                 after: std::time::Duration::from_secs(1),
             },
+            ActError::Fenced { action: "stop" },
         ];
         errors.extend(docker.into_iter().map(|e| ActError::docker("create", e)));
         // Every variant is in the list above: a new one fails this match
@@ -438,6 +440,7 @@ mod tests {
                 | ActError::Gone { .. }
                 | ActError::InTheWay { .. }
                 | ActError::Timeout { .. }
+                | ActError::Fenced { .. }
                 | ActError::Docker { .. } => {}
             }
         }

@@ -241,6 +241,7 @@ impl Executor {
         {
             host.nano_cpus = Some(nano.min(self.host_nano_cpus().await?));
         }
+        super::may_change("create container")?;
         let err = match self.docker.create_container(Some(opts.build()), body).await {
             Ok(created) => return Ok(created.id),
             Err(e) => DockerError::from(e),
@@ -273,6 +274,7 @@ impl Executor {
     /// Starts the container; already running is done.
     pub async fn start(&self, id: &str) -> Result<(), ActError> {
         self.owned_container(id).await?;
+        super::may_change("start container")?;
         self.docker
             .start_container(id, None)
             .await
@@ -288,6 +290,7 @@ impl Executor {
         // The request timeout covers the wait for the answer, which comes
         // only once the container is down.
         let docker = self.docker.clone().with_timeout(timeout + STOP_SLACK);
+        super::may_change("stop container")?;
         docker
             .stop_container(id, Some(opts))
             .await
@@ -300,6 +303,7 @@ impl Executor {
         let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let opts = RestartContainerOptionsBuilder::new().t(t).build();
         let docker = self.docker.clone().with_timeout(timeout + STOP_SLACK);
+        super::may_change("restart container")?;
         docker
             .restart_container(id, Some(opts))
             .await
@@ -315,6 +319,7 @@ impl Executor {
             return Ok(());
         }
         let opts = RenameContainerOptionsBuilder::new().name(to).build();
+        super::may_change("rename container")?;
         let err = match self.docker.rename_container(id, opts).await {
             Ok(()) => return Ok(()),
             Err(e) => DockerError::from(e),
@@ -350,6 +355,7 @@ impl Executor {
             .force(true)
             .v(true)
             .build();
+        super::may_change("remove container")?;
         match self.docker.remove_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) => match DockerError::from(e) {

@@ -95,6 +95,10 @@ pub enum ActError {
     /// A pull made no progress, or took too long in all.
     #[error("{what} exceeded {after:?}")]
     Timeout { what: &'static str, after: Duration },
+    /// The change was not sent: this instance no longer holds the host
+    /// lease (see [`super::fenced`]).
+    #[error("{action} not sent: this instance no longer holds the host lease")]
+    Fenced { action: &'static str },
     /// Any other Docker answer, classified by status.
     #[error("{action}: {source}")]
     Docker {
@@ -133,7 +137,10 @@ impl ActError {
                 DockerError::RateLimited { .. } => Some(Reason::RegistryRateLimited),
                 _ => None,
             },
-            ActError::Gone { .. } | ActError::InTheWay { .. } | ActError::Timeout { .. } => None,
+            ActError::Gone { .. }
+            | ActError::InTheWay { .. }
+            | ActError::Timeout { .. }
+            | ActError::Fenced { .. } => None,
         }
     }
 
@@ -168,6 +175,7 @@ impl ActError {
             ActError::Gone { .. } => "gone",
             ActError::InTheWay { .. } => "in_the_way",
             ActError::Timeout { .. } => "timeout",
+            ActError::Fenced { .. } => "lease_lost",
             ActError::Docker { source, .. } if source.is_transient() => "transient",
             ActError::Docker { source, .. } => source.kind(),
         }

@@ -167,6 +167,7 @@ impl Executor {
         let opts = UploadToContainerOptionsBuilder::new()
             .path(&format!("/{ROOT}"))
             .build();
+        super::may_change("upload to container")?;
         self.docker
             .upload_to_container(id, Some(opts), bollard::body_full(archive.into()))
             .await

@@ -31,6 +31,34 @@ use tokio::sync::{Mutex, OnceCell};
 use crate::config::{Config, ImageMode, RegistryAuth};
 use crate::model::{LABEL_HOST, LABEL_MANAGED, LABEL_WORKSPACE, WorkspaceId};
 
+tokio::task_local! {
+    /// Whether this instance may still change the engine, asked right
+    /// before each change is sent (see [`fenced`]).
+    static FENCE: Arc<dyn Fn() -> bool + Send + Sync>;
+}
+
+/// Runs `work` with `fence` asked right before every change the executor
+/// sends to the engine (a create, start, stop, rename, removal, upload,
+/// volume or network made): one it refuses is not sent, and the step
+/// fails with [`ActError::Fenced`]. A check before each step is not
+/// enough: a step inspects first, and a process frozen during that call
+/// would send its change on waking, after another instance took the host.
+/// Outside `fenced` (the commands, tests) every change is sent.
+pub async fn fenced<F: std::future::Future>(
+    fence: Arc<dyn Fn() -> bool + Send + Sync>,
+    work: F,
+) -> F::Output {
+    FENCE.scope(fence, work).await
+}
+
+/// `Ok` when the change named `action` may be sent now.
+fn may_change(action: &'static str) -> Result<(), ActError> {
+    match FENCE.try_with(|fence| fence()) {
+        Ok(false) => Err(ActError::Fenced { action }),
+        _ => Ok(()),
+    }
+}
+
 pub use apply::{Outcome, Run};
 pub use build::{BuildCounts, BuildSettings};
 pub use container::container_body;
@@ -200,6 +228,21 @@ fn docker_labels(labels: &BTreeMap<String, String>) -> HashMap<String, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_change_is_sent_only_while_the_fence_allows_it() {
+        assert!(may_change("stop container").is_ok(), "no fence: sent");
+        let allowed = fenced(Arc::new(|| true), async { may_change("stop container") }).await;
+        assert!(allowed.is_ok());
+        let refused = fenced(Arc::new(|| false), async { may_change("stop container") }).await;
+        match refused {
+            Err(e @ ActError::Fenced { .. }) => {
+                assert_eq!(e.kind(), "lease_lost");
+                assert!(e.to_string().contains("stop container not sent"), "{e}");
+            }
+            other => panic!("expected Fenced, got {other:?}"),
+        }
+    }
 
     pub(crate) fn settings() -> ExecutorSettings {
         ExecutorSettings {

@@ -50,6 +50,7 @@ impl Executor {
             labels: Some(docker_labels(&labels)),
             ..Default::default()
         };
+        super::may_change("create network")?;
         self.docker
             .create_network(request)
             .await
@@ -111,6 +112,7 @@ impl Executor {
                 left += 1;
                 continue;
             };
+            super::may_change("remove network")?;
             match self
                 .docker
                 .remove_network(id)

@@ -70,6 +70,7 @@ impl Executor {
             .force(false)
             .noprune(true)
             .build();
+        super::may_change("remove image")?;
         match self.docker.remove_image(id, Some(opts), None).await {
             Ok(_) => Ok(ImageRemoval::Removed),
             Err(e) => match DockerError::from(e) {

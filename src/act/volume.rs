@@ -30,6 +30,7 @@ impl Executor {
             labels: Some(docker_labels(&spec.labels)),
             ..Default::default()
         };
+        super::may_change("create volume")?;
         let volume = self
             .docker
             .create_volume(request)
@@ -104,6 +105,7 @@ impl Executor {
             });
         }
         let opts = RemoveVolumeOptionsBuilder::new().force(false).build();
+        super::may_change("remove volume")?;
         match self.docker.remove_volume(name, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) => match DockerError::from(e) {

@@ -257,7 +257,16 @@ pub async fn sweep_images(
             swept.unfinished = true;
             break;
         }
-        match executor.remove_image(&image.image_id).await {
+        let fence = {
+            let (lease, held) = (lease.clone(), held.clone());
+            std::sync::Arc::new(move || desired::still_holds(&lease, &held))
+        };
+        let removal = crate::act::fenced(fence, executor.remove_image(&image.image_id)).await;
+        match removal {
+            Err(crate::act::ActError::Fenced { .. }) => {
+                swept.lost_lease = true;
+                break;
+            }
             Ok(removal @ (ImageRemoval::Removed | ImageRemoval::Gone)) => {
                 if removal == ImageRemoval::Removed {
                     tracing::info!(

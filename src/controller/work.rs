@@ -181,7 +181,15 @@ pub async fn carry_out(
 ) -> Done {
     let held = work.lease.clone();
     let mut events = Vec::new();
-    let mut done = steps(work, executor, pool, lease, metrics, observed, &mut events).await;
+    let fence = {
+        let (lease, held) = (lease.clone(), held.clone());
+        std::sync::Arc::new(move || desired::still_holds(&lease, &held))
+    };
+    let mut done = crate::act::fenced(
+        fence,
+        steps(work, executor, pool, lease, metrics, observed, &mut events),
+    )
+    .await;
     if !events.is_empty() {
         done.unrecorded = Some((held, events));
     }
@@ -262,6 +270,13 @@ async fn steps(
         }
         let started = Instant::now();
         let result = executor.apply(&action.op, &mut run).await;
+        if let Err(error @ ActError::Fenced { .. }) = &result {
+            // Asked again right before the change went out (the step's
+            // inspect may have waited through a freeze): nothing was sent.
+            tracing::warn!(workspace = %id, action = %action, %error, "step stopped");
+            done.lost_lease = true;
+            return done;
+        }
         let label = if result.is_ok() { "success" } else { "error" };
         metrics
             .docker_actions_total
@@ -343,6 +358,10 @@ async fn steps(
                         let result = executor.apply(&step.op, &mut run).await;
                         if matches!(result, Ok(Outcome::Skipped)) {
                             continue;
+                        }
+                        if matches!(result, Err(ActError::Fenced { .. })) {
+                            all = false;
+                            break;
                         }
                         let cause = format!("{} failed: {error}", action.op.name());
                         events.push(event(id, step, result.as_ref().map(|_| ()), Some(&cause)));

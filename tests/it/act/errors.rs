@@ -123,3 +123,36 @@ async fn engine_answers_classify_into_the_executors_kinds() {
     ];
     assert_eq!(seen, expected);
 }
+
+#[tokio::test]
+async fn a_fenced_executor_inspects_but_sends_no_change() {
+    let f = Fixture::new().await;
+    let exec = &f.exec;
+    let spec = f.spec(&f.row());
+    let (id, image) = f.create(&spec).await;
+    exec.start(&id).await.unwrap();
+    let refuse = std::sync::Arc::new(|| false);
+    let second = Duration::from_secs(1);
+    let prev = f.row().id.prev_container_name();
+    let mut changed = spec.clone();
+    changed.name = format!("{}-x", spec.name);
+    let tried = berth::act::fenced(refuse, async {
+        vec![
+            ("stop", kind(&exec.stop(&id, second).await)),
+            ("rename", kind(&exec.rename(&id, &prev).await)),
+            ("remove", kind(&exec.remove(&id).await)),
+            ("create", kind(&exec.create(&changed, &image).await)),
+            (
+                "remove volume",
+                kind(&exec.remove_volume(&spec.volumes[0].name).await),
+            ),
+        ]
+    })
+    .await;
+    for (what, k) in &tried {
+        assert_eq!(*k, "lease_lost", "{what}: {tried:?}");
+    }
+    let c = f.inspect(&id).await;
+    assert_eq!(c.state.and_then(|s| s.running), Some(true));
+    assert_eq!(c.name.as_deref(), Some(format!("/{}", spec.name).as_str()));
+}
