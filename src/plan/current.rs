@@ -84,7 +84,20 @@ pub(super) fn current(
     // ago for a row changed long ago is not timed out at once.
     let deadline = match p.memory.provisioning_since {
         Some(_) => deadline(f, row, &p.memory),
-        None => after(row.desired_changed_at.max(c.created), f.provision_timeout),
+        None => {
+            let from_create = after(row.desired_changed_at.max(c.created), f.provision_timeout);
+            // A container that has run and is down, older than the
+            // timeout, found without memory of it (a berth restarted, say
+            // after it stopped the container for a replace it never got
+            // on with): starting it again is a fresh attempt, timed from
+            // now, not a timeout at once that leaves it down.
+            if now >= from_create && c.state == ContainerState::Exited && c.started_at.is_some() {
+                p.memory.provisioning_since = Some(now);
+                deadline(f, row, &p.memory)
+            } else {
+                from_create
+            }
+        }
     };
     let been_ready = p.memory.ready_container.as_deref() == Some(c.id.as_str())
         || (row.container_id.as_deref() == Some(c.id.as_str())

@@ -286,6 +286,41 @@ fn a_restart_done_by_an_earlier_berth_is_not_done_again_after_another_edit() {
 }
 
 #[test]
+fn an_old_stopped_container_found_without_memory_is_started_on_a_fresh_clock() {
+    // berth stopped it for a replace and was killed before the rename; the
+    // row says provisioning, and the container is older than the timeout.
+    let s = Settings::test();
+    let mut r = row(1);
+    r.status = Some(Status::Provisioning);
+    r.status_reason = Some(Reason::Pulling);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.state = ContainerState::Exited;
+    c.exit_code = Some(0);
+    r.container_id = Some("c1".into());
+    let cs = [c.clone()];
+    let later = t0() + TimeDelta::days(3);
+    let f = facts_for(&s, &r, &cs, &[]);
+    let p = plan_at(&f, later);
+    assert_eq!(ops(&p), ["start"], "{:?}", p.status);
+    assert_eq!(reason(&p), Some(Reason::Starting));
+    assert_eq!(p.memory.provisioning_since, Some(later));
+    // The fresh attempt has its whole timeout, and no more.
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory = p.memory.clone();
+    f.memory.next_start_at = None;
+    let p = plan_at(&f, later + f.provision_timeout + mins(1));
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
+    // One that never ran (created, never started) keeps the clock of its
+    // creation.
+    let mut created = c;
+    created.state = ContainerState::Created;
+    created.started_at = None;
+    let cs = [created];
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), later);
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
+}
+
+#[test]
 fn a_restart_epoch_bump_of_a_stopped_container_writes_the_files_before_its_start() {
     let s = Settings::test();
     let mut r = row(1);
