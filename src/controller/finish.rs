@@ -79,7 +79,11 @@ impl Controller {
                     .with_label_values(&[failed.error.kind()])
                     .inc();
                 let retry_at = Utc::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default();
-                if remember(memory, failed, done.hash.as_deref(), retry_at) {
+                let image = done
+                    .images
+                    .last()
+                    .and_then(|(_, _, known)| crate::plan::image_identity(known));
+                if remember(memory, failed, done.hash.as_deref(), image, retry_at) {
                     // Plan again at once: that pass only reports the
                     // failure on the row; the retry waits for the backoff.
                     queue.add(id);
@@ -198,13 +202,14 @@ fn remember(
     memory: &mut crate::plan::Memory,
     failed: &super::Failed,
     hash: Option<&str>,
+    image: Option<String>,
     retry_at: chrono::DateTime<Utc>,
 ) -> bool {
     let Some(hash) = hash else {
         return false;
     };
     if failed.restored && !failed.error.is_transient() {
-        memory.record_rollback(hash, failed.error.to_string(), Utc::now());
+        memory.record_rollback(hash, image, failed.error.to_string(), Utc::now());
     }
     if failed.error.needs_replan() {
         return false;
@@ -286,6 +291,7 @@ mod tests {
             &mut memory,
             &Failed::new(engine, Phase::Create, false),
             Some("h1"),
+            None,
             Utc::now()
         ));
         let kept = memory.failure.as_ref().expect("a failure to report");
@@ -305,6 +311,7 @@ mod tests {
             &mut memory,
             &Failed::new(transient, Phase::Start, true),
             Some("h1"),
+            None,
             Utc::now(),
         );
         assert_eq!(memory.rolled_back_hash, None, "tried again after backoff");
@@ -316,6 +323,7 @@ mod tests {
             &mut memory,
             &Failed::new(refused, Phase::Start, true),
             Some("h1"),
+            None,
             Utc::now(),
         );
         assert_eq!(memory.rolled_back_hash.as_deref(), Some("h1"));
@@ -356,6 +364,7 @@ mod tests {
             &mut memory,
             &Failed::new(gone, Phase::Start, false),
             Some("h1"),
+            None,
             Utc::now()
         ));
         assert_eq!(memory.failure, None);

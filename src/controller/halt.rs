@@ -82,8 +82,10 @@ impl Controller {
                 continue;
             }
             let undone = state.memory.get(&row.id).is_some_and(|m| {
-                m.rolled_back_hash.as_deref() == Some(spec.hash.as_str())
-                    && m.rolled_back_at.is_some_and(|at| at > pinned_at)
+                m.undid(
+                    &spec.hash,
+                    crate::plan::image_identity(&spec.known_image()).as_deref(),
+                ) && m.rolled_back_at.is_some_and(|at| at > pinned_at)
             });
             if undone
                 && row.status == Some(Status::Online)

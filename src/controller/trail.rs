@@ -20,6 +20,7 @@ impl Controller {
                     let memory = state.memory.entry(r.id).or_default();
                     if memory.rolled_back_hash.is_none() {
                         memory.rolled_back_hash = Some(r.hash);
+                        memory.rolled_back_image = r.image;
                         memory.rolled_back_why = r.why;
                         memory.rolled_back_at = Some(r.at);
                         taken += 1;

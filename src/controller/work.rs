@@ -500,6 +500,7 @@ fn trouble_event(
     if undone && let Some(hash) = &memory.rolled_back_hash {
         detail["rolled_back"] = serde_json::json!({
             "hash": hash,
+            "image": memory.rolled_back_image,
             "why": memory.rolled_back_why,
             "at": memory.rolled_back_at,
         });

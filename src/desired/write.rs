@@ -396,7 +396,7 @@ pub async fn mark_stable(
 pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, sqlx::Error> {
     let rows: Vec<RawRolledBack> = sqlx::query_as(concat!(
         "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why',
-                e.detail->'rolled_back'->>'at', ",
+                e.detail->'rolled_back'->>'at', e.detail->'rolled_back'->>'image', ",
         super::readable_time!("e.at" AS "at"),
         " FROM workspaces w
            JOIN LATERAL (SELECT detail, at FROM workspace_events
@@ -411,7 +411,7 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, hash, why, undone_at, event_at)| {
+        .filter_map(|(id, hash, why, undone_at, image, event_at)| {
             // Parsed here, not cast in the query: a trail entry someone
             // wrote by hand must not stop the controller reading the rest.
             let at = undone_at
@@ -420,6 +420,7 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
             Some(RolledBack {
                 id: WorkspaceId(id),
                 hash: hash?,
+                image,
                 why,
                 at,
             })
@@ -427,10 +428,11 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
         .collect())
 }
 
-/// A row of the rollbacks' query: the id, the hash, why and when from the
-/// status event's detail, the event's time.
+/// A row of the rollbacks' query: the id, the hash, why, when and the
+/// image from the status event's detail, the event's time.
 type RawRolledBack = (
     uuid::Uuid,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -443,6 +445,8 @@ pub struct RolledBack {
     pub id: WorkspaceId,
     /// The spec hash undone.
     pub hash: String,
+    /// The image it wanted (digest, else image ID), when the trail says.
+    pub image: Option<String>,
     pub why: Option<String>,
     /// When the change was undone (the event's time, for an event that
     /// does not say).

@@ -282,6 +282,7 @@ pub async fn plan(config: &Config) -> Result<HostPlan, OpsError> {
     for r in rolled_back {
         let memory = snapshot.memory.entry(r.id).or_default();
         memory.rolled_back_hash = Some(r.hash);
+        memory.rolled_back_image = r.image;
         memory.rolled_back_why = r.why;
         memory.rolled_back_at = Some(r.at);
     }

@@ -60,8 +60,9 @@ fn undone(memory: &Memory) -> StatusUpdate {
         .rolled_back_why
         .as_deref()
         .map_or(String::new(), |w| format!("{w}; "));
-    let detail =
-        format!("{why}the wanted change was undone and is tried again when the row changes");
+    let detail = format!(
+        "{why}the wanted change was undone and is tried again when the row or its image changes"
+    );
     StatusUpdate::reason(Reason::RolledBack, Some(detail))
 }
 

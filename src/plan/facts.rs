@@ -134,6 +134,11 @@ pub struct Memory {
     /// When it was undone (for a rollout: whether the failure is of the
     /// pin edit now under way, or of an earlier one).
     pub rolled_back_at: Option<DateTime<Utc>>,
+    /// The image that spec wanted (its digest, else its image ID): a
+    /// moving tag or a local build keeps its spec hash when its image
+    /// moves on, and a new image is tried though the hash was undone.
+    /// `None`: not known, and the hash alone decides.
+    pub rolled_back_image: Option<String>,
     /// The last generation whose desired state the row was seen to reach
     /// (online, stopped, removed); the controller times convergence once
     /// per generation with it.
@@ -156,12 +161,45 @@ impl Memory {
     /// Records that a replace towards `hash` was undone by its restore
     /// path: the old container serves, and that spec is not tried again
     /// until the desired spec changes.
-    pub fn record_rollback(&mut self, hash: &str, why: String, at: DateTime<Utc>) {
+    pub fn record_rollback(
+        &mut self,
+        hash: &str,
+        image: Option<String>,
+        why: String,
+        at: DateTime<Utc>,
+    ) {
         self.rolled_back_hash = Some(hash.to_string());
+        self.rolled_back_image = image;
         self.rolled_back_why = Some(why);
         self.rolled_back_at = Some(at);
         self.provisioning_since = None;
     }
+
+    /// Whether the spec `hash` wanting `image` (see [`image_identity`]) is
+    /// the change a replace was undone towards: the hash and, where both
+    /// are known, the image.
+    pub fn undid(&self, hash: &str, image: Option<&str>) -> bool {
+        self.rolled_back_hash.as_deref() == Some(hash)
+            && match (&self.rolled_back_image, image) {
+                (Some(undone), Some(wanted)) => undone == wanted,
+                _ => true,
+            }
+    }
+}
+
+/// An image as a rollback remembers it: its digest, else its image ID.
+pub fn image_identity(image: &crate::model::ResolvedImage) -> Option<String> {
+    image
+        .digest
+        .as_ref()
+        .map(ToString::to_string)
+        .or_else(|| image.id.clone())
+}
+
+/// The image the spec wants as far as the planner knows it: the image
+/// knowledge of the pass, else the spec's own labels.
+pub fn wanted_image(f: &Facts, spec: &crate::model::ContainerSpec) -> Option<String> {
+    image_identity(&f.image).or_else(|| image_identity(&spec.known_image()))
 }
 
 /// What the pure code cannot learn, found out by the controller.

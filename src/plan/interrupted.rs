@@ -176,7 +176,8 @@ pub(super) fn interrupted_replace(
         // own on record, says nothing of its spec or image: undone, not
         // held against the spec.
         if matches && (main.started_at.is_some() || failed_here) {
-            p.memory.record_rollback(&spec.hash, why, now);
+            let image = super::facts::wanted_image(f, spec);
+            p.memory.record_rollback(&spec.hash, image, why, now);
         }
         p.status = Some(StatusUpdate::reason(Reason::RolledBack, Some(detail)));
     }

@@ -57,7 +57,7 @@ mod status;
 mod validate;
 
 pub use action::{Action, Change, Op, Plan, Restore, Target, Why};
-pub use facts::{Catalogue, Facts, Failure, Memory, Probes, RefreshFailure};
+pub use facts::{Catalogue, Facts, Failure, Memory, Probes, RefreshFailure, image_identity};
 pub use image::{LOCAL_BUILD_REPOSITORY, choose as choose_image, names_registry};
 pub use pass::{
     GUARD_HINT, PassIndex, PassPlan, Snapshot, apply_delete_guard, plan_key, plan_pass,

@@ -97,7 +97,10 @@ pub(super) fn running(
         _ => {}
     }
     match change(f, row, spec, c, mine) {
-        Some(_) if p.memory.rolled_back_hash.as_deref() == Some(spec.hash.as_str()) => {
+        Some(_)
+            if p.memory
+                .undid(&spec.hash, super::facts::wanted_image(f, spec).as_deref()) =>
+        {
             current(f, row, spec, c, true, now, p);
         }
         Some(change) => replace(f, row, spec, c, change, mine, now, p),

@@ -59,7 +59,7 @@ fn an_interrupted_replace_whose_new_container_failed_is_rolled_back() {
     assert_eq!(reason(&later), Some(Reason::RolledBack));
     assert_eq!(
         detail(&later),
-        "the new container exited with code 3; the wanted change was undone and is tried again when the row changes"
+        "the new container exited with code 3; the wanted change was undone and is tried again when the row or its image changes"
     );
 }
 

@@ -312,7 +312,12 @@ fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
     let hash = p.desired_hash().expect("the replace creates a container");
     assert_eq!(hash, built(&r, &s).hash);
     let mut memory = p.memory.clone();
-    memory.record_rollback(hash, "the new container exited with code 1".into(), t0());
+    memory.record_rollback(
+        hash,
+        None,
+        "the new container exited with code 1".into(),
+        t0(),
+    );
     f.memory = memory;
     let again = plan_at(&f, t0() + mins(1));
     assert!(again.actions.is_empty());
@@ -320,6 +325,44 @@ fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
         again.status.and_then(|s| s.reason),
         Some(Reason::RolledBack)
     );
+}
+
+#[test]
+fn a_moving_tags_undone_digest_is_not_tried_again_but_its_next_digest_is() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.labels
+        .insert(LABEL_IMAGE_DIGEST.into(), digest('c').to_string());
+    let cs = [c];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.image = ResolvedImage {
+        digest: Some(digest('d')),
+        id: None,
+    };
+    // The tag moved to d, whose replace was undone: the spec hash (the tag
+    // is the image reference) is the same for every digest of the tag.
+    let hash = built(&r, &s).hash;
+    f.memory.record_rollback(
+        &hash,
+        Some(digest('d').to_string()),
+        "the new container was not ready".into(),
+        t0(),
+    );
+    let p = plan_at(&f, t0() + mins(1));
+    assert!(p.actions.is_empty(), "{:?}", whys(&p));
+    assert_eq!(reason(&p), Some(Reason::RolledBack));
+    // The tag moves on to e: a change of its own, tried.
+    f.image.digest = Some(digest('e'));
+    let p = plan_at(&f, t0() + mins(2));
+    assert_eq!(
+        whys(&p)[0],
+        "recreate: digest sha256:cccccccccccc… → sha256:eeeeeeeeeeee…"
+    );
+    // A rollback recorded without its image (an older trail) holds the
+    // hash back whatever the digest.
+    f.memory.rolled_back_image = None;
+    assert!(plan_at(&f, t0() + mins(3)).actions.is_empty());
 }
 
 #[test]

@@ -652,5 +652,12 @@ async fn a_tag_that_moved_onto_a_broken_image_halts_at_the_canary_and_stays_held
     // not what the tag names now.
     let late = tag.insert(&w).await;
     online_on(&w, &[late], &w.v1, 60).await;
+    // The tag moves on to a good image: every workspace takes it, the
+    // canary that undid the broken one too.
+    tag.push(&w, "v2").await;
+    let (code, _, _) = harness::berth(&["refresh", &tag.runtime], &env).await;
+    assert_eq!(code, 0);
+    ids.push(late);
+    online_on(&w, &ids, &w.v2, 120).await;
     tag.cleanup(&w).await;
 }
