@@ -251,6 +251,50 @@ async fn steps(
         }
     }
 
+    // A change undone for its spec or image is on record, with the row
+    // saying so, before the first step of putting the old container back:
+    // a berth that dies part way through the restore leaves a trail and a
+    // row that a restarted berth reads as the failure it was (and does
+    // not try the change again, nor count it as no failure at all).
+    let mut trouble_recorded = false;
+    if let (Some(row), Some(update)) = (&row, &done.plan.status)
+        && update.reason == Some(Reason::RolledBack)
+        && done
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.why == crate::plan::Why::Restore)
+        && done.hash.is_some()
+        && done.plan.memory.rolled_back_hash == done.hash
+        && still_held()
+        && let Some(event) = trouble_event(row, update, &done.plan.memory)
+    {
+        // The row's other columns stay as they are until the pass ends.
+        let early = StatusWrite {
+            id: row.id,
+            status: update.status,
+            reason: update.reason,
+            container_id: row.container_id.clone(),
+            runtime_image_digest: row.runtime_image_digest.clone(),
+            runtime_image_id: row.runtime_image_id.clone(),
+            url: row.url.clone(),
+            observed_generation: row.observed_generation,
+            restart_count: row.restart_count,
+            last_error: update.detail.clone(),
+            rollout: rollout.clone(),
+        };
+        match desired::record_with_status(pool, &held, std::slice::from_ref(&event), &early).await {
+            Ok((desired::Written::Yes, desired::Written::Yes)) => trouble_recorded = true,
+            Ok(_) => {
+                done.lost_lease = true;
+                return done;
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %id, error = %e, "recording the undone change before the restore failed");
+            }
+        }
+    }
+
     let actions = done.plan.actions.clone();
     // The pass got as far as the new container's readiness wait.
     let mut waiting = false;
@@ -393,6 +437,7 @@ async fn steps(
         return done;
     }
     if done.failure.is_none()
+        && !trouble_recorded
         && let (Some(row), Some(update)) = (&row, &done.plan.status)
         && let Some(event) = trouble_event(row, update, &done.plan.memory)
     {

@@ -284,6 +284,92 @@ async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_
 }
 
 #[tokio::test]
+async fn a_berth_killed_while_it_puts_the_canary_back_halts_without_trying_the_image_again() {
+    let mut w = World::new().await;
+    // Containers that ignore SIGTERM: each stop takes the stop timeout, so
+    // putting the canary back takes seconds and berth dies part way.
+    let env = [
+        ("BERTH_PROVISION_TIMEOUT", "10s"),
+        ("BERTH_STOP_TIMEOUT", "6s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "2"),
+    ];
+    w.start(&env);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            w.insert(serde_json::json!({"AGENT_IGNORE_TERM": "1"}))
+                .await,
+        );
+    }
+    for id in &ids {
+        w.wait_row(*id, 90, "online", |r| r.is("online", None) && r.converged())
+            .await;
+    }
+    let broken = digest(&w, "broken").await;
+    pin(&w, &broken).await;
+
+    // The undone change is on record, the row saying so, while the new
+    // container is still being stopped to put the old one back.
+    let canary = w
+        .poll(
+            90,
+            "the undo on record",
+            Duration::from_millis(20),
+            || async {
+                let undone: Option<uuid::Uuid> = sqlx::query_scalar(
+                    "SELECT workspace_id FROM workspace_events
+                  WHERE action = 'status' AND reason = 'online/rolled_back' LIMIT 1",
+                )
+                .fetch_optional(&w.pool)
+                .await
+                .unwrap();
+                undone.map(WorkspaceId)
+            },
+        )
+        .await;
+    let prev = w
+        .scope
+        .docker
+        .inspect_container(&canary.prev_container_name(), None)
+        .await;
+    assert!(
+        prev.is_ok(),
+        "the undo was on record only after the old container was back"
+    );
+    w.berth.take().unwrap().kill().await;
+    assert!(w.row(canary).await.is("online", Some("rolled_back")));
+    w.start(&env);
+
+    let v1 = w.v1.clone();
+    wait_pin(&w, &v1, 90).await;
+    let note: Option<String> =
+        sqlx::query_scalar("SELECT note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    let note = note.unwrap_or_default();
+    assert!(
+        note.contains("1 of 1"),
+        "the canary's failure is counted: {note}"
+    );
+    let creates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workspace_events WHERE action = 'create' AND reason LIKE 'recreate:%'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(creates, 1, "the broken image was tried once, on the canary");
+    for id in &ids {
+        w.wait_row(*id, 60, "online on v1", |r| {
+            r.status.as_deref() == Some("online")
+                && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn a_halt_puts_back_the_digest_the_workspaces_ran_not_an_older_stable_one() {
     let mut w = World::new().await;
     w.start(&[]);
