@@ -105,6 +105,12 @@ impl Controller {
         loop {
             self.readiness.turned();
             if inputs.lease.borrow().is_some() {
+                // A refresh asked before the lease was held, or one the
+                // reread wants (a rollout of a moving tag or a local build
+                // cut short by a restart).
+                if let Some(runtime) = state.pending_refresh.take() {
+                    self.start_refresh(&mut state, runtime.as_deref(), &mut refreshes);
+                }
                 self.dispatch(&mut state, &mut queue, &mut workers, &inputs.lease)
                     .await;
             }

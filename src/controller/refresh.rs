@@ -37,6 +37,7 @@ impl Controller {
     /// a refresh.
     pub(super) fn seed_images(&self, state: &mut State) {
         let mut seen: BTreeMap<String, BTreeMap<ResolvedImage, usize>> = BTreeMap::new();
+        let mut runtimes: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
         let mains = self.observed.main_containers();
         for row in state.rows.values() {
             let Ok((image, source, _)) =
@@ -82,17 +83,24 @@ impl Controller {
                 .or_default()
                 .entry(known)
                 .or_default() += 1;
+            runtimes
+                .entry(key.to_string())
+                .or_default()
+                .insert(row.runtime.clone());
         }
+        let mut mixed = std::collections::BTreeSet::new();
         for (key, counts) in seen {
             // Containers on different images (a rollout cut short by the
-            // restart) say nothing of which is current: unknown changes
-            // nothing until a refresh or a create asks.
+            // restart) say nothing of which is current: the reference is
+            // resolved anew (one registry request, or the repository's
+            // HEAD), and the rollout goes on towards what it names now.
             if counts.len() != 1 {
                 tracing::info!(
                     image = key,
                     images = counts.len(),
-                    "containers of one reference run different images: left to the next refresh"
+                    "containers of one reference run different images: resolving it anew"
                 );
+                mixed.extend(runtimes.remove(&key).unwrap_or_default());
                 continue;
             }
             if let Some((known, _)) = counts.into_iter().next() {
@@ -103,6 +111,16 @@ impl Controller {
                 );
                 state.images.insert(key, known);
             }
+        }
+        if !mixed.is_empty() {
+            let one = (mixed.len() == 1)
+                .then(|| mixed.into_iter().next())
+                .flatten();
+            state.pending_refresh = Some(match (state.pending_refresh.take(), one) {
+                (None, one) => one,
+                (Some(Some(before)), Some(one)) if before == one => Some(one),
+                _ => None,
+            });
         }
     }
 

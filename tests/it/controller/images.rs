@@ -105,6 +105,64 @@ impl MovingTag {
     }
 }
 
+#[tokio::test]
+async fn a_tag_rollout_cut_short_by_a_restart_goes_on_without_a_refresh() {
+    let mut w = World::new().await;
+    let tag = MovingTag::new(&w).await;
+    tag.push(&w, "v1").await;
+    // One replace at a time: the rollout is part way long enough for
+    // berth to be killed there.
+    let env = [
+        ("BERTH_PIN_DEBOUNCE", "0s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_PARALLEL", "1"),
+    ];
+    w.start(&env);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(tag.insert(&w).await);
+    }
+    online_on(&w, &ids, &w.v1, 90).await;
+    tag.push(&w, "v2").await;
+    let berth_env = w.env();
+    let berth_env: Vec<(&str, &str)> = berth_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (code, _, _) = harness::berth(&["refresh", &tag.runtime], &berth_env).await;
+    assert_eq!(code, 0);
+    // The canary lands; berth dies before the rest have.
+    let v2 = w.v2.clone();
+    w.poll(
+        90,
+        "the canary on v2",
+        Duration::from_millis(50),
+        || async {
+            let on: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspaces WHERE status = 'online' AND runtime_image_digest = $1",
+        )
+        .bind(&v2)
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+            (on >= 1).then_some(())
+        },
+    )
+    .await;
+    w.berth.take().unwrap().kill().await;
+    let on_v2: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM workspaces WHERE runtime_image_digest = $1")
+            .bind(&v2)
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert!(on_v2 < 3, "the rollout was over before the kill");
+    // No refresh is asked: the restarted berth resolves the tag itself.
+    w.start(&env);
+    online_on(&w, &ids, &w.v2, 120).await;
+    tag.cleanup(&w).await;
+}
+
 async fn ensures(w: &World) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM workspace_events WHERE action = 'ensure_image'")
         .fetch_one(&w.pool)
