@@ -87,9 +87,13 @@ impl Controller {
                     crate::plan::image_identity(&spec.known_image()).as_deref(),
                 ) && m.rolled_back_at.is_some_and(|at| at > pinned_at)
             });
+            // Undone and back (online/rolled_back), or undone with the
+            // old container not back yet (a berth died putting it back:
+            // the row still says provisioning).
             if undone
-                && row.status == Some(Status::Online)
-                && row.status_reason == Some(Reason::RolledBack)
+                && ((row.status == Some(Status::Online)
+                    && row.status_reason == Some(Reason::RolledBack))
+                    || row.status == Some(Status::Provisioning))
             {
                 failed.push(row.id);
             } else if mains

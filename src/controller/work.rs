@@ -251,11 +251,12 @@ async fn steps(
         }
     }
 
-    // A change undone for its spec or image is on record, with the row
-    // saying so, before the first step of putting the old container back:
-    // a berth that dies part way through the restore leaves a trail and a
-    // row that a restarted berth reads as the failure it was (and does
-    // not try the change again, nor count it as no failure at all).
+    // A change undone for its spec or image is on the trail before the
+    // first step that puts the old container back: a berth that dies part
+    // way through the restore leaves a record a restarted berth reads as
+    // the failure it was (it does not try the change again, and a rollout
+    // counts it), though the row still says provisioning. The row says
+    // rolled_back once the old container is back.
     let mut trouble_recorded = false;
     if let (Some(row), Some(update)) = (&row, &done.plan.status)
         && update.reason == Some(Reason::RolledBack)
@@ -269,23 +270,9 @@ async fn steps(
         && still_held()
         && let Some(event) = trouble_event(row, update, &done.plan.memory)
     {
-        // The row's other columns stay as they are until the pass ends.
-        let early = StatusWrite {
-            id: row.id,
-            status: update.status,
-            reason: update.reason,
-            container_id: row.container_id.clone(),
-            runtime_image_digest: row.runtime_image_digest.clone(),
-            runtime_image_id: row.runtime_image_id.clone(),
-            url: row.url.clone(),
-            observed_generation: row.observed_generation,
-            restart_count: row.restart_count,
-            last_error: update.detail.clone(),
-            rollout: rollout.clone(),
-        };
-        match desired::record_with_status(pool, &held, std::slice::from_ref(&event), &early).await {
-            Ok((desired::Written::Yes, desired::Written::Yes)) => trouble_recorded = true,
-            Ok(_) => {
+        match desired::record_events(pool, &held, std::slice::from_ref(&event)).await {
+            Ok(desired::Written::Yes) => trouble_recorded = true,
+            Ok(desired::Written::Refused) => {
                 done.lost_lease = true;
                 return done;
             }

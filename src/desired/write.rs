@@ -389,10 +389,12 @@ pub async fn mark_stable(
     Ok(())
 }
 
-/// The rows of `host` that show `online/rolled_back`, with the spec hash
-/// whose replace was undone and why, from the latest `status` event that
-/// recorded the rollback: a berth started (or taking the host over) does
-/// not try that spec again before the row changes.
+/// The rows of `host` that show `online/rolled_back`, or still
+/// `provisioning` (a berth died while it put the old container back), with
+/// the spec hash whose replace was undone, its image and why, from the
+/// latest `status` event when that recorded the rollback: a berth started
+/// (or taking the host over) does not try that spec again before the row
+/// changes.
 pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, sqlx::Error> {
     let rows: Vec<RawRolledBack> = sqlx::query_as(concat!(
         "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why',
@@ -402,7 +404,8 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
            JOIN LATERAL (SELECT detail, at FROM workspace_events
                           WHERE workspace_id = w.id AND action = 'status'
                           ORDER BY id DESC LIMIT 1) e ON true
-          WHERE w.host = $1 AND w.status_reason = 'rolled_back'
+          WHERE w.host = $1
+            AND (w.status_reason = 'rolled_back' OR w.status = 'provisioning')
             AND e.detail ? 'rolled_back'"
     ))
     .bind(host)
