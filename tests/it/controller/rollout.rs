@@ -45,6 +45,21 @@ pub(super) async fn containers(
     out
 }
 
+/// Waits until a halt wrote v1 back, counting the canary's one failure.
+async fn halted_on_the_canary(w: &World) {
+    wait_pin(w, &w.v1, 90).await;
+    let note: Option<String> =
+        sqlx::query_scalar("SELECT note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    let note = note.unwrap_or_default();
+    assert!(
+        note.contains("1 of 1"),
+        "the canary's failure is counted: {note}"
+    );
+}
+
 /// Waits until the pin names `digest` (a halt wrote it back).
 pub(super) async fn wait_pin(w: &World, digest: &str, secs: u64) {
     let what = format!("the pin written back to {digest}");
@@ -252,17 +267,7 @@ async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_
     w.start(&env);
 
     let v1 = w.v1.clone();
-    wait_pin(&w, &v1, 90).await;
-    let note: Option<String> =
-        sqlx::query_scalar("SELECT note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1")
-            .fetch_one(&w.pool)
-            .await
-            .unwrap();
-    let note = note.unwrap_or_default();
-    assert!(
-        note.contains("1 of 1"),
-        "the canary's failure is counted: {note}"
-    );
+    halted_on_the_canary(&w).await;
 
     tokio::time::sleep(Duration::from_secs(6)).await;
     let after = containers(&w, &ids).await;
@@ -341,17 +346,7 @@ async fn a_berth_killed_while_it_puts_the_canary_back_halts_without_trying_the_i
     w.start(&env);
 
     let v1 = w.v1.clone();
-    wait_pin(&w, &v1, 90).await;
-    let note: Option<String> =
-        sqlx::query_scalar("SELECT note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1")
-            .fetch_one(&w.pool)
-            .await
-            .unwrap();
-    let note = note.unwrap_or_default();
-    assert!(
-        note.contains("1 of 1"),
-        "the canary's failure is counted: {note}"
-    );
+    halted_on_the_canary(&w).await;
     let creates: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM workspace_events WHERE action = 'create' AND reason LIKE 'recreate:%'",
     )
