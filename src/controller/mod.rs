@@ -15,6 +15,7 @@ mod refresh;
 mod retention;
 mod rollout;
 mod round;
+mod row_status;
 mod state;
 mod tasks;
 mod trail;

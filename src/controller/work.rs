@@ -8,14 +8,16 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::act::{ActError, Executor, Outcome, Run};
-use crate::desired::{self, Event, Lease, StatusWrite};
+use crate::desired::{self, Event, Lease};
 use crate::metrics::Metrics;
 use crate::model::{
-    ContainerSpec, ImageRef, ImageSource, LABEL_IMAGE_DIGEST, ObservedContainer, Reason,
-    ResolvedImage, Status, WorkspaceId, WorkspaceRow,
+    ContainerSpec, ImageRef, ImageSource, ObservedContainer, Reason, ResolvedImage, Status,
+    WorkspaceId, WorkspaceRow,
 };
 use crate::observed::Observed;
 use crate::plan::{Action, Op, Phase, Plan, StatusUpdate};
+
+use super::row_status::{status_write, trouble_event, with_url};
 
 /// Everything one pass needs, moved into its task.
 #[derive(Debug)]
@@ -251,36 +253,13 @@ async fn steps(
         }
     }
 
-    // A change undone for its spec or image is on the trail before the
-    // first step that puts the old container back: a berth that dies part
-    // way through the restore leaves a record a restarted berth reads as
-    // the failure it was (it does not try the change again, and a rollout
-    // counts it), though the row still says provisioning. The row says
-    // rolled_back once the old container is back.
-    let mut trouble_recorded = false;
-    if let (Some(row), Some(update)) = (&row, &done.plan.status)
-        && update.reason == Some(Reason::RolledBack)
-        && done
-            .plan
-            .actions
-            .iter()
-            .any(|a| a.why == crate::plan::Why::Restore)
-        && done.hash.is_some()
-        && done.plan.memory.rolled_back_hash == done.hash
-        && still_held()
-        && let Some(event) = trouble_event(row, update, &done.plan.memory)
-    {
-        match desired::record_events(pool, &held, std::slice::from_ref(&event)).await {
-            Ok(desired::Written::Yes) => trouble_recorded = true,
-            Ok(desired::Written::Refused) => {
-                done.lost_lease = true;
-                return done;
-            }
-            Err(e) => {
-                tracing::warn!(workspace = %id, error = %e, "recording the undone change before the restore failed");
-            }
+    let trouble_recorded = match record_undo_first(pool, &held, &row, &done, still_held()).await {
+        Some(recorded) => recorded,
+        None => {
+            done.lost_lease = true;
+            return done;
         }
-    }
+    };
 
     let actions = done.plan.actions.clone();
     // The pass got as far as the new container's readiness wait.
@@ -482,117 +461,43 @@ async fn steps(
     done
 }
 
-/// The event for a row going into trouble (`failed`, `degraded` or
-/// `online/rolled_back`, or a refusal with a new cause): `berth events`
-/// tells when the row stopped converging and why, which `last_error` (only
-/// the latest) cannot. A row already showing that trouble gets none, so a
-/// standing failure is on the trail once, not at every pass.
-fn trouble_event(
-    row: &WorkspaceRow,
-    update: &StatusUpdate,
-    memory: &crate::plan::Memory,
-) -> Option<Event> {
-    let undone = update.reason == Some(Reason::RolledBack);
-    if !matches!(update.status, Status::Failed | Status::Degraded) && !undone {
-        return None;
+/// A change undone for its spec or image goes on the trail before the
+/// first step that puts the old container back: a berth that dies part
+/// way through the restore leaves a record a restarted berth reads as the
+/// failure it was (it does not try the change again, and a rollout counts
+/// it), though the row still says provisioning. The row says rolled_back
+/// once the old container is back. Whether the event was recorded; `None`
+/// when the lease no longer holds.
+async fn record_undo_first(
+    pool: &PgPool,
+    held: &Lease,
+    row: &Option<WorkspaceRow>,
+    done: &Done,
+    holding: bool,
+) -> Option<bool> {
+    let (Some(row), Some(update)) = (row, &done.plan.status) else {
+        return Some(false);
+    };
+    let undo = update.reason == Some(Reason::RolledBack)
+        && done
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.why == crate::plan::Why::Restore)
+        && done.hash.is_some()
+        && done.plan.memory.rolled_back_hash == done.hash;
+    if !undo || !holding {
+        return Some(false);
     }
-    // A refusal's message is the row's own fault (the key, the path): a
-    // new one is a new cause. Other messages count restarts or seconds.
-    let refusal = matches!(
-        update.reason,
-        Some(
-            Reason::InvalidSpec
-                | Reason::TierNotAllowed
-                | Reason::NameConflict
-                | Reason::ConfigMissing
-        )
-    );
-    let same = row.status == Some(update.status)
-        && row.status_reason == update.reason
-        && (!refusal || row.last_error == update.detail);
-    if same {
-        return None;
+    let Some(event) = trouble_event(row, update, &done.plan.memory) else {
+        return Some(false);
+    };
+    match desired::record_events(pool, held, std::slice::from_ref(&event)).await {
+        Ok(desired::Written::Yes) => Some(true),
+        Ok(desired::Written::Refused) => None,
+        Err(e) => {
+            tracing::warn!(workspace = %done.id, error = %e, "recording the undone change before the restore failed");
+            Some(false)
+        }
     }
-    let shown = update.reason.map_or(update.status.to_string(), |r| {
-        format!("{}/{r}", update.status)
-    });
-    let mut detail = serde_json::json!({"status": update.status.as_str()});
-    if let Some(reason) = update.reason {
-        detail["reason"] = reason.as_str().into();
-    }
-    if let Some(error) = &update.detail {
-        detail["error"] = error.clone().into();
-    }
-    // The spec undone, so that a restarted berth (or another instance)
-    // does not try it again before the row changes (see
-    // `desired::rolled_back`).
-    // It carries when the change was undone: the row may show it again
-    // later (the spec undone wanted anew), and a rollout counts a failure
-    // by when it happened, not when the row last said so.
-    if undone && let Some(hash) = &memory.rolled_back_hash {
-        detail["rolled_back"] = serde_json::json!({
-            "hash": hash,
-            "image": memory.rolled_back_image,
-            "why": memory.rolled_back_why,
-            "at": memory.rolled_back_at,
-        });
-    }
-    Some(Event {
-        workspace: row.id,
-        action: "status".into(),
-        reason: shown,
-        detail,
-        at: chrono::Utc::now(),
-    })
-}
-
-/// The status columns for `row` showing `update`, with `running` as the
-/// workspace's container.
-fn status_write(
-    row: &WorkspaceRow,
-    update: &crate::plan::StatusUpdate,
-    running: Option<&ObservedContainer>,
-    converged: bool,
-    rollout: Option<serde_json::Value>,
-) -> StatusWrite {
-    let removed = update.status == Status::Removed;
-    let running = running.filter(|_| !removed);
-    StatusWrite {
-        id: row.id,
-        status: update.status,
-        reason: update.reason,
-        container_id: running.map(|c| c.id.clone()),
-        runtime_image_digest: running
-            .and_then(|c| c.label(LABEL_IMAGE_DIGEST))
-            .map(str::to_string),
-        runtime_image_id: running.map(|c| c.image_id.clone()),
-        url: None,
-        observed_generation: if converged {
-            row.generation
-        } else {
-            row.observed_generation
-        },
-        restart_count: running
-            .map(|c| c.restart_count.min(i32::MAX as u32) as i32)
-            .unwrap_or(0),
-        last_error: update.detail.clone(),
-        rollout,
-    }
-}
-
-/// Fills the URL from the container's published port (or the spec's fixed
-/// URL) while the status is one a client may reach.
-async fn with_url(
-    mut w: StatusWrite,
-    executor: &Executor,
-    spec: Option<&ContainerSpec>,
-) -> StatusWrite {
-    let reachable = matches!(
-        w.status,
-        Status::Online | Status::Provisioning | Status::Degraded
-    );
-    if let (Some(c), Some(spec), true) = (&w.container_id, spec, reachable) {
-        w.url = executor.url(c, spec).await.ok().flatten();
-    }
-    w
 }

@@ -86,14 +86,19 @@ fn an_env_change_names_the_field_not_the_value() {
     assert_eq!(whys(&p)[0], "recreate: env changed");
 }
 
+/// Workspace 1 on a moving tag, its container made from digest c.
+fn on_tag_digest_c(s: &Settings) -> (WorkspaceRow, [crate::model::ObservedContainer; 1]) {
+    let r = row(1);
+    let mut c = container_for(&built(&r, s), "c1");
+    c.labels
+        .insert(LABEL_IMAGE_DIGEST.into(), digest('c').to_string());
+    (r, [c])
+}
+
 #[test]
 fn a_moving_tag_with_a_new_digest_is_a_spec_change() {
     let s = Settings::test();
-    let r = row(1);
-    let mut c = container_for(&built(&r, &s), "c1");
-    c.labels
-        .insert(LABEL_IMAGE_DIGEST.into(), digest('c').to_string());
-    let cs = [c];
+    let (r, cs) = on_tag_digest_c(&s);
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.image = ResolvedImage {
         digest: Some(digest('c')),
@@ -330,11 +335,7 @@ fn a_replace_undone_by_the_executor_is_recorded_against_its_spec_hash() {
 #[test]
 fn a_moving_tags_undone_digest_is_not_tried_again_but_its_next_digest_is() {
     let s = Settings::test();
-    let r = row(1);
-    let mut c = container_for(&built(&r, &s), "c1");
-    c.labels
-        .insert(LABEL_IMAGE_DIGEST.into(), digest('c').to_string());
-    let cs = [c];
+    let (r, cs) = on_tag_digest_c(&s);
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.image = ResolvedImage {
         digest: Some(digest('d')),
