@@ -41,7 +41,21 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
     } else {
         desired::check_ready(&pool).await.map(|_| ())
     };
+    let schema = match schema {
+        Ok(()) => desired::check_run_privileges(&pool).await,
+        Err(e) => Err(e),
+    };
     if let Err(error) = schema {
+        if migrate
+            && error.refused_user()
+            && !matches!(error, desired::SchemaError::Privileges { .. })
+        {
+            tracing::error!(
+                %error,
+                "database schema: this role may not migrate; run `berth migrate` as the owner of berth's tables, then `berth run --no-migrate` as this role"
+            );
+            return crate::cli::schema_exit(&error);
+        }
         tracing::error!(%error, "database schema");
         return crate::cli::schema_exit(&error);
     }

@@ -230,7 +230,7 @@ pub(crate) fn schema_exit(error: &SchemaError) -> Exit {
             sqlx::migrate::MigrateError::VersionMismatch(_) | sqlx::migrate::MigrateError::Dirty(_),
         ) => Exit::Schema,
         SchemaError::Unreachable(_) => Exit::Unavailable,
-        SchemaError::Refused(_) => Exit::Usage,
+        SchemaError::Refused(_) | SchemaError::Privileges { .. } => Exit::Usage,
         SchemaError::Database(_) | SchemaError::Migrate(_) => Exit::Failure,
     }
 }

@@ -19,8 +19,8 @@ pub use rows::{
     load_rows_by_id, no_rows_notice, pinned_before, rollback_target,
 };
 pub use schema::{
-    MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, check_ready, connect,
-    connect_options, lacks_privilege, migrate,
+    MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, check_ready,
+    check_run_privileges, connect, connect_options, lacks_privilege, migrate,
 };
 pub use session::{
     DesiredTrigger, Lease, REFRESH_CHANNEL, Session, acquire, holding, instance_id,

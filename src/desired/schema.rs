@@ -55,6 +55,14 @@ pub enum SchemaError {
         "the database refused the connection: {0} (check the user, password and database name in DATABASE_URL)"
     )]
     Refused(String),
+    /// The role in `DATABASE_URL` lacks privileges `berth run` writes
+    /// with (as the GRANT statements that give them): it could read, but
+    /// every pass and the lease would fail.
+    #[error(
+        "the database role {role} lacks privileges `berth run` needs; as the owner of berth's tables, run: {}",
+        .missing.join("; ")
+    )]
+    Privileges { role: String, missing: Vec<String> },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -73,7 +81,7 @@ impl SchemaError {
     /// privilege on the way.
     pub fn refused_user(&self) -> bool {
         match self {
-            SchemaError::Refused(_) => true,
+            SchemaError::Refused(_) | SchemaError::Privileges { .. } => true,
             SchemaError::Database(e)
             | SchemaError::Unreachable(e)
             | SchemaError::Migrate(MigrateError::Execute(e)) => lacks_privilege(e),
@@ -215,6 +223,72 @@ pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
     } else {
         Err(SchemaError::Behind(missing))
     }
+}
+
+/// What `berth run` does to each table: its passes, the lease, the trail,
+/// halts and image retention. Column privileges count (a role may be
+/// granted UPDATE on the columns berth writes only); DELETE is per table.
+const RUN_PRIVILEGES: &[(&str, &str)] = &[
+    ("workspaces", "SELECT, UPDATE"),
+    ("runtimes", "SELECT"),
+    ("runtime_image_pins", "SELECT, INSERT, UPDATE, DELETE"),
+    // Filled by the pins' trigger, which runs as the role that edits them.
+    ("runtime_image_pin_history", "SELECT, INSERT, UPDATE"),
+    ("workspace_events", "SELECT, INSERT, DELETE"),
+    ("host_leases", "SELECT, INSERT, UPDATE"),
+    ("host_images", "SELECT, INSERT, UPDATE, DELETE"),
+    ("berth_schema", "SELECT"),
+];
+
+/// Checks, before `berth run` starts, that its role may do what a pass
+/// does, so a role that can read but not write is told at once (exit 64)
+/// instead of failing every pass and every lease renewal.
+pub async fn check_run_privileges(pool: &PgPool) -> Result<(), SchemaError> {
+    let (role, missing): (String, Vec<String>) = sqlx::query_as(
+        "SELECT current_user::text,
+                coalesce(array_agg(format('GRANT %s ON %s%s TO %I', privs,
+                                          CASE kind WHEN 'sequence' THEN 'SEQUENCE ' ELSE '' END,
+                                          what, current_user) ORDER BY first), '{}')
+           FROM (SELECT kind, what, string_agg(priv, ', ' ORDER BY n) AS privs, min(n) AS first
+                   FROM (SELECT n, kind, priv,
+                                CASE WHEN kind = 'sequence'
+                                     THEN pg_get_serial_sequence(obj, 'id') ELSE obj END AS what,
+                                CASE WHEN kind = 'sequence'
+                                     THEN has_sequence_privilege(pg_get_serial_sequence(obj, 'id'), priv)
+                                     WHEN priv = 'DELETE' THEN has_table_privilege(obj, priv)
+                                     ELSE has_any_column_privilege(obj, priv) END AS ok
+                           FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+                                AS w(kind, obj, priv, n)) c
+                  WHERE NOT ok
+                  GROUP BY kind, what) m",
+    )
+    .bind(run_privilege_rows().map(|r| r.0).collect::<Vec<_>>())
+    .bind(run_privilege_rows().map(|r| r.1).collect::<Vec<_>>())
+    .bind(run_privilege_rows().map(|r| r.2).collect::<Vec<_>>())
+    .fetch_one(pool)
+    .bounded()
+    .await?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::Privileges { role, missing })
+    }
+}
+
+/// [`RUN_PRIVILEGES`] one privilege a row, as (kind, object, privilege),
+/// with the sequences the trail's and the pin history's ids are drawn from.
+fn run_privilege_rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    RUN_PRIVILEGES
+        .iter()
+        .flat_map(|(table, privileges)| {
+            privileges
+                .split(", ")
+                .map(move |privilege| ("table", *table, privilege))
+        })
+        .chain(
+            ["runtime_image_pin_history", "workspace_events"]
+                .map(|table| ("sequence", table, "USAGE")),
+        )
 }
 
 async fn applied_versions(pool: &PgPool) -> Result<BTreeSet<i64>, sqlx::Error> {

@@ -6,6 +6,7 @@ mod failures;
 mod images;
 mod lifecycle;
 mod outage;
+mod privileges;
 mod restart;
 mod rollout;
 mod rollout_edges;

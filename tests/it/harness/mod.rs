@@ -48,7 +48,7 @@ pub fn unique() -> String {
 /// environment and returns (exit code, stdout, stderr).
 pub async fn berth(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.args(args).env_clear();
+    cmd.args(args).env_clear().kill_on_drop(true);
     if let Ok(path) = std::env::var("PATH") {
         cmd.env("PATH", path);
     }

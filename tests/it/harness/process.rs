@@ -50,10 +50,15 @@ pub struct Berth {
 
 impl Berth {
     pub fn start(env: &[(String, String)]) -> Berth {
+        Berth::start_with(&["run"], env)
+    }
+
+    /// `berth` with `args` (`run` and its flags).
+    pub fn start_with(args: &[&str], env: &[(String, String)]) -> Berth {
         let log = std::env::temp_dir().join(format!("berth-test-{}.log", super::unique()));
         let file = std::fs::File::create(&log).expect("a log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("run")
+        cmd.args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
