@@ -24,6 +24,7 @@ ensure_packages() {
   command -v promtool >/dev/null || want+=(prometheus)
   command -v docker-compose >/dev/null || want+=(docker-compose)
   command -v git >/dev/null || want+=(git)
+  command -v systemd-analyze >/dev/null || want+=(systemd)
   if [ ${#want[@]} -gt 0 ]; then
     log "installing ${want[*]}"
     as_root apt-get update -qq

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::host_model::Host;
 use super::*;
-use crate::model::{DesiredState, LABEL_HOST, LABEL_SESSION_EPOCH};
+use crate::model::{DesiredState, LABEL_HOST, LABEL_MANAGED, LABEL_SESSION_EPOCH};
 use crate::plan::Snapshot;
 
 #[derive(Clone, Debug)]
@@ -52,7 +52,9 @@ pub(super) struct ContainerGen {
 pub(super) struct WsGen {
     pub(super) row: Option<RowGen>,
     pub(super) containers: Vec<ContainerGen>,
-    pub(super) configs_volume: bool,
+    /// The configs volume, berth's (`Current`, `Stale`), the Go
+    /// provisioner's (`Legacy`), unlabelled (`Foreign`) or another host's.
+    pub(super) configs_volume: Option<Kind>,
     pub(super) sessions_epoch: Option<i64>,
     /// The Go provisioner's unlabelled /workspace volume.
     pub(super) implicit_workspace_volume: bool,
@@ -131,7 +133,12 @@ pub(super) fn world(complete: bool) -> impl Strategy<Value = World> {
     let ws = (
         prop::option::weighted(0.8, row_gen()),
         prop::collection::vec(container_gen(), 0..4),
-        any::<bool>(),
+        prop::option::of(prop_oneof![
+            6 => Just(Kind::Current),
+            1 => Just(Kind::Legacy),
+            1 => Just(Kind::Foreign),
+            1 => Just(Kind::OtherHost)
+        ]),
         prop::option::of(0..3i64),
         prop::bool::weighted(0.2),
     )
@@ -226,9 +233,19 @@ pub(super) fn build(w: &World, settings: &Settings) -> (Vec<WorkspaceRow>, Host)
                 host.containers.push(c);
             }
         }
-        if g.configs_volume {
-            host.volumes
-                .push(volume(id, &id.configs_volume(), "default"));
+        if let Some(kind) = g.configs_volume {
+            let mut v = volume(id, &id.configs_volume(), "default");
+            match kind {
+                Kind::Current | Kind::Stale => {}
+                Kind::Legacy => {
+                    v.labels.retain(|k, _| k == LABEL_MANAGED);
+                }
+                Kind::Foreign => v.labels.clear(),
+                Kind::OtherHost => {
+                    v.labels.insert(LABEL_HOST.into(), "other".into());
+                }
+            }
+            host.volumes.push(v);
         }
         if let Some(epoch) = g.sessions_epoch {
             let mut v = volume(id, &id.sessions_volume(), "default");

@@ -521,15 +521,29 @@ async fn two_hosts_on_one_daemon_and_database_each_converge_only_their_own_rows(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for (id, host) in [(mine, &w.host), (theirs, &other_host)] {
-        let labels = w
-            .container(id)
-            .await
-            .unwrap()
-            .config
-            .unwrap()
-            .labels
-            .unwrap();
+    // Past the orphan grace and two resyncs, where a berth that took the
+    // other host's container for an orphan would have removed it, each
+    // container is still the one its own berth started.
+    let pairs = [(mine, w.host.clone()), (theirs, other_host.clone())];
+    let first = each_on_its_host(&w, &pairs).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        each_on_its_host(&w, &pairs).await,
+        first,
+        "a container was replaced or restarted"
+    );
+}
+
+/// Checks that each workspace's container and trail are its host's
+/// alone; the containers' ids and start times.
+async fn each_on_its_host(
+    w: &World,
+    pairs: &[(WorkspaceId, String)],
+) -> Vec<(Option<String>, Option<String>)> {
+    let mut containers = Vec::new();
+    for (id, host) in pairs {
+        let c = w.container(*id).await.unwrap();
+        let labels = c.config.unwrap().labels.unwrap();
         assert_eq!(labels.get(LABEL_HOST), Some(host));
         let hosts: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT host FROM workspace_events WHERE workspace_id = $1",
@@ -539,7 +553,9 @@ async fn two_hosts_on_one_daemon_and_database_each_converge_only_their_own_rows(
         .await
         .unwrap();
         assert_eq!(hosts, vec![host.clone()], "another host acted on {id}");
+        containers.push((c.id, c.state.and_then(|s| s.started_at)));
     }
+    containers
 }
 
 #[tokio::test]
@@ -705,7 +721,9 @@ async fn a_limit_raised_above_the_tripped_one_lets_the_removals_go_and_says_why(
         .unwrap();
         assert_eq!(said, 1, "{id}: the release and why are on its trail");
     }
-    let (_, out, _) = crate::harness::berth(&["status"], &[("DATABASE_URL", &w.db.url)]).await;
+    let (code, out, err) = crate::harness::berth(&["status"], &[("DATABASE_URL", &w.db.url)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("host {}: ", w.host)), "{out}");
     assert!(!out.contains("delete guard"), "{out}");
 }
 

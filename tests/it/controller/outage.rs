@@ -36,6 +36,11 @@ async fn a_database_outage_stops_every_mutation_until_it_is_over() {
     // host's containers, with their states and start times, does not move.
     let during = w.host_containers().await;
     assert_eq!(during.len(), 2, "{during:?}");
+    // The snapshot holds the stop: a start berth made before it would
+    // leave nothing to watch for.
+    let stopped = w.container(id).await.and_then(|c| c.id).unwrap();
+    let state = &during[&stopped].0;
+    assert!(state.contains("EXITED"), "{state}");
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(
         w.host_containers().await,

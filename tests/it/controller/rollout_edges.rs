@@ -108,7 +108,7 @@ async fn good_pin_beside_a_crash_looper(
 #[tokio::test]
 async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_it_from_stable() {
     let mut w = super::World::new().await;
-    // A debounce: every row shows the rollout as waiting before its turn.
+    // A debounce: the pin holds 2 s before its rollout starts.
     w.start(&[
         ("BERTH_PROVISION_TIMEOUT", "10s"),
         ("BERTH_ROLLOUT_CANARY", "1"),

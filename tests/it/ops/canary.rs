@@ -126,7 +126,10 @@ async fn secrets_appear_in_no_log_metric_row_event_or_command_output() {
         good,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    w.poll(30, "the restart", Duration::from_millis(200), || async {
+        (w.count_events(good, "restart").await >= 1).then_some(())
+    })
+    .await;
     w.exec(
         "UPDATE workspaces SET desired_state = 'stopped' WHERE id = $1",
         good,

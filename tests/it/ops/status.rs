@@ -301,7 +301,13 @@ async fn status_names_a_delete_guard_that_holds_and_not_one_released_since() {
         guard[1].starts_with("host h2: the delete guard withheld the removal of 1 workspace(s)"),
         "{out}"
     );
-    let (_, out, _) = berth(&["status", "--host", "h1"], &env).await;
+    // Filtered by host: the host's own guard, no other's.
+    let (code, out, err) = berth(&["status", "--host", "h3"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("host h3: the delete guard withheld"), "{out}");
+    assert!(!out.contains("host h2: the delete guard"), "{out}");
+    let (code, out, err) = berth(&["status", "--host", "h1"], &env).await;
+    assert_eq!(code, 0, "{err}");
     assert!(!out.contains("delete guard"), "{out}");
 }
 
