@@ -305,16 +305,30 @@ fn replace(
             .push("replace waits for a complete container list".into());
         return current(f, row, spec, old, false, now, p);
     }
+    // A blocked change has touched nothing and the old container serves:
+    // no attempt is under way, so none is timed. The next try, however
+    // long the block lasted, gets the whole provision timeout. An old
+    // container found down meanwhile (stopped by hand, say) is started
+    // again as any other, while the change waits.
+    let blocked =
+        backing_off(&p.memory, spec, now).is_some() || template_missing(f, spec).is_some();
+    if blocked && old.state != ContainerState::Running {
+        p.memory.provisioning_since = None;
+        return current(f, row, spec, old, false, now, p);
+    }
     if let Some(fl) = backing_off(&p.memory, spec, now) {
         let detail = format!("{change} is blocked: {}", fl.message);
+        let retry_at = fl.retry_at;
         p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
-        p.requeue(since(now, fl.retry_at));
+        p.memory.provisioning_since = None;
+        p.requeue(since(now, retry_at));
         return;
     }
     if let Some(missing) = template_missing(f, spec) {
         // The old container keeps serving until the files can be written.
         let detail = format!("{change} is blocked: {missing}");
         p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
+        p.memory.provisioning_since = None;
         return;
     }
     start_clock(f, row, &mut p.memory, now, false);

@@ -419,3 +419,64 @@ fn a_replace_tried_again_after_a_restart_gets_a_whole_provision_timeout() {
     });
     assert_eq!(deadline, Some(t0() + TimeDelta::minutes(10)));
 }
+
+#[test]
+fn a_change_blocked_past_the_timeout_gets_a_whole_timeout_once_it_can_be_made() {
+    // The pull failed half an hour ago and has been retried with backoff
+    // since, the old container serving: once the image is there, the
+    // replace is a fresh attempt, not one whose deadline passed long ago
+    // (which would undo it the moment it started).
+    let s = Settings::test();
+    let mut r = row(1).with_env(json!({"A": "2"}));
+    r.observed_generation = r.generation;
+    r.desired_changed_at = t0() - TimeDelta::minutes(30);
+    let cs = [container_for(&built(&row(1), &s), "c1")];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory.provisioning_since = Some(t0() - TimeDelta::minutes(30));
+    f.memory.failure = Some(Failure {
+        reason: Reason::ImageNotFound,
+        phase: Phase::Pull,
+        message: "manifest unknown".into(),
+        retry_at: t0() + mins(1),
+        hash: built(&r, &s).hash,
+    });
+    let blocked = plan_at(&f, t0());
+    assert_eq!(reason(&blocked), Some(Reason::ChangeBlocked));
+    f.memory = blocked.memory.clone();
+    let p = plan_at(&f, t0() + mins(2));
+    let deadline = p.actions.iter().find_map(|a| match a.op {
+        Op::WaitReady { deadline, .. } => Some(deadline),
+        _ => None,
+    });
+    assert_eq!(deadline, Some(t0() + mins(2) + TimeDelta::minutes(10)));
+}
+
+#[test]
+fn a_blocked_changes_old_container_found_stopped_is_started_again() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"A": "2"}));
+    let mut old = container_for(&built(&row(1), &s), "c1");
+    old.state = crate::model::ContainerState::Exited;
+    old.exit_code = Some(137);
+    let cs = [old];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory.failure = Some(Failure {
+        reason: Reason::ImageNotFound,
+        phase: Phase::Pull,
+        message: "manifest unknown".into(),
+        retry_at: t0() + mins(1),
+        hash: built(&r, &s).hash,
+    });
+    let p = plan_at(&f, t0());
+    assert_eq!(ops(&p), ["start"], "{:?}", p.actions);
+    // Running again, it serves while the change stays blocked.
+    let mut up = cs[0].clone();
+    up.state = crate::model::ContainerState::Running;
+    let f = Facts {
+        memory: p.memory.clone(),
+        ..facts_for(&s, &r, std::slice::from_ref(&up), &[])
+    };
+    let p = plan_at(&f, t0() + TimeDelta::seconds(5));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+}

@@ -55,3 +55,58 @@ async fn a_tag_named_during_a_replace_from_the_pin_runs_the_tags_image() {
         .unwrap();
     assert_eq!(image, format!("{v2_tag}@{v2}"));
 }
+
+#[tokio::test]
+async fn an_image_that_appears_after_the_timeout_is_replaced_onto_with_a_whole_timeout() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_PROVISION_TIMEOUT", "8s")]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online on the pin", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+    let registry = crate::harness::env().registry;
+    let late = format!(
+        "{registry}/berth-test/late-{}/agent:v2",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    sqlx::query("UPDATE workspaces SET image = $2 WHERE id = $1")
+        .bind(id.0)
+        .bind(&late)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    w.wait_row(id, 30, "the change blocked", |r| {
+        r.is("degraded", Some("change_blocked"))
+    })
+    .await;
+    // The old container, stopped by hand while the change waits, is
+    // started again and serves on.
+    w.stop_by_hand(id).await;
+    w.wait_container(id, 30, "the old container started again", super::running)
+        .await;
+    // Past the provision timeout, the image appears.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    assert!(w.row(id).await.is("degraded", Some("change_blocked")));
+    let source = format!("{registry}/berth-test/agent:v2");
+    crate::act::docker_cli(&["pull", &source]).await;
+    crate::act::docker_cli(&["tag", &source, &late]).await;
+    crate::act::docker_cli(&["push", &late]).await;
+    crate::act::docker_cli(&["rmi", &late]).await;
+    // The agent is ready after 2 s of uptime: a replace timed from the
+    // first try would be undone at once.
+    let v2 = w.v2.clone();
+    w.wait_row(id, 60, "online on the late image", |r| {
+        r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    let undone: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workspace_events
+          WHERE workspace_id = $1 AND action = 'status' AND reason LIKE '%rolled_back%'",
+    )
+    .bind(id.0)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(undone, 0, "the replace onto the late image was undone");
+}
