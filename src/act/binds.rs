@@ -73,6 +73,17 @@ pub(super) async fn check_binds(
         if !resolved_roots.iter().any(|root| resolved.starts_with(root)) {
             return Err(refuse(outside(&resolved)));
         }
+        // A file bound over /workspace would start, and serve no
+        // workspace: the row names a directory or nothing.
+        if !tokio::fs::metadata(&resolved)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            return Err(refuse(format!(
+                "resolves to {:?}, which is not a directory",
+                resolved.display().to_string()
+            )));
+        }
         for (other, theirs) in &resolved_others {
             if *theirs == resolved {
                 continue;
@@ -193,6 +204,23 @@ mod tests {
         check_binds(&binds(&dir, "/workspace"), &[root], &[])
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_or_a_link_to_one_is_refused_as_no_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("afile");
+        std::fs::write(&file, b"x").unwrap();
+        let link = root.path().join("tofile");
+        symlink(&file, &link).unwrap();
+        let roots = [root.path().to_path_buf()];
+        for source in [&file, &link] {
+            let err = check_binds(&binds(source, "/workspace"), &roots, &[])
+                .await
+                .unwrap_err();
+            assert_eq!(err.reason(), Some(Reason::InvalidSpec));
+            assert!(err.to_string().contains("is not a directory"), "{err}");
+        }
     }
 
     #[tokio::test]
