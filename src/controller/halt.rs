@@ -64,7 +64,7 @@ impl Controller {
         let Some(pinned_at) = state.catalogue.pinned_at(&key.runtime, ring) else {
             return;
         };
-        let mains = self.observed.main_containers();
+        let mains = self.observed.main_containers(&self.settings.host_id);
         let (mut failed, mut done) = (Vec::new(), Vec::new());
         for row in state.rows.values() {
             if row.runtime != key.runtime

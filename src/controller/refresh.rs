@@ -38,7 +38,7 @@ impl Controller {
     pub(super) fn seed_images(&self, state: &mut State) {
         let mut seen: BTreeMap<String, BTreeMap<ResolvedImage, usize>> = BTreeMap::new();
         let mut runtimes: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-        let mains = self.observed.main_containers();
+        let mains = self.observed.main_containers(&self.settings.host_id);
         for row in state.rows.values() {
             let Ok((image, source, _)) =
                 crate::plan::choose_image(row, &state.catalogue, &self.settings)

@@ -12,7 +12,7 @@ use super::rollout::{Gate, Rollouts, image_replace};
 use super::work::{Done, Work, carry_out};
 use super::{Controller, State, WorkQueue};
 use crate::desired::{self, Event, Lease};
-use crate::model::{LABEL_WORKSPACE, ObservedContainer, WorkspaceId, WorkspaceRow};
+use crate::model::{ObservedContainer, WorkspaceId, WorkspaceRow};
 use crate::plan::{self, Plan, Probes, Snapshot};
 
 /// The most keys one round takes from the queue.
@@ -150,7 +150,7 @@ impl Controller {
             // The container column names what runs, once the engine's
             // picture is complete (a paused row's container removed by
             // hand is not shown as there).
-            let shown = main_container(&snapshot.containers, id);
+            let shown = main_container(&snapshot.containers, id, &self.settings.host_id);
             let container_shown = !observed_complete
                 || plan.status.is_none()
                 || row.as_ref().is_none_or(|r| {
@@ -270,7 +270,7 @@ impl Controller {
             let spec = row
                 .as_ref()
                 .and_then(|r| plan::spec(r, &state.catalogue, &self.settings).ok());
-            let current = main_container(&snapshot.containers, id);
+            let current = main_container(&snapshot.containers, id, &self.settings.host_id);
             let work = Work {
                 plan,
                 row,
@@ -350,12 +350,12 @@ fn unchanged(row: Option<&WorkspaceRow>, plan: &Plan) -> bool {
     }
 }
 
-/// The workspace's own container (by name and label), if observed.
-fn main_container(containers: &[ObservedContainer], id: WorkspaceId) -> Option<ObservedContainer> {
-    let name = id.container_name();
-    let label = id.to_string();
-    containers
-        .iter()
-        .find(|c| c.name == name && c.label(LABEL_WORKSPACE) == Some(label.as_str()))
-        .cloned()
+/// The workspace's own container (by name and label, on this host), if
+/// observed: another host's under its name is no status of this row.
+fn main_container(
+    containers: &[ObservedContainer],
+    id: WorkspaceId,
+    host: &str,
+) -> Option<ObservedContainer> {
+    containers.iter().find(|c| c.is_main_of(id, host)).cloned()
 }

@@ -145,7 +145,7 @@ impl Controller {
         let Track::Pin(ring) = &key.track else {
             return false;
         };
-        let mains = self.observed.main_containers();
+        let mains = self.observed.main_containers(&self.settings.host_id);
         state.rows.values().all(|row| {
             if row.desired_state != DesiredState::Running
                 || row.paused

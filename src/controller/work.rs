@@ -424,7 +424,7 @@ async fn steps(
     let now_running = if done.plan.actions.is_empty() {
         current.clone()
     } else {
-        observed.main_container(id)
+        observed.main_container(id, &held.host)
     };
     // A paused row's desired change is not acted on: not observed.
     let converged = done.plan.actions.is_empty() && update.status != Status::Paused;

@@ -97,6 +97,13 @@ impl ObservedContainer {
         self.owned_by(host) && (self.workspace() == Some(id) || (self.is_legacy() && named))
     }
 
+    /// Whether this is `id`'s own container on `host`: under its name,
+    /// labelled with it and owned here (another host's container under
+    /// that name is nothing of this host's row).
+    pub fn is_main_of(&self, id: WorkspaceId, host: &str) -> bool {
+        self.name == id.container_name() && self.workspace() == Some(id) && self.owned_by(host)
+    }
+
     /// The workspace the `berth.workspace` label names, if it parses.
     pub fn workspace(&self) -> Option<WorkspaceId> {
         workspace_label(&self.labels)

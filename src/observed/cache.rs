@@ -196,27 +196,24 @@ impl Observed {
 
     /// The workspace's own container: named `ws-<id12>` and labelled with
     /// its id.
-    pub fn main_container(&self, id: WorkspaceId) -> Option<ObservedContainer> {
-        let (name, label) = (id.container_name(), id.to_string());
+    pub fn main_container(&self, id: WorkspaceId, host: &str) -> Option<ObservedContainer> {
         self.read(|c| {
             c.containers
                 .values()
-                .find(|o| {
-                    o.name == name && o.label(crate::model::LABEL_WORKSPACE) == Some(label.as_str())
-                })
+                .find(|o| o.is_main_of(id, host))
                 .cloned()
         })
     }
 
     /// Every workspace's own container (as [`Observed::main_container`]),
     /// by workspace, read in one pass over the cache.
-    pub fn main_containers(&self) -> HashMap<WorkspaceId, ObservedContainer> {
+    pub fn main_containers(&self, host: &str) -> HashMap<WorkspaceId, ObservedContainer> {
         self.read(|c| {
             c.containers
                 .values()
                 .filter_map(|o| {
                     let id = o.workspace()?;
-                    (o.name == id.container_name()).then(|| (id, o.clone()))
+                    o.is_main_of(id, host).then(|| (id, o.clone()))
                 })
                 .collect()
         })

@@ -10,6 +10,7 @@ mod privileges;
 mod restart;
 mod rollout;
 mod rollout_edges;
+mod strangers;
 
 use std::time::{Duration, Instant};
 
