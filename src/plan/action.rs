@@ -224,6 +224,11 @@ pub enum Why {
         oom: bool,
     },
     NotStarted,
+    /// A container that was ready has reported unhealthy since `since`,
+    /// for the runtime's provision timeout.
+    Unhealthy {
+        since: DateTime<Utc>,
+    },
     RestartEpoch {
         from: i64,
         to: i64,
@@ -281,6 +286,11 @@ impl fmt::Display for Why {
                 write!(f, ", berth's attempt {attempt}")
             }
             Why::NotStarted => f.write_str("start: container was created but never started"),
+            Why::Unhealthy { since } => write!(
+                f,
+                "restart: its health check has reported unhealthy since {}",
+                since.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
             Why::RestartEpoch { from, to } => {
                 write!(
                     f,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    ContainerSpec, ContainerState, LABEL_RESTART_EPOCH, ObservedContainer, Reason, Status,
+    ContainerSpec, ContainerState, Health, LABEL_RESTART_EPOCH, ObservedContainer, Reason, Status,
     WorkspaceRow,
 };
 
@@ -64,6 +64,64 @@ fn undone(memory: &Memory) -> StatusUpdate {
         "{why}the wanted change was undone and is tried again when the row or its image changes"
     );
     StatusUpdate::reason(Reason::RolledBack, Some(detail))
+}
+
+/// A container that was ready and reports unhealthy: given the runtime's
+/// provision timeout to recover, as a start is, then restarted in place
+/// (its volumes and /configs as they are), as Docker's swarm mode or the
+/// kubelet's liveness probe would. Each restart counts towards the crash
+/// loop, so one that keeps failing its check shows `degraded/crash_loop`
+/// and is restarted no more often than that timeout. Meanwhile the row
+/// stays `online` (it was, and a berth restarted meanwhile judges it as
+/// one that was ready) with `last_error` saying what berth sees and will
+/// do.
+fn unhealthy(f: &Facts, c: &ObservedContainer, now: DateTime<Utc>, p: &mut Plan) {
+    let stamp = |t: DateTime<Utc>| t.format("%H:%M:%S UTC").to_string();
+    let detail = if c.health == Health::Unhealthy {
+        let since_at = *p.memory.unhealthy_since.get_or_insert(now);
+        let restart_at = after(since_at, f.provision_timeout);
+        if now >= restart_at {
+            p.push(
+                Op::Restart {
+                    target: Target::Id(c.id.clone()),
+                    timeout: f.settings.stop_timeout,
+                },
+                Why::Unhealthy { since: since_at },
+            );
+            p.memory.unhealthy_since = None;
+            p.memory.health_restarted_at = Some(now);
+            p.memory.restarts.push(now);
+            p.requeue(f.settings.ready_min_uptime);
+            format!(
+                "restarted at {}: its health check reported unhealthy since {}",
+                stamp(now),
+                stamp(since_at)
+            )
+        } else {
+            p.requeue(since(now, restart_at));
+            format!(
+                "its health check reports unhealthy since {}; berth restarts it at {} unless it recovers",
+                stamp(since_at),
+                stamp(restart_at)
+            )
+        }
+    } else {
+        p.requeue(Duration::from_secs(5));
+        let at = p.memory.health_restarted_at.unwrap_or(now);
+        format!(
+            "restarted at {} after its health check reported unhealthy; waiting for it to report healthy",
+            stamp(at)
+        )
+    };
+    p.status = Some(if crash_looping(&p.memory, f.settings) {
+        let detail = format!(
+            "{} restarts within 10 min; {detail}",
+            p.memory.restarts.len()
+        );
+        StatusUpdate::reason(Reason::CrashLoop, Some(detail))
+    } else {
+        StatusUpdate::with_detail(Status::Online, detail)
+    });
 }
 
 /// Rules 6 and 9 for the container that matches the spec (or serves after
@@ -208,6 +266,8 @@ pub(super) fn current(
         ContainerState::Running => match readiness(c, row.last_heartbeat_at, s, now) {
             Readiness::Ready => {
                 p.memory.ready_container = Some(c.id.clone());
+                p.memory.unhealthy_since = None;
+                p.memory.health_restarted_at = None;
                 p.memory.own_starts = 0;
                 p.memory.next_start_at = None;
                 p.memory.provisioning_since = None;
@@ -250,6 +310,10 @@ pub(super) fn current(
                     // undone, comes up again: the row keeps saying why
                     // rather than flapping through `provisioning`.
                     p.status = Some(undone(&p.memory));
+                } else if been_ready
+                    && (c.health == Health::Unhealthy || p.memory.health_restarted_at.is_some())
+                {
+                    return unhealthy(f, c, now, p);
                 } else {
                     p.status = Some(StatusUpdate::reason(
                         Reason::WaitingReady,

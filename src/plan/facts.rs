@@ -119,6 +119,11 @@ pub struct Memory {
     /// and when the next may happen.
     pub own_starts: u32,
     pub next_start_at: Option<DateTime<Utc>>,
+    /// Since when the container, ready before, has reported unhealthy
+    /// (as first seen by this process).
+    pub unhealthy_since: Option<DateTime<Utc>>,
+    /// When berth last restarted it for that, until it is ready again.
+    pub health_restarted_at: Option<DateTime<Utc>>,
     /// When berth began provisioning without a row change (a vanished
     /// container, a new tag digest).
     pub provisioning_since: Option<DateTime<Utc>>,

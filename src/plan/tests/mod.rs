@@ -6,6 +6,7 @@ mod host_model;
 mod local_build;
 mod pass;
 mod props;
+mod rules_health;
 mod rules_interrupted;
 mod rules_removal;
 mod rules_replace;

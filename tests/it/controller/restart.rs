@@ -1,6 +1,7 @@
 //! A `restart_epoch` bump restarts the workspace once, in place, with the
 //! row's files written into /configs again first: how an edited
-//! `auth_token` or `config_files` reaches a running workspace.
+//! `auth_token` or `config_files` reaches a running workspace. A
+//! container that was ready and turns unhealthy is restarted in place too.
 
 use serde_json::json;
 
@@ -78,4 +79,45 @@ async fn a_restart_epoch_bump_rewrites_the_files_and_restarts_in_place() {
         "restarted again"
     );
     assert_eq!(w.count_events(id, "restart").await, 1);
+}
+
+#[tokio::test]
+async fn a_ready_container_that_turns_unhealthy_is_restarted_after_the_provision_timeout() {
+    let mut w = World::new().await;
+    w.start(&[("BERTH_PROVISION_TIMEOUT", "6s")]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    let before = w.container(id).await.unwrap();
+    // The agent stops serving: its health check fails from now on.
+    w.sh(id, "kill $(pidof httpd)").await;
+    let row = w
+        .wait_row(id, 30, "online, saying it is unhealthy", |r| {
+            r.is("online", None)
+                && r.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("reports unhealthy since"))
+        })
+        .await;
+    assert_eq!(row.container_id, before.id, "the same container");
+    // Restarted in place once the timeout passes, and healthy again.
+    w.wait_row(id, 60, "online and healthy again", |r| {
+        r.is("online", None) && r.last_error.is_none()
+    })
+    .await;
+    let after = w.container(id).await.unwrap();
+    assert_eq!(after.id, before.id, "restarted, not replaced");
+    assert_ne!(
+        after.state.unwrap().started_at,
+        before.state.unwrap().started_at
+    );
+    let said: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workspace_events WHERE workspace_id = $1
+            AND action = 'restart' AND reason LIKE 'restart: its health check has reported unhealthy%'",
+    )
+    .bind(id.0)
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(said, 1, "the restart and why are on the trail");
 }

@@ -1,0 +1,160 @@
+//! A container that was ready and then reports unhealthy: given the
+//! provision timeout to recover, then restarted in place, the row online
+//! with what berth sees and will do, a crash loop when it keeps failing.
+
+use super::*;
+use crate::model::{Health, Reason, Status};
+use crate::plan::{Plan, Why};
+
+/// The workspace's container, ready before (this process saw it so),
+/// now reporting `health`.
+fn ready_before(
+    s: &Settings,
+    health: Health,
+) -> (
+    WorkspaceRow,
+    [crate::model::ObservedContainer; 1],
+    crate::plan::Memory,
+) {
+    let r = row(1);
+    let mut c = container_for(&built(&r, s), "c1");
+    c.health = health;
+    let memory = crate::plan::Memory {
+        ready_container: Some("c1".into()),
+        ..Default::default()
+    };
+    (r, [c], memory)
+}
+
+fn at(
+    s: &Settings,
+    r: &WorkspaceRow,
+    cs: &[crate::model::ObservedContainer],
+    memory: &crate::plan::Memory,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut f = facts_for(s, r, cs, &[]);
+    f.memory = memory.clone();
+    plan_at(&f, now)
+}
+
+#[test]
+fn an_unhealthy_container_that_was_ready_is_restarted_after_the_provision_timeout() {
+    let s = Settings::test();
+    let (r, cs, memory) = ready_before(&s, Health::Unhealthy);
+    let later = t0() + TimeDelta::hours(3);
+    let p = at(&s, &r, &cs, &memory, later);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let st = p.status.clone().unwrap();
+    assert_eq!((st.status, st.reason), (Status::Online, None));
+    assert!(
+        detail(&p).contains("reports unhealthy since"),
+        "{}",
+        detail(&p)
+    );
+    assert!(detail(&p).contains("restarts it at"), "{}", detail(&p));
+    assert_eq!(p.memory.unhealthy_since, Some(later));
+    assert_eq!(p.requeue_after, Some(std::time::Duration::from_secs(600)));
+
+    // Still unhealthy a minute short of the timeout: nothing yet.
+    let p = at(&s, &r, &cs, &p.memory, later + mins(9));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    // At the timeout: restarted in place, nothing else.
+    let p = at(&s, &r, &cs, &p.memory, later + mins(10));
+    assert_eq!(ops(&p), ["restart"]);
+    assert_eq!(
+        p.actions[0].why,
+        Why::Unhealthy { since: later },
+        "{}",
+        whys(&p)[0]
+    );
+    assert!(detail(&p).starts_with("restarted at"), "{}", detail(&p));
+    assert_eq!(p.status.as_ref().unwrap().status, Status::Online);
+
+    // Starting again after the restart: waited for, never timed out.
+    let mut starting = cs.clone();
+    starting[0].health = Health::Starting;
+    let p = at(&s, &r, &starting, &p.memory, later + TimeDelta::hours(2));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.status.as_ref().unwrap().status, Status::Online);
+    assert!(
+        detail(&p).contains("waiting for it to report healthy"),
+        "{}",
+        detail(&p)
+    );
+
+    // Healthy again: online, plainly, and the episode forgotten.
+    let mut healthy = cs.clone();
+    healthy[0].health = Health::Healthy;
+    let p = at(&s, &r, &healthy, &p.memory, later + TimeDelta::hours(2));
+    assert_eq!(
+        p.status,
+        Some(crate::plan::StatusUpdate::plain(Status::Online))
+    );
+    assert_eq!(p.memory.unhealthy_since, None);
+    assert_eq!(p.memory.health_restarted_at, None);
+}
+
+#[test]
+fn a_restarted_berth_or_berth_plan_judges_it_by_the_row_and_times_it_anew() {
+    // No memory: the row shows the container online, so it was ready.
+    let s = Settings::test();
+    let (mut r, cs, _) = ready_before(&s, Health::Unhealthy);
+    r.status = Some(Status::Online);
+    r.container_id = Some("c1".into());
+    let later = t0() + TimeDelta::hours(3);
+    let p = at(&s, &r, &cs, &crate::plan::Memory::default(), later);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.status.as_ref().unwrap().status, Status::Online);
+    assert_eq!(p.memory.unhealthy_since, Some(later));
+}
+
+#[test]
+fn a_container_never_ready_is_not_restarted_but_times_out() {
+    let s = Settings::test();
+    let r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.health = Health::Unhealthy;
+    let p = at(
+        &s,
+        &r,
+        &[c],
+        &crate::plan::Memory::default(),
+        t0() + mins(11),
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
+}
+
+#[test]
+fn one_that_keeps_failing_its_check_is_a_crash_loop_restarted_no_faster() {
+    let s = Settings::test();
+    let (r, cs, mut memory) = ready_before(&s, Health::Unhealthy);
+    let mut now = t0() + TimeDelta::hours(3);
+    let mut restarts = 0;
+    // The check fails again at once after each restart: berth restarts
+    // it once per provision timeout, not at every pass.
+    for _ in 0..(s.crash_loop_restarts * 3) {
+        let p = at(&s, &r, &cs, &memory, now);
+        if ops(&p) == ["restart"] {
+            restarts += 1;
+        }
+        memory = p.memory;
+        now += mins(1);
+    }
+    // One restart per provision timeout (10 min) at most.
+    assert!(restarts <= 2, "{restarts} restarts in 15 min");
+    assert!(restarts >= 1);
+}
+
+#[test]
+fn the_crash_loop_status_counts_berths_health_restarts() {
+    let s = Settings::test();
+    let (r, cs, mut memory) = ready_before(&s, Health::Unhealthy);
+    let now = t0() + TimeDelta::hours(3);
+    memory.restarts = (0..s.crash_loop_restarts)
+        .map(|i| now - mins(i64::from(i) + 1))
+        .collect();
+    let p = at(&s, &r, &cs, &memory, now);
+    assert_eq!(reason(&p), Some(Reason::CrashLoop), "{:?}", p.status);
+}
