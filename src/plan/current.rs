@@ -80,7 +80,9 @@ fn unhealthy(f: &Facts, c: &ObservedContainer, now: DateTime<Utc>, p: &mut Plan)
     let detail = if c.health == Health::Unhealthy {
         let since_at = *p.memory.unhealthy_since.get_or_insert(now);
         let restart_at = after(since_at, f.provision_timeout);
-        if now >= restart_at {
+        // Only on a complete picture of the engine: a health state from a
+        // list that may be stale restarts nothing.
+        if now >= restart_at && f.observed_complete {
             p.push(
                 Op::Restart {
                     target: Target::Id(c.id.clone()),

@@ -59,7 +59,12 @@ fn an_unhealthy_container_that_was_ready_is_restarted_after_the_provision_timeou
     // Still unhealthy a minute short of the timeout: nothing yet.
     let p = at(&s, &r, &cs, &p.memory, later + mins(9));
     assert!(p.actions.is_empty(), "{:?}", p.actions);
-    // At the timeout: restarted in place, nothing else.
+    // At the timeout, on an incomplete picture of the engine: nothing.
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory = p.memory.clone();
+    f.observed_complete = false;
+    assert!(plan_at(&f, later + mins(10)).actions.is_empty());
+    // On a complete one: restarted in place, nothing else.
     let p = at(&s, &r, &cs, &p.memory, later + mins(10));
     assert_eq!(ops(&p), ["restart"]);
     assert_eq!(
