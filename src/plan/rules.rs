@@ -161,7 +161,30 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     }
     if conflicted {
         let detail = mine.conflicts.join("; ");
-        p.status = Some(StatusUpdate::reason(Reason::NameConflict, Some(detail)));
+        // A stranger under a name a replace would need (`-prev`, a
+        // volume) stops every change, yet the workspace's own container
+        // may serve on: the row says so rather than `failed`.
+        let serving = mine
+            .containers
+            .iter()
+            .find(|c| c.name == row.id.container_name() && c.state == ContainerState::Running);
+        p.status = Some(match serving {
+            Some(c) if !stopped => {
+                let wanted = match &f.spec {
+                    Some(Ok(spec)) => super::change::change(f, row, spec, c, &mine).is_some(),
+                    _ => true,
+                };
+                let detail = format!(
+                    "{detail}: berth changes nothing of this workspace until it is gone; its container serves on"
+                );
+                if wanted {
+                    StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+                } else {
+                    StatusUpdate::with_detail(Status::Online, detail)
+                }
+            }
+            _ => StatusUpdate::reason(Reason::NameConflict, Some(detail)),
+        });
         return p;
     }
     if p.status.is_some() {

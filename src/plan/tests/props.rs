@@ -59,6 +59,20 @@ fn owned_ids(host: &Host, id: WorkspaceId, settings: &Settings) -> (Vec<String>,
     (containers, volumes)
 }
 
+/// Whether an object berth does not own (by [`owned_ids`]) holds one of
+/// `id`'s container or volume names.
+fn conflicted(host: &Host, id: WorkspaceId, settings: &Settings) -> bool {
+    let (containers, volumes) = owned_ids(host, id, settings);
+    let names = [id.container_name(), id.prev_container_name()];
+    host.containers
+        .iter()
+        .any(|c| names.contains(&c.name) && !containers.contains(&c.id))
+        || host
+            .volumes
+            .iter()
+            .any(|v| id.volume_names().contains(&v.name) && !volumes.contains(&v.name))
+}
+
 fn run_rounds(
     w: &World,
     settings: &Settings,
@@ -119,10 +133,12 @@ proptest! {
         let (rows, host, last) = run_rounds(&w, &settings)?;
         for p in &last.plans {
             let row = rows.iter().find(|r| r.id == p.id);
+            // A stranger under one of its names stops every action on
+            // the workspace, a duplicate's removal included.
             let failed_or_paused = matches!(
                 p.status.as_ref().map(|s| s.status),
                 Some(Status::Failed | Status::Paused)
-            );
+            ) || conflicted(&host, p.id, &settings);
             if row.is_some() && !failed_or_paused {
                 let (owned, _) = owned_ids(&host, p.id, &settings);
                 prop_assert!(owned.len() <= 1, "{}: {owned:?}", p.id);

@@ -480,3 +480,33 @@ fn a_blocked_changes_old_container_found_stopped_is_started_again() {
     assert!(p.actions.is_empty(), "{:?}", p.actions);
     assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
 }
+
+#[test]
+fn a_stranger_under_the_prev_name_blocks_changes_while_the_container_serves() {
+    let s = Settings::test();
+    let mut stranger = container_for(&built(&row(1), &s), "stranger");
+    stranger.name = wid(1).prev_container_name();
+    stranger.labels.clear();
+    let serving = container_for(&built(&row(1), &s), "c1");
+    let cs = [serving.clone(), stranger.clone()];
+    // Nothing wanted: online, saying what holds changes back.
+    let p = plan_at(&facts_for(&s, &row(1), &cs, &[]), t0());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let st = p.status.clone().unwrap();
+    assert_eq!((st.status, st.reason), (Status::Online, None));
+    assert!(
+        detail(&p).contains("its container serves on"),
+        "{}",
+        detail(&p)
+    );
+    // A change wanted: blocked, not failed; nothing touched.
+    let edited = row(1).with_env(json!({"A": "2"}));
+    let p = plan_at(&facts_for(&s, &edited, &cs, &[]), t0());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+    // No container of its own serving: the conflict is the row's state.
+    let mut down = serving;
+    down.state = crate::model::ContainerState::Exited;
+    let p = plan_at(&facts_for(&s, &edited, &[down, stranger], &[]), t0());
+    assert_eq!(reason(&p), Some(Reason::NameConflict));
+}
