@@ -109,6 +109,7 @@ fn container(spec: &berth::model::ContainerSpec, n: u32, now: DateTime<Utc>) -> 
         restart_count: 0,
         exit_code: None,
         oom_killed: false,
+        networks: None,
         material: None,
     }
 }

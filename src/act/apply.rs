@@ -113,6 +113,12 @@ impl Executor {
             Op::Stop { timeout, .. } => self.stop(id, *timeout).await.map(|()| Outcome::Done),
             Op::Restart { timeout, .. } => self.restart(id, *timeout).await.map(|()| Outcome::Done),
             Op::Rename { to, .. } => self.rename(id, to).await.map(|()| Outcome::Done),
+            Op::Connect {
+                network, aliases, ..
+            } => self
+                .connect(id, network, aliases)
+                .await
+                .map(|()| Outcome::Done),
             Op::RemoveContainer { .. } => self.remove(id).await.map(|()| Outcome::Done),
             Op::WaitReady { deadline, .. } => Ok(Outcome::WaitReady {
                 id: id.to_string(),

@@ -310,6 +310,38 @@ impl Executor {
             .map_err(|e| start_error("restart container", id, e.into()))
     }
 
+    /// Attaches the container to `network` (made again if it is gone) with
+    /// `aliases`; already attached is done.
+    pub async fn connect(
+        &self,
+        id: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> Result<(), ActError> {
+        let info = self.owned_container(id).await?;
+        let attached = info
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .is_some_and(|n| n.contains_key(network));
+        if attached {
+            return Ok(());
+        }
+        self.ensure_network(network).await?;
+        let request = bollard::models::NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: Some(bollard::models::EndpointSettings {
+                aliases: Some(aliases.to_vec()),
+                ..Default::default()
+            }),
+        };
+        super::may_change("connect container")?;
+        self.docker
+            .connect_network(network, request)
+            .await
+            .map_err(|e| container_error("connect container", id, e.into()))
+    }
+
     /// Renames the container to `to`; having that name already is done.
     /// A name held by another object is a `name_conflict` when that object
     /// is not this host's, else `InTheWay`.

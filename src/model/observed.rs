@@ -50,6 +50,9 @@ pub struct ObservedContainer {
     pub restart_count: u32,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
+    /// The networks the container is attached to now, as inspect shows
+    /// them; `None` when not known (a listed stranger).
+    pub networks: Option<Vec<String>>,
     /// The material fields as inspect shows them. Needed only when the
     /// container's spec-hash label has another version than this berth's;
     /// `None` then means "unchanged" (nothing is replaced on a guess).

@@ -271,6 +271,7 @@ mod tests {
             restart_count: 0,
             exit_code: None,
             oom_killed: false,
+            networks: None,
             material: None,
         }
     }

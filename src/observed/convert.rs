@@ -83,6 +83,13 @@ pub fn from_inspect(
         restart_count: c.restart_count.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
         exit_code: state.and_then(|s| s.exit_code),
         oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
+        networks: Some(
+            c.network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .map(|n| n.keys().cloned().collect())
+                .unwrap_or_default(),
+        ),
         material: Some(material(c, &id, image_env)),
         id,
     })
@@ -181,6 +188,7 @@ pub fn from_summary(c: &ContainerSummary) -> Option<ObservedContainer> {
         restart_count: 0,
         exit_code: None,
         oom_killed: false,
+        networks: None,
         material: None,
     })
 }

@@ -90,6 +90,14 @@ pub enum Op {
         target: Target,
         to: String,
     },
+    /// Attach a running container to the network it was made on, with its
+    /// aliases, when something detached it (its published port goes with
+    /// the network: the workspace's URL answers again, on a new port).
+    Connect {
+        target: Target,
+        network: String,
+        aliases: Vec<String>,
+    },
     /// Wait until the container is ready (DESIGN §2 rule 9) or the
     /// deadline passes; passing it is a failure.
     WaitReady {
@@ -115,6 +123,7 @@ impl Op {
             Op::Stop { .. } => "stop",
             Op::Restart { .. } => "restart",
             Op::Rename { .. } => "rename",
+            Op::Connect { .. } => "connect",
             Op::WaitReady { .. } => "wait_ready",
             Op::RemoveContainer { .. } => "remove_container",
         }
@@ -128,6 +137,7 @@ impl Op {
             | Op::Stop { target, .. }
             | Op::Restart { target, .. }
             | Op::Rename { target, .. }
+            | Op::Connect { target, .. }
             | Op::WaitReady { target, .. }
             | Op::RemoveContainer { target } => Some(target),
             _ => None,
@@ -143,6 +153,7 @@ impl Op {
             Op::RemoveVolume { name, .. } => Some(name.clone()),
             Op::Create(spec) => Some(format!("{} from {}", spec.name, spec.image)),
             Op::Rename { to, .. } => Some(format!("→ {to}")),
+            Op::Connect { network, .. } => Some(format!("network {network}")),
             _ => None,
         }
     }
@@ -224,6 +235,10 @@ pub enum Why {
         oom: bool,
     },
     NotStarted,
+    /// The running container is not on the network it was made on.
+    Detached {
+        network: String,
+    },
     /// A container that was ready has reported unhealthy since `since`,
     /// for the runtime's provision timeout.
     Unhealthy {
@@ -286,6 +301,10 @@ impl fmt::Display for Why {
                 write!(f, ", berth's attempt {attempt}")
             }
             Why::NotStarted => f.write_str("start: container was created but never started"),
+            Why::Detached { network } => write!(
+                f,
+                "connect: the container is not on its network {network} (detached by hand?)"
+            ),
             Why::Unhealthy { since } => write!(
                 f,
                 "restart: its health check has reported unhealthy since {}",

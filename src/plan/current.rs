@@ -204,6 +204,26 @@ pub(super) fn current(
             );
         }
     };
+    // A running container off the network it was made on (detached by
+    // hand) has lost its alias and its published port: joined again, on
+    // a complete picture of the engine.
+    let network = &spec.material.network_mode;
+    let detached = c.state == ContainerState::Running
+        && network != "host"
+        && f.observed_complete
+        && c.networks.as_ref().is_some_and(|n| !n.contains(network));
+    if detached {
+        p.push(
+            Op::Connect {
+                target: target(),
+                network: network.clone(),
+                aliases: spec.material.network_aliases.clone(),
+            },
+            Why::Detached {
+                network: network.clone(),
+            },
+        );
+    }
     match c.state {
         ContainerState::Running if wants_restart => {
             rewrite(p);

@@ -36,6 +36,7 @@ fn owned(id: WorkspaceId, host: &str, age: TimeDelta) -> ObservedContainer {
         restart_count: 0,
         exit_code: None,
         oom_killed: false,
+        networks: None,
         material: None,
     }
 }

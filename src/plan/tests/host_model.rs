@@ -108,6 +108,7 @@ impl Host {
                     restart_count: 0,
                     exit_code: None,
                     oom_killed: false,
+                    networks: None,
                     material: Some(spec.material.clone()),
                 });
                 *created = Some(id);
@@ -126,6 +127,14 @@ impl Host {
                 if c.state != ContainerState::Created {
                     c.state = ContainerState::Exited;
                     c.exit_code = Some(0);
+                }
+            }
+            Op::Connect {
+                target, network, ..
+            } => {
+                let c = self.find(target, created).ok_or("no such container")?;
+                if let Some(networks) = c.networks.as_mut().filter(|n| !n.contains(network)) {
+                    networks.push(network.clone());
                 }
             }
             Op::Rename { target, to } => {

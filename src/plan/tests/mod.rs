@@ -69,6 +69,7 @@ pub fn container_for(spec: &ContainerSpec, docker_id: &str) -> ObservedContainer
         restart_count: 0,
         exit_code: None,
         oom_killed: false,
+        networks: None,
         material: Some(spec.material.clone()),
     }
 }

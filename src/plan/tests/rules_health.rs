@@ -1,6 +1,7 @@
 //! A container that was ready and then reports unhealthy: given the
 //! provision timeout to recover, then restarted in place, the row online
-//! with what berth sees and will do, a crash loop when it keeps failing.
+//! with what berth sees and will do, a crash loop when it keeps failing;
+//! one detached from its network, joined again.
 
 use super::*;
 use crate::model::{Health, Reason, Status};
@@ -162,4 +163,51 @@ fn the_crash_loop_status_counts_berths_health_restarts() {
         .collect();
     let p = at(&s, &r, &cs, &memory, now);
     assert_eq!(reason(&p), Some(Reason::CrashLoop), "{:?}", p.status);
+}
+
+#[test]
+fn a_running_container_detached_from_its_network_is_joined_again() {
+    let s = Settings::test();
+    let r = row(1);
+    let spec = built(&r, &s);
+    let network = spec.material.network_mode.clone();
+    let mut c = container_for(&spec, "c1");
+    c.networks = Some(vec![]);
+    let p = plan_at(
+        &facts_for(&s, &r, std::slice::from_ref(&c), &[]),
+        t0() + mins(1),
+    );
+    assert_eq!(ops(&p), ["connect"]);
+    assert_eq!(
+        p.actions[0].op,
+        crate::plan::Op::Connect {
+            target: crate::plan::Target::Id("c1".into()),
+            network: network.clone(),
+            aliases: spec.material.network_aliases.clone(),
+        }
+    );
+    assert!(whys(&p)[0].contains(&network), "{}", whys(&p)[0]);
+    // On it, or not known, or on an incomplete picture: nothing.
+    c.networks = Some(vec![network]);
+    assert!(
+        plan_at(
+            &facts_for(&s, &r, std::slice::from_ref(&c), &[]),
+            t0() + mins(1)
+        )
+        .actions
+        .is_empty()
+    );
+    c.networks = None;
+    assert!(
+        plan_at(
+            &facts_for(&s, &r, std::slice::from_ref(&c), &[]),
+            t0() + mins(1)
+        )
+        .actions
+        .is_empty()
+    );
+    c.networks = Some(vec![]);
+    let mut f = facts_for(&s, &r, std::slice::from_ref(&c), &[]);
+    f.observed_complete = false;
+    assert!(plan_at(&f, t0() + mins(1)).actions.is_empty());
 }

@@ -338,6 +338,46 @@ async fn a_container_removed_or_stopped_by_hand_comes_back() {
 }
 
 #[tokio::test]
+async fn a_container_detached_from_its_network_by_hand_is_joined_again_and_answers() {
+    let mut w = World::new().await;
+    w.start(&[]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    let first = w.container(id).await.unwrap().id;
+    let network = format!("bn-{}", w.host);
+    crate::act::docker_cli(&["network", "disconnect", &network, &id.container_name()]).await;
+    let c = w
+        .wait_container(id, 30, "on its network again", |c| {
+            c.and_then(|c| c.network_settings.as_ref())
+                .and_then(|n| n.networks.as_ref())
+                .is_some_and(|n| n.contains_key(&network))
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.id, first, "joined again, not replaced");
+    assert_eq!(w.count_events(id, "connect").await, 1);
+    // Its port is published anew: the row's URL names it and answers.
+    let port: u16 = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+        .and_then(|p| p.get("8000/tcp").cloned().flatten())
+        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+        .and_then(|p| p.parse().ok())
+        .expect("port 8000 published again");
+    let suffix = format!(":{port}");
+    w.wait_row(id, 30, "the URL on the new port", |r| {
+        r.url.as_deref().is_some_and(|u| u.ends_with(&suffix))
+    })
+    .await;
+    let answer = crate::harness::process::get(port, "/variant").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.contains(" 200 "),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn berth_killed_and_started_again_adopts_every_container() {
     let mut w = World::new().await;
     w.start(&[]);
