@@ -56,7 +56,10 @@ impl Controller {
     /// after putting a canary back and before it halted the rollout, or
     /// that another instance took the host from). They count against it,
     /// and may halt it at once; else a new canary would be tried.
-    pub(super) async fn take_up_failures(&self, state: &mut State, replace: &Replace) {
+    ///
+    /// With `keep` false (no replace of the rollout is planned), only a
+    /// halt comes of it.
+    pub(super) async fn take_up_failures(&self, state: &mut State, replace: &Replace, keep: bool) {
         let key = &replace.key;
         let Track::Pin(ring) = &key.track else {
             return;
@@ -116,9 +119,35 @@ impl Controller {
         );
         if let Some(halt) = state
             .rollouts
-            .seed_failed(replace, &failed, &done, &self.rollout)
+            .seed_failed(replace, &failed, &done, &self.rollout, keep)
         {
             self.halt(state, halt).await;
+        }
+    }
+
+    /// At start or takeover, on a complete picture: each pin whose
+    /// rollout the rows show undone onto since it was set halts now when
+    /// those failures are over the ratio, though no replace of it is left
+    /// to plan (the undone rows are not tried again, the others run it or
+    /// are stopped). Else a berth killed between putting the last canary
+    /// back and halting would leave the bad digest pinned for every host.
+    pub(super) async fn halt_undone_pins(&self, state: &mut State) {
+        let pins: Vec<Replace> = state
+            .catalogue
+            .pins()
+            .map(|(runtime, ring, digest)| Replace {
+                key: super::rollout::RolloutKey {
+                    runtime: runtime.to_string(),
+                    track: Track::Pin(ring.to_string()),
+                    to: digest.clone(),
+                },
+                from: None,
+                image: String::new(),
+            })
+            .filter(|r| !state.rollouts.knows(&r.key))
+            .collect();
+        for replace in pins {
+            self.take_up_failures(state, &replace, false).await;
         }
     }
 

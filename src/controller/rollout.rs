@@ -231,20 +231,29 @@ impl Rollouts {
     /// this instance carried it (a berth that died after a canary was put
     /// back, before it halted the rollout) and those that were done: the
     /// failures count against the done ones, and may halt it at once.
+    /// With `keep` false, a rollout that does not halt is not started:
+    /// nothing of it is left to carry, and counted done it would read as
+    /// completed.
     pub fn seed_failed(
         &mut self,
         replace: &Replace,
         failed: &[WorkspaceId],
         done: &[WorkspaceId],
         limits: &Limits,
+        keep: bool,
     ) -> Option<Halt> {
+        let known = self.knows(&replace.key);
         let r = self
             .by_key
             .entry(replace.key.clone())
             .or_insert_with(|| Rollout::new(replace));
         r.failed.extend(failed.iter().copied());
         r.done.extend(done.iter().copied());
-        r.halt_if_over(&replace.key, limits)
+        let halt = r.halt_if_over(&replace.key, limits);
+        if halt.is_none() && !keep && !known {
+            self.by_key.remove(&replace.key);
+        }
+        halt
     }
 
     /// Whether `id` holds a place in `key`'s rollout (its replace began).

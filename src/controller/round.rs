@@ -35,6 +35,10 @@ impl Controller {
         if !state.trail_read && !self.read_trail(state).await {
             return;
         }
+        if !state.undone_pins_seen && state.desired_complete && self.observed.is_complete() {
+            state.undone_pins_seen = true;
+            self.halt_undone_pins(state).await;
+        }
         // A pass parked behind another's build of the same runtime does
         // no work: its slot goes to other workspaces meanwhile. At most
         // `concurrency` of them are not counted, so no more than twice the
@@ -174,7 +178,7 @@ impl Controller {
             {
                 let held = state.rollouts.holds(&replace.key, id);
                 if !state.rollouts.knows(&replace.key) {
-                    self.take_up_failures(state, &replace).await;
+                    self.take_up_failures(state, &replace, true).await;
                 }
                 match state
                     .rollouts

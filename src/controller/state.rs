@@ -48,6 +48,9 @@ pub(super) struct State {
     pub(super) guard_held: BTreeSet<WorkspaceId>,
     pub(super) guard_held_limit: Option<usize>,
     pub(super) trail_read: bool,
+    /// Whether the pins' undone rollouts were looked at since the trail
+    /// was read (see `halt_undone_pins`).
+    pub(super) undone_pins_seen: bool,
     /// Events the database did not take when their pass ended.
     pub(super) backlog: super::backlog::Backlog,
     /// A refresh asked for while this instance did not hold the lease:
@@ -85,6 +88,7 @@ impl State {
             self.guard_held_limit = None;
             self.guard_said = None;
             self.trail_read = false;
+            self.undone_pins_seen = false;
         }
         self.led = Some(epoch);
     }

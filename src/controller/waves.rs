@@ -56,7 +56,7 @@ impl Controller {
                         // Failures of this rollout an earlier instance
                         // saw count before the replace under way does.
                         if !state.rollouts.knows(&r.key) {
-                            self.take_up_failures(state, r).await;
+                            self.take_up_failures(state, r, true).await;
                         }
                         state.rollouts.adopt(r, p.id);
                         if unproven {

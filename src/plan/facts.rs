@@ -63,6 +63,13 @@ impl Catalogue {
         self.pins.get(&(runtime.to_string(), ring.to_string()))
     }
 
+    /// Every pin, as (runtime, ring, digest).
+    pub fn pins(&self) -> impl Iterator<Item = (&str, &str, &Digest)> {
+        self.pins
+            .iter()
+            .map(|((runtime, ring), digest)| (runtime.as_str(), ring.as_str(), digest))
+    }
+
     /// When the pin of (`runtime`, `ring`) was last changed.
     pub fn pinned_at(&self, runtime: &str, ring: &str) -> Option<DateTime<Utc>> {
         self.pinned_at

@@ -339,7 +339,7 @@ async fn failures_an_earlier_berth_saw_count_and_halt_before_a_new_canary() {
     let ws = ids(2);
     assert!(!r.knows(&key()));
     let halt = r
-        .seed_failed(&replace(), &[ws[0]], &[], &LIMITS)
+        .seed_failed(&replace(), &[ws[0]], &[], &LIMITS, true)
         .expect("the canary's failure halts it");
     assert_eq!((halt.failed, halt.tried), (1, 1));
     assert_eq!(halt.failed_ids, vec![ws[0]]);
@@ -357,7 +357,7 @@ async fn failures_an_earlier_berth_saw_count_and_halt_before_a_new_canary() {
     };
     let mut r = Rollouts::default();
     assert_eq!(
-        r.seed_failed(&replace(), &[ws[0]], &ids(3)[1..], &lenient),
+        r.seed_failed(&replace(), &[ws[0]], &ids(3)[1..], &lenient, true),
         None
     );
     let col = r.describe(&key(), "waiting");
@@ -365,6 +365,17 @@ async fn failures_an_earlier_berth_saw_count_and_halt_before_a_new_canary() {
         (col["failed"].as_u64(), col["done"].as_u64()),
         (Some(1), Some(2))
     );
+    // With nothing of it left to carry (not kept), only a halt comes of
+    // it: one that does not halt is not started, nor read as completed.
+    let mut r = Rollouts::default();
+    assert_eq!(
+        r.seed_failed(&replace(), &[ws[0]], &ids(3)[1..], &lenient, false),
+        None
+    );
+    assert!(!r.knows(&key()));
+    assert!(r.completed(&Default::default()).is_empty());
+    let halt = r.seed_failed(&replace(), &[ws[0]], &[], &LIMITS, false);
+    assert!(halt.is_some(), "a halt comes of it all the same");
 }
 
 #[test]

@@ -288,11 +288,17 @@ async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_
     }
 }
 
-#[tokio::test]
-async fn a_berth_killed_while_it_puts_the_canary_back_halts_without_trying_the_image_again() {
-    let mut w = World::new().await;
-    // Containers that ignore SIGTERM: each stop takes the stop timeout, so
-    // putting the canary back takes seconds and berth dies part way.
+/// Workspaces that ignore SIGTERM (each stop takes the stop timeout, so
+/// putting the canary back takes seconds), a broken pin, and berth
+/// killed while it puts the canary back, then started again; the
+/// workspaces. With `finished`, the canary's old container is back
+/// under its name before berth starts again, as when the engine carries
+/// out the last restore step berth sent just before it died.
+async fn killed_while_the_canary_is_put_back(
+    w: &mut World,
+    n: usize,
+    finished: bool,
+) -> Vec<WorkspaceId> {
     let env = [
         ("BERTH_PROVISION_TIMEOUT", "10s"),
         ("BERTH_STOP_TIMEOUT", "6s"),
@@ -301,7 +307,7 @@ async fn a_berth_killed_while_it_puts_the_canary_back_halts_without_trying_the_i
     ];
     w.start(&env);
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         ids.push(
             w.insert(serde_json::json!({"AGENT_IGNORE_TERM": "1"}))
                 .await,
@@ -311,8 +317,8 @@ async fn a_berth_killed_while_it_puts_the_canary_back_halts_without_trying_the_i
         w.wait_row(*id, 90, "online", |r| r.is("online", None) && r.converged())
             .await;
     }
-    let broken = digest(&w, "broken").await;
-    pin(&w, &broken).await;
+    let broken = digest(w, "broken").await;
+    pin(w, &broken).await;
 
     // The undone change is on record while the new container is still
     // being stopped to put the old one back.
@@ -343,8 +349,36 @@ async fn a_berth_killed_while_it_puts_the_canary_back_halts_without_trying_the_i
         "the undo was on record only after the old container was back"
     );
     w.berth.take().unwrap().kill().await;
+    if finished {
+        let name = canary.container_name();
+        crate::act::docker_cli(&["rm", "-f", &name]).await;
+        crate::act::docker_cli(&["rename", &canary.prev_container_name(), &name]).await;
+        crate::act::docker_cli(&["start", &name]).await;
+    }
     w.start(&env);
+    ids
+}
 
+#[tokio::test]
+async fn a_lone_canary_put_back_by_a_killed_berth_halts_though_nothing_is_left_to_replace() {
+    // The one workspace on the runtime was the canary: once it is back,
+    // no replace of the rollout is left to plan, and the halt comes all
+    // the same, the pin back where it was.
+    let mut w = World::new().await;
+    let ids = killed_while_the_canary_is_put_back(&mut w, 1, true).await;
+    halted_on_the_canary(&w).await;
+    let v1 = w.v1.clone();
+    w.wait_row(ids[0], 60, "online on v1", |r| {
+        r.status.as_deref() == Some("online")
+            && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_berth_killed_while_it_puts_the_canary_back_halts_without_trying_the_image_again() {
+    let mut w = World::new().await;
+    let ids = killed_while_the_canary_is_put_back(&mut w, 3, false).await;
     let v1 = w.v1.clone();
     halted_on_the_canary(&w).await;
     let creates: i64 = sqlx::query_scalar(
