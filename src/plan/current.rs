@@ -160,9 +160,14 @@ pub(super) fn current(
             }
         }
     };
+    // The container serving after an undo is the one that served before
+    // the replace: a berth restarted as it was put back (the row still
+    // says provisioning, the memory of it is gone) judges it as one that
+    // was ready, not against the undone change's deadline.
     let been_ready = p.memory.ready_container.as_deref() == Some(c.id.as_str())
         || (row.container_id.as_deref() == Some(c.id.as_str())
-            && matches!(row.status, Some(Status::Online | Status::Degraded)));
+            && matches!(row.status, Some(Status::Online | Status::Degraded)))
+        || (rolled_back && p.memory.ready_container.is_none());
     let timed_out_now = !been_ready && now >= deadline;
     let label_epoch: i64 = c
         .label(LABEL_RESTART_EPOCH)

@@ -510,3 +510,28 @@ fn a_stranger_under_the_prev_name_blocks_changes_while_the_container_serves() {
     let p = plan_at(&facts_for(&s, &edited, &[down, stranger], &[]), t0());
     assert_eq!(reason(&p), Some(Reason::NameConflict));
 }
+
+#[test]
+fn the_old_container_back_after_an_undo_is_not_timed_out_by_a_restarted_berth() {
+    // A berth died as it put the old container back: the row still says
+    // provisioning, the trail says the change was undone, and the old
+    // container, started again, waits for its health check.
+    let s = Settings::test();
+    let mut r = row(1).with_env(json!({"A": "2"}));
+    r.status = Some(Status::Provisioning);
+    r.status_reason = Some(Reason::WaitingReady);
+    r.desired_changed_at = t0() - TimeDelta::hours(1);
+    let mut old = container_for(&built(&row(1), &s), "old");
+    old.created = t0() - TimeDelta::hours(2);
+    old.started_at = Some(t0() - TimeDelta::seconds(2));
+    old.health = crate::model::Health::Starting;
+    let cs = [old];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    f.memory.rolled_back_hash = Some(built(&r, &s).hash);
+    let p = plan_at(&f, t0());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(
+        p.status.as_ref().map(|s| (s.status, s.reason)),
+        Some((Status::Online, Some(Reason::RolledBack)))
+    );
+}
