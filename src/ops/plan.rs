@@ -51,6 +51,9 @@ pub struct HostPlan {
     pub rollouts: Vec<RolloutPreview>,
     /// `BERTH_ROLLOUT_CANARY` and `BERTH_ROLLOUT_MAX_PARALLEL`.
     pub waves: (u32, u32),
+    /// Workspaces the pass leaves failed or degraded, with nothing to do
+    /// for them (a name conflict, an invalid row, a change blocked).
+    pub stuck: usize,
 }
 
 /// The replaces of one rollout in the plan.
@@ -146,8 +149,14 @@ impl HostPlan {
                     );
                 }
             }
-        } else if self.workspaces.is_empty() {
+        } else if self.workspaces.is_empty() && self.stuck == 0 {
             out.push_str("nothing to do: every workspace is in line with its row\n");
+        } else if self.workspaces.is_empty() {
+            let _ = writeln!(
+                out,
+                "nothing to do now, but {} workspace(s) stay failed or degraded until their row or the host changes (`berth status` says why)",
+                self.stuck
+            );
         }
         for w in &self.workspaces {
             let name = w
@@ -349,6 +358,19 @@ pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> Hos
             *rollouts.entry(r.key).or_default() += 1;
         }
     }
+    let stuck = pass
+        .plans
+        .iter()
+        .filter(|p| {
+            p.actions.is_empty()
+                && p.status.as_ref().is_some_and(|s| {
+                    matches!(
+                        s.status,
+                        crate::model::Status::Failed | crate::model::Status::Degraded
+                    )
+                })
+        })
+        .count();
     let workspaces = pass
         .plans
         .into_iter()
@@ -397,6 +419,7 @@ pub(crate) fn describe(s: &Snapshot, settings: &Settings, pass: PassPlan) -> Hos
             })
             .collect(),
         waves: (0, 0),
+        stuck,
     }
 }
 

@@ -248,3 +248,27 @@ fn image_replaces_are_summed_up_by_rollout_with_the_waves_berth_run_keeps() {
         "{text}"
     );
 }
+
+#[test]
+fn a_row_that_stays_failed_is_not_said_to_be_in_line() {
+    let settings = Settings::test();
+    let mut invalid =
+        WorkspaceRow::test(id(1), Utc::now()).with_env(json!({"BAD=KEY": "canary-value"}));
+    // The row already shows what the pass would write.
+    let first = plan::plan_pass(
+        &snapshot(vec![invalid.clone()], vec![]),
+        &settings,
+        Utc::now(),
+    );
+    let update = first.plans[0].status.clone().unwrap();
+    invalid.status = Some(update.status);
+    invalid.status_reason = update.reason;
+    invalid.last_error = update.detail;
+    invalid.observed_generation = invalid.generation;
+    let plan = run(snapshot(vec![invalid], vec![]), &settings);
+    assert!(plan.workspaces.is_empty(), "{plan:#?}");
+    assert_eq!(plan.stuck, 1);
+    let t = plan.render();
+    assert!(!t.contains("every workspace is in line"), "{t}");
+    assert!(t.contains("1 workspace(s) stay failed or degraded"), "{t}");
+}
