@@ -356,7 +356,22 @@ pub(super) fn current(
             }
             Readiness::Down => {}
         },
-        ContainerState::Paused | ContainerState::Removing | ContainerState::Dead => {
+        ContainerState::Paused => {
+            // Frozen by someone on purpose (a debugger, a forensic look):
+            // berth leaves it so, and the row says it answers nothing.
+            p.notes
+                .push("container is Paused in Docker: berth leaves it so".into());
+            let detail = "the container is paused in Docker (docker pause): it answers nothing until `docker unpause`".to_string();
+            p.status = Some(if been_ready {
+                StatusUpdate::with_detail(Status::Online, detail)
+            } else if timed_out_now {
+                return timed_out(f, Phase::Readiness, p);
+            } else {
+                p.requeue(since(now, deadline));
+                StatusUpdate::reason(Reason::WaitingReady, Some(detail))
+            });
+        }
+        ContainerState::Removing | ContainerState::Dead => {
             p.notes.push(format!(
                 "container is {:?} in Docker: berth leaves it so",
                 c.state

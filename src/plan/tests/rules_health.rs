@@ -211,3 +211,25 @@ fn a_running_container_detached_from_its_network_is_joined_again() {
     f.observed_complete = false;
     assert!(plan_at(&f, t0() + mins(1)).actions.is_empty());
 }
+
+#[test]
+fn a_container_paused_in_docker_is_left_so_and_the_row_says_it_answers_nothing() {
+    let s = Settings::test();
+    let (r, mut cs, memory) = ready_before(&s, Health::Healthy);
+    cs[0].state = crate::model::ContainerState::Paused;
+    let p = at(&s, &r, &cs, &memory, t0() + mins(1));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.status.as_ref().map(|s| s.status), Some(Status::Online));
+    assert!(detail(&p).contains("paused in Docker"), "{}", detail(&p));
+    // Paused before it was ever ready: waiting, then timed out.
+    let p = at(&s, &r, &cs, &crate::plan::Memory::default(), t0() + mins(1));
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    let p = at(
+        &s,
+        &r,
+        &cs,
+        &crate::plan::Memory::default(),
+        t0() + mins(11),
+    );
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
+}
