@@ -3,7 +3,7 @@
 //! halt and what it puts back, and the pin write-backs the database has
 //! not taken yet.
 
-use super::rollout::{Halt, Replace, Track};
+use super::rollout::{Halt, Replace, Rollouts, Track};
 use super::{Controller, Done, State};
 use crate::desired;
 use crate::model::{DesiredState, Digest, ImageSource, Reason, ResolvedImage, Status};
@@ -84,11 +84,18 @@ impl Controller {
             {
                 continue;
             }
+            // An undo of this rollout's replace that counted (its column on
+            // the trail names the rollout and does not say unproven): not
+            // an undo of another change of the row, such as an env edit.
             let undone = state.memory.get(&row.id).is_some_and(|m| {
-                m.undid(
-                    &spec.hash,
-                    crate::plan::image_identity(&spec.known_image()).as_deref(),
-                ) && m.rolled_back_at.is_some_and(|at| at > pinned_at)
+                let column = m.rolled_back_rollout.as_ref();
+                Rollouts::column_names(column, key)
+                    && !Rollouts::column_unproven(column)
+                    && m.undid(
+                        &spec.hash,
+                        crate::plan::image_identity(&spec.known_image()).as_deref(),
+                    )
+                    && m.rolled_back_at.is_some_and(|at| at > pinned_at)
             });
             // Undone and back (online/rolled_back), or undone with the
             // old container not back yet (a berth died putting it back:
@@ -147,7 +154,26 @@ impl Controller {
             .filter(|r| !state.rollouts.knows(&r.key))
             .collect();
         for replace in pins {
-            self.take_up_failures(state, &replace, false).await;
+            let Track::Pin(ring) = &replace.key.track else {
+                continue;
+            };
+            // A rollout that completed stands: the undone rows it did
+            // not count (broken by themselves) do not halt it later. Not
+            // knowing, nothing is halted.
+            match desired::pin_stable(
+                &self.pool,
+                &replace.key.runtime,
+                ring,
+                replace.key.to.as_str(),
+            )
+            .await
+            {
+                Ok(false) => self.take_up_failures(state, &replace, false).await,
+                Ok(true) => {}
+                Err(error) => {
+                    tracing::warn!(%error, runtime = replace.key.runtime, ring, "reading whether a pin's rollout completed failed; its undone rows halt nothing now");
+                }
+            }
         }
     }
 

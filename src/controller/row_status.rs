@@ -17,6 +17,7 @@ pub(super) fn trouble_event(
     row: &WorkspaceRow,
     update: &StatusUpdate,
     memory: &crate::plan::Memory,
+    rollout: Option<&serde_json::Value>,
 ) -> Option<Event> {
     let undone = update.reason == Some(Reason::RolledBack);
     if !matches!(update.status, Status::Failed | Status::Degraded) && !undone {
@@ -62,6 +63,15 @@ pub(super) fn trouble_event(
             "why": memory.rolled_back_why,
             "at": memory.rolled_back_at,
         });
+        // The rollout the replace undone belonged to (its column: which,
+        // and whether it counted the replace): a berth that takes the
+        // rollout up counts this undo against it as that one did, and an
+        // undo of another change (an env edit) against none.
+        if let Some(column) = rollout.or(row.rollout.as_ref())
+            && column["state"] == "replacing"
+        {
+            detail["rolled_back"]["rollout"] = column.clone();
+        }
     }
     Some(Event {
         workspace: row.id,

@@ -23,6 +23,7 @@ impl Controller {
                         memory.rolled_back_image = r.image;
                         memory.rolled_back_why = r.why;
                         memory.rolled_back_at = Some(r.at);
+                        memory.rolled_back_rollout = r.rollout;
                         taken += 1;
                     }
                 }

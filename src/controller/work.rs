@@ -253,13 +253,14 @@ async fn steps(
         }
     }
 
-    let trouble_recorded = match record_undo_first(pool, &held, &row, &done, still_held()).await {
-        Some(recorded) => recorded,
-        None => {
-            done.lost_lease = true;
-            return done;
-        }
-    };
+    let trouble_recorded =
+        match record_undo_first(pool, &held, &row, rollout.as_ref(), &done, still_held()).await {
+            Some(recorded) => recorded,
+            None => {
+                done.lost_lease = true;
+                return done;
+            }
+        };
 
     let actions = done.plan.actions.clone();
     // The pass got as far as the new container's readiness wait.
@@ -405,7 +406,7 @@ async fn steps(
     if done.failure.is_none()
         && !trouble_recorded
         && let (Some(row), Some(update)) = (&row, &done.plan.status)
-        && let Some(event) = trouble_event(row, update, &done.plan.memory)
+        && let Some(event) = trouble_event(row, update, &done.plan.memory, rollout.as_ref())
     {
         events.push(event);
     }
@@ -472,6 +473,7 @@ async fn record_undo_first(
     pool: &PgPool,
     held: &Lease,
     row: &Option<WorkspaceRow>,
+    rollout: Option<&serde_json::Value>,
     done: &Done,
     holding: bool,
 ) -> Option<bool> {
@@ -489,7 +491,7 @@ async fn record_undo_first(
     if !undo || !holding {
         return Some(false);
     }
-    let Some(event) = trouble_event(row, update, &done.plan.memory) else {
+    let Some(event) = trouble_event(row, update, &done.plan.memory, rollout) else {
         return Some(false);
     };
     match desired::record_events(pool, held, std::slice::from_ref(&event)).await {

@@ -388,6 +388,27 @@ pub async fn pinned_before(
     Ok(named_before(pool, runtime, ring, current).await?.flatten())
 }
 
+/// Whether the latest history entry that set the pin of (`runtime`,
+/// `ring`) to `digest` is marked stable: a rollout of it completed.
+pub async fn pin_stable(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    digest: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT stable_at IS NOT NULL FROM runtime_image_pin_history
+                           WHERE template_name = $1 AND ring = $2 AND new_digest = $3
+                           ORDER BY id DESC LIMIT 1), false)",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(digest)
+    .fetch_one(pool)
+    .bounded()
+    .await
+}
+
 /// What `berth rollback` returns (`runtime`, `ring`) to from the digest
 /// `current`: an entry older than the one that set `current`, with another
 /// digest, preferring the newest one marked stable, else the newest. A

@@ -231,7 +231,9 @@ pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
 const RUN_PRIVILEGES: &[(&str, &str)] = &[
     ("workspaces", "SELECT, UPDATE"),
     ("runtimes", "SELECT"),
-    ("runtime_image_pins", "SELECT, INSERT, UPDATE, DELETE"),
+    // A halt writes a pin back or removes a ring's first pin; only
+    // `berth pin` inserts one.
+    ("runtime_image_pins", "SELECT, UPDATE, DELETE"),
     // Filled by the pins' trigger, which runs as the role that edits them.
     ("runtime_image_pin_history", "SELECT, INSERT, UPDATE"),
     ("workspace_events", "SELECT, INSERT, DELETE"),
@@ -254,7 +256,7 @@ pub async fn check_run_privileges(pool: &PgPool) -> Result<(), SchemaError> {
                                 CASE WHEN kind = 'sequence'
                                      THEN pg_get_serial_sequence(obj, 'id') ELSE obj END AS what,
                                 CASE WHEN kind = 'sequence'
-                                     THEN has_sequence_privilege(pg_get_serial_sequence(obj, 'id'), priv)
+                                     THEN has_sequence_privilege(pg_get_serial_sequence(obj, 'id'), 'USAGE, UPDATE')
                                      WHEN priv = 'DELETE' THEN has_table_privilege(obj, priv)
                                      ELSE has_any_column_privilege(obj, priv) END AS ok
                            FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
@@ -276,7 +278,8 @@ pub async fn check_run_privileges(pool: &PgPool) -> Result<(), SchemaError> {
 }
 
 /// [`RUN_PRIVILEGES`] one privilege a row, as (kind, object, privilege),
-/// with the sequences the trail's and the pin history's ids are drawn from.
+/// with the sequences the trail's and the pin history's ids are drawn from
+/// (`nextval` takes USAGE or UPDATE; USAGE is what is asked for).
 fn run_privilege_rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
     RUN_PRIVILEGES
         .iter()

@@ -234,8 +234,16 @@ impl Session {
             let why = loop {
                 match messages.next().await {
                     Some(Ok(AsyncMessage::Notification(n))) => {
-                        if let Some(t) = parse_notification(n.channel(), n.payload()) {
-                            let _ = forward.send(t);
+                        match parse_notification(n.channel(), n.payload()) {
+                            Some(t) => {
+                                let _ = forward.send(t);
+                            }
+                            // The next resync covers whatever was meant.
+                            None => tracing::debug!(
+                                channel = n.channel(),
+                                payload = %n.payload().chars().take(80).collect::<String>(),
+                                "a notification berth cannot read: ignored"
+                            ),
                         }
                     }
                     Some(Ok(_)) => {}

@@ -398,7 +398,8 @@ pub async fn mark_stable(
 pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, sqlx::Error> {
     let rows: Vec<RawRolledBack> = sqlx::query_as(concat!(
         "SELECT w.id, e.detail->'rolled_back'->>'hash', e.detail->'rolled_back'->>'why',
-                e.detail->'rolled_back'->>'at', e.detail->'rolled_back'->>'image', ",
+                e.detail->'rolled_back'->>'at', e.detail->'rolled_back'->>'image',
+                e.detail->'rolled_back'->'rollout', ",
         super::readable_time!("e.at" AS "at"),
         " FROM workspaces w
            JOIN LATERAL (SELECT detail, at FROM workspace_events
@@ -414,7 +415,7 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, hash, why, undone_at, image, event_at)| {
+        .filter_map(|(id, hash, why, undone_at, image, rollout, event_at)| {
             // Parsed here, not cast in the query: a trail entry someone
             // wrote by hand must not stop the controller reading the rest.
             let at = undone_at
@@ -426,19 +427,22 @@ pub async fn rolled_back(pool: &PgPool, host: &str) -> Result<Vec<RolledBack>, s
                 image,
                 why,
                 at,
+                rollout: rollout.filter(|r| r.is_object()),
             })
         })
         .collect())
 }
 
-/// A row of the rollbacks' query: the id, the hash, why, when and the
-/// image from the status event's detail, the event's time.
+/// A row of the rollbacks' query: the id, the hash, why, when, the image
+/// and the rollout column, from the status event's detail; the event's
+/// time.
 type RawRolledBack = (
     uuid::Uuid,
     Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<serde_json::Value>,
     DateTime<Utc>,
 );
 
@@ -454,6 +458,9 @@ pub struct RolledBack {
     /// When the change was undone (the event's time, for an event that
     /// does not say).
     pub at: DateTime<Utc>,
+    /// The `rollout` column of the replace undone, when it was a
+    /// rollout's.
+    pub rollout: Option<serde_json::Value>,
 }
 
 /// The delete guard's latch as the trail of the last hour left it on

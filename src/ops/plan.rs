@@ -51,8 +51,9 @@ pub struct HostPlan {
     pub rollouts: Vec<RolloutPreview>,
     /// `BERTH_ROLLOUT_CANARY` and `BERTH_ROLLOUT_MAX_PARALLEL`.
     pub waves: (u32, u32),
-    /// Workspaces the pass leaves failed or degraded, with nothing to do
-    /// for them (a name conflict, an invalid row, a change blocked).
+    /// Workspaces the pass leaves failed or degraded with nothing to do
+    /// now (a name conflict, an invalid row; a blocked change or a crash
+    /// loop waiting for its retry).
     pub stuck: usize,
 }
 
@@ -154,7 +155,7 @@ impl HostPlan {
         } else if self.workspaces.is_empty() {
             let _ = writeln!(
                 out,
-                "nothing to do now, but {} workspace(s) stay failed or degraded until their row or the host changes (`berth status` says why)",
+                "nothing to do now, but {} workspace(s) are failed or degraded (`berth status` says why)",
                 self.stuck
             );
         }

@@ -17,7 +17,7 @@ use super::running::{backing_off, deadline};
 use super::{Facts, Memory, Op, Phase, Plan, Target, Why};
 
 pub(super) fn timed_out(f: &Facts, phase: Phase, p: &mut Plan) {
-    let timeout = super::action::short_duration(f.provision_timeout);
+    let timeout = humantime::format_duration(f.provision_timeout);
     let mut detail = format!("not ready within {timeout} of the change: stalled in {phase}");
     if let Some(fl) = &p.memory.failure {
         detail.push_str(&format!(" ({})", fl.message));
@@ -78,6 +78,10 @@ fn undone(memory: &Memory) -> StatusUpdate {
 fn unhealthy(f: &Facts, c: &ObservedContainer, now: DateTime<Utc>, p: &mut Plan) {
     let stamp = |t: DateTime<Utc>| t.format("%H:%M:%S UTC").to_string();
     let detail = if c.health == Health::Unhealthy {
+        if p.memory.unhealthy_start != c.started_at {
+            p.memory.unhealthy_since = None;
+            p.memory.unhealthy_start = c.started_at;
+        }
         let since_at = *p.memory.unhealthy_since.get_or_insert(now);
         let restart_at = after(since_at, f.provision_timeout);
         // Only on a complete picture of the engine: a health state from a
@@ -145,6 +149,14 @@ pub(super) fn current(
     // ago for a row changed long ago is not timed out at once.
     let deadline = match p.memory.provisioning_since {
         Some(_) => deadline(f, row, &p.memory),
+        // The container put back after an undo, found by a berth that
+        // restarted as it was put back (the row still says provisioning,
+        // the memory of it is gone): it comes up again on a clock of its
+        // own, not against the undone change's deadline.
+        None if rolled_back && p.memory.ready_container.is_none() => {
+            p.memory.provisioning_since = Some(now);
+            deadline(f, row, &p.memory)
+        }
         None => {
             let from_create = after(row.desired_changed_at.max(c.created), f.provision_timeout);
             // A container that has run and is down, older than the
@@ -160,14 +172,9 @@ pub(super) fn current(
             }
         }
     };
-    // The container serving after an undo is the one that served before
-    // the replace: a berth restarted as it was put back (the row still
-    // says provisioning, the memory of it is gone) judges it as one that
-    // was ready, not against the undone change's deadline.
     let been_ready = p.memory.ready_container.as_deref() == Some(c.id.as_str())
         || (row.container_id.as_deref() == Some(c.id.as_str())
-            && matches!(row.status, Some(Status::Online | Status::Degraded)))
-        || (rolled_back && p.memory.ready_container.is_none());
+            && matches!(row.status, Some(Status::Online | Status::Degraded)));
     let timed_out_now = !been_ready && now >= deadline;
     let label_epoch: i64 = c
         .label(LABEL_RESTART_EPOCH)
@@ -211,21 +218,32 @@ pub(super) fn current(
     };
     // A running container off the network it was made on (detached by
     // hand) has lost its alias and its published port: joined again, on
-    // a complete picture of the engine.
-    let network = &spec.material.network_mode;
-    let detached = c.state == ContainerState::Running
-        && network != "host"
-        && f.observed_complete
-        && c.networks.as_ref().is_some_and(|n| !n.contains(network));
-    if detached {
+    // a complete picture of the engine. The network is the container's
+    // own (one put back after an undo was made for another spec), and
+    // only a named one: the host's, none and the default bridge are no
+    // network a container leaves.
+    let own_network = c
+        .material
+        .as_ref()
+        .map(|m| m.network_mode.as_str())
+        .filter(|n| !matches!(*n, "" | "host" | "none" | "default" | "bridge"))
+        .filter(|n| !n.starts_with("container:"));
+    let detached = own_network.filter(|network| {
+        c.state == ContainerState::Running
+            && f.observed_complete
+            && c.networks
+                .as_ref()
+                .is_some_and(|n| !n.iter().any(|x| x == network))
+    });
+    if let Some(network) = detached {
         p.push(
             Op::Connect {
                 target: target(),
-                network: network.clone(),
+                network: network.to_string(),
                 aliases: spec.material.network_aliases.clone(),
             },
             Why::Detached {
-                network: network.clone(),
+                network: network.to_string(),
             },
         );
     }

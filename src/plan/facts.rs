@@ -127,8 +127,10 @@ pub struct Memory {
     pub own_starts: u32,
     pub next_start_at: Option<DateTime<Utc>>,
     /// Since when the container, ready before, has reported unhealthy
-    /// (as first seen by this process).
+    /// (as first seen by this process), and the start it was in: a start
+    /// since (a restart by anyone) begins a new count.
     pub unhealthy_since: Option<DateTime<Utc>>,
+    pub unhealthy_start: Option<DateTime<Utc>>,
     /// When berth last restarted it for that, until it is ready again.
     pub health_restarted_at: Option<DateTime<Utc>>,
     /// When berth began provisioning without a row change (a vanished
@@ -146,6 +148,11 @@ pub struct Memory {
     /// When it was undone (for a rollout: whether the failure is of the
     /// pin edit now under way, or of an earlier one).
     pub rolled_back_at: Option<DateTime<Utc>>,
+    /// The `rollout` column of the replace undone, as the trail says: the
+    /// rollout it belonged to, and whether that counted it (`unproven`:
+    /// the workspace was broken by itself before). `None` for a change
+    /// that was no rollout's, or undone by this process.
+    pub rolled_back_rollout: Option<serde_json::Value>,
     /// The image that spec wanted (its digest, else its image ID): a
     /// moving tag or a local build keeps its spec hash when its image
     /// moves on, and a new image is tried though the hash was undone.
@@ -184,6 +191,7 @@ impl Memory {
         self.rolled_back_image = image;
         self.rolled_back_why = Some(why);
         self.rolled_back_at = Some(at);
+        self.rolled_back_rollout = None;
         self.provisioning_since = None;
     }
 

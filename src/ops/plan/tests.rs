@@ -270,5 +270,5 @@ fn a_row_that_stays_failed_is_not_said_to_be_in_line() {
     assert_eq!(plan.stuck, 1);
     let t = plan.render();
     assert!(!t.contains("every workspace is in line"), "{t}");
-    assert!(t.contains("1 workspace(s) stay failed or degraded"), "{t}");
+    assert!(t.contains("1 workspace(s) are failed or degraded"), "{t}");
 }

@@ -233,3 +233,46 @@ fn a_container_paused_in_docker_is_left_so_and_the_row_says_it_answers_nothing()
     );
     assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
 }
+
+#[test]
+fn a_restart_by_anyone_begins_a_new_count_of_unhealthiness() {
+    let s = Settings::test();
+    let (r, cs, memory) = ready_before(&s, Health::Unhealthy);
+    let later = t0() + TimeDelta::hours(3);
+    let p = at(&s, &r, &cs, &memory, later);
+    assert_eq!(p.memory.unhealthy_since, Some(later));
+    // Restarted by hand 9 minutes in, unhealthy again: a whole timeout
+    // from now, not a restart a minute later.
+    let mut again = cs.clone();
+    again[0].started_at = Some(later + mins(9));
+    let p = at(&s, &r, &again, &p.memory, later + mins(10));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.memory.unhealthy_since, Some(later + mins(10)));
+}
+
+#[test]
+fn a_container_on_the_hosts_network_or_put_back_for_another_spec_is_not_joined_to_the_new_one() {
+    let s = Settings::test();
+    let r = row(1);
+    let spec = built(&r, &s);
+    let mut c = container_for(&spec, "c1");
+    c.networks = Some(vec!["host".into()]);
+    c.material.as_mut().unwrap().network_mode = "host".into();
+    let p = plan_at(
+        &facts_for(&s, &r, std::slice::from_ref(&c), &[]),
+        t0() + mins(1),
+    );
+    assert!(!ops(&p).contains(&"connect"), "{:?}", p.actions);
+    // Made on another network than the spec's: joined to its own.
+    c.material.as_mut().unwrap().network_mode = "older-net".into();
+    c.networks = Some(vec![]);
+    let p = plan_at(
+        &facts_for(&s, &r, std::slice::from_ref(&c), &[]),
+        t0() + mins(1),
+    );
+    assert!(
+        matches!(&p.actions[0].op, crate::plan::Op::Connect { network, .. } if network == "older-net"),
+        "{:?}",
+        p.actions
+    );
+}

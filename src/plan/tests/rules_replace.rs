@@ -530,8 +530,28 @@ fn the_old_container_back_after_an_undo_is_not_timed_out_by_a_restarted_berth() 
     f.memory.rolled_back_hash = Some(built(&r, &s).hash);
     let p = plan_at(&f, t0());
     assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    let found = p.memory.clone();
+    let with = |health| {
+        let mut c = cs[0].clone();
+        c.health = health;
+        c
+    };
+    // Ready: the row says the change was undone.
+    let healthy = [with(crate::model::Health::Healthy)];
+    let mut f = facts_for(&s, &r, &healthy, &[]);
+    f.memory = found.clone();
+    let p = plan_at(&f, t0() + TimeDelta::seconds(5));
     assert_eq!(
         p.status.as_ref().map(|s| (s.status, s.reason)),
         Some((Status::Online, Some(Reason::RolledBack)))
     );
+    // Never ready again: timed out a whole timeout after it was found.
+    let unhealthy = [with(crate::model::Health::Unhealthy)];
+    let mut f = facts_for(&s, &r, &unhealthy, &[]);
+    f.memory = found;
+    let p = plan_at(&f, t0() + TimeDelta::minutes(9));
+    assert_eq!(reason(&p), Some(Reason::WaitingReady));
+    let p = plan_at(&f, t0() + TimeDelta::minutes(10));
+    assert_eq!(reason(&p), Some(Reason::ProvisionTimeout));
 }

@@ -102,7 +102,7 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
     let (code, out, err) = berth(&["pin", "langgraph", &d, "--yes", "--json"], &env).await;
     assert_eq!(code, 0, "{err}");
     let answer = json(&out, &err);
-    assert!(answer["recorded_as"].is_string(), "{answer}");
+    assert_eq!(answer["runtime"], "langgraph", "{answer}");
     assert_eq!(answer["local_build_note"], serde_json::Value::Null);
 
     let (code, out, err) = berth(
