@@ -188,24 +188,18 @@ fn a_running_container_detached_from_its_network_is_joined_again() {
     );
     assert!(whys(&p)[0].contains(&network), "{}", whys(&p)[0]);
     // On it, or not known, or on an incomplete picture: nothing.
+    let idle = |c: &crate::model::ObservedContainer| {
+        plan_at(
+            &facts_for(&s, &r, std::slice::from_ref(c), &[]),
+            t0() + mins(1),
+        )
+        .actions
+        .is_empty()
+    };
     c.networks = Some(vec![network]);
-    assert!(
-        plan_at(
-            &facts_for(&s, &r, std::slice::from_ref(&c), &[]),
-            t0() + mins(1)
-        )
-        .actions
-        .is_empty()
-    );
+    assert!(idle(&c));
     c.networks = None;
-    assert!(
-        plan_at(
-            &facts_for(&s, &r, std::slice::from_ref(&c), &[]),
-            t0() + mins(1)
-        )
-        .actions
-        .is_empty()
-    );
+    assert!(idle(&c));
     c.networks = Some(vec![]);
     let mut f = facts_for(&s, &r, std::slice::from_ref(&c), &[]);
     f.observed_complete = false;

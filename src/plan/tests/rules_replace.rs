@@ -247,6 +247,18 @@ fn a_session_volume_without_an_epoch_label_counts_as_epoch_zero() {
     assert!(ops(&p).contains(&"remove_volume"));
 }
 
+/// A pull of the spec `hash` that found no manifest, retried a minute
+/// after t0.
+fn pull_failed(hash: String) -> Failure {
+    Failure {
+        reason: Reason::ImageNotFound,
+        phase: Phase::Pull,
+        message: "manifest unknown".into(),
+        retry_at: t0() + mins(1),
+        hash,
+    }
+}
+
 #[test]
 fn a_failed_pull_leaves_the_old_container_serving_as_change_blocked() {
     let s = Settings::test();
@@ -254,13 +266,7 @@ fn a_failed_pull_leaves_the_old_container_serving_as_change_blocked() {
     let cs = [container_for(&built(&row(1), &s), "c1")];
     let mut f = facts_for(&s, &r, &cs, &[]);
     let hash = built(&r, &s).hash;
-    f.memory.failure = Some(Failure {
-        reason: Reason::ImageNotFound,
-        phase: Phase::Pull,
-        message: "manifest unknown".into(),
-        retry_at: t0() + mins(1),
-        hash,
-    });
+    f.memory.failure = Some(pull_failed(hash));
     let p = plan_at(&f, t0());
     assert!(p.actions.is_empty());
     assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
@@ -433,13 +439,7 @@ fn a_change_blocked_past_the_timeout_gets_a_whole_timeout_once_it_can_be_made() 
     let cs = [container_for(&built(&row(1), &s), "c1")];
     let mut f = facts_for(&s, &r, &cs, &[]);
     f.memory.provisioning_since = Some(t0() - TimeDelta::minutes(30));
-    f.memory.failure = Some(Failure {
-        reason: Reason::ImageNotFound,
-        phase: Phase::Pull,
-        message: "manifest unknown".into(),
-        retry_at: t0() + mins(1),
-        hash: built(&r, &s).hash,
-    });
+    f.memory.failure = Some(pull_failed(built(&r, &s).hash));
     let blocked = plan_at(&f, t0());
     assert_eq!(reason(&blocked), Some(Reason::ChangeBlocked));
     f.memory = blocked.memory.clone();
@@ -460,13 +460,7 @@ fn a_blocked_changes_old_container_found_stopped_is_started_again() {
     old.exit_code = Some(137);
     let cs = [old];
     let mut f = facts_for(&s, &r, &cs, &[]);
-    f.memory.failure = Some(Failure {
-        reason: Reason::ImageNotFound,
-        phase: Phase::Pull,
-        message: "manifest unknown".into(),
-        retry_at: t0() + mins(1),
-        hash: built(&r, &s).hash,
-    });
+    f.memory.failure = Some(pull_failed(built(&r, &s).hash));
     let p = plan_at(&f, t0());
     assert_eq!(ops(&p), ["start"], "{:?}", p.actions);
     // Running again, it serves while the change stays blocked.

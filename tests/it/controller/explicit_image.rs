@@ -100,13 +100,9 @@ async fn an_image_that_appears_after_the_timeout_is_replaced_onto_with_a_whole_t
         r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
     })
     .await;
-    let undone: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workspace_events
-          WHERE workspace_id = $1 AND action = 'status' AND reason LIKE '%rolled_back%'",
-    )
-    .bind(id.0)
-    .fetch_one(&w.pool)
-    .await
-    .unwrap();
-    assert_eq!(undone, 0, "the replace onto the late image was undone");
+    assert_eq!(
+        w.count_events_like(id, "status", "%rolled_back%").await,
+        0,
+        "the replace onto the late image was undone"
+    );
 }

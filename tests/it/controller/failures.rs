@@ -353,15 +353,11 @@ async fn a_deleted_rows_container_goes_after_the_grace_period_and_its_volumes_st
     // The kept volumes are reported once, not at every pass: the key is
     // planned again at each resync.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let notes: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workspace_events
-          WHERE workspace_id = $1 AND action = 'note' AND reason LIKE 'volumes kept%'",
-    )
-    .bind(id.0)
-    .fetch_one(&w.pool)
-    .await
-    .unwrap();
-    assert_eq!(notes, 1, "one note for the kept volumes");
+    assert_eq!(
+        w.count_events_like(id, "note", "volumes kept%").await,
+        1,
+        "one note for the kept volumes"
+    );
 }
 
 #[tokio::test]

@@ -355,7 +355,15 @@ async fn a_container_detached_from_its_network_by_hand_is_joined_again_and_answe
         .await
         .unwrap();
     assert_eq!(c.id, first, "joined again, not replaced");
-    assert_eq!(w.count_events(id, "connect").await, 1);
+    // On the trail once the step's record lands, just after the engine's
+    // answer.
+    w.poll(
+        10,
+        "the connect on the trail",
+        Duration::from_millis(100),
+        || async { (w.count_events(id, "connect").await == 1).then_some(()) },
+    )
+    .await;
     // Its port is published anew: the row's URL names it and answers.
     let port: u16 = c
         .network_settings

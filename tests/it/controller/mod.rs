@@ -157,11 +157,19 @@ impl World {
 
     /// How many `action` events the workspace's trail holds.
     pub async fn count_events(&self, id: WorkspaceId, action: &str) -> i64 {
+        self.count_events_like(id, action, "%").await
+    }
+
+    /// How many `action` events the workspace's trail holds whose reason
+    /// is LIKE `reason`.
+    pub async fn count_events_like(&self, id: WorkspaceId, action: &str, reason: &str) -> i64 {
         sqlx::query_scalar(
-            "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND action = $2",
+            "SELECT count(*) FROM workspace_events
+              WHERE workspace_id = $1 AND action = $2 AND reason LIKE $3",
         )
         .bind(id.0)
         .bind(action)
+        .bind(reason)
         .fetch_one(&self.pool)
         .await
         .unwrap()

@@ -111,13 +111,12 @@ async fn a_ready_container_that_turns_unhealthy_is_restarted_after_the_provision
         after.state.unwrap().started_at,
         before.state.unwrap().started_at
     );
-    let said: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workspace_events WHERE workspace_id = $1
-            AND action = 'restart' AND reason LIKE 'restart: its health check has reported unhealthy%'",
-    )
-    .bind(id.0)
-    .fetch_one(&w.pool)
-    .await
-    .unwrap();
+    let said = w
+        .count_events_like(
+            id,
+            "restart",
+            "restart: its health check has reported unhealthy%",
+        )
+        .await;
     assert_eq!(said, 1, "the restart and why are on the trail");
 }
