@@ -71,7 +71,8 @@ fn undone(memory: &Memory) -> StatusUpdate {
 /// (its volumes and /configs as they are), as Docker's swarm mode or the
 /// kubelet's liveness probe would. Each restart counts towards the crash
 /// loop, so one that keeps failing its check shows `degraded/crash_loop`
-/// and is restarted no more often than that timeout. Meanwhile the row
+/// (and is not restarted while its restarts in the window are that
+/// many); at most one restart per timeout otherwise. Meanwhile the row
 /// stays `online` (it was, and a berth restarted meanwhile judges it as
 /// one that was ready) with `last_error` saying what berth sees and will
 /// do.
