@@ -215,6 +215,24 @@ impl Controller {
             },
             _ => from,
         };
+        // Never back onto a digest berth itself halted since it was last
+        // pinned (a write-back whose own rollout halted): the pins would
+        // swing between two digests, replacing every workspace each time.
+        if let (Track::Pin(ring), Some(back)) = (&key.track, &from)
+            && !matches!(
+                desired::halted_since_pinned(&self.pool, runtime, ring, back.as_str()).await,
+                Ok(false)
+            )
+        {
+            tracing::error!(
+                runtime,
+                ring,
+                to = %key.to,
+                back_to = %back,
+                "the digest before this rollout was halted by berth too (or the history did not answer): the pin stays, nothing more rolls out onto it; set the pin by hand (berth pin, berth rollback --to)"
+            );
+            return;
+        }
         match (&key.track, from) {
             (Track::Pin(ring), from) => {
                 // A pin new with this rollout goes (the ring follows what

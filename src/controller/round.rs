@@ -197,7 +197,7 @@ impl Controller {
                             // again) says nothing either way: the column
                             // the replace wrote says what was judged.
                             let own = Rollouts::column_names(row.rollout.as_ref(), &replace.key);
-                            if (row.broken() && !own)
+                            if (row.troubled() && !own)
                                 || (own && Rollouts::column_unproven(row.rollout.as_ref()))
                             {
                                 state.rollouts.unproven(&replace.key, id);

@@ -15,8 +15,9 @@ pub use images::{
 };
 pub(crate) use rows::readable_time;
 pub use rows::{
-    ReadError, RollbackTarget, hosts_with_rows, load_catalogue, load_pins, load_row, load_rows,
-    load_rows_by_id, no_rows_notice, pin_stable, pinned_before, rollback_target,
+    ReadError, RollbackTarget, halted_since_pinned, hosts_with_rows, load_catalogue, load_pins,
+    load_row, load_rows, load_rows_by_id, no_rows_notice, pin_stable, pinned_before,
+    rollback_target,
 };
 pub use schema::{
     MigrateReport, SCHEMA_VERSION, SchemaError, check_compatible, check_ready,

@@ -388,6 +388,30 @@ pub async fn pinned_before(
     Ok(named_before(pool, runtime, ring, current).await?.flatten())
 }
 
+/// Whether berth halted a rollout of `digest` on (`runtime`, `ring`) since
+/// someone last pinned it: a halt's write-back must not put it back.
+pub async fn halted_since_pinned(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    digest: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM runtime_image_pin_history
+              WHERE template_name = $1 AND ring = $2 AND halt AND old_digest = $3
+                AND id > coalesce((SELECT max(id) FROM runtime_image_pin_history
+                                    WHERE template_name = $1 AND ring = $2
+                                      AND new_digest = $3 AND NOT halt), 0))",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(digest)
+    .fetch_one(pool)
+    .bounded()
+    .await
+}
+
 /// Whether the latest history entry that set the pin of (`runtime`,
 /// `ring`) to `digest` is marked stable: a rollout of it completed.
 pub async fn pin_stable(

@@ -108,6 +108,13 @@ impl WorkspaceRow {
         }
     }
 
+    /// Broken, or showing a change of its own undone (`online/
+    /// rolled_back`: the row's spec, which the next change carries along,
+    /// did not come up): a replace of it proves nothing about an image.
+    pub fn troubled(&self) -> bool {
+        self.broken() || self.status_reason == Some(Reason::RolledBack)
+    }
+
     /// A valid running row with defaults everywhere, for tests and
     /// fixtures; chain the builder methods below to vary it.
     pub fn test(id: WorkspaceId, at: DateTime<Utc>) -> Self {

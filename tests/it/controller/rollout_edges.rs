@@ -291,3 +291,38 @@ async fn a_halt_puts_back_the_digest_the_pin_named_not_a_crash_loopers_older_one
         );
     }
 }
+
+#[tokio::test]
+async fn a_workspace_undone_by_its_own_edit_halts_no_later_good_pin() {
+    // A row edited into one that never becomes ready is put back
+    // (online/rolled_back); the next good pins carry its edit along and
+    // fail on it: not the image's fault, so no halt, and the pin never
+    // swings back and forth.
+    let mut w = super::World::new().await;
+    w.start(&[
+        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_ROLLOUT_CANARY", "1"),
+    ]);
+    let ids = online_all(&w, 2).await;
+    let own = ids[0];
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"AGENT_NEVER_READY": "1"}' WHERE id = $1"#,
+        own,
+    )
+    .await;
+    w.wait_row(own, 60, "its own edit undone", |r| {
+        r.is("online", Some("rolled_back"))
+    })
+    .await;
+    let v2 = w.v2.clone();
+    pin(&w, &v2).await;
+    super::rollout::wait_stable(&w, &v2, 90).await;
+    let v1 = w.v1.clone();
+    pin(&w, &v1).await;
+    super::rollout::wait_stable(&w, &v1, 90).await;
+    assert_eq!(halts(&w).await, 0, "a good image was halted");
+    w.wait_row(ids[1], 60, "the other on v1", |r| {
+        r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+    })
+    .await;
+}
