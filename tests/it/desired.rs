@@ -863,3 +863,30 @@ async fn malformed_trail_entries_are_read_as_unknown_not_as_an_error() {
     assert_eq!(latched, [held]);
     assert_eq!(limit, None);
 }
+
+#[tokio::test]
+async fn a_digest_halted_since_it_was_last_pinned_is_known_as_such() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let (a, b) = (d('a'), d('b'));
+    let halted = |digest: String| {
+        let pool = pool.clone();
+        async move {
+            desired::halted_since_pinned(&pool, "codex", "stable", &digest)
+                .await
+                .unwrap()
+        }
+    };
+    pin_codex(&pool, &a).await;
+    pin_codex(&pool, &b).await;
+    assert!(!halted(b.clone()).await);
+    desired::halt_pin(&pool, "codex", "stable", &b, Some(&a), "halted")
+        .await
+        .unwrap();
+    assert!(halted(b.clone()).await, "b was halted");
+    assert!(!halted(a.clone()).await, "a was written back, not halted");
+    // Pinned again by a person: the old halt no longer holds it back.
+    pin_codex(&pool, &b).await;
+    assert!(!halted(b.clone()).await);
+}
