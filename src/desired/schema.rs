@@ -229,7 +229,7 @@ pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
 /// halts and image retention. Column privileges count (a role may be
 /// granted UPDATE on the columns berth writes only); DELETE is per table.
 const RUN_PRIVILEGES: &[(&str, &str)] = &[
-    ("workspaces", "SELECT, UPDATE"),
+    ("workspaces", "SELECT"),
     ("runtimes", "SELECT"),
     // A halt writes a pin back or removes a ring's first pin; only
     // `berth pin` inserts one.
@@ -247,16 +247,22 @@ const RUN_PRIVILEGES: &[(&str, &str)] = &[
 /// instead of failing every pass and every lease renewal.
 pub async fn check_run_privileges(pool: &PgPool) -> Result<(), SchemaError> {
     let (role, missing): (String, Vec<String>) = sqlx::query_as(
-        "SELECT current_user::text,
-                coalesce(array_agg(format('GRANT %s ON %s%s TO %I', privs,
-                                          CASE kind WHEN 'sequence' THEN 'SEQUENCE ' ELSE '' END,
-                                          what, current_user) ORDER BY first), '{}')
-           FROM (SELECT kind, what, string_agg(priv, ', ' ORDER BY n) AS privs, min(n) AS first
-                   FROM (SELECT n, kind, priv,
-                                CASE WHEN kind = 'sequence'
-                                     THEN pg_get_serial_sequence(obj, 'id') ELSE obj END AS what,
+        "SELECT current_user::text, coalesce(array_agg(grant_sql ORDER BY first), '{}')
+           FROM (SELECT min(n) AS first,
+                        CASE WHEN kind = 'column'
+                             THEN format('GRANT %s (%s) ON %s TO %I', min(priv),
+                                         string_agg(col, ', ' ORDER BY n), what, current_user)
+                             ELSE format('GRANT %s ON %s%s TO %I', string_agg(priv, ', ' ORDER BY n),
+                                         CASE kind WHEN 'sequence' THEN 'SEQUENCE ' ELSE '' END,
+                                         what, current_user) END AS grant_sql
+                   FROM (SELECT n, kind, priv, split_part(obj, '.', 2) AS col,
+                                CASE kind WHEN 'sequence' THEN pg_get_serial_sequence(obj, 'id')
+                                          WHEN 'column' THEN split_part(obj, '.', 1)
+                                          ELSE obj END AS what,
                                 CASE WHEN kind = 'sequence'
                                      THEN has_sequence_privilege(pg_get_serial_sequence(obj, 'id'), 'USAGE, UPDATE')
+                                     WHEN kind = 'column'
+                                     THEN has_column_privilege(split_part(obj, '.', 1), split_part(obj, '.', 2), priv)
                                      WHEN priv = 'DELETE' THEN has_table_privilege(obj, priv)
                                      ELSE has_any_column_privilege(obj, priv) END AS ok
                            FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
@@ -277,9 +283,27 @@ pub async fn check_run_privileges(pool: &PgPool) -> Result<(), SchemaError> {
     }
 }
 
+/// The columns of `workspaces` a pass writes (the status columns): a role
+/// granted UPDATE on these alone runs berth; one granted it on some
+/// others only would fail every status write.
+const STATUS_COLUMNS: &[&str] = &[
+    "workspaces.status",
+    "workspaces.status_reason",
+    "workspaces.status_changed_at",
+    "workspaces.container_id",
+    "workspaces.runtime_image_digest",
+    "workspaces.runtime_image_id",
+    "workspaces.url",
+    "workspaces.observed_generation",
+    "workspaces.restart_count",
+    "workspaces.last_error",
+    "workspaces.rollout",
+];
+
 /// [`RUN_PRIVILEGES`] one privilege a row, as (kind, object, privilege),
-/// with the sequences the trail's and the pin history's ids are drawn from
-/// (`nextval` takes USAGE or UPDATE; USAGE is what is asked for).
+/// with UPDATE on each status column and the sequences the trail's and
+/// the pin history's ids are drawn from (`nextval` takes USAGE or UPDATE;
+/// USAGE is what is asked for).
 fn run_privilege_rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
     RUN_PRIVILEGES
         .iter()
@@ -288,6 +312,7 @@ fn run_privilege_rows() -> impl Iterator<Item = (&'static str, &'static str, &'s
                 .split(", ")
                 .map(move |privilege| ("table", *table, privilege))
         })
+        .chain(STATUS_COLUMNS.iter().map(|c| ("column", *c, "UPDATE")))
         .chain(
             ["runtime_image_pin_history", "workspace_events"]
                 .map(|table| ("sequence", table, "USAGE")),

@@ -52,12 +52,14 @@ async fn a_read_only_role_is_refused_at_start_with_the_grants_that_let_it_run() 
     // Exactly what a pass, the lease, the trail, a halt and the image
     // sweep write with, no more (the pins are inserted by `berth pin`).
     let wanted: Vec<String> = [
-        "UPDATE ON workspaces",
         "UPDATE, DELETE ON runtime_image_pins",
         "INSERT, UPDATE ON runtime_image_pin_history",
         "INSERT, DELETE ON workspace_events",
         "INSERT, UPDATE ON host_leases",
         "INSERT, UPDATE, DELETE ON host_images",
+        // The status columns alone: a column grant is what berth asks.
+        "UPDATE (status, status_reason, status_changed_at, container_id, runtime_image_digest, \
+         runtime_image_id, url, observed_generation, restart_count, last_error, rollout) ON workspaces",
         "USAGE ON SEQUENCE public.runtime_image_pin_history_id_seq",
         "USAGE ON SEQUENCE public.workspace_events_id_seq",
     ]
