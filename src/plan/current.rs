@@ -70,9 +70,9 @@ fn undone(memory: &Memory) -> StatusUpdate {
 /// provision timeout to recover, as a start is, then restarted in place
 /// (its volumes and /configs as they are), as Docker's swarm mode or the
 /// kubelet's liveness probe would. Each restart counts towards the crash
-/// loop, so one that keeps failing its check shows `degraded/crash_loop`
-/// (and is not restarted while its restarts in the window are that
-/// many); at most one restart per timeout otherwise. Meanwhile the row
+/// loop, so one that keeps failing its check shows `degraded/crash_loop`;
+/// it is restarted at most once per timeout, crash loop or not. Meanwhile
+/// the row
 /// stays `online` (it was, and a berth restarted meanwhile judges it as
 /// one that was ready) with `last_error` saying what berth sees and will
 /// do.
@@ -347,7 +347,16 @@ pub(super) fn current(
                 }
             }
             Readiness::NotYet { at } => {
-                if looping(&p.memory) {
+                // A container that was ready and fails its check is
+                // restarted once per timeout even while its restarts make
+                // a crash loop (the row says so): left alone, it stays
+                // dead until the window rolls off.
+                let health_failing = been_ready
+                    && !rolled_back
+                    && (c.health == Health::Unhealthy || p.memory.health_restarted_at.is_some());
+                if health_failing {
+                    return unhealthy(f, c, now, p);
+                } else if looping(&p.memory) {
                     p.status = Some(crash_status(&p.memory));
                 } else if timed_out_now {
                     return timed_out(f, Phase::Readiness, p);
@@ -356,10 +365,6 @@ pub(super) fn current(
                     // undone, comes up again: the row keeps saying why
                     // rather than flapping through `provisioning`.
                     p.status = Some(undone(&p.memory));
-                } else if been_ready
-                    && (c.health == Health::Unhealthy || p.memory.health_restarted_at.is_some())
-                {
-                    return unhealthy(f, c, now, p);
                 } else {
                     p.status = Some(StatusUpdate::reason(
                         Reason::WaitingReady,

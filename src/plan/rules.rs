@@ -162,29 +162,46 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     if conflicted {
         let detail = mine.conflicts.join("; ");
         // A stranger under a name a replace would need (`-prev`, a
-        // volume) stops every change, yet the workspace's own container
-        // may serve on: the row says so rather than `failed`.
-        let serving = mine
+        // volume) stops every change, yet the workspace's own container is
+        // looked after in place (started when down, restarted for its
+        // epoch or a failing health check: none of it needs the names),
+        // and the row says it serves on rather than `failed`.
+        let own = mine
             .containers
             .iter()
-            .find(|c| c.name == row.id.container_name() && c.state == ContainerState::Running);
-        p.status = Some(match serving {
-            Some(c) if !stopped => {
-                let wanted = match &f.spec {
-                    Some(Ok(spec)) => super::change::change(f, row, spec, c, &mine).is_some(),
-                    _ => true,
-                };
-                let detail = format!(
-                    "{detail}: berth changes nothing of this workspace until it is gone; its container serves on"
-                );
-                if wanted {
-                    StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+            .find(|c| c.name == row.id.container_name())
+            .copied();
+        let serves_on = |wanted: bool| {
+            let detail = format!(
+                "{detail}: berth changes nothing of this workspace until it is gone; its container serves on"
+            );
+            if wanted {
+                StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+            } else {
+                StatusUpdate::with_detail(Status::Online, detail)
+            }
+        };
+        match (own, &f.spec) {
+            (Some(c), Some(Ok(spec))) if !stopped => {
+                let wanted = super::change::change(f, row, spec, c, &mine).is_some();
+                super::current::current(f, row, spec, c, false, now, &mut p);
+                let plain_online = p.status.as_ref().is_some_and(|s| {
+                    s.status == Status::Online && s.reason.is_none() && s.detail.is_none()
+                });
+                if plain_online {
+                    p.status = Some(serves_on(wanted));
                 } else {
-                    StatusUpdate::with_detail(Status::Online, detail)
+                    p.notes
+                        .push(format!("{detail}: no change is made until it is gone"));
                 }
             }
-            _ => StatusUpdate::reason(Reason::NameConflict, Some(detail)),
-        });
+            // A row that makes no spec: its container of the last spec
+            // serves on, if it runs.
+            (Some(c), _) if !stopped && c.state == ContainerState::Running => {
+                p.status = Some(serves_on(true));
+            }
+            _ => p.status = Some(StatusUpdate::reason(Reason::NameConflict, Some(detail))),
+        }
         return p;
     }
     if p.status.is_some() {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    ContainerSpec, ContainerState, ImageSource, ObservedContainer, Reason, Status, WorkspaceRow,
+    ContainerSpec, ContainerState, Health, ImageSource, ObservedContainer, Reason, Status,
+    WorkspaceRow,
 };
 
 use super::StatusUpdate;
@@ -305,16 +306,34 @@ fn replace(
             .push("replace waits for a complete container list".into());
         return current(f, row, spec, old, false, now, p);
     }
+    // A container paused in Docker was frozen on purpose: no replace
+    // stops it; the change waits until it is unpaused.
+    if old.state == ContainerState::Paused {
+        p.notes
+            .push("container is Paused in Docker: berth leaves it so".into());
+        let detail = format!(
+            "{change} waits: the container is paused in Docker (docker pause) and answers nothing until `docker unpause`"
+        );
+        p.status = Some(StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)));
+        return;
+    }
     // A blocked change has touched nothing and the old container serves:
     // no attempt is under way, so none is timed. The next try, however
     // long the block lasted, gets the whole provision timeout. An old
-    // container found down meanwhile (stopped by hand, say) is started
-    // again as any other, while the change waits.
-    let blocked =
-        backing_off(&p.memory, spec, now).is_some() || template_missing(f, spec).is_some();
-    if blocked && old.state != ContainerState::Running {
+    // container found down meanwhile (stopped by hand, say) or failing its
+    // health check is looked after as any other (started, restarted) while
+    // the change waits, and the change keeps its backoff.
+    let retry_at = backing_off(&p.memory, spec, now).map(|fl| fl.retry_at);
+    let blocked = retry_at.is_some() || template_missing(f, spec).is_some();
+    if blocked && (old.state != ContainerState::Running || old.health == Health::Unhealthy) {
+        let failure = p.memory.failure.clone();
         p.memory.provisioning_since = None;
-        return current(f, row, spec, old, false, now, p);
+        current(f, row, spec, old, false, now, p);
+        p.memory.failure = failure;
+        if let Some(at) = retry_at {
+            p.requeue(since(now, at));
+        }
+        return;
     }
     if let Some(fl) = backing_off(&p.memory, spec, now) {
         let detail = format!("{change} is blocked: {}", fl.message);

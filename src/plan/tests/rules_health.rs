@@ -270,3 +270,57 @@ fn a_container_on_the_hosts_network_or_put_back_for_another_spec_is_not_joined_t
         p.actions
     );
 }
+
+#[test]
+fn an_unhealthy_container_in_a_crash_loop_is_still_restarted_once_per_timeout() {
+    let s = Settings::test();
+    let (r, cs, mut memory) = ready_before(&s, Health::Unhealthy);
+    let now = t0() + TimeDelta::hours(3);
+    memory.restarts = (0..s.crash_loop_restarts)
+        .map(|i| now - mins(i64::from(i) + 1))
+        .collect();
+    memory.unhealthy_since = Some(now - mins(10));
+    memory.unhealthy_start = cs[0].started_at;
+    let p = at(&s, &r, &cs, &memory, now);
+    assert_eq!(ops(&p), ["restart"], "{:?}", p.actions);
+    assert_eq!(reason(&p), Some(Reason::CrashLoop));
+}
+
+#[test]
+fn a_paused_container_is_not_replaced_by_a_change() {
+    let s = Settings::test();
+    let mut paused = container_for(&built(&row(1), &s), "c1");
+    paused.state = crate::model::ContainerState::Paused;
+    let edited = row(1).with_env(serde_json::json!({"A": "2"}));
+    let p = plan_at(&facts_for(&s, &edited, &[paused], &[]), t0());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
+    assert!(detail(&p).contains("paused in Docker"), "{}", detail(&p));
+}
+
+#[test]
+fn an_unhealthy_old_container_of_a_blocked_change_is_restarted_and_the_backoff_kept() {
+    let s = Settings::test();
+    let edited = row(1).with_env(serde_json::json!({"A": "2"}));
+    let mut old = container_for(&built(&row(1), &s), "c1");
+    old.health = Health::Unhealthy;
+    let mut f = facts_for(&s, &edited, std::slice::from_ref(&old), &[]);
+    f.memory.ready_container = Some("c1".into());
+    f.memory.unhealthy_since = Some(t0() - mins(10));
+    f.memory.unhealthy_start = old.started_at;
+    let failure = crate::plan::Failure {
+        reason: Reason::ImageNotFound,
+        phase: crate::plan::Phase::Pull,
+        message: "manifest unknown".into(),
+        retry_at: t0() + mins(5),
+        hash: built(&edited, &s).hash,
+    };
+    f.memory.failure = Some(failure.clone());
+    let p = plan_at(&f, t0());
+    assert_eq!(ops(&p), ["restart"], "{:?}", p.actions);
+    assert_eq!(
+        p.memory.failure,
+        Some(failure),
+        "the change's backoff stays"
+    );
+}

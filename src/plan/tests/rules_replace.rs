@@ -498,10 +498,17 @@ fn a_stranger_under_the_prev_name_blocks_changes_while_the_container_serves() {
     let p = plan_at(&facts_for(&s, &edited, &cs, &[]), t0());
     assert!(p.actions.is_empty(), "{:?}", p.actions);
     assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
-    // No container of its own serving: the conflict is the row's state.
+    // Its own container down: started again in place (no name needed),
+    // the change still held back.
     let mut down = serving;
     down.state = crate::model::ContainerState::Exited;
-    let p = plan_at(&facts_for(&s, &edited, &[down, stranger], &[]), t0());
+    let p = plan_at(
+        &facts_for(&s, &edited, &[down, stranger.clone()], &[]),
+        t0(),
+    );
+    assert_eq!(ops(&p), ["start"], "{:?}", p.actions);
+    // No container of its own: the conflict is the row's state.
+    let p = plan_at(&facts_for(&s, &edited, &[stranger], &[]), t0());
     assert_eq!(reason(&p), Some(Reason::NameConflict));
 }
 
