@@ -396,20 +396,33 @@ pub async fn halted_since_pinned(
     ring: &str,
     digest: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
+    ask_history(
+        pool,
         "SELECT EXISTS (
              SELECT 1 FROM runtime_image_pin_history
               WHERE template_name = $1 AND ring = $2 AND halt AND old_digest = $3
                 AND id > coalesce((SELECT max(id) FROM runtime_image_pin_history
                                     WHERE template_name = $1 AND ring = $2
                                       AND new_digest = $3 AND NOT halt), 0))",
+        (runtime, ring, digest),
     )
-    .bind(runtime)
-    .bind(ring)
-    .bind(digest)
-    .fetch_one(pool)
-    .bounded()
     .await
+}
+
+/// A yes-or-no question `sql` asks of the pin history about (`runtime`,
+/// `ring`, `digest`), bound as $1, $2, $3.
+async fn ask_history(
+    pool: &PgPool,
+    sql: &'static str,
+    (runtime, ring, digest): (&str, &str, &str),
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(sql)
+        .bind(runtime)
+        .bind(ring)
+        .bind(digest)
+        .fetch_one(pool)
+        .bounded()
+        .await
 }
 
 /// Whether the latest history entry that set the pin of (`runtime`,
@@ -420,16 +433,13 @@ pub async fn pin_stable(
     ring: &str,
     digest: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
+    ask_history(
+        pool,
         "SELECT coalesce((SELECT stable_at IS NOT NULL FROM runtime_image_pin_history
                            WHERE template_name = $1 AND ring = $2 AND new_digest = $3
                            ORDER BY id DESC LIMIT 1), false)",
+        (runtime, ring, digest),
     )
-    .bind(runtime)
-    .bind(ring)
-    .bind(digest)
-    .fetch_one(pool)
-    .bounded()
     .await
 }
 

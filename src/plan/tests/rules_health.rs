@@ -154,18 +154,6 @@ fn one_that_keeps_failing_its_check_is_a_crash_loop_restarted_no_faster() {
 }
 
 #[test]
-fn the_crash_loop_status_counts_berths_health_restarts() {
-    let s = Settings::test();
-    let (r, cs, mut memory) = ready_before(&s, Health::Unhealthy);
-    let now = t0() + TimeDelta::hours(3);
-    memory.restarts = (0..s.crash_loop_restarts)
-        .map(|i| now - mins(i64::from(i) + 1))
-        .collect();
-    let p = at(&s, &r, &cs, &memory, now);
-    assert_eq!(reason(&p), Some(Reason::CrashLoop), "{:?}", p.status);
-}
-
-#[test]
 fn a_running_container_detached_from_its_network_is_joined_again() {
     let s = Settings::test();
     let r = row(1);
@@ -272,7 +260,7 @@ fn a_container_on_the_hosts_network_or_put_back_for_another_spec_is_not_joined_t
 }
 
 #[test]
-fn an_unhealthy_container_in_a_crash_loop_is_still_restarted_once_per_timeout() {
+fn an_unhealthy_container_in_a_crash_loop_says_so_and_is_still_restarted_once_per_timeout() {
     let s = Settings::test();
     let (r, cs, mut memory) = ready_before(&s, Health::Unhealthy);
     let now = t0() + TimeDelta::hours(3);
