@@ -8,6 +8,7 @@ mod pass;
 mod props;
 mod rules_health;
 mod rules_interrupted;
+mod rules_ready;
 mod rules_removal;
 mod rules_replace;
 mod rules_running;
