@@ -43,20 +43,18 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
     };
     let schema = match schema {
         Ok(()) => desired::check_run_privileges(&pool).await,
-        Err(e) => Err(e),
+        failed => failed,
     };
     if let Err(error) = schema {
-        if migrate
+        let may_not_migrate = migrate
             && error.refused_user()
-            && !matches!(error, desired::SchemaError::Privileges { .. })
-        {
-            tracing::error!(
-                %error,
-                "database schema: this role may not migrate; run `berth migrate` as the owner of berth's tables, then `berth run --no-migrate` as this role"
-            );
-            return crate::cli::schema_exit(&error);
-        }
-        tracing::error!(%error, "database schema");
+            && !matches!(error, desired::SchemaError::Privileges { .. });
+        let what = if may_not_migrate {
+            "database schema: this role may not migrate; run `berth migrate` as the owner of berth's tables, then `berth run --no-migrate` as this role"
+        } else {
+            "database schema"
+        };
+        tracing::error!(%error, "{what}");
         return crate::cli::schema_exit(&error);
     }
     let docker = match crate::docker::connect(config.docker_host.as_deref()).await {
