@@ -3,7 +3,7 @@
 //! database whose floor is at or below its own [`SCHEMA_VERSION`], including
 //! one migrated further by a newer berth.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -212,10 +212,10 @@ pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
     let Some(floor) = check_compatible(pool).await? else {
         return Err(SchemaError::Missing);
     };
-    let applied = applied_versions(pool).await?;
+    let applied = applied(pool).await?;
     let missing: Vec<i64> = migrator()
         .iter()
-        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains_key(&m.version))
         .map(|m| m.version)
         .collect();
     if missing.is_empty() {
@@ -319,33 +319,44 @@ fn run_privilege_rows() -> impl Iterator<Item = (&'static str, &'static str, &'s
         )
 }
 
-async fn applied_versions(pool: &PgPool) -> Result<BTreeSet<i64>, sqlx::Error> {
+/// The migrations applied with success, each with its checksum.
+async fn applied(pool: &PgPool) -> Result<BTreeMap<i64, Vec<u8>>, sqlx::Error> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(pool)
         .bounded()
         .await?;
     if !exists {
-        return Ok(BTreeSet::new());
+        return Ok(BTreeMap::new());
     }
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
             .bounded()
             .await?;
-    Ok(versions.into_iter().collect())
+    Ok(rows.into_iter().collect())
 }
 
 /// Applies pending migrations, leaving a database whose floor is above this
 /// berth untouched. A second run applies nothing. Migrations a newer berth
-/// applied are not an error.
+/// applied are not an error. With every migration of this berth applied as
+/// it is here (same checksum), the migrator is not run at all: it creates
+/// its table and takes its lock first, which a role that may run berth but
+/// does not own its tables may not do.
 pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, SchemaError> {
     check_compatible(pool).await?;
-    let before = applied_versions(pool).await?;
+    let before = applied(pool).await?;
     let migrator = migrator();
-    migrator.run(pool).await?;
-    let applied = migrator
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration() && !before.contains(&m.version))
+    let ours = || {
+        migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+    };
+    let pending = ours().any(|m| before.get(&m.version) != Some(&m.checksum.to_vec()));
+    if pending {
+        migrator.run(pool).await?;
+    }
+    let applied = ours()
+        .filter(|m| !before.contains_key(&m.version))
         .map(|m| (m.version, m.description.to_string()))
         .collect();
     let floor = check_compatible(pool).await?.unwrap_or(SCHEMA_VERSION);

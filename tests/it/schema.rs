@@ -533,12 +533,22 @@ async fn a_schema_this_berth_cannot_run_on_unmigrated_is_exit_65_naming_the_fix(
     }
 
     // A migration edited after it was applied: `migrate` refuses with 65
-    // (the systemd unit does not restart on it), not 1.
+    // (the systemd unit does not restart on it), not 1, with one missing
+    // as well and with every one applied.
     sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version < $1")
         .bind(last)
         .execute(&pool)
         .await
         .unwrap();
+    let (code, out, err) = berth(&["migrate"], &env).await;
+    assert_eq!(code, 65, "stdout: {out}\nstderr: {err}");
+    let whole = TestDb::migrated().await;
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = $1")
+        .bind(last)
+        .execute(&whole.pool().await)
+        .await
+        .unwrap();
+    let env = [("DATABASE_URL", whole.url.as_str()), listen];
     let (code, out, err) = berth(&["migrate"], &env).await;
     assert_eq!(code, 65, "stdout: {out}\nstderr: {err}");
 }
