@@ -23,20 +23,12 @@ pub(super) fn trouble_event(
     if !matches!(update.status, Status::Failed | Status::Degraded) && !undone {
         return None;
     }
-    // A refusal's message is the row's own fault (the key, the path): a
-    // new one is a new cause. Other messages count restarts or seconds.
-    let refusal = matches!(
-        update.reason,
-        Some(
-            Reason::InvalidSpec
-                | Reason::TierNotAllowed
-                | Reason::NameConflict
-                | Reason::ConfigMissing
-        )
-    );
+    // A steady message (a refusal's, a change blocked by the row's own
+    // fault) names its cause: a new one is a new cause. Other messages
+    // count restarts or seconds.
     let same = row.status == Some(update.status)
         && row.status_reason == update.reason
-        && (!refusal || row.last_error == update.detail);
+        && (!update.steady || row.last_error == update.detail);
     if same {
         return None;
     }

@@ -84,6 +84,16 @@ impl Reason {
             | ProvisionTimeout => Status::Failed,
         }
     }
+
+    /// A refusal: the row cannot make a safe spec, or a name it needs is
+    /// taken. Its message is the row's own fault or the name in the way.
+    pub fn is_refusal(self) -> bool {
+        use Reason::*;
+        matches!(
+            self,
+            InvalidSpec | TierNotAllowed | NameConflict | ConfigMissing
+        )
+    }
 }
 
 #[cfg(test)]

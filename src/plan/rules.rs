@@ -176,7 +176,7 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
                 "{detail}: berth changes nothing of this workspace until it is gone; its container serves on"
             );
             if wanted {
-                StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+                StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)).steady()
             } else {
                 StatusUpdate::with_detail(Status::Online, detail)
             }
@@ -222,7 +222,7 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
                     "{}: the {} change cannot be made; the container of the last spec serves on",
                     e.message, e.reason
                 );
-                StatusUpdate::reason(Reason::ChangeBlocked, Some(detail))
+                StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)).steady()
             } else {
                 StatusUpdate::reason(e.reason, Some(e.message.clone()))
             });

@@ -48,6 +48,11 @@ pub struct StatusUpdate {
     pub status: Status,
     pub reason: Option<Reason>,
     pub detail: Option<String>,
+    /// The detail names its cause in words that stay the same while the
+    /// cause stands (the row's own fault, a name in the way), so a new
+    /// detail under the same reason is a new cause. Other details count
+    /// restarts or seconds.
+    pub steady: bool,
 }
 
 impl StatusUpdate {
@@ -56,6 +61,7 @@ impl StatusUpdate {
             status,
             reason: None,
             detail: None,
+            steady: false,
         }
     }
 
@@ -64,6 +70,15 @@ impl StatusUpdate {
             status: reason.status(),
             reason: Some(reason),
             detail: detail.map(clip_error),
+            steady: reason.is_refusal(),
+        }
+    }
+
+    /// This update, its detail marked [`steady`](Self::steady).
+    pub fn steady(self) -> Self {
+        StatusUpdate {
+            steady: true,
+            ..self
         }
     }
 

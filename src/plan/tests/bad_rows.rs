@@ -220,6 +220,9 @@ fn ten_thousand_bad_rows_fail_alone_and_leave_the_others_planned_as_before() {
             "{reason}"
         );
         assert!(status.detail.as_ref().is_some_and(|d| !d.is_empty()));
+        // The row's own fault, named in words that stand while it does:
+        // another fault is another entry on the trail.
+        assert!(status.steady, "{status:?}");
         assert!(p.actions.is_empty(), "{} got {:?}", r.id, p.actions);
         *reasons.entry(reason).or_insert(0) += 1;
     }

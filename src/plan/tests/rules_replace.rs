@@ -271,6 +271,8 @@ fn a_failed_pull_leaves_the_old_container_serving_as_change_blocked() {
     assert!(p.actions.is_empty());
     assert_eq!(reason(&p), Some(Reason::ChangeBlocked));
     assert!(detail(&p).contains("manifest unknown"));
+    // Its words count down to the retry: not a cause of its own each pass.
+    assert!(!p.status.as_ref().unwrap().steady);
     assert!(
         !plan_at(&f, t0() + mins(2)).actions.is_empty(),
         "retried after the backoff"

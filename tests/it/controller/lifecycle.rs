@@ -281,6 +281,30 @@ async fn an_invalid_row_fails_while_the_others_converge() {
     );
     assert_eq!(row.container_id, serving);
     assert!(running(w.container(good).await.as_ref()));
+    // Each blocked edit is on the trail, the second with its own cause,
+    // however many passes see them.
+    let blocked = w
+        .count_events_like(good, "status", "degraded/change_blocked")
+        .await;
+    assert_eq!(blocked, 1);
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"": "z"}' WHERE id = $1"#,
+        good,
+    )
+    .await;
+    w.wait_row(good, 30, "blocked anew", |r| {
+        r.is("degraded", Some("change_blocked"))
+            && r.last_error
+                .as_deref()
+                .is_some_and(|e| !e.contains("BAD=KEY"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let blocked = w
+        .count_events_like(good, "status", "degraded/change_blocked")
+        .await;
+    assert_eq!(blocked, 2);
+    assert_eq!(w.row(good).await.container_id, serving);
 }
 
 #[tokio::test]
