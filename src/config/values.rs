@@ -313,7 +313,11 @@ pub fn platform_value(raw: &str) -> Result<Platform, String> {
 /// `user:password@` (the user stays, for the operator), or a user alone,
 /// which can be a token (`https://<token>@host/`). Without a scheme, a
 /// `user@` before the first `/` (an scp-like ssh prefix, or a URL typed
-/// without its scheme) is user info too.
+/// without its scheme) is user info too. A password typed with a `/`, `?`
+/// or `#` unencoded (which ends the authority for a URL parser) is still
+/// masked: a `user:` before the first of those with an `@` after it masks
+/// up to the last `@`, more than the password when a path holds an `@`
+/// too, never less.
 pub fn mask_url(raw: &str) -> String {
     let mut out = raw.to_string();
     let rest_start = out.find("://").map_or(0, |i| i + 3);
@@ -326,6 +330,10 @@ pub fn mask_url(raw: &str) -> String {
             None => rest_start,
         };
         out.replace_range(secret_start..rest_start + at, "***");
+    } else if let Some(colon) = out[rest_start..authority_end].find(':')
+        && let Some(at) = out[authority_end..].rfind('@')
+    {
+        out.replace_range(rest_start + colon + 1..authority_end + at, "***");
     }
     if !raw.contains("://") {
         // A libpq key=value string (`host=db password=s3cret`), which the
@@ -337,7 +345,7 @@ pub fn mask_url(raw: &str) -> String {
         let masked: Vec<String> = query
             .split('&')
             .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                Some((k, _)) if is_password_key(k) => format!("{k}=***"),
                 _ => kv.to_string(),
             })
             .collect();
@@ -346,13 +354,23 @@ pub fn mask_url(raw: &str) -> String {
     out
 }
 
-/// Masks the value of each `password = …` keyword of a libpq key=value
-/// string, quoted (`'a\'b'`: libpq escapes with a backslash) or bare.
+/// libpq's parameters that hold a secret: the password, and the
+/// passphrase of the client's key.
+fn is_password_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+}
+
+/// Masks the value of each `password = …` (and `sslpassword = …`) keyword
+/// of a libpq key=value string, quoted (`'a\'b'`: libpq escapes with a
+/// backslash) or bare.
 fn mask_keyword_password(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(at) = rest.to_ascii_lowercase().find("password") {
-        let starts_word = at == 0 || rest[..at].ends_with(char::is_whitespace);
+        let starts_word = at == 0
+            || rest[..at].ends_with(char::is_whitespace)
+            || (rest[..at].to_ascii_lowercase().ends_with("ssl")
+                && (at == 3 || rest[..at - 3].ends_with(char::is_whitespace)));
         let after = &rest[at + "password".len()..];
         let trimmed = after.trim_start();
         if !starts_word || !trimmed.starts_with('=') {
@@ -417,6 +435,10 @@ mod tests {
             "password = *** host=db"
         );
         assert_eq!(mask_url("PASSWORD=x"), "PASSWORD=***");
+        assert_eq!(
+            mask_url("host=db sslpassword=kp1 user=u"),
+            "host=db sslpassword=*** user=u"
+        );
         assert_eq!(mask_url("host=db mypassword=y"), "host=db mypassword=y");
     }
 
@@ -446,6 +468,26 @@ mod tests {
             mask_url("tok-123@git.example/org/tpl-"),
             "***@git.example/org/tpl-"
         );
+    }
+
+    #[test]
+    fn mask_url_hides_a_password_typed_with_a_character_that_ends_the_authority() {
+        for (raw, shown) in [
+            (
+                "postgres://berth:s3cr#et@db.internal:5432/berth",
+                "postgres://berth:***@db.internal:5432/berth",
+            ),
+            ("postgres://u:pa/ss@db/berth", "postgres://u:***@db/berth"),
+            ("postgres://u:pa?ss@db/berth", "postgres://u:***@db/berth"),
+            ("postgres://u:12/34@db/berth", "postgres://u:***@db/berth"),
+            ("u:pa/ss@db/berth", "u:***@db/berth"),
+            (
+                "postgres://h/db?sslpassword=kp1&password=pw2",
+                "postgres://h/db?sslpassword=***&password=***",
+            ),
+        ] {
+            assert_eq!(mask_url(raw), shown, "{raw}");
+        }
     }
 
     #[test]
