@@ -222,7 +222,10 @@ pub(crate) fn schema_exit(error: &SchemaError) -> Exit {
         return Exit::Usage;
     }
     match error {
-        SchemaError::TooOld { .. } | SchemaError::Missing | SchemaError::Behind(_) => Exit::Schema,
+        SchemaError::TooOld { .. }
+        | SchemaError::Missing
+        | SchemaError::Behind(_)
+        | SchemaError::Edited(_) => Exit::Schema,
         // A migration whose applied checksum differs (edited after it ran)
         // or one left failed: the schema is not what this berth knows, and
         // a restart cannot help.

@@ -47,6 +47,10 @@ pub enum SchemaError {
         .0.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
     )]
     Behind(Vec<i64>),
+    #[error(
+        "the database's migration {0} is not this berth's: it was edited after it was applied, so the schema is not the one this berth knows (`berth migrate` refuses it too)"
+    )]
+    Edited(i64),
     #[error("cannot reach the database: {0}")]
     Unreachable(#[source] sqlx::Error),
     /// The server answered and refused: the user, the password or the
@@ -206,22 +210,31 @@ pub async fn check_compatible(pool: &PgPool) -> Result<Option<i32>, SchemaError>
 }
 
 /// Refuses a database this berth cannot run against without migrating: a
-/// floor above this berth, no schema, or one of this berth's migrations not
-/// applied (a newer berth's extra ones are fine: expand/contract).
+/// floor above this berth, no schema, one of this berth's migrations not
+/// applied (a newer berth's extra ones are fine: expand/contract), or one
+/// applied and edited since (its checksum differs from this berth's: the
+/// schema is not the one this berth knows), as `migrate` refuses it.
 pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
     let Some(floor) = check_compatible(pool).await? else {
         return Err(SchemaError::Missing);
     };
     let applied = applied(pool).await?;
-    let missing: Vec<i64> = migrator()
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains_key(&m.version))
+    let migrator = migrator();
+    let ours = || {
+        migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+    };
+    let missing: Vec<i64> = ours()
+        .filter(|m| !applied.contains_key(&m.version))
         .map(|m| m.version)
         .collect();
-    if missing.is_empty() {
-        Ok(floor)
-    } else {
-        Err(SchemaError::Behind(missing))
+    if !missing.is_empty() {
+        return Err(SchemaError::Behind(missing));
+    }
+    match ours().find(|m| applied.get(&m.version) != Some(&m.checksum.to_vec())) {
+        Some(edited) => Err(SchemaError::Edited(edited.version)),
+        None => Ok(floor),
     }
 }
 

@@ -549,8 +549,21 @@ async fn a_schema_this_berth_cannot_run_on_unmigrated_is_exit_65_naming_the_fix(
         .await
         .unwrap();
     let env = [("DATABASE_URL", whole.url.as_str()), listen];
-    let (code, out, err) = berth(&["migrate"], &env).await;
-    assert_eq!(code, 65, "stdout: {out}\nstderr: {err}");
+    for args in [
+        &["migrate"][..],
+        &["run", "--no-migrate"],
+        &["plan"],
+        &["status"],
+    ] {
+        let (code, out, err) = berth(args, &env).await;
+        assert_eq!(code, 65, "{args:?}: stdout: {out}\nstderr: {err}");
+        if args[0] != "migrate" {
+            assert!(
+                format!("{out}{err}").contains(&format!("migration {last} is not this berth's")),
+                "{args:?}: {out}{err}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
