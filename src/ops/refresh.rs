@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::OpsError;
-use super::table::Table;
+use super::table::{Table, cell, shown};
 use crate::config::Config;
 use crate::desired::{self, REFRESH_CHANNEL};
 use crate::model::{DesiredState, ImageSource};
@@ -115,7 +115,10 @@ pub async fn refresh(
 impl RefreshView {
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let what = self.runtime.as_deref().unwrap_or("every runtime");
+        let what = self
+            .runtime
+            .as_deref()
+            .map_or("every runtime".to_string(), shown);
         let _ = writeln!(
             out,
             "refresh {what}: {} workspace(s) run from a moving tag or a local build",
@@ -126,11 +129,11 @@ impl RefreshView {
             for w in &self.workspaces {
                 t.push(vec![
                     w.id.to_string(),
-                    w.name.clone(),
-                    w.host.clone(),
-                    w.runtime.clone(),
+                    cell(&w.name),
+                    cell(&w.host),
+                    cell(&w.runtime),
                     w.source.to_string(),
-                    w.image.clone(),
+                    shown(&w.image),
                 ]);
             }
             out.push_str(&t.render());
@@ -149,5 +152,31 @@ impl RefreshView {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_text_is_escaped_and_a_long_name_cut_so_it_neither_paints_nor_breaks_lines() {
+        let view = RefreshView {
+            runtime: Some("agent".into()),
+            workspaces: vec![OnTag {
+                id: uuid::Uuid::nil(),
+                name: format!("esc\u{1b}[31mRED\nnl{}", "L".repeat(10_000)),
+                host: "other\u{1b}[2Jhost".into(),
+                runtime: "agent".into(),
+                image: "reg/agent:latest\u{7}".into(),
+                source: "tag",
+            }],
+            listening_hosts: vec!["h1".into()],
+        };
+        let out = view.render();
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out}");
+        assert_eq!(out.lines().count(), 4, "{out}");
+        assert!(out.contains(r#""other\u{1b}[2Jhost""#), "{out}");
+        assert!(out.lines().all(|l| l.chars().count() < 300), "{out}");
     }
 }
