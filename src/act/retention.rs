@@ -1,8 +1,8 @@
 //! Image retention's Docker side: which images containers use, and the
-//! removal of one image by id. Which images may go is the controller's to
-//! decide (only images berth recorded as pulled or built); this removes one
-//! without force, so the engine itself refuses an image a container uses
-//! or another repository still names.
+//! removal of one image by id or by reference. Which images may go is the
+//! controller's to decide (only images berth recorded as pulled or built);
+//! this removes one without force, so the engine itself refuses an image a
+//! container uses or another repository still names.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -19,6 +19,9 @@ use super::{ActError, Executor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageRemoval {
     Removed,
+    /// The reference went, and the image stays: another reference (a tag
+    /// someone else gave it) still names it.
+    Untagged,
     /// The engine had no such image: done.
     Gone,
     /// The engine refused (409): a container uses it, a child image
@@ -61,18 +64,21 @@ impl Executor {
             .collect()
     }
 
-    /// Removes image `id` with every reference to it, without force and
-    /// without pruning its untagged parents. An image a container uses or
-    /// that more than one repository names is refused by the engine and
-    /// stays ([`ImageRemoval::Kept`]); an absent one is done.
-    pub async fn remove_image(&self, id: &str) -> Result<ImageRemoval, ActError> {
+    /// Removes `target`, without force and without pruning untagged
+    /// parents: an image id goes with every reference to it, a reference
+    /// (`<repository>@<digest>`) goes alone and takes the image with it
+    /// only when nothing else names it. An image a container uses or that
+    /// more than one repository names is refused by the engine and stays
+    /// ([`ImageRemoval::Kept`]); an absent one is done.
+    pub async fn remove_image(&self, target: &str) -> Result<ImageRemoval, ActError> {
         let opts = RemoveImageOptionsBuilder::new()
             .force(false)
             .noprune(true)
             .build();
         super::may_change("remove image")?;
-        match self.docker.remove_image(id, Some(opts), None).await {
-            Ok(_) => Ok(ImageRemoval::Removed),
+        match self.docker.remove_image(target, Some(opts), None).await {
+            Ok(items) if items.iter().any(|i| i.deleted.is_some()) => Ok(ImageRemoval::Removed),
+            Ok(_) => Ok(ImageRemoval::Untagged),
             Err(e) => match DockerError::from(e) {
                 DockerError::NotFound { .. } => Ok(ImageRemoval::Gone),
                 DockerError::Conflict { .. } => Ok(ImageRemoval::Kept),

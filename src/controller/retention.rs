@@ -261,19 +261,26 @@ pub async fn sweep_images(
             let (lease, held) = (lease.clone(), held.clone());
             std::sync::Arc::new(move || desired::still_holds(&lease, &held))
         };
-        let removal = crate::act::fenced(fence, executor.remove_image(&image.image_id)).await;
+        let target = removal_target(&image);
+        let removal = crate::act::fenced(fence, executor.remove_image(&target)).await;
         match removal {
             Err(crate::act::ActError::Fenced { .. }) => {
                 swept.lost_lease = true;
                 break;
             }
-            Ok(removal @ (ImageRemoval::Removed | ImageRemoval::Gone)) => {
+            Ok(removal @ (ImageRemoval::Removed | ImageRemoval::Untagged | ImageRemoval::Gone)) => {
                 if removal == ImageRemoval::Removed {
                     tracing::info!(
                         image_id = %image.image_id,
                         reference = %image.reference,
                         runtime = image.runtime.as_deref().unwrap_or(""),
                         "image retention: removed an image no container uses"
+                    );
+                } else if removal == ImageRemoval::Untagged {
+                    tracing::info!(
+                        image_id = %image.image_id,
+                        reference = %target,
+                        "image retention: removed berth's reference; the image stays, named otherwise (someone tagged it)"
                     );
                 }
                 desired::forget_image(pool, &held, &image.image_id).await?;
@@ -290,6 +297,22 @@ pub async fn sweep_images(
         }
     }
     Ok(swept)
+}
+
+/// What a sweep removes of a recorded image: for a pull, the reference
+/// the pull made (`<repository>@<digest>`; berth pulls by digest and tags
+/// nothing), so an image someone else also tagged (one they built, loaded
+/// or tagged after berth's pull) keeps their tag and stays; for a build
+/// (berth's own repository), or a record whose reference berth cannot
+/// read, the image id.
+fn removal_target(image: &HostImage) -> String {
+    match (&image.made, &image.digest) {
+        (Made::Pulled, Some(digest)) => crate::model::ImageRef::parse(&image.reference)
+            .map_or(image.image_id.clone(), |r| {
+                format!("{}@{digest}", crate::act::repository(&r))
+            }),
+        _ => image.image_id.clone(),
+    }
 }
 
 /// Records an image a pass made local as berth's when berth pulled or

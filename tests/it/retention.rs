@@ -487,3 +487,43 @@ async fn a_sweep_keeps_the_digest_pinned_just_before_though_it_never_became_stab
     assert_eq!(swept.kept.get(&plain), Some(&Keep::PreviousStable));
     assert_eq!(swept.kept.get(&v2), Some(&Keep::InUse));
 }
+
+#[tokio::test]
+async fn a_sweep_takes_only_its_own_reference_from_an_image_someone_else_tagged() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let copies = Copies::new(&harness::docker::docker().await, &["v1", "v2"]).await;
+    let mut scope = DockerScope::new().await;
+    let (executor, lease, rx) = holder(&pool, &mut scope).await;
+    let (v1, v2) = (copies.pull("v1").await, copies.pull("v2").await);
+    for (tag, id) in [("v1", &v1), ("v2", &v2)] {
+        record(&pool, &lease, &copies, tag, id).await;
+    }
+    // No pin: of the unused images, v2 was used last and stays; v1 may go.
+    sqlx::query(
+        "UPDATE host_images SET last_used_at = now() - interval '1 hour' WHERE image_id = $1",
+    )
+    .bind(&v1)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Someone tags v1 in the same repository (an image they built or
+    // loaded looks so too): the engine would delete it with their tag by
+    // id.
+    let theirs = format!("{}:theirs", copies.repository);
+    docker_cli(&["tag", &copies.reference("v1").await, &theirs]).await;
+
+    let swept = sweep_images(&pool, &executor, &rx, &BTreeSet::new())
+        .await
+        .unwrap();
+
+    let removed: Vec<&str> = swept.removed.iter().map(|r| r.image_id.as_str()).collect();
+    assert_eq!(removed, [v1.as_str()], "berth's part of it is gone");
+    assert_eq!(
+        copies.local_id(&theirs).await.as_ref(),
+        Some(&v1),
+        "their image stays"
+    );
+    assert_eq!(copies.local_id(&copies.reference("v1").await).await, None);
+    assert_eq!(recorded(&pool, &lease.host).await, BTreeSet::from([v2]));
+}
