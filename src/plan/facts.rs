@@ -195,6 +195,18 @@ impl Memory {
         self.provisioning_since = None;
     }
 
+    /// Forgets an undone change: the row wants something else now (its
+    /// container runs what is wanted, or another change is), so the same
+    /// change wanted again later (a pin set back to a digest a halt
+    /// reverted, an env edit made again) is a new request, tried afresh.
+    pub fn forget_rollback(&mut self) {
+        self.rolled_back_hash = None;
+        self.rolled_back_image = None;
+        self.rolled_back_why = None;
+        self.rolled_back_at = None;
+        self.rolled_back_rollout = None;
+    }
+
     /// Whether the spec `hash` wanting `image` (see [`image_identity`]) is
     /// the change a replace was undone towards: the hash and, where both
     /// are known, the image.

@@ -104,8 +104,14 @@ pub(super) fn running(
         {
             current(f, row, spec, c, true, now, p);
         }
-        Some(change) => replace(f, row, spec, c, change, mine, now, p),
-        None => current(f, row, spec, c, false, now, p),
+        Some(change) => {
+            p.memory.forget_rollback();
+            replace(f, row, spec, c, change, mine, now, p);
+        }
+        None => {
+            p.memory.forget_rollback();
+            current(f, row, spec, c, false, now, p);
+        }
     }
 }
 

@@ -295,6 +295,44 @@ fn a_rolled_back_change_is_not_retried_until_the_row_changes() {
 }
 
 #[test]
+fn an_undone_change_wanted_again_after_the_row_wanted_another_is_tried_afresh() {
+    let s = Settings::test();
+    let (old, new) = (row(1), row(1).with_env(json!({"A": "2"})));
+    let cs = [container_for(&built(&old, &s), "c1")];
+    let mut f = facts_for(&s, &new, &cs, &[]);
+    f.memory.record_rollback(
+        &built(&new, &s).hash,
+        None,
+        "the new container was not ready".into(),
+        t0(),
+    );
+    // Held back while it is wanted.
+    let held = plan_at(&f, t0() + mins(1));
+    assert!(held.actions.is_empty());
+    assert_eq!(reason(&held), Some(Reason::RolledBack));
+    // The row goes back to what runs (a halt writes the pin back): the
+    // undone change is no longer wanted, and is forgotten.
+    let mut back = facts_for(&s, &old, &cs, &[]);
+    back.memory = held.memory.clone();
+    let served = plan_at(&back, t0() + mins(2));
+    assert!(served.actions.is_empty());
+    assert_eq!(reason(&served), None);
+    assert_eq!(served.memory.rolled_back_hash, None);
+    // Wanted again (the operator pins that digest again): a new request.
+    f.memory = served.memory.clone();
+    let again = plan_at(&f, t0() + mins(3));
+    assert_eq!(again.desired_hash(), Some(built(&new, &s).hash.as_str()));
+    // So is it after another change was wanted in between.
+    let other = row(1).with_env(json!({"A": "3"}));
+    let mut between = facts_for(&s, &other, &cs, &[]);
+    between.memory = held.memory.clone();
+    let replaced = plan_at(&between, t0() + mins(2));
+    assert_eq!(replaced.memory.rolled_back_hash, None);
+    f.memory = replaced.memory.clone();
+    assert!(!plan_at(&f, t0() + mins(3)).actions.is_empty());
+}
+
+#[test]
 fn a_legacy_container_is_adopted_and_replaced_onto_berths_spec() {
     let s = Settings::test();
     let r = row(1);

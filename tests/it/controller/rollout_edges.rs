@@ -1,7 +1,9 @@
 //! A rollout's edges: a bad pin's canary stays the only workspace it
 //! touches when berth is killed part way through the canary's restore, a
 //! wave's wait does not count against a workspace's provision timeout, and
-//! a workspace crash looping before a good pin does not halt it.
+//! a workspace crash looping before a good pin does not halt it, and a
+//! digest pinned again after its halt is tried afresh, the first canary
+//! included.
 
 use std::time::Duration;
 
@@ -325,4 +327,52 @@ async fn a_workspace_undone_by_its_own_edit_halts_no_later_good_pin() {
         r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_digest_pinned_again_after_its_halt_is_tried_afresh_on_every_workspace() {
+    let mut w = super::World::new().await;
+    w.start(&[("BERTH_ROLLOUT_CANARY", "1")]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            w.insert(serde_json::json!({"AGENT_READY_AFTER": "5"}))
+                .await,
+        );
+    }
+    for id in &ids {
+        w.wait_row(*id, 90, "online", |r| r.is("online", None) && r.converged())
+            .await;
+    }
+    // v2 is good, but the runtime's deadline is too short for it: the
+    // canary fails and the pin is written back.
+    sqlx::query("UPDATE runtimes SET provision_timeout = '2 seconds' WHERE name = 'agent'")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    let (v1, v2) = (w.v1.clone(), w.v2.clone());
+    pin(&w, &v2).await;
+    wait_pin(&w, &v1, 90).await;
+    assert_eq!(halts(&w).await, 1);
+    for id in &ids {
+        w.wait_row(*id, 60, "back on v1, plainly online", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
+        })
+        .await;
+    }
+
+    // The operator mends the deadline and pins v2 again: a new request,
+    // which the first canary takes as every other workspace does.
+    sqlx::query("UPDATE runtimes SET provision_timeout = NULL WHERE name = 'agent'")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    pin(&w, &v2).await;
+    for id in &ids {
+        w.wait_row(*id, 120, "on v2", |r| {
+            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
+        })
+        .await;
+    }
+    assert_eq!(halts(&w).await, 1, "the second rollout halted nothing");
 }
