@@ -240,6 +240,7 @@ async fn execute(command: Ops, config: &Config) -> Result<Exit, OpsError> {
             let hosts = ops::host_views(&rows, &leases?, config.lease_ttl);
             let (halts, trips) = (halts?, trips?);
             if json {
+                let rows: Vec<ops::StatusJson> = rows.iter().map(Into::into).collect();
                 print_json(&serde_json::json!({
                     "workspaces": rows,
                     "hosts": hosts,

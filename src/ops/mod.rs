@@ -26,7 +26,7 @@ pub use pin::{PinChange, PinRequest, Touched, apply_pin, prepare_pin, prepare_ro
 pub use plan::{HostPlan, plan};
 pub use refresh::{OnTag, RefreshView, refresh};
 pub use status::{
-    HostLease, HostView, RecentHalt, StatusFilter, StatusView, host_leases, host_views,
+    HostLease, HostView, RecentHalt, StatusFilter, StatusJson, StatusView, host_leases, host_views,
     recent_halts, render_halts, render_hosts, render_status, status,
 };
 pub use table::{Table, age, short_digest};
@@ -94,8 +94,27 @@ fn unreachable(e: &sqlx::Error) -> bool {
 pub async fn connect(config: &Config) -> Result<PgPool, OpsError> {
     let pool = desired::connect(&config.database_url, 2, Duration::from_secs(10)).await?;
     if let Err(e) = desired::check_ready(&pool).await {
+        let error = if e.refused_user() {
+            read_refused(&pool, &e).await
+        } else {
+            e.into()
+        };
         pool.close().await;
-        return Err(e.into());
+        return Err(error);
     }
     Ok(pool)
+}
+
+/// A role refused reading berth's tables, with the grant that lets every
+/// command read (`berth pin` and `rollback` write the pins as well; `berth
+/// run` checks and names what it writes at its start).
+async fn read_refused(pool: &PgPool, error: &SchemaError) -> OpsError {
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|_| "<this role>".into());
+    OpsError::Usage(format!(
+        "the database role {role} may not read berth's tables ({error}); as their owner, run: \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+    ))
 }

@@ -49,6 +49,24 @@ pub struct StatusView {
     pub rollout: Option<serde_json::Value>,
 }
 
+/// A row as `berth status --json` shows it: its columns, and whether
+/// berth still has work to do for it (the table's `*`).
+#[derive(Debug, Serialize)]
+pub struct StatusJson<'a> {
+    #[serde(flatten)]
+    pub row: &'a StatusView,
+    pub pending: bool,
+}
+
+impl<'a> From<&'a StatusView> for StatusJson<'a> {
+    fn from(row: &'a StatusView) -> Self {
+        StatusJson {
+            row,
+            pending: row.pending(),
+        }
+    }
+}
+
 impl StatusView {
     /// Whether berth still has work to do for the row: its latest desired
     /// change not yet observed (GEN behind), its status short of the

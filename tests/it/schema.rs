@@ -626,6 +626,15 @@ async fn a_user_without_the_privileges_berth_needs_is_exit_64_for_every_command(
             format!("{out}{err}").contains("permission denied"),
             "{command:?}: {out}{err}"
         );
+        // The commands that read say which grant lets them.
+        if matches!(command[0], "status" | "pin") {
+            assert!(
+                err.contains(&format!(
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+                )),
+                "{command:?}: {err}"
+            );
+        }
     }
     drop(pool);
     let admin = db.pool().await;

@@ -154,6 +154,9 @@ async fn status_filters_by_host_status_and_runtime() {
     assert_eq!(alpha["wanted_digest"], format!("sha256:{}", "e".repeat(64)));
     assert_eq!(alpha["restart_count"], 3);
     assert_eq!(alpha["desired_state"], "running");
+    // What the table's `*` says, for a script: alpha's digest is behind
+    // its pin.
+    assert_eq!(alpha["pending"], true, "{rows:#}");
 
     let (code, out, err) = berth(&["status"], &env).await;
     assert_eq!(code, 0, "{err}");
