@@ -60,9 +60,26 @@ pub(super) fn interrupted_replace(
                 Why::Restore,
             );
         }
+        // A restore cut short (the change already undone, as the trail
+        // says) is finished, and the change stays undone; any other
+        // replace cut short is tried again.
+        let undone = p
+            .memory
+            .undid(&spec.hash, super::facts::wanted_image(f, spec).as_deref());
         p.status = Some(if row.desired_state == DesiredState::Running {
-            let detail = "an interrupted replace was undone; the change is tried again";
-            StatusUpdate::reason(Reason::Starting, Some(detail.to_string()))
+            let detail = if undone {
+                let why = p
+                    .memory
+                    .rolled_back_why
+                    .as_deref()
+                    .map_or(String::new(), |w| format!(" ({w})"));
+                format!(
+                    "the undoing of a replace{why} was cut short and is finished; the change is not tried again until the row or its image changes"
+                )
+            } else {
+                "an interrupted replace was undone; the change is tried again".to_string()
+            };
+            StatusUpdate::reason(Reason::Starting, Some(detail))
         } else {
             StatusUpdate::plain(Status::Stopped)
         });

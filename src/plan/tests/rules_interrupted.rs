@@ -266,6 +266,33 @@ fn a_replace_interrupted_before_create_brings_the_old_container_back() {
             to: wid(1).container_name()
         }
     );
+    assert!(detail(&p).contains("tried again"), "{}", detail(&p));
+}
+
+#[test]
+fn a_restore_cut_short_is_finished_and_says_the_change_stays_undone() {
+    let s = Settings::test();
+    let (before, r) = (row(1), row(1).with_env(json!({"A": "2"})));
+    let mut old = container_for(&built(&before, &s), "old");
+    old.name = wid(1).prev_container_name();
+    old.state = ContainerState::Exited;
+    let cs = [old];
+    let mut f = facts_for(&s, &r, &cs, &[]);
+    // The trail says the change was undone: berth died as it put the old
+    // container back.
+    f.memory.record_rollback(
+        &built(&r, &s).hash,
+        None,
+        "the new container was not ready".into(),
+        t0(),
+    );
+    let p = plan_at(&f, t0() + mins(1));
+    assert_eq!(ops(&p), ["rename", "start"]);
+    let said = detail(&p);
+    assert!(
+        said.contains("not tried again") && said.contains("was not ready"),
+        "{said}"
+    );
 }
 
 #[test]
