@@ -220,19 +220,14 @@ pub async fn check_ready(pool: &PgPool) -> Result<i32, SchemaError> {
     };
     let applied = applied(pool).await?;
     let migrator = migrator();
-    let ours = || {
-        migrator
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-    };
-    let missing: Vec<i64> = ours()
+    let missing: Vec<i64> = ours(&migrator)
         .filter(|m| !applied.contains_key(&m.version))
         .map(|m| m.version)
         .collect();
     if !missing.is_empty() {
         return Err(SchemaError::Behind(missing));
     }
-    match ours().find(|m| applied.get(&m.version) != Some(&m.checksum.to_vec())) {
+    match ours(&migrator).find(|m| applied.get(&m.version) != Some(&m.checksum.to_vec())) {
         Some(edited) => Err(SchemaError::Edited(edited.version)),
         None => Ok(floor),
     }
@@ -332,6 +327,13 @@ fn run_privilege_rows() -> impl Iterator<Item = (&'static str, &'static str, &'s
         )
 }
 
+/// This berth's migrations (its up migrations).
+fn ours(migrator: &Migrator) -> impl Iterator<Item = &sqlx::migrate::Migration> {
+    migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+}
+
 /// The migrations applied with success, each with its checksum.
 async fn applied(pool: &PgPool) -> Result<BTreeMap<i64, Vec<u8>>, sqlx::Error> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
@@ -359,16 +361,11 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, SchemaError> {
     check_compatible(pool).await?;
     let before = applied(pool).await?;
     let migrator = migrator();
-    let ours = || {
-        migrator
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-    };
-    let pending = ours().any(|m| before.get(&m.version) != Some(&m.checksum.to_vec()));
+    let pending = ours(&migrator).any(|m| before.get(&m.version) != Some(&m.checksum.to_vec()));
     if pending {
         migrator.run(pool).await?;
     }
-    let applied = ours()
+    let applied = ours(&migrator)
         .filter(|m| !before.contains_key(&m.version))
         .map(|m| (m.version, m.description.to_string()))
         .collect();

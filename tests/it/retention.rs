@@ -233,6 +233,17 @@ async fn run_foreign(scope: &DockerScope, image: &str) {
         .await;
 }
 
+/// Marks image `id` as last used an hour ago.
+async fn used_an_hour_ago(pool: &sqlx::PgPool, id: &str) {
+    sqlx::query(
+        "UPDATE host_images SET last_used_at = now() - interval '1 hour' WHERE image_id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 async fn recorded(pool: &sqlx::PgPool, host: &str) -> BTreeSet<String> {
     desired::host_images(pool, host)
         .await
@@ -309,13 +320,7 @@ async fn a_sweep_never_removes_an_image_it_did_not_record_or_one_another_contain
     // No pin: the runtime follows its moving tag. A container that is not
     // berth's uses v2; of the unused ones, plain was used last.
     run_foreign(&scope, &copies.reference("v2").await).await;
-    sqlx::query(
-        "UPDATE host_images SET last_used_at = now() - interval '1 hour' WHERE image_id = $1",
-    )
-    .bind(&v1)
-    .execute(&pool)
-    .await
-    .unwrap();
+    used_an_hour_ago(&pool, &v1).await;
 
     // Without the lease, nothing happens.
     let (_tx, none) = watch::channel(None);
@@ -500,13 +505,7 @@ async fn a_sweep_takes_only_its_own_reference_from_an_image_someone_else_tagged(
         record(&pool, &lease, &copies, tag, id).await;
     }
     // No pin: of the unused images, v2 was used last and stays; v1 may go.
-    sqlx::query(
-        "UPDATE host_images SET last_used_at = now() - interval '1 hour' WHERE image_id = $1",
-    )
-    .bind(&v1)
-    .execute(&pool)
-    .await
-    .unwrap();
+    used_an_hour_ago(&pool, &v1).await;
     // Someone tags v1 in the same repository (an image they built or
     // loaded looks so too): the engine would delete it with their tag by
     // id.
