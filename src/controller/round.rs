@@ -197,7 +197,18 @@ impl Controller {
                             // again) says nothing either way: the column
                             // the replace wrote says what was judged.
                             let own = Rollouts::column_names(row.rollout.as_ref(), &replace.key);
-                            if (row.troubled() && !own)
+                            // A row showing an earlier rollout's replace
+                            // undone (one that counted) ran its own spec
+                            // well before: that undo was the image's, and
+                            // a failure now is this image's too.
+                            let undone_by_image = state.memory.get(&id).is_some_and(|m| {
+                                m.rolled_back_rollout.as_ref().is_some_and(|c| {
+                                    !Rollouts::column_names(Some(c), &replace.key)
+                                        && !Rollouts::column_unproven(Some(c))
+                                })
+                            });
+                            let troubled = row.broken() || (row.troubled() && !undone_by_image);
+                            if (troubled && !own)
                                 || (own && Rollouts::column_unproven(row.rollout.as_ref()))
                             {
                                 state.rollouts.unproven(&replace.key, id);
@@ -221,6 +232,9 @@ impl Controller {
                     }
                 }
             }
+            // What an undo of this pass's replace (or of a rollout's
+            // replace it resumes) records as the rollout it belonged to.
+            plan.memory.rollout_replace = rollout.clone();
             state.memory.insert(id, plan.memory.clone());
             // Notes made on an incomplete picture (the waits of a berth
             // just started) are passing: they go on record only once both

@@ -148,11 +148,15 @@ pub struct Memory {
     /// When it was undone (for a rollout: whether the failure is of the
     /// pin edit now under way, or of an earlier one).
     pub rolled_back_at: Option<DateTime<Utc>>,
-    /// The `rollout` column of the replace undone, as the trail says: the
-    /// rollout it belonged to, and whether that counted it (`unproven`:
-    /// the workspace was broken by itself before). `None` for a change
-    /// that was no rollout's, or undone by this process.
+    /// The `rollout` column of the replace undone, as the trail says or
+    /// as this process let the replace go: the rollout it belonged to, and
+    /// whether that counted it (`unproven`: the workspace was broken by
+    /// itself before). `None` for a change that was no rollout's.
     pub rolled_back_rollout: Option<serde_json::Value>,
+    /// The `rollout` column of the last pass this process made for the
+    /// workspace (`None` outside a rollout): what an undo of that pass's
+    /// replace records in `rolled_back_rollout`.
+    pub rollout_replace: Option<serde_json::Value>,
     /// The image that spec wanted (its digest, else its image ID): a
     /// moving tag or a local build keeps its spec hash when its image
     /// moves on, and a new image is tried though the hash was undone.
@@ -191,7 +195,7 @@ impl Memory {
         self.rolled_back_image = image;
         self.rolled_back_why = Some(why);
         self.rolled_back_at = Some(at);
-        self.rolled_back_rollout = None;
+        self.rolled_back_rollout = self.rollout_replace.take();
         self.provisioning_since = None;
     }
 

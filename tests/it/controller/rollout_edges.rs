@@ -376,3 +376,60 @@ async fn a_digest_pinned_again_after_its_halt_is_tried_afresh_on_every_workspace
     }
     assert_eq!(halts(&w).await, 1, "the second rollout halted nothing");
 }
+
+#[tokio::test]
+async fn a_workspace_an_earlier_rollout_left_undone_counts_as_a_canary_of_the_next() {
+    // A failure share of 1 never halts: the first two rollouts leave the
+    // one workspace undone, each on its image.
+    let mut w = super::World::new().await;
+    let tolerant = [
+        ("BERTH_ROLLOUT_CANARY", "1"),
+        ("BERTH_ROLLOUT_MAX_FAILURE_RATIO", "1"),
+    ];
+    w.start(&tolerant);
+    let id = w
+        .insert(serde_json::json!({"AGENT_READY_AFTER": "5"}))
+        .await;
+    w.wait_row(id, 90, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    sqlx::query("UPDATE runtimes SET provision_timeout = '2 seconds' WHERE name = 'agent'")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    let undone = |r: &super::RowView| r.is("online", Some("rolled_back"));
+    let v2 = w.v2.clone();
+    pin(&w, &v2).await;
+    w.wait_row(id, 60, "v2 undone", undone).await;
+    let first = w
+        .count_events_like(id, "status", "online/rolled_back")
+        .await;
+
+    // The next image fails on it too: a failure of that image, counted
+    // (the workspace ran its own spec well before v2), not one of a
+    // workspace broken by itself.
+    let broken = digest(&w, "broken").await;
+    pin(&w, &broken).await;
+    w.poll(60, "broken undone", Duration::from_millis(300), || async {
+        let now = w
+            .count_events_like(id, "status", "online/rolled_back")
+            .await;
+        (now > first && undone(&w.row(id).await)).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&w.berth.as_ref().unwrap().log).unwrap();
+    assert!(
+        !log.contains("broken by itself before it"),
+        "the failure was not counted:\n{log}"
+    );
+
+    // A berth started anew reads the same from the trail, and with the
+    // default share a failure of the next pin on it halts that pin.
+    w.berth.take().unwrap().kill().await;
+    w.start(&[("BERTH_ROLLOUT_CANARY", "1")]);
+    assert_eq!(halts(&w).await, 0);
+    pin(&w, &v2).await;
+    w.poll(90, "the pin halted", Duration::from_millis(300), || async {
+        (halts(&w).await == 1).then_some(())
+    })
+    .await;
+}
