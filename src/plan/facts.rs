@@ -199,11 +199,19 @@ impl Memory {
         self.provisioning_since = None;
     }
 
-    /// Forgets an undone change: the row wants something else now (its
-    /// container runs what is wanted, or another change is), so the same
+    /// Forgets an undone change once the row wants another spec (`wanted`,
+    /// the hash of what it wants now, differs from the one undone: its
+    /// container runs that, or another change is under way), so the same
     /// change wanted again later (a pin set back to a digest a halt
     /// reverted, an env edit made again) is a new request, tried afresh.
-    pub fn forget_rollback(&mut self) {
+    /// The same spec hash is kept: a moving tag or a local build keeps its
+    /// hash when its image moves, and a berth restarted after the undo
+    /// knows the image the container runs, not the one undone, so only
+    /// [`Memory::undid`]'s image comparison lets a new image through.
+    pub fn forget_rollback_for(&mut self, wanted: &str) {
+        if self.rolled_back_hash.as_deref() == Some(wanted) {
+            return;
+        }
         self.rolled_back_hash = None;
         self.rolled_back_image = None;
         self.rolled_back_why = None;

@@ -105,11 +105,11 @@ pub(super) fn running(
             current(f, row, spec, c, true, now, p);
         }
         Some(change) => {
-            p.memory.forget_rollback();
+            p.memory.forget_rollback_for(&spec.hash);
             replace(f, row, spec, c, change, mine, now, p);
         }
         None => {
-            p.memory.forget_rollback();
+            p.memory.forget_rollback_for(&spec.hash);
             current(f, row, spec, c, false, now, p);
         }
     }

@@ -410,6 +410,20 @@ fn a_moving_tags_undone_digest_is_not_tried_again_but_its_next_digest_is() {
     // hash back whatever the digest.
     f.memory.rolled_back_image = None;
     assert!(plan_at(&f, t0() + mins(3)).actions.is_empty());
+
+    // A berth restarted after the undo knows the image its container runs
+    // (c), not the undone one: that pass keeps the undo, so the tag found
+    // on d again at the next refresh is still held back.
+    f.memory.rolled_back_image = Some(digest('d').to_string());
+    f.image.digest = Some(digest('c'));
+    let restarted = plan_at(&f, t0() + mins(4));
+    assert!(restarted.actions.is_empty());
+    f.memory = restarted.memory.clone();
+    f.image.digest = Some(digest('d'));
+    assert!(
+        plan_at(&f, t0() + mins(5)).actions.is_empty(),
+        "the undone digest is not tried again"
+    );
 }
 
 #[test]
