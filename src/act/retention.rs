@@ -26,6 +26,8 @@ pub enum ImageRemoval {
     Gone,
     /// The engine refused (409): a container uses it, a child image
     /// depends on it, or more than one repository names it. It stays.
+    /// (A pulled image another repository names loses berth's reference
+    /// and stays: [`ImageRemoval::Untagged`].)
     Kept,
 }
 
@@ -64,13 +66,53 @@ impl Executor {
             .collect()
     }
 
-    /// Removes `target`, without force and without pruning untagged
-    /// parents: an image id goes with every reference to it, a reference
-    /// (`<repository>@<digest>`) goes alone and takes the image with it
-    /// only when nothing else names it. An image a container uses or that
-    /// more than one repository names is refused by the engine and stays
+    /// Removes image `id`, without force and without pruning untagged
+    /// parents. With `pulled_as` (`<repository>@<digest>`, the reference a
+    /// pull of berth's made), that reference goes first and takes the
+    /// image with it only when nothing else names it; the image itself
+    /// goes after it only when all that still names it is other digests of
+    /// that repository (berth's own pulls of it by another digest), never
+    /// when a tag does (someone tagged it). Without, the id goes with every
+    /// reference to it. An image a container uses or that more than one
+    /// repository names is refused by the engine and stays
     /// ([`ImageRemoval::Kept`]); an absent one is done.
-    pub async fn remove_image(&self, target: &str) -> Result<ImageRemoval, ActError> {
+    pub async fn remove_image(
+        &self,
+        id: &str,
+        pulled_as: Option<&str>,
+    ) -> Result<ImageRemoval, ActError> {
+        let Some(reference) = pulled_as else {
+            return self.remove_one(id).await;
+        };
+        match self.remove_one(reference).await? {
+            ImageRemoval::Untagged => {}
+            other => return Ok(other),
+        }
+        let image = match self.docker.inspect_image(id).await {
+            Ok(image) => image,
+            Err(e) => {
+                return match DockerError::from(e) {
+                    DockerError::NotFound { .. } => Ok(ImageRemoval::Removed),
+                    other => Err(ActError::docker("inspect image", other)),
+                };
+            }
+        };
+        let repository = reference.split_once('@').map_or(reference, |(r, _)| r);
+        let only_berths = image.repo_tags.unwrap_or_default().is_empty()
+            && image
+                .repo_digests
+                .unwrap_or_default()
+                .iter()
+                .all(|d| d.split_once('@').is_some_and(|(r, _)| r == repository));
+        if only_berths {
+            self.remove_one(id).await
+        } else {
+            Ok(ImageRemoval::Untagged)
+        }
+    }
+
+    /// One removal of an id or a reference (see [`Executor::remove_image`]).
+    async fn remove_one(&self, target: &str) -> Result<ImageRemoval, ActError> {
         let opts = RemoveImageOptionsBuilder::new()
             .force(false)
             .noprune(true)

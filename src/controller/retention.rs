@@ -16,7 +16,9 @@
 //!   uses, when the runtime follows a moving tag or is built locally (no
 //!   pin history says which image was stable before).
 //!
-//! Everything else is removed by id without force, and its record goes.
+//! Everything else is removed without force (a pulled image by the
+//! reference its pull made, then by id when only berth's digests name it;
+//! a build by id), and its record goes.
 //! The decision ([`retain`]) is pure; [`sweep_images`] gathers its facts
 //! and carries it out.
 
@@ -133,7 +135,8 @@ pub struct Swept {
     /// Recorded images kept, by id, and why.
     pub kept: BTreeMap<String, Keep>,
     /// Images the engine refused to remove (a container created meanwhile,
-    /// a child image, another repository's reference); their records stay.
+    /// a child image, a build another repository names); their records
+    /// stay.
     pub refused: Vec<String>,
     /// Removals that failed otherwise (logged); their records stay.
     pub failed: usize,
@@ -261,8 +264,12 @@ pub async fn sweep_images(
             let (lease, held) = (lease.clone(), held.clone());
             std::sync::Arc::new(move || desired::still_holds(&lease, &held))
         };
-        let target = removal_target(&image);
-        let removal = crate::act::fenced(fence, executor.remove_image(&target)).await;
+        let pulled_as = pulled_as(&image);
+        let removal = crate::act::fenced(
+            fence,
+            executor.remove_image(&image.image_id, pulled_as.as_deref()),
+        )
+        .await;
         match removal {
             Err(crate::act::ActError::Fenced { .. }) => {
                 swept.lost_lease = true;
@@ -279,7 +286,7 @@ pub async fn sweep_images(
                 } else if removal == ImageRemoval::Untagged {
                     tracing::info!(
                         image_id = %image.image_id,
-                        reference = %target,
+                        reference = pulled_as.as_deref().unwrap_or_default(),
                         "image retention: removed berth's reference; the image stays, named otherwise (someone tagged it)"
                     );
                 }
@@ -299,19 +306,18 @@ pub async fn sweep_images(
     Ok(swept)
 }
 
-/// What a sweep removes of a recorded image: for a pull, the reference
-/// the pull made (`<repository>@<digest>`; berth pulls by digest and tags
-/// nothing), so an image someone else also tagged (one they built, loaded
-/// or tagged after berth's pull) keeps their tag and stays; for a build
-/// (berth's own repository), or a record whose reference berth cannot
-/// read, the image id.
-fn removal_target(image: &HostImage) -> String {
+/// The reference a recorded pull made (`<repository>@<digest>`; berth
+/// pulls by digest and tags nothing), which a sweep removes first, so an
+/// image someone else also tagged (one they built, loaded or tagged after
+/// berth's pull) keeps their tag and stays. `None` for a build (berth's
+/// own repository) or a record whose reference berth cannot read: the
+/// image id goes.
+fn pulled_as(image: &HostImage) -> Option<String> {
     match (&image.made, &image.digest) {
         (Made::Pulled, Some(digest)) => crate::model::ImageRef::parse(&image.reference)
-            .map_or(image.image_id.clone(), |r| {
-                format!("{}@{digest}", crate::act::repository(&r))
-            }),
-        _ => image.image_id.clone(),
+            .ok()
+            .map(|r| format!("{}@{digest}", crate::act::repository(&r))),
+        _ => None,
     }
 }
 

@@ -526,3 +526,66 @@ async fn a_sweep_takes_only_its_own_reference_from_an_image_someone_else_tagged(
     assert_eq!(copies.local_id(&copies.reference("v1").await).await, None);
     assert_eq!(recorded(&pool, &lease.host).await, BTreeSet::from([v2]));
 }
+
+/// Puts `tag`'s manifest into the registry again with other bytes (the
+/// same JSON, compact), under tag `again`: a second digest of the same
+/// image (one config, one image id), as a re-pushed or re-indexed tag
+/// gives. Returns that digest.
+async fn second_digest(copies: &Copies, tag: &str, again: &str) -> String {
+    let registry = harness::env().registry;
+    let path = copies
+        .repository
+        .strip_prefix(&format!("{registry}/"))
+        .unwrap();
+    let url = |t: &str| format!("http://{registry}/v2/{path}/manifests/{t}");
+    let kind = "application/vnd.docker.distribution.manifest.v2+json";
+    let got = tokio::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Accept: {kind}"), &url(tag)])
+        .output()
+        .await
+        .unwrap();
+    assert!(got.status.success(), "fetching the manifest of {tag}");
+    let manifest: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    let compact = serde_json::to_string(&manifest).unwrap();
+    assert_ne!(compact.as_bytes(), &got.stdout[..], "other bytes");
+    let put = tokio::process::Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", &format!("Content-Type: {kind}")])
+        .args(["--data-binary", &compact, &url(again)])
+        .output()
+        .await
+        .unwrap();
+    assert!(put.status.success(), "putting the manifest again");
+    copies.digest(again).await
+}
+
+#[tokio::test]
+async fn an_image_berth_pulled_by_two_digests_goes_whole() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let copies = Copies::new(&harness::docker::docker().await, &["v1", "v2"]).await;
+    let mut scope = DockerScope::new().await;
+    let (executor, lease, rx) = holder(&pool, &mut scope).await;
+    let (v1, v2) = (copies.pull("v1").await, copies.pull("v2").await);
+    // berth pulled v1 by its first digest, then by a second one (its pin
+    // moved between the two): one image, recorded by the last pull.
+    let again = second_digest(&copies, "v1", "v1-again").await;
+    let by_again = format!("{}@{again}", copies.repository);
+    pull(&copies.docker, &by_again).await;
+    assert_eq!(copies.local_id(&by_again).await.as_ref(), Some(&v1));
+    record(&pool, &lease, &copies, "v1-again", &v1).await;
+    record(&pool, &lease, &copies, "v2", &v2).await;
+    used_an_hour_ago(&pool, &v1).await;
+
+    let swept = sweep_images(&pool, &executor, &rx, &BTreeSet::new())
+        .await
+        .unwrap();
+
+    let removed: Vec<&str> = swept.removed.iter().map(|r| r.image_id.as_str()).collect();
+    assert_eq!(removed, [v1.as_str()]);
+    assert_eq!(
+        copies.local_id(&v1).await,
+        None,
+        "no digest of berth's keeps it"
+    );
+    assert_eq!(recorded(&pool, &lease.host).await, BTreeSet::from([v2]));
+}
