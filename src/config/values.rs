@@ -313,31 +313,39 @@ pub fn platform_value(raw: &str) -> Result<Platform, String> {
 /// `user:password@` (the user stays, for the operator), or a user alone,
 /// which can be a token (`https://<token>@host/`). Without a scheme, a
 /// `user@` before the first `/` (an scp-like ssh prefix, or a URL typed
-/// without its scheme) is user info too. A password typed with a `/`, `?`
-/// or `#` unencoded (which ends the authority for a URL parser) is still
-/// masked: a `user:` before the first of those with an `@` after it masks
-/// up to the last `@`, more than the password when a path holds an `@`
-/// too, never less.
+/// without its scheme) is user info too, and a libpq key=value string
+/// (`host=db password=s3cret`, which the error for a value that is no URL
+/// repeats) has its password keywords masked. A password typed with an
+/// `@`, `/`, `?` or `#` unencoded (which ends the user info or the
+/// authority for a URL parser) is still masked: after `user:`, up to the
+/// last `@`, more than the password when a path holds an `@` too, never
+/// less.
 pub fn mask_url(raw: &str) -> String {
+    // A libpq key=value string starts with a keyword and `=`.
+    let keyword = raw.split_once('=').map(|(k, _)| k.trim());
+    let scheme_end = scheme_end(raw);
+    if scheme_end.is_none()
+        && keyword.is_some_and(|k| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    {
+        return mask_keyword_password(raw);
+    }
     let mut out = raw.to_string();
-    let rest_start = out.find("://").map_or(0, |i| i + 3);
+    let rest_start = scheme_end.unwrap_or(0);
     let authority_end = out[rest_start..]
         .find(['/', '?', '#'])
         .map_or(out.len(), |i| rest_start + i);
-    if let Some(at) = out[rest_start..authority_end].rfind('@') {
-        let secret_start = match out[rest_start..rest_start + at].find(':') {
-            Some(colon) => rest_start + colon + 1,
-            None => rest_start,
-        };
-        out.replace_range(secret_start..rest_start + at, "***");
-    } else if let Some(colon) = out[rest_start..authority_end].find(':')
-        && let Some(at) = out[authority_end..].rfind('@')
+    let head = &out[rest_start..authority_end];
+    let last_at = out[rest_start..].rfind('@');
+    if let Some(colon) = head.find(':')
+        && let Some(at) = last_at.filter(|at| *at > colon)
     {
-        out.replace_range(rest_start + colon + 1..authority_end + at, "***");
+        out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+    } else if let Some(at) = head.rfind('@') {
+        out.replace_range(rest_start..rest_start + at, "***");
     }
-    if !raw.contains("://") {
-        // A libpq key=value string (`host=db password=s3cret`), which the
-        // error for a value that is no URL repeats.
+    if scheme_end.is_none() {
         return mask_keyword_password(&out);
     }
     if let Some(q) = out.find('?') {
@@ -352,6 +360,18 @@ pub fn mask_url(raw: &str) -> String {
         out = format!("{base}{}", masked.join("&"));
     }
     out
+}
+
+/// Where the `scheme://` a URL starts with ends (a scheme is a letter,
+/// then letters, digits, `+`, `-` or `.`); `None` without one.
+fn scheme_end(raw: &str) -> Option<usize> {
+    let at = raw.find("://")?;
+    let scheme = &raw[..at];
+    let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(at + 3)
 }
 
 /// libpq's parameters that hold a secret: the password, and the
@@ -481,12 +501,41 @@ mod tests {
             ("postgres://u:pa?ss@db/berth", "postgres://u:***@db/berth"),
             ("postgres://u:12/34@db/berth", "postgres://u:***@db/berth"),
             ("u:pa/ss@db/berth", "u:***@db/berth"),
+            ("postgres://u:p@ss/w0rd@db/x", "postgres://u:***@db/x"),
+            ("postgres://u:p@ss@db:5432/x", "postgres://u:***@db:5432/x"),
+            (
+                "host=db password=p@ss user=u",
+                "host=db password=*** user=u",
+            ),
+            ("hostaddr=::1 password=a/b@c", "hostaddr=::1 password=***"),
             (
                 "postgres://h/db?sslpassword=kp1&password=pw2",
                 "postgres://h/db?sslpassword=***&password=***",
             ),
         ] {
             assert_eq!(mask_url(raw), shown, "{raw}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a password holds unencoded, none of it shows, in a URL
+        /// or a key=value string (the `Zq` it starts with is nowhere else).
+        #[test]
+        fn mask_url_never_shows_a_password(
+            password in "Zq[a-zA-Z0-9#/?@%!:=&]{0,20}",
+            query in proptest::option::of("[a-z]{1,6}=[a-z0-9]{0,6}"),
+        ) {
+            let query = query.map_or(String::new(), |q| format!("?{q}"));
+            for raw in [
+                format!("postgres://berth:{password}@db.internal:5432/berth{query}"),
+                format!("https://bob:{password}@git.example/org/tpl-"),
+                format!("berth:{password}@db/berth"),
+                format!("host=db password={password}"),
+                format!("postgres://db/berth?password={password}"),
+            ] {
+                let shown = mask_url(&raw);
+                proptest::prop_assert!(!shown.contains(&password), "{raw} → {shown}");
+            }
         }
     }
 
