@@ -50,7 +50,7 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
             && error.refused_user()
             && !matches!(error, desired::SchemaError::Privileges { .. });
         let what = if may_not_migrate {
-            "database schema: this role may not migrate; run `berth migrate` as the owner of berth's tables, then `berth run --no-migrate` as this role"
+            "database schema: this role may not migrate; run `berth migrate` as the owner of berth's tables, then start `berth run` as this role again (with nothing left to migrate it asks nothing of the role)"
         } else {
             "database schema"
         };

@@ -361,7 +361,16 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, SchemaError> {
     check_compatible(pool).await?;
     let before = applied(pool).await?;
     let migrator = migrator();
-    let pending = ours(&migrator).any(|m| before.get(&m.version) != Some(&m.checksum.to_vec()));
+    // An edited migration is refused before the migrator runs, so a role
+    // that may not run it hears the cause, not a refused lock.
+    if let Some(edited) = ours(&migrator).find(|m| {
+        before
+            .get(&m.version)
+            .is_some_and(|applied| *applied != m.checksum.to_vec())
+    }) {
+        return Err(SchemaError::Edited(edited.version));
+    }
+    let pending = ours(&migrator).any(|m| !before.contains_key(&m.version));
     if pending {
         migrator.run(pool).await?;
     }

@@ -109,7 +109,7 @@ pub async fn connect(config: &Config) -> Result<PgPool, OpsError> {
 /// command read (`berth pin` and `rollback` write the pins as well; `berth
 /// run` checks and names what it writes at its start).
 async fn read_refused(pool: &PgPool, error: &SchemaError) -> OpsError {
-    let role: String = sqlx::query_scalar("SELECT current_user::text")
+    let role: String = sqlx::query_scalar("SELECT quote_ident(current_user)")
         .fetch_one(pool)
         .await
         .unwrap_or_else(|_| "<this role>".into());

@@ -123,6 +123,13 @@ async fn status_filters_by_host_status_and_runtime() {
         .unwrap();
     assert_eq!(beta["status_reason"], "invalid_spec");
     assert_eq!(beta["last_error"], "because invalid_spec");
+    assert_eq!(beta["pending"], true, "failed is short of running");
+    let converged = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "alpha");
+    assert_eq!(converged.unwrap()["pending"], false, "{rows:#}");
     assert!(
         !out.contains("\"K\"") && !out.contains("\"env\""),
         "status shows env:\n{out}"
