@@ -229,6 +229,18 @@ async fn local_build_note(pool: &PgPool, runtime: &str) -> Result<Option<String>
         }))
 }
 
+/// A ring a pin may name: not empty, without whitespace or control
+/// characters (a row's ring is a plain word; a pin under `""` or
+/// `"canary "` would match no row and read as one that does).
+fn check_ring(ring: &str) -> Result<(), OpsError> {
+    if ring.is_empty() || ring.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(OpsError::Usage(format!(
+            "ring {ring:?}: a ring is a word without spaces or control characters (e.g. canary)"
+        )));
+    }
+    Ok(())
+}
+
 async fn check_runtime(pool: &PgPool, runtime: &str) -> Result<(), OpsError> {
     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM runtimes ORDER BY name")
         .fetch_all(pool)
@@ -334,6 +346,7 @@ async fn touched(
 
 /// Prepares `berth pin`.
 pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, OpsError> {
+    check_ring(&req.ring)?;
     check_runtime(pool, &req.runtime).await?;
     let from = current(pool, &req.runtime, &req.ring).await?;
     let follows = match from {

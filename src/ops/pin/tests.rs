@@ -1,4 +1,4 @@
-use super::{Follows, PinChange, Touched};
+use super::{Follows, PinChange, Touched, check_ring};
 
 fn touched(name: &str, replaced: bool) -> Touched {
     Touched {
@@ -74,4 +74,14 @@ fn a_note_and_a_ring_typed_with_control_characters_are_shown_escaped() {
     );
     assert!(out.contains(r#"pin agent/"canary\u{1b}[2J""#), "{out}");
     assert!(out.contains("(no pin: follows the moving tag)"), "{out}");
+}
+
+#[test]
+fn a_ring_is_a_word() {
+    for ok in ["stable", "canary", "ring-2", "eu.west_1"] {
+        assert!(check_ring(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", " ", "canary ", "a b", "x\u{1b}[2J", "t\tab"] {
+        assert!(check_ring(bad).is_err(), "{bad:?}");
+    }
 }
