@@ -23,6 +23,7 @@ mod values;
 use parse::parse;
 use resolve::Resolver;
 pub use settings::{SETTINGS, Setting, flag_name};
+pub use values::host_id;
 use values::*;
 
 /// The platform's default template repository prefix for local-build mode.

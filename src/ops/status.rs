@@ -247,6 +247,11 @@ pub fn render_hosts(hosts: &[HostView]) -> String {
                 "host {host}: NO berth holds it ({} stopped and released it): its rows are not being reconciled",
                 shown(holder)
             ),
+            // No berth can take a name BERTH_HOST_ID refuses: the rows
+            // name a host that cannot be.
+            (None, _) if crate::config::host_id(&v.host).is_err() => format!(
+                "host {host}: no berth can hold it (a BERTH_HOST_ID is 1-63 letters, digits, '.', '_' or '-'): its rows are never reconciled; set their host to a host berth runs on"
+            ),
             (None, _) => format!(
                 "host {host}: NO berth has ever held it: its rows are not being reconciled (is BERTH_HOST_ID set to {:?} where berth runs?)",
                 v.host

@@ -112,6 +112,15 @@ fn row_text_cannot_break_the_table_or_paint_the_terminal() {
         std::time::Duration::from_secs(15),
     ));
     assert!(!hosts.contains('\x1b'), "{hosts:?}");
+    // A host no BERTH_HOST_ID can name is not told to set one to it.
+    assert!(hosts.contains("no berth can hold it"), "{hosts}");
+    assert!(!hosts.contains("is BERTH_HOST_ID set"), "{hosts}");
+    let plain = render_hosts(&host_views(
+        &[row("h1")],
+        &[],
+        std::time::Duration::from_secs(15),
+    ));
+    assert!(plain.contains("is BERTH_HOST_ID set to \"h1\""), "{plain}");
     // JSON keeps the raw value.
     assert_eq!(serde_json::to_value(&r).unwrap()["name"], raw);
 }
