@@ -259,6 +259,25 @@ impl Controller {
                 "shutdown grace over; abandoning passes in flight"
             );
             workers.abort_all();
+            // Dropped, each abandoned pass leaves the step it was in: the
+            // trail says it was sent and not seen to end.
+            while workers.next().await.is_some() {}
+            let cut: Vec<(Lease, desired::Event)> = std::mem::take(
+                &mut *state
+                    .cut_short
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for (lease, event) in cut {
+                let recorded = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    desired::record_events(&self.pool, &lease, std::slice::from_ref(&event)),
+                )
+                .await;
+                if !matches!(recorded, Ok(Ok(desired::Written::Yes))) {
+                    tracing::warn!(workspace = %event.workspace, step = %event.action, "a step cut short by the shutdown is not on the trail");
+                }
+            }
         }
     }
 

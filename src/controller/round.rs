@@ -320,6 +320,7 @@ impl Controller {
             if !repositories.is_empty() {
                 state.ensuring.insert(id, repositories);
             }
+            let cut = state.cut_short.clone();
             workers.spawn(id, async move {
                 if !note_events.is_empty() {
                     let _ = desired::record_events(&pool, &held, &note_events).await;
@@ -327,7 +328,7 @@ impl Controller {
                 let begun = std::time::Instant::now();
                 let span = tracing::info_span!("reconcile", workspace = %id);
                 let done = tracing::Instrument::instrument(
-                    carry_out(work, &executor, &pool, &lease_rx, &metrics, &observed),
+                    carry_out(work, &executor, &pool, &lease_rx, &metrics, &observed, &cut),
                     span,
                 )
                 .await;

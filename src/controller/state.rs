@@ -29,6 +29,8 @@ pub(super) struct State {
     /// target (a digest or an image ID): a refresh that finds it again
     /// keeps the previous image.
     pub(super) held_back: BTreeMap<String, String>,
+    /// The steps passes were in when they were abandoned at shutdown.
+    pub(super) cut_short: super::work::CutShort,
     /// Image references a refresh is resolving now.
     pub(super) refreshing: BTreeSet<String>,
     /// References asked to refresh again while one was resolving.

@@ -171,8 +171,45 @@ fn event(
     }
 }
 
+/// The step each abandoned pass was in, as the event that says so, with
+/// the lease it was taken under: a pass dropped mid-step (the shutdown
+/// grace over) leaves it here, for the trail.
+pub type CutShort = std::sync::Arc<std::sync::Mutex<Vec<(Lease, Event)>>>;
+
+/// Puts the event of the step under way into [`CutShort`] when the pass
+/// is dropped before the step ends; a step that ends disarms it.
+struct StepUnderWay<'a> {
+    sink: &'a CutShort,
+    armed: Option<(Lease, Event)>,
+}
+
+impl Drop for StepUnderWay<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.armed.take() {
+            self.sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(entry);
+        }
+    }
+}
+
+/// The event of a step berth sent and did not see end: it stopped first,
+/// so whether the step took effect is not known.
+fn cut_short_event(id: WorkspaceId, action: &Action) -> Event {
+    let mut e = event(id, action, Ok(()), None);
+    e.detail["cut_short"] = serde_json::Value::Bool(true);
+    e.detail["error"] = serde_json::Value::String(
+        "berth stopped (its shutdown grace was over) while this step was under way: whether it took effect is not known; the next berth plans from what it finds"
+            .into(),
+    );
+    e
+}
+
 /// Runs `work` to its end. Mutations stop as soon as `lease` says this
-/// instance no longer holds the host.
+/// instance no longer holds the host. A pass dropped mid-step leaves that
+/// step's event in `cut`.
+#[allow(clippy::too_many_arguments)]
 pub async fn carry_out(
     work: Work,
     executor: &Executor,
@@ -180,6 +217,7 @@ pub async fn carry_out(
     lease: &watch::Receiver<Option<Lease>>,
     metrics: &Metrics,
     observed: &Observed,
+    cut: &CutShort,
 ) -> Done {
     let held = work.lease.clone();
     let mut events = Vec::new();
@@ -189,7 +227,16 @@ pub async fn carry_out(
     };
     let mut done = crate::act::fenced(
         fence,
-        steps(work, executor, pool, lease, metrics, observed, &mut events),
+        steps(
+            work,
+            executor,
+            pool,
+            lease,
+            metrics,
+            observed,
+            &mut events,
+            cut,
+        ),
     )
     .await;
     if !events.is_empty() {
@@ -199,6 +246,7 @@ pub async fn carry_out(
 }
 
 /// The steps of [`carry_out`]; `events` ends with those not recorded.
+#[allow(clippy::too_many_arguments)]
 async fn steps(
     work: Work,
     executor: &Executor,
@@ -207,6 +255,7 @@ async fn steps(
     metrics: &Metrics,
     observed: &Observed,
     events: &mut Vec<Event>,
+    cut: &CutShort,
 ) -> Done {
     let Work {
         plan,
@@ -280,7 +329,15 @@ async fn steps(
             return done;
         }
         let started = Instant::now();
+        // A step that changes the host is on the trail even when berth
+        // stops before it ends; a check (a readiness wait) is not.
+        let changes = !matches!(action.op, Op::WaitReady { .. } | Op::Preflight { .. });
+        let mut under_way = StepUnderWay {
+            sink: cut,
+            armed: changes.then(|| (held.clone(), cut_short_event(id, action))),
+        };
         let result = executor.apply(&action.op, &mut run).await;
+        under_way.armed = None;
         if let Err(error @ ActError::Fenced { .. }) = &result {
             // Asked again right before the change went out (the step's
             // inspect may have waited through a freeze): nothing was sent.

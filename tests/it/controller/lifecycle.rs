@@ -732,6 +732,51 @@ async fn sigterm_lets_a_pass_in_flight_finish_and_a_second_signal_exits_at_once(
 }
 
 #[tokio::test]
+async fn a_step_abandoned_when_the_shutdown_grace_ends_is_on_the_trail_as_cut_short() {
+    let mut w = World::new().await;
+    // The stop of a container deaf to SIGTERM takes 8 s; the grace 1 s.
+    w.start(&[("BERTH_STOP_TIMEOUT", "8s"), ("BERTH_SHUTDOWN_GRACE", "1s")]);
+    let id = w.insert(json!({"AGENT_IGNORE_TERM": "1"})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
+        .await;
+    let mut berth = replace_slowly(&mut w, id, "2").await;
+    // The stop is under way.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    berth.signal("TERM").await;
+    assert_eq!(
+        berth.wait(Duration::from_secs(20)).await,
+        Some(0),
+        "{}",
+        berth.tail()
+    );
+    let log = std::fs::read_to_string(&berth.log).unwrap();
+    assert!(log.contains("abandoning passes in flight"), "{log}");
+    // The stop went out and berth did not see it end: the trail says so.
+    let cut: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT action, detail FROM workspace_events
+          WHERE workspace_id = $1 AND (detail->>'cut_short')::boolean",
+    )
+    .bind(id.0)
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(cut.len(), 1, "{cut:?}\n{log}");
+    assert_eq!(cut[0].0, "stop", "{cut:?}");
+    assert!(
+        cut[0].1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not known")),
+        "{cut:?}"
+    );
+    // The next berth goes on from what it finds.
+    w.start(&[]);
+    w.wait_row(id, 90, "online on V=2", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_second_berth_for_the_host_stays_passive_and_takes_over_when_the_first_dies() {
     let mut w = World::new().await;
     let (a_port, b_port) = (free_port(), free_port());
