@@ -261,6 +261,15 @@ pub fn database_url(raw: &str) -> Result<SecretUrl, String> {
     if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
         return Err("not a PostgreSQL URL: it must start with postgres:// or postgresql://".into());
     }
+    // A URL parser ends the URL at a `#` (what follows is a fragment,
+    // which a PostgreSQL URL has no use for): a `#` typed in a password
+    // would cut the host and database off unseen.
+    if raw.contains('#') {
+        return Err(
+            "a '#' ends a URL (what follows is dropped): percent-encode it as %23 in the password"
+                .into(),
+        );
+    }
     sqlx::postgres::PgConnectOptions::from_str(raw)
         .map_err(|_| "not a valid PostgreSQL URL (postgres://user:password@host:port/database; percent-encode special characters in the password)")?;
     // berth speaks to PostgreSQL without TLS: a URL that demands it would
@@ -537,6 +546,13 @@ mod tests {
                 proptest::prop_assert!(!shown.contains(&password), "{raw} → {shown}");
             }
         }
+    }
+
+    #[test]
+    fn a_database_url_with_a_hash_is_refused_as_it_would_connect_elsewhere() {
+        let refused = database_url("postgres://u:x@127.0.0.1:5432/a#z/w?v@10.9.9.9:5432/b");
+        assert!(refused.is_err_and(|e| e.contains("%23")));
+        assert!(database_url("postgres://u:x%23y@127.0.0.1:5432/a").is_ok());
     }
 
     #[test]
