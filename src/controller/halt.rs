@@ -205,13 +205,16 @@ impl Controller {
         // history does not say does the rollout's own `from`, then the
         // previous stable digest (what `berth rollback` would choose),
         // stand in.
+        // A previous pin no workspace here runs (it never rolled out: the
+        // pin moved on before its first replace held) gives way to what
+        // the rollout's workspaces ran, so the write-back never names an
+        // image that was never proven here.
         let from = match &key.track {
-            Track::Pin(ring) => match self.pinned_before(runtime, ring, &key.to).await {
-                Some(before) => Some(before),
-                None => match from {
-                    Some(from) => Some(from),
-                    None => self.stable_before(runtime, ring, &key.to).await,
-                },
+            Track::Pin(ring) => match (self.pinned_before(runtime, ring, &key.to).await, from) {
+                (Some(before), Some(from)) if before != from && !self.runs(&before) => Some(from),
+                (Some(before), _) => Some(before),
+                (None, Some(from)) => Some(from),
+                (None, None) => self.stable_before(runtime, ring, &key.to).await,
             },
             _ => from,
         };
@@ -382,6 +385,14 @@ impl Controller {
             }
         }
         state.pin_write_backs = left;
+    }
+
+    /// Whether a workspace's container on this host runs `digest`.
+    fn runs(&self, digest: &Digest) -> bool {
+        self.observed
+            .main_containers(&self.settings.host_id)
+            .values()
+            .any(|c| c.label(crate::model::LABEL_IMAGE_DIGEST) == Some(digest.as_str()))
     }
 
     /// The digest the pin of (`runtime`, `ring`) named before `to`, if the

@@ -115,7 +115,7 @@ impl Drop for Copies {
 }
 
 /// `docker build` of a context-free Dockerfile (test code may use the CLI).
-async fn build(dockerfile: &str, tag: &str) {
+pub(crate) async fn build(dockerfile: &str, tag: &str) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("docker")
         .args(["build", "-q", "-t", tag, "-"])

@@ -288,6 +288,29 @@ async fn a_berth_killed_while_the_canary_waits_for_readiness_still_touches_only_
     }
 }
 
+/// Removes container `name` as the engine would finish a removal berth
+/// sent just before it died: one the engine has under way already (a busy
+/// engine may still be at it) is waited for.
+async fn gone_by_hand(name: &str) {
+    for _ in 0..150 {
+        let out = tokio::process::Command::new("docker")
+            .args(["rm", "-f", name])
+            .output()
+            .await
+            .expect("running the docker CLI");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || err.contains("No such container") {
+            return;
+        }
+        assert!(
+            err.contains("already in progress"),
+            "docker rm -f {name}: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{name} was not removed within 30 s");
+}
+
 /// Workspaces that ignore SIGTERM (each stop takes the stop timeout, so
 /// putting the canary back takes seconds), a broken pin, and berth
 /// killed while it puts the canary back, then started again; the
@@ -351,7 +374,7 @@ async fn killed_while_the_canary_is_put_back(
     w.berth.take().unwrap().kill().await;
     if finished {
         let name = canary.container_name();
-        crate::act::docker_cli(&["rm", "-f", &name]).await;
+        gone_by_hand(&name).await;
         crate::act::docker_cli(&["rename", &canary.prev_container_name(), &name]).await;
         crate::act::docker_cli(&["start", &name]).await;
     }

@@ -433,3 +433,44 @@ async fn a_workspace_an_earlier_rollout_left_undone_counts_as_a_canary_of_the_ne
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_halt_after_the_pin_moved_on_from_an_unproven_digest_writes_back_what_ran() {
+    let mut w = super::World::new().await;
+    w.start(&[]);
+    let ids = online_all(&w, 3).await;
+    // A second image that never becomes ready, under a digest of its own.
+    let registry = crate::harness::env().registry;
+    let run = std::env::var("BERTH_TEST_RUN_ID").unwrap();
+    let tag = format!("broken2-{}", crate::harness::unique());
+    let target = format!("{registry}/berth-test/agent:{tag}");
+    crate::retention::build(
+        &format!(
+            "FROM {registry}/berth-test/agent:broken\nLABEL berth.test-run={run} berth.test.tag={tag}\n"
+        ),
+        &target,
+    )
+    .await;
+    crate::act::docker_cli(&["push", &target]).await;
+    let broken2 = digest(&w, &tag).await;
+
+    // The operator pins a bad digest and, while its canary waits, moves
+    // the pin on to another bad one: the first never ran anywhere.
+    pin_broken_with_a_short_deadline(&mut w, &ids).await;
+    let broken = digest(&w, "broken").await;
+    canary_under_way(&w, &ids, &broken).await;
+    pin(&w, &broken2).await;
+
+    // The halt writes back what the workspaces ran, not the unproven pin
+    // before it.
+    let v1 = w.v1.clone();
+    wait_pin(&w, &v1, 120).await;
+    assert_eq!(halts(&w).await, 1);
+    for id in &ids {
+        w.wait_row(*id, 60, "on v1", |r| {
+            r.runtime_image_digest.as_deref() == Some(v1.as_str())
+                && r.status.as_deref() == Some("online")
+        })
+        .await;
+    }
+}
