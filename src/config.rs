@@ -15,16 +15,17 @@ use std::time::Duration;
 
 use crate::model::{DeleteGuard, Platform, Secret, TierOverrides};
 
+mod mask;
 mod parse;
 mod resolve;
 mod settings;
 mod values;
 
+use mask::mask_url;
 use parse::parse;
 use resolve::Resolver;
 pub use settings::{SETTINGS, Setting, flag_name};
 pub use values::host_id;
-use values::*;
 
 /// The platform's default template repository prefix for local-build mode.
 pub const DEFAULT_TEMPLATE_REPO_PREFIX: &str =

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::values::{fmt_duration, mask_url, positive_duration};
+use super::mask::mask_url;
+use super::values::{fmt_duration, positive_duration};
 use super::{ConfigError, Effective, SETTINGS, Setting, Source};
 
 /// Resolves settings from flags and environment, collecting every error and
