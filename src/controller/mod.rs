@@ -7,6 +7,7 @@
 //! the host lease.
 
 mod backlog;
+mod cut_short;
 mod finish;
 mod guard;
 mod halt;
@@ -262,22 +263,7 @@ impl Controller {
             // Dropped, each abandoned pass leaves the step it was in: the
             // trail says it was sent and not seen to end.
             while workers.next().await.is_some() {}
-            let cut: Vec<(Lease, desired::Event)> = std::mem::take(
-                &mut *state
-                    .cut_short
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            for (lease, event) in cut {
-                let recorded = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    desired::record_events(&self.pool, &lease, std::slice::from_ref(&event)),
-                )
-                .await;
-                if !matches!(recorded, Ok(Ok(desired::Written::Yes))) {
-                    tracing::warn!(workspace = %event.workspace, step = %event.action, "a step cut short by the shutdown is not on the trail");
-                }
-            }
+            state.cut_short.record(&self.pool).await;
         }
     }
 

@@ -30,7 +30,7 @@ pub(super) struct State {
     /// keeps the previous image.
     pub(super) held_back: BTreeMap<String, String>,
     /// The steps passes were in when they were abandoned at shutdown.
-    pub(super) cut_short: super::work::CutShort,
+    pub(super) cut_short: super::cut_short::CutShort,
     /// Image references a refresh is resolving now.
     pub(super) refreshing: BTreeSet<String>,
     /// References asked to refresh again while one was resolving.

@@ -17,6 +17,7 @@ use crate::model::{
 use crate::observed::Observed;
 use crate::plan::{Action, Op, Phase, Plan, StatusUpdate};
 
+use super::cut_short::CutShort;
 use super::row_status::{status_write, trouble_event, with_url};
 
 /// Everything one pass needs, moved into its task.
@@ -171,29 +172,6 @@ fn event(
     }
 }
 
-/// The step each abandoned pass was in, as the event that says so, with
-/// the lease it was taken under: a pass dropped mid-step (the shutdown
-/// grace over) leaves it here, for the trail.
-pub type CutShort = std::sync::Arc<std::sync::Mutex<Vec<(Lease, Event)>>>;
-
-/// Puts the event of the step under way into [`CutShort`] when the pass
-/// is dropped before the step ends; a step that ends disarms it.
-struct StepUnderWay<'a> {
-    sink: &'a CutShort,
-    armed: Option<(Lease, Event)>,
-}
-
-impl Drop for StepUnderWay<'_> {
-    fn drop(&mut self) {
-        if let Some(entry) = self.armed.take() {
-            self.sink
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(entry);
-        }
-    }
-}
-
 /// The event of a step berth sent and did not see end: it stopped first,
 /// so whether the step took effect is not known.
 fn cut_short_event(id: WorkspaceId, action: &Action) -> Event {
@@ -332,12 +310,9 @@ async fn steps(
         // A step that changes the host is on the trail even when berth
         // stops before it ends; a check (a readiness wait) is not.
         let changes = !matches!(action.op, Op::WaitReady { .. } | Op::Preflight { .. });
-        let mut under_way = StepUnderWay {
-            sink: cut,
-            armed: changes.then(|| (held.clone(), cut_short_event(id, action))),
-        };
+        let under_way = cut.step(changes.then(|| (held.clone(), cut_short_event(id, action))));
         let result = executor.apply(&action.op, &mut run).await;
-        under_way.armed = None;
+        under_way.ended();
         if let Err(error @ ActError::Fenced { .. }) = &result {
             // Asked again right before the change went out (the step's
             // inspect may have waited through a freeze): nothing was sent.
