@@ -12,6 +12,7 @@ mod rules_ready;
 mod rules_removal;
 mod rules_replace;
 mod rules_running;
+mod rules_undone;
 mod spec_invalid;
 mod spec_parity;
 mod world;
