@@ -156,12 +156,21 @@ remove_berth_hosts() {
 remove_labelled() {
   local label=$1 ids
   ids=$(docker ps -aq --filter "label=$label")
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+  [ -n "$ids" ] && { docker rm -f $ids >/dev/null 2>&1 || true; }
   ids=$(docker volume ls -q --filter "label=$label")
-  [ -n "$ids" ] && docker volume rm -f $ids >/dev/null 2>&1
+  [ -n "$ids" ] && { docker volume rm -f $ids >/dev/null 2>&1 || true; }
   ids=$(docker network ls -q --filter "label=$label")
-  [ -n "$ids" ] && docker network rm $ids >/dev/null 2>&1
-  ids=$(docker images -q --filter "label=$label" | sort -u)
-  [ -n "$ids" ] && docker rmi -f $ids >/dev/null 2>&1
+  [ -n "$ids" ] && { docker network rm $ids >/dev/null 2>&1 || true; }
+  # An image built FROM another of the run's (a test's own bad image) is
+  # a child: the engine refuses its parent while it is there, so images
+  # go in passes until none is left or a pass removes nothing.
+  local pass before
+  for pass in 1 2 3 4 5; do
+    ids=$(docker images -q --filter "label=$label" | sort -u)
+    [ -z "$ids" ] && break
+    before=$ids
+    docker rmi -f $ids >/dev/null 2>&1 || true
+    [ "$(docker images -q --filter "label=$label" | sort -u)" = "$before" ] && break
+  done
   return 0
 }
