@@ -478,14 +478,29 @@ async fn a_registry_refusing_credentials_is_registry_auth_and_backed_off() {
         })
         .await;
     }
+    // The registry is asked again once its window (10 s) has closed, by
+    // the first workspace whose own retry comes after that: one probe. The
+    // workspaces' retries are jittered (1, 2, 4, 8 s, each up to twice
+    // that), so the probe comes 10 to 30 s after the first refusal.
     let before = pings.load(Ordering::SeqCst);
+    let waiting = std::time::Instant::now();
+    while pings.load(Ordering::SeqCst) == before {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(45),
+            "no probe in 45 s: the registry is given up on, not backed off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let probed_after = waiting.elapsed();
+    // The refused probe doubles the window (20 s): nothing reaches the
+    // registry for the next 15 s, however many workspaces retry meanwhile.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let more = pings.load(Ordering::SeqCst) - before;
-    // One backoff for the registry (10 s, then 20 s): at most a probe or
-    // two, not a retry per workspace per second.
-    assert!(
-        (1..=2).contains(&more),
-        "{more} more attempts in 15 s for {} workspaces (a probe when the 10 s window closes)",
+    assert_eq!(
+        more,
+        1,
+        "{more} attempts for {} workspaces from the probe ({probed_after:?} after the rows \
+         said registry_auth) to 15 s after it: one probe, then the doubled window",
         ids.len()
     );
     for id in &ids {
