@@ -268,6 +268,26 @@ impl Config {
 }
 
 impl Config {
+    /// Values that parse but work against the operator: said by `berth
+    /// config` and logged as warnings when `berth run` starts.
+    pub fn cautions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if crate::http::is_public(&self.listen) {
+            out.push(format!(
+                "BERTH_LISTEN {} is reachable beyond this machine; /metrics shows this host's workspace counts",
+                self.listen
+            ));
+        }
+        if self.stop_timeout >= self.shutdown_grace {
+            out.push(format!(
+                "BERTH_STOP_TIMEOUT ({}) is not below BERTH_SHUTDOWN_GRACE ({}): a replace stopping a container when berth is told to stop is cut short, and the workspace stays down until a berth runs again",
+                humantime::format_duration(self.stop_timeout),
+                humantime::format_duration(self.shutdown_grace)
+            ));
+        }
+        out
+    }
+
     /// What the planner needs, from the same parsed values.
     pub fn plan_settings(&self) -> crate::plan::Settings {
         crate::plan::Settings {

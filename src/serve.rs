@@ -80,8 +80,8 @@ pub async fn run(config: &Config, migrate: bool) -> Exit {
     };
     // The address bound, which tells the port when asked for port 0.
     let listen = listener.local_addr().unwrap_or(config.listen);
-    if http::is_public(&config.listen) {
-        tracing::warn!(listen = %config.listen, "the admin listener is reachable beyond this machine; /metrics shows this host's workspace counts");
+    for caution in config.cautions() {
+        tracing::warn!("{caution}");
     }
 
     let readiness = Arc::new(Readiness::default());

@@ -212,6 +212,9 @@ fn render_config(config: &Config, json: bool) -> String {
         let _ = writeln!(out, "{:width$}  {value}  ({})", e.name, e.source);
     }
     let _ = writeln!(out, "\nimage mode: {mode}");
+    for caution in config.cautions() {
+        let _ = writeln!(out, "caution: {caution}");
+    }
     out
 }
 

@@ -512,3 +512,26 @@ fn a_bad_flag_value_is_reported_under_the_flag_typed() {
         "{text}"
     );
 }
+
+#[test]
+fn values_that_work_against_the_operator_are_cautioned() {
+    let c = config(&[("DATABASE_URL", DB)]).unwrap();
+    assert_eq!(c.cautions(), Vec::<String>::new(), "the defaults are sound");
+    let c = config(&[
+        ("DATABASE_URL", DB),
+        ("BERTH_STOP_TIMEOUT", "30s"),
+        ("BERTH_SHUTDOWN_GRACE", "3s"),
+        ("BERTH_LISTEN", "0.0.0.0:9464"),
+    ])
+    .unwrap();
+    let cautions = c.cautions();
+    assert_eq!(cautions.len(), 2, "{cautions:?}");
+    assert!(
+        cautions[0].contains("reachable beyond this machine"),
+        "{cautions:?}"
+    );
+    assert!(
+        cautions[1].starts_with("BERTH_STOP_TIMEOUT (30s) is not below BERTH_SHUTDOWN_GRACE (3s)"),
+        "{cautions:?}"
+    );
+}
