@@ -276,15 +276,23 @@ pub struct RecentHalt {
 
 /// Halts of the last day for `runtimes`, newest first: a halted canary is
 /// back on its old image, plain `online`, and the halt shows only here.
+/// A halt stops showing once a later edit of the same pin rolled out fully
+/// (`stable_at`): the ring has moved on, and the halt stays in
+/// `runtime_image_pin_history`.
 pub async fn recent_halts(pool: &PgPool, runtimes: &[String]) -> Result<Vec<RecentHalt>, OpsError> {
     let halts = sqlx::query_as(
-        "SELECT template_name, ring, old_digest, new_digest, note,
-                CASE WHEN isfinite(at) THEN extract(epoch FROM now() - at)::float8
+        "SELECT h.template_name, h.ring, h.old_digest, h.new_digest, h.note,
+                CASE WHEN isfinite(h.at) THEN extract(epoch FROM now() - h.at)::float8
                      ELSE '-infinity'::float8 END AS secs_ago
-           FROM runtime_image_pin_history
-          WHERE halt AND at > now() - interval '1 day'
-            AND template_name = ANY($1)
-          ORDER BY id DESC",
+           FROM runtime_image_pin_history h
+          WHERE h.halt AND h.at > now() - interval '1 day'
+            AND h.template_name = ANY($1)
+            AND NOT EXISTS (SELECT 1 FROM runtime_image_pin_history later
+                             WHERE later.template_name = h.template_name
+                               AND later.ring = h.ring
+                               AND later.id > h.id
+                               AND later.stable_at IS NOT NULL)
+          ORDER BY h.id DESC",
     )
     .bind(runtimes)
     .fetch_all(pool)
@@ -366,7 +374,9 @@ pub fn render_status(rows: &[StatusView], now: DateTime<Utc>) -> String {
             (Some(s), None) => s.clone(),
             (Some(s), Some(reason)) => format!("{s}/{reason}"),
         };
+        // A removed row wants no image.
         let wanted = match (&r.image, &r.wanted_digest) {
+            _ if r.desired_state == "removed" => "-".to_string(),
             (Some(_), _) => "(row image)".to_string(),
             (None, Some(d)) => short_digest(Some(d)),
             (None, None) => "(tag)".to_string(),

@@ -233,3 +233,31 @@ fn a_halt_reads_as_the_digest_put_back_or_the_pin_removed() {
         "{out}"
     );
 }
+
+#[test]
+fn a_removed_row_wants_no_image() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let mut removed = row("h");
+    removed.desired_state = "removed".into();
+    removed.wanted_digest = Some(digest.clone());
+    let mut running = row("h");
+    running.name = "kept".into();
+    running.wanted_digest = Some(digest);
+    let out = super::render_status(&[removed, running], chrono::Utc::now());
+    let cells = |name: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}:\n{out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(
+        !cells("w").contains(&"sha256:aaaaaaaaaaaa".to_string()),
+        "{out}"
+    );
+    assert!(
+        cells("kept").contains(&"sha256:aaaaaaaaaaaa".to_string()),
+        "{out}"
+    );
+}

@@ -228,6 +228,23 @@ async fn status_filters_by_host_status_and_runtime() {
         halt.contains("ago, back to sha256:cccccccccccc (halted by berth on host h1: 1 of 1"),
         "{halt}"
     );
+    // A later pin of the ring that rolls out fully makes the halt history.
+    let moved_on = format!("sha256:{}", "f".repeat(64));
+    sqlx::query("UPDATE runtime_image_pins SET digest = $1 WHERE template_name = 'langgraph' AND ring = 'stable'")
+        .bind(&moved_on)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (_, out, _) = berth(&["status"], &env).await;
+    assert!(
+        out.contains("rollout onto sha256:eeeeeeeeeeee halted "),
+        "a rollout under way: the halt still shows\n{out}"
+    );
+    berth::desired::mark_stable(&pool, "langgraph", "stable", &moved_on)
+        .await
+        .unwrap();
+    let (_, out, _) = berth(&["status"], &env).await;
+    assert!(!out.contains("halted"), "the ring moved on:\n{out}");
 
     let (code, _, err) = berth(&["status", "--status", "sleeping"], &env).await;
     assert_eq!(code, 64);
