@@ -143,6 +143,7 @@ pub(super) fn current(
     p: &mut Plan,
 ) {
     let s = f.settings;
+    super::ready::seed_restarts(&mut p.memory, row, c, s, now);
     track_restarts(&mut p.memory, c, now);
     let target = || Target::Id(c.id.clone());
     // Without memory of the attempt (a berth restarted since), it began

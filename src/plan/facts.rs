@@ -212,6 +212,12 @@ impl Memory {
         if self.rolled_back_hash.as_deref() == Some(wanted) {
             return;
         }
+        self.forget_rollback();
+    }
+
+    /// Forgets an undone change whatever the row wants now: the operator
+    /// asked for it afresh (a halted digest pinned again).
+    pub fn forget_rollback(&mut self) {
         self.rolled_back_hash = None;
         self.rolled_back_image = None;
         self.rolled_back_why = None;

@@ -173,7 +173,7 @@ pub(super) fn interrupted_replace(
         p.memory.ready_container = Some(prev.id.clone());
         p.memory.provisioning_since = None;
         let why = if !matches {
-            "the container under the workspace's name is not the new one".to_string()
+            "the row wants another spec than the new container's (the row or its image changed while the replace was under way)".to_string()
         } else if main.started_at.is_none() {
             format!("the new container was not started by {deadline}")
         } else if !alive {

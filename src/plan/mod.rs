@@ -43,6 +43,8 @@
 mod action;
 mod change;
 mod current;
+mod delete_guard;
+mod dirs;
 mod facts;
 pub mod hash;
 mod image;
@@ -57,11 +59,10 @@ mod status;
 mod validate;
 
 pub use action::{Action, Change, Op, Plan, Restore, Target, Why};
+pub use delete_guard::{GUARD_HINT, apply_delete_guard};
 pub use facts::{Catalogue, Facts, Failure, Memory, Probes, RefreshFailure, image_identity};
 pub use image::{LOCAL_BUILD_REPOSITORY, choose as choose_image, names_registry};
-pub use pass::{
-    GUARD_HINT, PassIndex, PassPlan, Snapshot, apply_delete_guard, plan_key, plan_pass,
-};
+pub use pass::{PassIndex, PassPlan, Snapshot, plan_key, plan_pass};
 pub use rules::plan;
 pub use running::volumes_gone_note;
 pub use settings::Settings;

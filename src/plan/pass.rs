@@ -1,7 +1,8 @@
 //! One pass over every key of a host: the union of this host's rows and
 //! the workspaces its owned objects name. The guards that need the whole
 //! pass live here: who keeps a contested container name, the one T4 per
-//! host, and the delete guard.
+//! host, whose host directory stands (`dirs`), and the delete guard
+//! (`delete_guard`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +13,8 @@ use crate::model::{
     Reason, ResolvedImage, Tier, WorkspaceId, WorkspaceRow,
 };
 
+use super::delete_guard::apply_delete_guard;
+use super::dirs::dir_refusals;
 use super::{
     Catalogue, Facts, InvalidSpec, Memory, Plan, Probes, RefreshFailure, Settings, plan, spec,
 };
@@ -201,6 +204,31 @@ impl<'s> PassIndex<'s> {
 
     /// The facts for one key.
     pub fn facts(&self, id: WorkspaceId) -> Facts<'s> {
+        self.facts_holding(id, None)
+    }
+
+    /// Plans a workspace whose image change a rollout holds back (its
+    /// wave has not come, or the rollout halted) onto the image its
+    /// container runs (`held`: that image's digest and ID), with the spec
+    /// it planned on: the changes of the row that keep its container (a
+    /// stop, a start, an unpause, a restart, a container stopped by hand)
+    /// go on while the image waits. The delete guard is not applied: the
+    /// caller uses no plan with a guarded removal, nor one that replaces
+    /// the container (an env edit goes with the image, in its wave).
+    pub fn plan_held(
+        &self,
+        id: WorkspaceId,
+        held: &ResolvedImage,
+        now: DateTime<Utc>,
+    ) -> (Plan, Option<crate::model::ContainerSpec>) {
+        let facts = self.facts_holding(id, Some(held));
+        let spec = facts.spec.clone().and_then(Result::ok);
+        (plan(&facts, now), spec)
+    }
+
+    /// The facts for one key, with its image held at `held` (see
+    /// [`PassIndex::plan_held`]) when given.
+    fn facts_holding(&self, id: WorkspaceId, held: Option<&ResolvedImage>) -> Facts<'s> {
         let (s, settings) = (self.snapshot, self.settings);
         let row = self.rows.get(&id).copied();
         let mut facts = Facts::empty(settings, id);
@@ -223,12 +251,28 @@ impl<'s> PassIndex<'s> {
                 let dir = self.dir_refused.get(&row.id);
                 pass_guards(row, &self.by_id12, self.t4_holder, dir).map(|()| spec)
             });
+            // A held pin names the digest the container runs: the spec is
+            // made as if the pin still named it.
+            let built = match (built, held.and_then(|h| h.digest.as_ref())) {
+                (Ok(made), Some(digest)) => match &made.image_source {
+                    crate::model::ImageSource::Pinned { ring } => {
+                        let mut catalogue = s.catalogue.clone();
+                        catalogue.set_pin(&row.runtime, ring, digest.clone());
+                        spec(row, &catalogue, settings)
+                    }
+                    _ => Ok(made),
+                },
+                (built, _) => built,
+            };
             let built = built.map(|mut spec| {
-                facts.image = s
-                    .images
-                    .get(spec.image.as_str())
-                    .cloned()
-                    .unwrap_or_default();
+                facts.image = match held {
+                    Some(held) => held.clone(),
+                    None => s
+                        .images
+                        .get(spec.image.as_str())
+                        .cloned()
+                        .unwrap_or_default(),
+                };
                 facts.refresh_failure = s.refresh_failures.get(spec.image.as_str()).cloned();
                 if let Some(digest) = &facts.image.digest {
                     spec.labels
@@ -316,99 +360,6 @@ fn claims<'a>(
     by
 }
 
-/// A host directory a row mounts.
-struct Mount<'s> {
-    dir: &'s std::path::Path,
-    row: &'s WorkspaceRow,
-}
-
-impl Mount<'_> {
-    fn other(&self) -> OtherDir {
-        OtherDir {
-            dir: self.dir.display().to_string(),
-            read_write: self.row.workspace_access == crate::model::WorkspaceAccess::ReadWrite,
-            workspace: self.row.id,
-        }
-    }
-
-    /// Whether `inner` lies inside this mount and this one is writable.
-    fn holds(&self, inner: &Mount) -> bool {
-        self.row.workspace_access == crate::model::WorkspaceAccess::ReadWrite
-            && inner.dir != self.dir
-            && inner.dir.starts_with(self.dir)
-    }
-}
-
-/// No directory lies inside another row's writable one (that workspace
-/// could put a symlink there, which the engine follows at every start,
-/// past the check at create). Rows keep their directories oldest first: a
-/// row whose directory is nested with one an older row keeps (either way
-/// round) is refused, so a row added later never takes an older one's
-/// directory, and a row with an invalid directory (refused on its own)
-/// stands in no one's way. The text is all the planner sees; each kept
-/// row's create gets the older kept rows' directories, to check again
-/// once symlinks are followed.
-fn dir_refusals(
-    rows: &[&WorkspaceRow],
-    settings: &Settings,
-) -> (
-    BTreeMap<WorkspaceId, String>,
-    BTreeMap<WorkspaceId, Vec<OtherDir>>,
-) {
-    let mut mounts: Vec<Mount> = rows
-        .iter()
-        .filter(|r| r.desired_state != DesiredState::Removed)
-        .filter(|r| r.workspace_access != crate::model::WorkspaceAccess::None)
-        // A tier-1 container binds no host directory.
-        .filter(|r| Tier::from_row(r.tier) != Tier::T1)
-        .filter_map(|r| {
-            let dir = r.workspace_dir.as_deref()?;
-            super::validate::workspace_dir(dir, settings).ok()?;
-            Some(Mount {
-                dir: std::path::Path::new(dir),
-                row: r,
-            })
-        })
-        .collect();
-    mounts.sort_by_key(|m| (m.row.created_at, m.row.id));
-    let mut kept: Vec<&Mount> = Vec::new();
-    let mut refused = BTreeMap::new();
-    let mut older = BTreeMap::new();
-    for m in &mounts {
-        let why = kept.iter().find_map(|k| {
-            if k.holds(m) {
-                Some(format!(
-                    "workspace_dir {} lies inside {}, the read-write workspace_dir of the older workspace {}",
-                    m.dir.display(),
-                    k.dir.display(),
-                    k.row.id
-                ))
-            } else if m.holds(k) {
-                Some(format!(
-                    "workspace_dir {} (read-write) holds {}, the workspace_dir of the older workspace {}",
-                    m.dir.display(),
-                    k.dir.display(),
-                    k.row.id
-                ))
-            } else {
-                None
-            }
-        });
-        match why {
-            Some(why) => {
-                refused.insert(m.row.id, why);
-            }
-            None => {
-                if !kept.is_empty() {
-                    older.insert(m.row.id, kept.iter().map(|k| k.other()).collect());
-                }
-                kept.push(m);
-            }
-        }
-    }
-    (refused, older)
-}
-
 /// The older row keeps a contested name; only the oldest T4 row holds the
 /// host's one T4; `dir_refused` says why the row may not mount its
 /// directory (see [`dir_refusals`]).
@@ -443,65 +394,4 @@ fn pass_guards(
         ));
     }
     Ok(())
-}
-
-/// What an operator does about a tripped delete guard.
-pub const GUARD_HINT: &str = "If the rows went on purpose, raise BERTH_DELETE_GUARD for one run (and next time set desired_state = 'removed' instead of deleting rows: not counted); if not, put the rows back (all of them: the guard holds until every one is back)";
-
-/// Rule 3: when the pass's orphan and duplicate removals exceed `limit`,
-/// or any of them is one an earlier pass withheld (`held`), none of them
-/// is made. Returns (wanted, limit) when it withheld them, and the
-/// workspaces it withheld removals of (the latch for the next pass).
-pub fn apply_delete_guard(
-    plans: &mut [Plan],
-    limit: usize,
-    held: &BTreeSet<WorkspaceId>,
-) -> (Option<(usize, usize)>, BTreeSet<WorkspaceId>) {
-    let wanted: usize = plans.iter().map(Plan::guarded_removals).sum();
-    let wanting: BTreeSet<WorkspaceId> = plans
-        .iter()
-        .filter(|p| p.guarded_removals() > 0)
-        .map(|p| p.id)
-        .collect();
-    // Held workspaces still on their way to a removal: wanting one now, or
-    // orphans whose grace (started again by a new berth) has not run out.
-    let still: BTreeSet<WorkspaceId> = plans
-        .iter()
-        .filter(|p| held.contains(&p.id))
-        .filter(|p| p.guarded_removals() > 0 || p.memory.orphan_since.is_some())
-        .map(|p| p.id)
-        .collect();
-    let still_held = still.len();
-    if wanted <= limit && still_held == 0 {
-        return (None, BTreeSet::new());
-    }
-    if wanted == 0 {
-        // Nothing to withhold now; the latch stays.
-        return (None, still);
-    }
-    let why = if wanted > limit {
-        format!("the pass wanted {wanted} orphan/duplicate removals, over the limit of {limit}")
-    } else {
-        format!(
-            "it tripped earlier and {still_held} of the workspace(s) it held back are still without a row ({wanted} removal(s) wanted, limit {limit})"
-        )
-    };
-    for p in plans.iter_mut().filter(|p| p.guarded_removals() > 0) {
-        // The restore path starts at an action index: it moves down by the
-        // removals withheld before it.
-        if let Some(restore) = p.restore.as_mut() {
-            let before = p.actions[..restore.from.min(p.actions.len())]
-                .iter()
-                .filter(|a| a.is_guarded_removal())
-                .count();
-            restore.from -= before;
-        }
-        p.actions.retain(|a| !a.is_guarded_removal());
-        p.notes
-            .push(format!("delete guard: {why}; none made. {GUARD_HINT}"));
-    }
-    (
-        Some((wanted, limit)),
-        wanting.union(&still).copied().collect(),
-    )
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::model::{ContainerState, Health, ObservedContainer};
+use crate::model::{ContainerState, Health, ObservedContainer, Reason, Status, WorkspaceRow};
 
 use super::{Memory, Settings};
 
@@ -87,6 +87,31 @@ pub fn track_restarts(memory: &mut Memory, c: &ObservedContainer, now: DateTime<
     }
     memory.restart_seen = Some((c.id.clone(), c.restart_count));
     prune(memory, now);
+}
+
+/// A berth that first sees a container its row shows crash looping
+/// (`degraded/crash_loop`, this container) knows none of the restarts
+/// before it started: the row's word stands for them, as restarts at the
+/// container's latest start, so the loop shows on until the container has
+/// stayed up a whole window. A container up longer than that is judged
+/// afresh.
+pub fn seed_restarts(
+    memory: &mut Memory,
+    row: &WorkspaceRow,
+    c: &ObservedContainer,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) {
+    let looping = row.status == Some(Status::Degraded)
+        && row.status_reason == Some(Reason::CrashLoop)
+        && row.container_id.as_deref() == Some(c.id.as_str());
+    if memory.restart_seen.is_some() || !looping {
+        return;
+    }
+    if let Some(started) = c.started_at.filter(|t| now - *t < CRASH_WINDOW) {
+        let n = (settings.crash_loop_restarts as usize).min(MAX_REMEMBERED);
+        memory.restarts = vec![started; n];
+    }
 }
 
 pub fn prune(memory: &mut Memory, now: DateTime<Utc>) {

@@ -134,6 +134,19 @@ fn first_phase(spec: &ContainerSpec) -> (Phase, Reason) {
     }
 }
 
+/// The reason a pass that makes the container shows as it begins: the
+/// image to make local first (`pulling`, `building`), or, with the image
+/// known local already, the container to make (`creating`: a replace's
+/// stop and rename, the create), so a stop that takes its time does not
+/// read as registry trouble.
+fn first_reason(f: &Facts, spec: &ContainerSpec) -> Reason {
+    if f.image.id.is_some() {
+        Reason::Creating
+    } else {
+        first_phase(spec).1
+    }
+}
+
 /// Rule 7: no container → ensure image, volumes, create, fill, start.
 fn create(
     f: &Facts,
@@ -229,7 +242,7 @@ fn create(
         actions: undo,
         previous: None,
     });
-    p.status = Some(StatusUpdate::reason(first_phase(spec).1, None));
+    p.status = Some(StatusUpdate::reason(first_reason(f, spec), None));
     p.requeue(since(now, deadline));
 }
 
@@ -465,6 +478,6 @@ fn replace(
             previous: Some(old.id.clone()),
         }
     });
-    p.status = Some(StatusUpdate::reason(first_phase(spec).1, None));
+    p.status = Some(StatusUpdate::reason(first_reason(f, spec), None));
     p.requeue(since(now, deadline));
 }

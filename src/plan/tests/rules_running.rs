@@ -10,7 +10,8 @@ use crate::plan::{Memory, Phase, StatusUpdate, Target};
 fn a_missing_container_is_provisioned_in_order() {
     let s = Settings::test();
     let r = row(1);
-    let p = plan_at(&facts_for(&s, &r, &[], &[]), t0());
+    let f = facts_for(&s, &r, &[], &[]);
+    let p = plan_at(&f, t0());
     assert_eq!(
         ops(&p),
         [
@@ -25,6 +26,13 @@ fn a_missing_container_is_provisioned_in_order() {
     );
     assert_eq!(whys(&p)[0], "create: no container");
     assert_eq!(reason(&p), Some(Reason::Pulling));
+    // An image known local already: the pass makes the container.
+    let mut known = facts_for(&s, &r, &[], &[]);
+    known.image = crate::model::ResolvedImage {
+        digest: None,
+        id: Some("sha256:local".into()),
+    };
+    assert_eq!(reason(&plan_at(&known, t0())), Some(Reason::Creating));
     let restore = p.restore.expect("a failed create leaves nothing half-made");
     assert_eq!(restore.from, 3);
     assert_eq!(restore.actions[0].op.target(), Some(&Target::Created));
@@ -384,4 +392,34 @@ fn a_created_container_whose_filling_failed_waits_for_the_retry_time() {
         ["write_files", "start"],
         "filled and started after the backoff"
     );
+}
+
+#[test]
+fn a_crash_loop_the_row_shows_stands_for_a_berth_that_just_started() {
+    let s = Settings::test();
+    let mut r = row(1);
+    let mut c = container_for(&built(&r, &s), "c1");
+    c.state = ContainerState::Running;
+    c.restart_count = 10;
+    c.started_at = Some(t0() - mins(1));
+    r.container_id = Some("c1".into());
+    r.status = Some(Status::Degraded);
+    r.status_reason = Some(Reason::CrashLoop);
+    let cs = [c.clone()];
+    // No memory: this berth has not seen one of the ten restarts.
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_eq!(reason(&p), Some(Reason::CrashLoop), "{:?}", p.status);
+    // Up a whole window since its latest start: judged afresh.
+    let later = plan_at(&facts_for(&s, &r, &cs, &[]), t0() + mins(10));
+    assert_ne!(
+        reason(&later),
+        Some(Reason::CrashLoop),
+        "{:?}",
+        later.status
+    );
+    // A row that says nothing of a loop seeds nothing.
+    r.status = Some(Status::Online);
+    r.status_reason = None;
+    let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
+    assert_ne!(reason(&p), Some(Reason::CrashLoop), "{:?}", p.status);
 }
