@@ -193,6 +193,11 @@ impl Controller {
             tried,
             failed_ids,
         } = halt;
+        if let Track::Pin(ring) = &key.track {
+            state.pins_halted.insert(key.clone());
+            let pinned_at = state.catalogue.pinned_at(&key.runtime, ring);
+            state.rollouts.halted_at_pin(&key, pinned_at);
+        }
         let runtime = &key.runtime;
         let track = key.track.as_str();
         let names = failed_names(state, &failed_ids);
@@ -232,7 +237,7 @@ impl Controller {
                 ring,
                 to = %key.to,
                 back_to = %back,
-                "the digest before this rollout was halted by berth too (or the history did not answer): the pin stays, nothing more rolls out onto it; set the pin by hand (berth pin, berth rollback --to)"
+                "the digest before this rollout was halted by berth too (or the history did not answer): the pin stays, nothing more rolls out onto it, and the workspaces it did not reach keep the digest they run; to go on, set the pin by hand (berth pin, berth rollback --to): pinning the digest it names now again tries its rollout afresh"
             );
             return;
         }

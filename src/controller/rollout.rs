@@ -58,6 +58,10 @@ pub struct Rollout {
     /// Workspaces told to wait for a slot: woken when one frees.
     pub waiting: BTreeSet<WorkspaceId>,
     pub halted: bool,
+    /// For a pin's rollout that halted: when the pin row was last changed
+    /// as it halted (the database's clock). The same digest pinned again
+    /// since is the operator's word to try it afresh.
+    pub halted_pinned_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The wave under way: 0 is the canary.
     pub wave: usize,
     /// Replaces started in this wave (those that did not start after all
@@ -124,6 +128,7 @@ impl Rollout {
             inconclusive: BTreeSet::new(),
             waiting: BTreeSet::new(),
             halted: false,
+            halted_pinned_at: None,
             wave: 0,
             wave_started: 0,
         }
@@ -220,6 +225,53 @@ impl Rollouts {
         {
             r.unproven.insert(id);
         }
+    }
+
+    /// Notes when the pin of halted `key` was last changed as it halted.
+    pub fn halted_at_pin(
+        &mut self,
+        key: &RolloutKey,
+        pinned_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        if let Some(r) = self.by_key.get_mut(key) {
+            r.halted_pinned_at = pinned_at;
+        }
+    }
+
+    /// Forgets the halted pin rollouts whose digest the pin names again
+    /// after a change since the halt (the operator pinned the same digest
+    /// anew, `berth pin` or an UPDATE): the next replace onto it begins a
+    /// rollout afresh, at the canary. Returns the keys forgotten.
+    pub fn forget_repinned(&mut self, catalogue: &crate::plan::Catalogue) -> Vec<RolloutKey> {
+        let repinned: Vec<RolloutKey> = self
+            .by_key
+            .iter()
+            .filter(|(key, r)| {
+                let Track::Pin(ring) = &key.track else {
+                    return false;
+                };
+                r.halted
+                    && r.in_progress.is_empty()
+                    && r.halted_pinned_at.is_some()
+                    && catalogue.pin(&key.runtime, ring) == Some(&key.to)
+                    && catalogue.pinned_at(&key.runtime, ring) != r.halted_pinned_at
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &repinned {
+            if let Some(r) = self.by_key.remove(key) {
+                self.wake.extend(r.waiting);
+            }
+        }
+        repinned
+    }
+
+    /// The rollout whose replace `id` holds a place in, if any.
+    pub fn held_by(&self, id: WorkspaceId) -> Option<RolloutKey> {
+        self.by_key
+            .iter()
+            .find(|(_, r)| r.in_progress.contains(&id))
+            .map(|(key, _)| key.clone())
     }
 
     /// Whether `key`'s rollout is under way (or halted) in this instance.

@@ -98,6 +98,7 @@ impl Controller {
             }
         }
 
+        self.forget_repinned(state);
         let (containers, volumes, observed_complete) = self.observed.snapshot();
         self.readiness.set_observed_complete(observed_complete);
         let probes: BTreeMap<WorkspaceId, Probes> = taken
@@ -138,6 +139,8 @@ impl Controller {
             pass.plans.into_iter().map(|p| (p.id, p)).collect();
         let mut passes = 0;
         let guard_limit = pass.guard_held_limit;
+        // Built once a round, for the first plan held back for its wave.
+        let mut held_ix: Option<plan::PassIndex> = None;
 
         for id in taken {
             let Some(mut plan) = plans.remove(&id) else {
@@ -147,23 +150,23 @@ impl Controller {
                 continue;
             };
             let row = state.rows.get(&id).cloned();
-            let notes_new = observed_complete
-                && state.desired_complete
-                && !plan.notes.is_empty()
-                && state.noted.get(&id) != Some(&plan.notes);
             // The container column names what runs, once the engine's
             // picture is complete (a paused row's container removed by
             // hand is not shown as there).
             let shown = main_container(&snapshot.containers, id, &self.settings.host_id);
-            let container_shown = !observed_complete
-                || plan.status.is_none()
-                || row.as_ref().is_none_or(|r| {
-                    r.container_id.as_deref() == shown.as_ref().map(|c| c.id.as_str())
-                });
-            let steady = plan.actions.is_empty()
-                && unchanged(row.as_ref(), &plan)
-                && container_shown
-                && !notes_new;
+            // A paused row keeps the place its replace holds in a rollout
+            // (see `track_rollouts`), and its column goes on saying so.
+            let kept_column = row
+                .as_ref()
+                .filter(|r| r.paused)
+                .and_then(|_| state.rollouts.held_by(id))
+                .map(|key| state.rollouts.replacing(&key, id));
+            let complete = (observed_complete, state.desired_complete);
+            let steady = is_steady(&plan, row.as_ref(), shown.as_ref(), state.noted.get(&id), complete)
+                // A row showing a rollout it no longer waits for is
+                // written (the column cleared).
+                && !(plan.status.is_some()
+                    && row.as_ref().is_some_and(|r| r.rollout.is_some() && r.rollout != kept_column));
             if !steady && passes >= free {
                 queue.put_back(id);
                 continue;
@@ -172,7 +175,15 @@ impl Controller {
             // wave; one under way already holds its place.
             let mut rollout = resumed
                 .get(&id)
-                .map(|key| state.rollouts.replacing(key, id));
+                .map(|key| state.rollouts.replacing(key, id))
+                .or(kept_column);
+            // A replace held back for its wave (or by a halt), and the
+            // `rollout` column its row shows meanwhile.
+            let mut held_back = None;
+            let mut held_column = None;
+            // The spec a held plan was made on: its pass is recorded
+            // against that spec's hash, not the rollout target's.
+            let mut held_spec = None;
             if let Some(row) = &row
                 && let Some(replace) = image_replace(&plan, &row.runtime)
             {
@@ -216,19 +227,64 @@ impl Controller {
                         }
                         rollout = Some(state.rollouts.replacing(&replace.key, id));
                     }
-                    Gate::Wait(after) => {
-                        self.show_rollout(&lease, row, &replace.key, "waiting", state)
-                            .await;
-                        queue.done(&id);
-                        queue.add_after(id, after);
-                        continue;
-                    }
+                    Gate::Wait(after) => held_back = Some(("waiting", after)),
                     Gate::Halted => {
-                        self.show_rollout(&lease, row, &replace.key, "halted", state)
-                            .await;
-                        queue.done(&id);
-                        queue.add_after(id, std::time::Duration::from_secs(5));
-                        continue;
+                        held_back = Some(("halted", std::time::Duration::from_secs(5)));
+                    }
+                }
+                if let Some((what, after)) = held_back {
+                    self.show_rollout(&lease, row, &replace.key, what, state)
+                        .await;
+                    // The image waits; the row's wishes that keep its
+                    // container do not. One that replaces it (an env
+                    // edit) goes with the image: a replace onto the held
+                    // spec would be undone as soon as the pass after it
+                    // plans on the real one.
+                    let held_plan = shown
+                        .as_ref()
+                        .map(held_image)
+                        .map(|image| {
+                            held_ix
+                                .get_or_insert_with(|| {
+                                    plan::PassIndex::new(&snapshot, &self.settings)
+                                })
+                                .plan_held(id, &image, now)
+                        })
+                        .filter(|(p, _)| {
+                            p.guarded_removals() == 0
+                                && !p
+                                    .actions
+                                    .iter()
+                                    .any(|a| matches!(a.why, plan::Why::Replace(_)))
+                        });
+                    let wait = |p: Option<&Plan>| {
+                        p.and_then(|p| p.requeue_after)
+                            .map_or(after, |a| a.min(after))
+                    };
+                    match held_plan {
+                        Some((p, spec))
+                            if !is_steady(
+                                &p,
+                                Some(row),
+                                shown.as_ref(),
+                                state.noted.get(&id),
+                                complete,
+                            ) =>
+                        {
+                            if passes >= free {
+                                queue.put_back(id);
+                                continue;
+                            }
+                            plan = p;
+                            plan.requeue_after = Some(wait(Some(&plan)));
+                            held_spec = Some(spec);
+                            held_column = Some(state.rollouts.describe(&replace.key, what));
+                        }
+                        held_plan => {
+                            queue.done(&id);
+                            queue.add_after(id, wait(held_plan.as_ref().map(|(p, _)| p)));
+                            continue;
+                        }
                     }
                 }
             }
@@ -285,9 +341,10 @@ impl Controller {
                     .inc();
                 continue;
             }
-            let spec = row
-                .as_ref()
-                .and_then(|r| plan::spec(r, &state.catalogue, &self.settings).ok());
+            let spec = held_spec.unwrap_or_else(|| {
+                row.as_ref()
+                    .and_then(|r| plan::spec(r, &state.catalogue, &self.settings).ok())
+            });
             let current = main_container(&snapshot.containers, id, &self.settings.host_id);
             let work = Work {
                 plan,
@@ -295,7 +352,7 @@ impl Controller {
                 spec,
                 current,
                 lease: lease.clone(),
-                rollout,
+                rollout: rollout.or(held_column),
             };
             let (executor, pool, lease_rx, metrics, observed) = (
                 self.executor.clone(),
@@ -360,13 +417,41 @@ pub fn probe(row: &WorkspaceRow) -> Probes {
     }
 }
 
-/// Whether the row already shows what the plan would write.
-fn unchanged(row: Option<&WorkspaceRow>, plan: &Plan) -> bool {
-    match (row, &plan.status) {
-        (_, None) => true,
-        (None, Some(_)) => true,
-        (Some(row), Some(update)) => update.shown_by(row) && row.rollout.is_none(),
+/// The image `container` runs, which a replace held back keeps.
+fn held_image(container: &ObservedContainer) -> crate::model::ResolvedImage {
+    crate::model::ResolvedImage {
+        digest: container
+            .label(crate::model::LABEL_IMAGE_DIGEST)
+            .and_then(|d| crate::model::Digest::parse(d).ok()),
+        id: Some(container.image_id.clone()),
     }
+}
+
+/// Whether `plan` changes nothing and writes nothing new: no action, the
+/// row shows its status already with the container that runs (once the
+/// engine's picture is complete: a paused row's container removed by hand
+/// is not shown as there), and no note it did not make before (`noted`;
+/// notes count only once both snapshots are complete).
+fn is_steady(
+    plan: &Plan,
+    row: Option<&WorkspaceRow>,
+    shown: Option<&ObservedContainer>,
+    noted: Option<&Vec<String>>,
+    (observed_complete, desired_complete): (bool, bool),
+) -> bool {
+    let notes_new = observed_complete
+        && desired_complete
+        && !plan.notes.is_empty()
+        && noted != Some(&plan.notes);
+    let written = match (row, &plan.status) {
+        (Some(row), Some(update)) => {
+            update.shown_by(row)
+                && (!observed_complete
+                    || row.container_id.as_deref() == shown.map(|c| c.id.as_str()))
+        }
+        _ => true,
+    };
+    plan.actions.is_empty() && written && !notes_new
 }
 
 /// The workspace's own container (by name and label, on this host), if

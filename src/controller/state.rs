@@ -39,6 +39,15 @@ pub(super) struct State {
     /// sweep keeps their images (a pass may not have created its container
     /// yet).
     pub(super) ensuring: BTreeMap<WorkspaceId, Vec<String>>,
+    /// Pins (with their digest) that every workspace of theirs ran
+    /// without a rollout here, marked stable (see `mark_pins_landed`).
+    pub(super) pins_landed: BTreeSet<super::rollout::RolloutKey>,
+    /// Pins (with their digest) whose rollout halted here: never marked
+    /// stable while the pin names that digest, whether or not the halt
+    /// could write it back.
+    pub(super) pins_halted: BTreeSet<super::rollout::RolloutKey>,
+    /// When `mark_pins_landed` last looked (it reads every row).
+    pub(super) pins_looked_at: Option<tokio::time::Instant>,
     /// Halted pins whose write-back the database has not taken yet.
     pub(super) pin_write_backs: Vec<halt::PinWriteBack>,
     /// The host had no rows at the last reread (and the log said so).

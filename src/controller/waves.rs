@@ -31,10 +31,14 @@ impl Controller {
         let mut resumed: BTreeMap<WorkspaceId, RolloutKey> = BTreeMap::new();
         for p in &pass.plans {
             // A workspace that no longer heads for its rollout's image (its
-            // row is gone, stopped or paused, or it wants another rollout's
-            // image now) gives its slot back.
+            // row is gone or stopped, or it wants another rollout's image
+            // now) gives its slot back. A paused one keeps what it holds:
+            // berth neither finishes nor undoes its replace while it is
+            // paused (a canary under judgement is judged once unpaused),
+            // and its place is not handed to another workspace meanwhile.
             let replaces = match state.rows.get(&p.id) {
-                Some(row) if row.desired_state == DesiredState::Running && !row.paused => {
+                Some(row) if row.desired_state == DesiredState::Running && row.paused => continue,
+                Some(row) if row.desired_state == DesiredState::Running => {
                     let under_way = p
                         .resumed
                         .as_ref()
@@ -93,6 +97,7 @@ impl Controller {
                 tracing::error!(%error, "marking the pin stable failed");
             }
         }
+        self.mark_pins_landed(state, &wanted).await;
         if any_completed && state.refreshing.is_empty() {
             // The image before the rollout's is now the previous one: the
             // one before that may go. With passes running, the next resync
@@ -102,6 +107,22 @@ impl Controller {
                 .await;
         }
         resumed
+    }
+
+    /// Forgets the halted rollouts whose digest the operator pinned again
+    /// (see [`Rollouts::forget_repinned`]), and the undoing of them on the
+    /// workspaces they were tried on: those try it again too. Before the
+    /// round plans, so its plans start from what is forgotten.
+    pub(super) fn forget_repinned(&self, state: &mut State) {
+        for key in state.rollouts.forget_repinned(&state.catalogue) {
+            tracing::info!(runtime = key.runtime, ring = key.track.as_str(), digest = %key.to, "a halted digest was pinned again: its rollout starts afresh");
+            state.pins_halted.remove(&key);
+            for memory in state.memory.values_mut() {
+                if Rollouts::column_names(memory.rolled_back_rollout.as_ref(), &key) {
+                    memory.forget_rollback();
+                }
+            }
+        }
     }
 
     /// The rollout and registry gauges, set at every loop turn.
@@ -127,6 +148,84 @@ impl Controller {
                 .registry_backoffs
                 .with_label_values(&[reason])
                 .set(n as i64);
+        }
+    }
+
+    /// Marks stable the pins that needed no rollout here: every running
+    /// row the pin decides already runs its digest (a pin set to what a tag
+    /// had brought, a host that finished before this berth started), at
+    /// least one of them online on it. `berth rollback` and a halt then
+    /// know the digest held. A pin with a rollout under way or halted, or
+    /// with no workspace online on it, is left alone; so is any pin while
+    /// either snapshot is incomplete. Each (pin, digest) is looked at once
+    /// per process once it landed (`mark_stable` changes nothing when the
+    /// entry is marked already, or when the pin moved on), and never while
+    /// a rollout onto it halted here. It reads every row: at most once
+    /// per resync interval.
+    async fn mark_pins_landed(&self, state: &mut State, wanted: &BTreeSet<RolloutKey>) {
+        if !state.desired_complete || !self.observed.is_complete() {
+            return;
+        }
+        let catalogue = &state.catalogue;
+        let named =
+            |key: &RolloutKey| catalogue.pin(&key.runtime, key.track.as_str()) == Some(&key.to);
+        state.pins_landed.retain(named);
+        state.pins_halted.retain(named);
+        let now = tokio::time::Instant::now();
+        if state
+            .pins_looked_at
+            .is_some_and(|at| now.duration_since(at) < self.resync_interval)
+        {
+            return;
+        }
+        state.pins_looked_at = Some(now);
+        let candidates: Vec<RolloutKey> = state
+            .catalogue
+            .pins()
+            .map(|(runtime, ring, digest)| RolloutKey {
+                runtime: runtime.to_string(),
+                track: Track::Pin(ring.to_string()),
+                to: digest.clone(),
+            })
+            .filter(|key| {
+                !state.pins_landed.contains(key)
+                    && !state.pins_halted.contains(key)
+                    && !wanted.contains(key)
+                    && !state.rollouts.knows(key)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let mains = self.observed.main_containers(&self.settings.host_id);
+        for key in candidates {
+            let Track::Pin(ring) = &key.track else {
+                continue;
+            };
+            let online_on_it = state.rows.values().any(|row| {
+                row.desired_state == DesiredState::Running
+                    && !row.paused
+                    && row.runtime == key.runtime
+                    && row.status == Some(crate::model::Status::Online)
+                    && row.status_reason.is_none()
+                    && matches!(
+                        plan::choose_image(row, &state.catalogue, &self.settings),
+                        Ok((image, crate::model::ImageSource::Pinned { ring: r }, _))
+                            if &r == ring && image.digest() == Some(&key.to)
+                    )
+                    && mains.get(&row.id).is_some_and(|c| {
+                        c.label(crate::model::LABEL_IMAGE_DIGEST) == Some(key.to.as_str())
+                    })
+            });
+            if !online_on_it || !self.pin_landed(state, &key, &BTreeSet::new()) {
+                continue;
+            }
+            match desired::mark_stable(&self.pool, &key.runtime, ring, key.to.as_str()).await {
+                Ok(()) => {
+                    state.pins_landed.insert(key);
+                }
+                Err(error) => tracing::error!(%error, "marking the pin stable failed"),
+            }
         }
     }
 

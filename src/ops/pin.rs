@@ -57,6 +57,10 @@ pub struct PinChange {
     /// runtime's `image_repository` names no registry): their workspaces
     /// among `touched` keep their local build.
     pub local_build_note: Option<String>,
+    /// With the digest pinned already: the hosts whose rows show a rollout
+    /// onto it halted there. Pinning it again is then a change: berth
+    /// starts that rollout afresh, at the canary.
+    pub halted_on: Vec<String>,
     pub applied: bool,
 }
 
@@ -88,7 +92,7 @@ pub struct Touched {
 impl PinChange {
     /// Whether applying it changes anything.
     pub fn is_noop(&self) -> bool {
-        self.from.as_deref() == Some(self.to.as_str())
+        self.from.as_deref() == Some(self.to.as_str()) && self.halted_on.is_empty()
     }
 
     /// What the operator confirms.
@@ -133,6 +137,18 @@ impl PinChange {
         if self.is_noop() {
             let _ = writeln!(out, "already pinned: nothing to change");
             return out;
+        }
+        if !self.halted_on.is_empty() {
+            let hosts: Vec<String> = self
+                .halted_on
+                .iter()
+                .map(|h| super::table::shown(h))
+                .collect();
+            let _ = writeln!(
+                out,
+                "pinned already, and its rollout halted on host(s) {}: pinning it again starts that rollout afresh, at the canary",
+                hosts.join(", ")
+            );
         }
         if self.touched.is_empty() {
             out.push_str("no workspace runs this runtime and ring now\n");
@@ -344,11 +360,36 @@ async fn touched(
     .await?)
 }
 
+/// The hosts whose rows show a rollout of (`runtime`, `ring`)'s pin onto
+/// `digest` halted.
+async fn halted_on(
+    pool: &PgPool,
+    runtime: &str,
+    ring: &str,
+    digest: &str,
+) -> Result<Vec<String>, OpsError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT host FROM workspaces
+          WHERE runtime = $1 AND rollout->>'state' = 'halted' AND rollout->>'track' = 'pin'
+            AND rollout->>'ring' = $2 AND rollout->>'to' = $3
+          ORDER BY host",
+    )
+    .bind(runtime)
+    .bind(ring)
+    .bind(digest)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Prepares `berth pin`.
 pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, OpsError> {
     check_ring(&req.ring)?;
     check_runtime(pool, &req.runtime).await?;
     let from = current(pool, &req.runtime, &req.ring).await?;
+    let halted_on = match &from {
+        Some(f) if f == req.digest.as_str() => halted_on(pool, &req.runtime, &req.ring, f).await?,
+        _ => Vec::new(),
+    };
     let follows = match from {
         Some(_) => None,
         None => Some(follows(pool, &req.runtime, &req.ring).await?),
@@ -360,6 +401,7 @@ pub async fn prepare_pin(pool: &PgPool, req: PinRequest) -> Result<PinChange, Op
         to: req.digest.as_str().to_string(),
         touched: touched(pool, &req.runtime, &req.ring, req.digest.as_str()).await?,
         local_build_note: local_build_note(pool, &req.runtime).await?,
+        halted_on,
         runtime: req.runtime,
         ring: req.ring,
         note: req.note,
@@ -419,6 +461,7 @@ pub async fn prepare_rollback(
         recorded_as: None,
         touched,
         local_build_note: local_build_note(pool, runtime).await?,
+        halted_on: Vec::new(),
         applied: false,
     })
 }

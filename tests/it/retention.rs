@@ -459,9 +459,16 @@ async fn after_two_rollouts_the_previous_stable_image_stays_and_the_one_before_g
         Some(v3.clone()),
         "the running one stays"
     );
+    // The record goes right after the image (the sweep removes, then
+    // forgets): looked at until it has gone too.
+    let wanted = BTreeSet::from([v2, v3]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recorded(&w.pool, &w.host).await != wanted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(
         recorded(&w.pool, &w.host).await,
-        BTreeSet::from([v2, v3]),
+        wanted,
         "berth recorded what it pulled and forgot what it removed"
     );
 }

@@ -413,3 +413,38 @@ async fn the_column_of_an_unproven_replace_says_so_for_the_next_instance() {
     )));
     assert!(!Rollouts::column_unproven(None));
 }
+
+/// The catalogue with the pin of `key()` set at `at`.
+fn pinned_at(at: chrono::DateTime<chrono::Utc>) -> crate::plan::Catalogue {
+    crate::plan::Catalogue::new(
+        [crate::model::RuntimeRow::new("agent")],
+        [crate::model::PinRow {
+            template_name: "agent".into(),
+            ring: "stable".into(),
+            digest: key().to,
+            updated_by: "t".into(),
+            updated_at: at,
+            note: None,
+        }],
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_halted_digest_pinned_again_starts_afresh_at_the_canary() {
+    let mut r = Rollouts::default();
+    let ws = ids(3);
+    let gate = |r: &mut Rollouts, id| r.gate(&replace(), id, &LIMITS, Duration::ZERO);
+    assert_eq!(gate(&mut r, ws[0]), Gate::Go);
+    assert_eq!(r.failed(ws[0], &LIMITS).len(), 1, "the canary halts it");
+    let halted_at = chrono::DateTime::from_timestamp(1_000, 0).unwrap();
+    r.halted_at_pin(&key(), Some(halted_at));
+    assert_eq!(gate(&mut r, ws[1]), Gate::Halted);
+    // The pin as it was when the rollout halted: it stays halted.
+    assert!(r.forget_repinned(&pinned_at(halted_at)).is_empty());
+    assert_eq!(gate(&mut r, ws[1]), Gate::Halted);
+    // Pinned anew (the same digest): a fresh rollout, its canary first.
+    let later = halted_at + chrono::TimeDelta::minutes(5);
+    assert_eq!(r.forget_repinned(&pinned_at(later)), vec![key()]);
+    assert_eq!(gate(&mut r, ws[1]), Gate::Go, "the new canary");
+    assert!(matches!(gate(&mut r, ws[2]), Gate::Wait(_)), "alone");
+}

@@ -35,6 +35,7 @@ fn row_text_cannot_break_the_preview_tables() {
             touched("\x1b[2Jtwo", false),
         ],
         local_build_note: None,
+        halted_on: Vec::new(),
         applied: false,
     };
     let out = change.render();
@@ -64,6 +65,7 @@ fn a_note_and_a_ring_typed_with_control_characters_are_shown_escaped() {
         recorded_as: None,
         touched: Vec::new(),
         local_build_note: None,
+        halted_on: Vec::new(),
         applied: false,
     };
     let out = change.render();

@@ -10,6 +10,7 @@ mod privileges;
 mod restart;
 mod rollout;
 mod rollout_edges;
+mod rollout_hold;
 mod strangers;
 
 use std::time::{Duration, Instant};
@@ -262,8 +263,26 @@ impl World {
         }
     }
 
-    /// Removes the workspace's container by hand (forced), as an operator
-    /// or an accident would.
+    /// Waits until each of `ids` is plainly online on `digest`.
+    pub async fn wait_online_on(&self, ids: &[WorkspaceId], digest: &str, secs: u64, what: &str) {
+        for id in ids {
+            self.wait_row(*id, secs, what, |r| {
+                r.is("online", None) && r.runtime_image_digest.as_deref() == Some(digest)
+            })
+            .await;
+        }
+    }
+
+    /// Whether the workspace's old container waits under `-prev`: a
+    /// replace is under way (or was cut short).
+    pub async fn has_prev(&self, id: WorkspaceId) -> bool {
+        self.scope
+            .docker
+            .inspect_container(&id.prev_container_name(), None)
+            .await
+            .is_ok()
+    }
+
     /// `docker stop -t 1` of the workspace's container, as an operator
     /// would.
     pub async fn stop_by_hand(&self, id: WorkspaceId) {
@@ -277,6 +296,8 @@ impl World {
             .unwrap();
     }
 
+    /// Removes the workspace's container by hand (forced), as an operator
+    /// or an accident would.
     pub async fn remove_by_hand(&self, id: WorkspaceId) {
         let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
             .force(true)

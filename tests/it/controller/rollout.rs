@@ -46,7 +46,7 @@ pub(super) async fn containers(
 }
 
 /// Waits until a halt wrote v1 back, counting the canary's one failure.
-async fn halted_on_the_canary(w: &World) {
+pub(super) async fn halted_on_the_canary(w: &World) {
     wait_pin(w, &w.v1, 90).await;
     let note: Option<String> =
         sqlx::query_scalar("SELECT note FROM runtime_image_pin_history ORDER BY id DESC LIMIT 1")
@@ -84,18 +84,14 @@ pub(super) async fn canary_under_way(w: &World, ids: &[WorkspaceId], digest: &st
         Duration::from_millis(100),
         || async {
             for id in ids {
-                let prev = w
-                    .scope
-                    .docker
-                    .inspect_container(&id.prev_container_name(), None)
-                    .await;
+                let prev = w.has_prev(*id).await;
                 let on_it = w
                     .container(*id)
                     .await
                     .and_then(|c| c.config)
                     .and_then(|c| c.image)
                     .is_some_and(|image| image.ends_with(digest));
-                if prev.is_ok() && on_it {
+                if prev && on_it {
                     return Some(*id);
                 }
             }
@@ -132,12 +128,7 @@ async fn a_berth_restarted_while_a_good_canary_waits_for_readiness_halts_nothing
     canary_under_way(&w, &ids, &v2).await;
     w.berth.take().unwrap().kill().await;
     w.start(&env);
-    for id in &ids {
-        w.wait_row(*id, 120, "online on v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
-        .await;
-    }
+    w.wait_online_on(&ids, &v2, 120, "online on v2").await;
     assert_eq!(halts(&w).await, 0, "a good image was halted");
 }
 
@@ -362,13 +353,8 @@ async fn killed_while_the_canary_is_put_back(
             },
         )
         .await;
-    let prev = w
-        .scope
-        .docker
-        .inspect_container(&canary.prev_container_name(), None)
-        .await;
     assert!(
-        prev.is_ok(),
+        w.has_prev(canary).await,
         "the undo was on record only after the old container was back"
     );
     w.berth.take().unwrap().kill().await;
@@ -429,12 +415,7 @@ async fn a_halt_puts_back_the_digest_the_workspaces_ran_not_an_older_stable_one(
     // berth restarted before it saw the end); v1 is the stable one.
     let v2 = digest(&w, "v2").await;
     pin(&w, &v2).await;
-    for id in &ids {
-        w.wait_row(*id, 90, "on v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
-        .await;
-    }
+    w.wait_online_on(&ids, &v2, 90, "on v2").await;
     sqlx::query(
         "UPDATE runtime_image_pin_history SET stable_at = CASE WHEN new_digest = $1 THEN now() END",
     )
@@ -615,6 +596,38 @@ async fn a_pin_that_does_not_hold_for_the_debounce_replaces_nothing() {
     );
 }
 
+/// A pin its workspaces already run needs no rollout: once they are online
+/// on it, it is marked stable (`berth rollback` prefers such entries). A
+/// ring's pin no workspace is on proves nothing and is not.
+#[tokio::test]
+async fn a_pin_its_workspaces_already_run_becomes_stable_without_a_rollout() {
+    let mut w = World::new().await;
+    let (v1, v2) = (w.v1.clone(), w.v2.clone());
+    sqlx::query(
+        "INSERT INTO runtime_image_pins (template_name, ring, digest) VALUES ('agent', 'beta', $1)",
+    )
+    .bind(&v2)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    w.start(&[]);
+    let ids = online_all(&w, 2).await;
+    wait_stable(&w, &v1, 30).await;
+    let beta: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT stable_at FROM runtime_image_pin_history WHERE ring = 'beta' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(beta, None, "no workspace runs the beta ring's pin");
+    for id in &ids {
+        assert_eq!(
+            w.row(*id).await.runtime_image_digest.as_deref(),
+            Some(v1.as_str())
+        );
+    }
+}
+
 /// Waits until the newest history entry that set `digest` is stable.
 pub(super) async fn wait_stable(w: &World, digest: &str, secs: u64) {
     let what = format!("{digest} marked stable");
@@ -651,12 +664,7 @@ async fn a_rollback_after_a_stable_pin_goes_back_in_the_same_waves_and_keeps_the
     }
     let (v1, v2) = (w.v1.clone(), w.v2.clone());
     pin(&w, &v2).await;
-    for id in &ids {
-        w.wait_row(*id, 120, "on v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
-        .await;
-    }
+    w.wait_online_on(&ids, &v2, 120, "on v2").await;
     wait_stable(&w, &v2, 30).await;
 
     let cursor: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM workspace_events")

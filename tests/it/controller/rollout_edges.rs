@@ -98,12 +98,7 @@ async fn good_pin_beside_a_crash_looper(
     let ids = online_all(w, n).await;
     let v2 = w.v2.clone();
     pin(w, &v2).await;
-    for id in &ids {
-        w.wait_row(*id, 120, "online on v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
-        .await;
-    }
+    w.wait_online_on(&ids, &v2, 120, "online on v2").await;
     (looping, ids)
 }
 
@@ -170,21 +165,12 @@ async fn a_halted_first_pin_of_a_ring_is_removed_so_the_ring_follows_stable_agai
     })
     .await;
     assert_eq!(halts(&w).await, 1, "the removal is on record as berth's");
-    for id in &ids {
-        w.wait_row(*id, 60, "online on v1", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
-        })
-        .await;
-    }
+    w.wait_online_on(&ids, &v1, 60, "online on v1").await;
     // Following stable again: stable's next digest reaches the ring.
     let v2 = w.v2.clone();
     pin(&w, &v2).await;
-    for id in &ids {
-        w.wait_row(*id, 120, "online on stable's v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
+    w.wait_online_on(&ids, &v2, 120, "online on stable's v2")
         .await;
-    }
 }
 
 #[tokio::test]
@@ -329,8 +315,18 @@ async fn a_workspace_undone_by_its_own_edit_halts_no_later_good_pin() {
     .await;
 }
 
-#[tokio::test]
-async fn a_digest_pinned_again_after_its_halt_is_tried_afresh_on_every_workspace() {
+/// Sets the `agent` runtime's provision timeout (`None`: berth's own).
+async fn deadline_of_agent(w: &super::World, timeout: Option<&str>) {
+    sqlx::query("UPDATE runtimes SET provision_timeout = $1::interval WHERE name = 'agent'")
+        .bind(timeout)
+        .execute(&w.pool)
+        .await
+        .unwrap();
+}
+
+/// Berth with canary 1, and three workspaces online whose agents answer
+/// 5 s after they start.
+async fn three_ready_after_five_seconds() -> (super::World, Vec<berth::model::WorkspaceId>) {
     let mut w = super::World::new().await;
     w.start(&[("BERTH_ROLLOUT_CANARY", "1")]);
     let mut ids = Vec::new();
@@ -344,36 +340,66 @@ async fn a_digest_pinned_again_after_its_halt_is_tried_afresh_on_every_workspace
         w.wait_row(*id, 90, "online", |r| r.is("online", None) && r.converged())
             .await;
     }
+    (w, ids)
+}
+
+/// A halt that cannot write back (the digest before it was halted by
+/// berth too) leaves the pin on the halted digest: pinning that same
+/// digest again is the operator's word to try it afresh.
+#[tokio::test]
+async fn a_halted_digest_left_pinned_and_pinned_again_rolls_out_afresh() {
+    let (w, ids) = three_ready_after_five_seconds().await;
+    let (v1, v2) = (w.v1.clone(), w.v2.clone());
+    // The history says berth halted a rollout away from v1 since v1 was
+    // pinned: a halt must not write v1 back.
+    sqlx::query(
+        "INSERT INTO runtime_image_pin_history (template_name, ring, old_digest, new_digest, updated_by, note, halt)
+         VALUES ('agent', 'stable', $1, $1, 'berth', 'an earlier halt', true)",
+    )
+    .bind(&v1)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    deadline_of_agent(&w, Some("2 seconds")).await;
+    pin(&w, &v2).await;
+    super::wait_logged(
+        w.berth.as_ref().unwrap(),
+        "the digest before this rollout was halted by berth too",
+        90,
+    )
+    .await;
+    for id in &ids {
+        w.wait_row(*id, 60, "back on v1", |r| {
+            r.runtime_image_digest.as_deref() == Some(v1.as_str())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(replaced(&w).await.len(), 1, "the halt held the rest back");
+
+    deadline_of_agent(&w, None).await;
+    pin(&w, &v2).await;
+    w.wait_online_on(&ids, &v2, 120, "on v2").await;
+}
+
+#[tokio::test]
+async fn a_digest_pinned_again_after_its_halt_is_tried_afresh_on_every_workspace() {
+    let (w, ids) = three_ready_after_five_seconds().await;
     // v2 is good, but the runtime's deadline is too short for it: the
     // canary fails and the pin is written back.
-    sqlx::query("UPDATE runtimes SET provision_timeout = '2 seconds' WHERE name = 'agent'")
-        .execute(&w.pool)
-        .await
-        .unwrap();
+    deadline_of_agent(&w, Some("2 seconds")).await;
     let (v1, v2) = (w.v1.clone(), w.v2.clone());
     pin(&w, &v2).await;
     wait_pin(&w, &v1, 90).await;
     assert_eq!(halts(&w).await, 1);
-    for id in &ids {
-        w.wait_row(*id, 60, "back on v1, plainly online", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v1.as_str())
-        })
+    w.wait_online_on(&ids, &v1, 60, "back on v1, plainly online")
         .await;
-    }
 
     // The operator mends the deadline and pins v2 again: a new request,
     // which the first canary takes as every other workspace does.
-    sqlx::query("UPDATE runtimes SET provision_timeout = NULL WHERE name = 'agent'")
-        .execute(&w.pool)
-        .await
-        .unwrap();
+    deadline_of_agent(&w, None).await;
     pin(&w, &v2).await;
-    for id in &ids {
-        w.wait_row(*id, 120, "on v2", |r| {
-            r.is("online", None) && r.runtime_image_digest.as_deref() == Some(v2.as_str())
-        })
-        .await;
-    }
+    w.wait_online_on(&ids, &v2, 120, "on v2").await;
     assert_eq!(halts(&w).await, 1, "the second rollout halted nothing");
 }
 
@@ -392,10 +418,7 @@ async fn a_workspace_an_earlier_rollout_left_undone_counts_as_a_canary_of_the_ne
         .await;
     w.wait_row(id, 90, "online", |r| r.is("online", None) && r.converged())
         .await;
-    sqlx::query("UPDATE runtimes SET provision_timeout = '2 seconds' WHERE name = 'agent'")
-        .execute(&w.pool)
-        .await
-        .unwrap();
+    deadline_of_agent(&w, Some("2 seconds")).await;
     let undone = |r: &super::RowView| r.is("online", Some("rolled_back"));
     let v2 = w.v2.clone();
     pin(&w, &v2).await;

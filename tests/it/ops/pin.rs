@@ -156,6 +156,36 @@ async fn pin_lists_the_workspaces_its_runtime_and_ring_decide() {
         .await
         .unwrap();
     assert_eq!(history, 3);
+
+    // Unless a rollout onto it halted on a host: pinning it again is the
+    // operator's word to start that rollout afresh, and is recorded.
+    let halted = insert(
+        &pool,
+        "langgraph",
+        "stable",
+        "container_id = 'c9', status = 'online'",
+    )
+    .await;
+    sqlx::query("UPDATE workspaces SET rollout = $2 WHERE id = $1")
+        .bind(halted)
+        .bind(serde_json::json!({
+            "runtime": "langgraph", "track": "pin", "ring": "stable",
+            "to": digest('c'), "state": "halted", "wave": 0,
+        }))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (code, out, err) = berth(&["pin", "langgraph", &digest('c'), "--yes"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pinning it again starts that rollout afresh"),
+        "{out}"
+    );
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM runtime_image_pin_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(history, 4, "{out}");
 }
 
 #[tokio::test]
