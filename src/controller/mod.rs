@@ -133,6 +133,7 @@ impl Controller {
                         // A burst of pin edits (a script promoting every
                         // runtime) is one reread: the resync comes forward.
                         let soon = tokio::time::Instant::now() + Duration::from_millis(200);
+                        state.pins_moved = true;
                         if resync.deadline() > soon {
                             resync.as_mut().reset(soon);
                         }
@@ -297,6 +298,9 @@ impl Controller {
     /// key. A failed read leaves the desired side incomplete (no deletions)
     /// and is retried at the next resync.
     async fn reread(&self, state: &mut State, queue: &mut WorkQueue<WorkspaceId>) {
+        // Cleared whether or not the read succeeds: a failed read leaves
+        // the catalogue as stale as before the notice, and passes go on.
+        state.pins_moved = false;
         if self.load_desired(state).await {
             self.retry_pin_write_backs(state).await;
             self.forget_the_gone(state, queue);

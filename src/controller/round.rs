@@ -39,6 +39,11 @@ impl Controller {
             state.undone_pins_seen = true;
             self.halt_undone_pins(state).await;
         }
+        // A pin edit was announced and not yet read: passes wait for the
+        // reread (see `State::pins_moved`).
+        if state.pins_moved {
+            return;
+        }
         // A pass parked behind another's build of the same runtime does
         // no work: its slot goes to other workspaces meanwhile. At most
         // `concurrency` of them are not counted, so no more than twice the

@@ -67,6 +67,10 @@ pub(super) struct State {
     /// A refresh asked for while this instance did not hold the lease:
     /// `Some(None)` for every runtime.
     pub(super) pending_refresh: Option<Option<String>>,
+    /// A pin changed since the pins were last read: no pass starts until
+    /// the reread (due within 200 ms), so a row written after the pin
+    /// edit is planned on the pin it names now.
+    pub(super) pins_moved: bool,
     /// The epoch of the lease this instance last held.
     pub(super) led: Option<i64>,
 }

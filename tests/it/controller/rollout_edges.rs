@@ -497,3 +497,22 @@ async fn a_halt_after_the_pin_moved_on_from_an_unproven_digest_writes_back_what_
         .await;
     }
 }
+
+/// A row inserted just after a pin edit is created on the digest the pin
+/// names now, once: berth rereads the pins before it plans, so the new
+/// workspace is neither created on the old digest nor replaced after.
+#[tokio::test]
+async fn a_workspace_inserted_right_after_a_pin_edit_is_created_on_the_new_digest() {
+    let mut w = super::World::new().await;
+    w.start(&[]);
+    let first = online_all(&w, 1).await;
+    pin(&w, &w.v2).await;
+    let id = w.insert(serde_json::json!({})).await;
+    w.wait_online_on(&[id], &w.v2, 90, "the new workspace online on v2")
+        .await;
+    w.wait_online_on(&first, &w.v2, 90, "the first workspace rolled to v2")
+        .await;
+    assert_eq!(w.count_events(id, "create").await, 1, "created once");
+    let stops = w.count_events(id, "stop").await;
+    assert_eq!(stops, 0, "the new workspace was never replaced");
+}
