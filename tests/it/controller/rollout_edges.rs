@@ -3,7 +3,8 @@
 //! wave's wait does not count against a workspace's provision timeout, and
 //! a workspace crash looping before a good pin does not halt it, and a
 //! digest pinned again after its halt is tried afresh, the first canary
-//! included.
+//! included; a row written right after a pin edit is created on the new
+//! digest once.
 
 use std::time::Duration;
 
