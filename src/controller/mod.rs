@@ -341,7 +341,7 @@ impl Controller {
             let catalogue = desired::load_catalogue(&self.pool).await?;
             Ok::<_, desired::ReadError>((rows, catalogue))
         };
-        match read.await {
+        match desired::within(desired::LOOP_READ_DEADLINE, read).await {
             Ok((rows, catalogue)) => {
                 state.rows = rows.into_iter().map(|r| (r.id, r)).collect();
                 state.catalogue = catalogue;

@@ -74,7 +74,8 @@ impl Controller {
 
         // Each pass rereads its row; a row that is gone is gone from the
         // snapshot too.
-        match desired::load_rows_by_id(&self.pool, &self.settings.host_id, &taken).await {
+        let read = desired::load_rows_by_id(&self.pool, &self.settings.host_id, &taken);
+        match desired::within(desired::LOOP_READ_DEADLINE, read).await {
             Ok(rows) => {
                 let had = taken
                     .iter()

@@ -18,6 +18,16 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// server's error, not this one.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(STATEMENT_TIMEOUT.as_secs() + 5);
 
+/// How long the control loop waits for its read of the desired state
+/// (this host's rows and the catalogue: plain selects, well under a
+/// second on a healthy server). The loop also turns the watchdog and
+/// every other trigger, so it does not wait out [`CALL_DEADLINE`] on a
+/// connection gone half-open or a table an operator's `ALTER TABLE`
+/// holds locked: past this bound the read fails like any other (the
+/// desired side is incomplete until the next full read; the keys of a
+/// round go back with a backoff).
+pub const LOOP_READ_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A database call bounded by [`CALL_DEADLINE`].
 pub trait Bounded<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
     fn bounded(self) -> impl Future<Output = Result<T, sqlx::Error>> {
@@ -29,19 +39,19 @@ impl<T, F: Future<Output = Result<T, sqlx::Error>>> Bounded<T> for F {}
 
 /// `call`, or an I/O error of kind `TimedOut` when no answer came within
 /// `deadline`.
-pub async fn within<T>(
+pub async fn within<T, E: From<sqlx::Error>>(
     deadline: Duration,
-    call: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     match tokio::time::timeout(deadline, call).await {
         Ok(answer) => answer,
-        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+        Err(_) => Err(E::from(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(
                 "the database did not answer within {} s (the connection may be half-open)",
                 deadline.as_secs_f64()
             ),
-        ))),
+        )))),
     }
 }
 
@@ -52,6 +62,9 @@ mod tests {
     #[test]
     fn the_client_waits_longer_than_the_server_allows() {
         assert!(CALL_DEADLINE > STATEMENT_TIMEOUT);
+        // The loop's read ends well before systemd's watchdog (30 s in
+        // deploy/berth.service) would restart a loop that stopped turning.
+        assert!(LOOP_READ_DEADLINE < Duration::from_secs(15));
     }
 
     #[tokio::test(start_paused = true)]
@@ -65,7 +78,7 @@ mod tests {
             }
             other => panic!("expected a timed-out I/O error, got {other:?}"),
         }
-        let answered = within(Duration::from_secs(3), async { Ok(7) }).await;
+        let answered = within(Duration::from_secs(3), async { Ok::<_, sqlx::Error>(7) }).await;
         assert_eq!(answered.unwrap(), 7);
     }
 }

@@ -9,7 +9,7 @@ mod schema;
 mod session;
 mod write;
 
-pub use deadline::{Bounded, CALL_DEADLINE, STATEMENT_TIMEOUT, within};
+pub use deadline::{Bounded, CALL_DEADLINE, LOOP_READ_DEADLINE, STATEMENT_TIMEOUT, within};
 pub use images::{
     HostImage, Made, NewImage, forget_image, host_images, mark_images_used, record_image,
 };

@@ -201,3 +201,42 @@ async fn begin_replace(w: &World, id: berth::model::WorkspaceId) {
     )
     .await;
 }
+
+/// An operator's `ALTER TABLE workspaces` holds the table's exclusive
+/// lock for a minute: berth's reads of it wait, but its control loop (the
+/// watchdog's and `/healthz`'s sign of life) keeps turning, and berth
+/// converges once the lock is gone.
+#[tokio::test]
+async fn a_table_locked_for_a_minute_does_not_stall_the_control_loop() {
+    let mut w = World::new().await;
+    let port = crate::harness::process::free_port();
+    w.start(&[("BERTH_LISTEN", &format!("127.0.0.1:{port}"))]);
+    let id = w.insert(json!({})).await;
+    w.wait_row(id, 60, "online", |r| r.is("online", None)).await;
+    let mut lock = w.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE workspaces IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // Past `/healthz`'s 30 s: a loop waiting on the lock says it stalled.
+    let locked = std::time::Instant::now();
+    while locked.elapsed() < Duration::from_secs(40) {
+        let answer = crate::harness::process::get(port, "/healthz").await;
+        assert!(
+            answer.lines().next().is_some_and(|l| l.contains(" 200 ")),
+            "{:?} into the lock: {answer}",
+            locked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    lock.rollback().await.unwrap();
+    w.exec(
+        r#"UPDATE workspaces SET env = '{"V": "2"}' WHERE id = $1"#,
+        id,
+    )
+    .await;
+    w.wait_row(id, 90, "online on the edit", |r| {
+        r.is("online", None) && r.converged()
+    })
+    .await;
+}
