@@ -484,11 +484,11 @@ async fn a_build_longer_than_the_provision_timeout_does_not_time_the_workspaces_
     let mut t = Templates::new();
     let mut w = World::new().await;
     let rt = t.runtime();
-    t.repo(&rt, &slow_dockerfile(12));
+    t.repo(&rt, &slow_dockerfile(18));
     add_runtime(&w, &rt).await;
-    // The build (12 s) outlasts the provision timeout (8 s): the timeout
+    // The build (18 s) outlasts the provision timeout (12 s): the timeout
     // counts provisioning, and a build has deadlines of its own.
-    start_local(&mut w, &t, &[("BERTH_PROVISION_TIMEOUT", "8s")]);
+    start_local(&mut w, &t, &[("BERTH_PROVISION_TIMEOUT", "12s")]);
     let ids = [insert_on(&w, &rt).await, insert_on(&w, &rt).await];
     for id in ids {
         let row = w

@@ -59,7 +59,7 @@ async fn a_tag_named_during_a_replace_from_the_pin_runs_the_tags_image() {
 #[tokio::test]
 async fn an_image_that_appears_after_the_timeout_is_replaced_onto_with_a_whole_timeout() {
     let mut w = World::new().await;
-    w.start(&[("BERTH_PROVISION_TIMEOUT", "8s")]);
+    w.start(&[("BERTH_PROVISION_TIMEOUT", "15s")]);
     let id = w.insert(json!({})).await;
     w.wait_row(id, 60, "online on the pin", |r| {
         r.is("online", None) && r.converged()
@@ -86,7 +86,7 @@ async fn an_image_that_appears_after_the_timeout_is_replaced_onto_with_a_whole_t
     w.wait_container(id, 30, "the old container started again", super::running)
         .await;
     // Past the provision timeout, the image appears.
-    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
     assert!(w.row(id).await.is("degraded", Some("change_blocked")));
     let source = format!("{registry}/berth-test/agent:v2");
     crate::act::docker_cli(&["pull", &source]).await;

@@ -7,7 +7,7 @@ use berth::model::{LABEL_HOST, LABEL_WORKSPACE};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{World, running, wait_logged};
+use super::{World, running};
 use crate::harness::process::{Berth, free_port, get};
 
 #[tokio::test]
@@ -621,8 +621,11 @@ async fn no_more_than_the_concurrency_limit_of_passes_act_at_once() {
 }
 
 /// Sets the workspace's env to V=`v` (keeping it deaf to SIGTERM) and
-/// returns the running berth once the replace is under way.
+/// returns the running berth once the replace is under way: its image step
+/// and preflight are on the trail, the stop of the old container is next
+/// (the trail takes each step before the next one starts).
 async fn replace_slowly(w: &mut World, id: berth::model::WorkspaceId, v: &str) -> Berth {
+    let preflights = w.count_events(id, "preflight").await;
     w.exec(
         &format!(
             "UPDATE workspaces SET env = '{{\"AGENT_IGNORE_TERM\": \"1\", \"V\": \"{v}\"}}' WHERE id = $1"
@@ -630,10 +633,14 @@ async fn replace_slowly(w: &mut World, id: berth::model::WorkspaceId, v: &str) -
         id,
     )
     .await;
-    let berth = w.berth.take().unwrap();
-    // The replace's first step, the image, is done: the stop is next.
-    wait_logged(&berth, "(recreate: env changed)", 30).await;
-    berth
+    w.poll(
+        30,
+        "the replace's preflight on the trail",
+        Duration::from_millis(100),
+        || async { (w.count_events(id, "preflight").await > preflights).then_some(()) },
+    )
+    .await;
+    w.berth.take().unwrap()
 }
 
 #[tokio::test]
@@ -740,8 +747,8 @@ async fn a_step_abandoned_when_the_shutdown_grace_ends_is_on_the_trail_as_cut_sh
     w.wait_row(id, 60, "online", |r| r.is("online", None) && r.converged())
         .await;
     let mut berth = replace_slowly(&mut w, id, "2").await;
-    // The stop is under way.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The stop is under way (it takes 8 s).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     berth.signal("TERM").await;
     assert_eq!(
         berth.wait(Duration::from_secs(20)).await,

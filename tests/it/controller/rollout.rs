@@ -114,12 +114,12 @@ async fn a_berth_restarted_while_a_good_canary_waits_for_readiness_halts_nothing
             .await;
     }
     let env = [
-        ("BERTH_PROVISION_TIMEOUT", "12s"),
+        ("BERTH_PROVISION_TIMEOUT", "20s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
     ];
     w.berth.take().unwrap().kill().await;
     // The rows' last change is older than the provision timeout.
-    tokio::time::sleep(Duration::from_secs(13)).await;
+    tokio::time::sleep(Duration::from_secs(21)).await;
     w.start(&env);
     let v2 = w.v2.clone();
     pin(&w, &v2).await;

@@ -52,12 +52,13 @@ async fn a_restore_cut_short_by_a_restart_keeps_the_bad_pin_on_the_canary() {
 async fn a_row_edit_with_the_pin_in_one_transaction_times_each_replace_from_its_wave() {
     let mut w = super::World::new().await;
     w.start(&[]);
-    let ids = online_all(&w, 4).await;
+    let ids = online_all(&w, 6).await;
     w.berth.take().unwrap().kill().await;
-    // One at a time, each replace waits for its readiness: the last one's
-    // wave opens well past the row edit's provision timeout.
+    // One at a time, each replace waits for its readiness (about 4 s): the
+    // last one's wave opens well past the row edit's provision timeout,
+    // which each replace alone stays well inside.
     w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "10s"),
+        ("BERTH_PROVISION_TIMEOUT", "15s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
         ("BERTH_ROLLOUT_MAX_PARALLEL", "1"),
     ]);
@@ -108,7 +109,7 @@ async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_
     let mut w = super::World::new().await;
     // A debounce: the pin holds 2 s before its rollout starts.
     w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "10s"),
+        ("BERTH_PROVISION_TIMEOUT", "20s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
         ("BERTH_PIN_DEBOUNCE", "2s"),
     ]);
@@ -127,8 +128,10 @@ async fn a_workspace_crash_looping_before_a_good_pin_neither_halts_it_nor_keeps_
 #[tokio::test]
 async fn a_halted_first_pin_of_a_ring_is_removed_so_the_ring_follows_stable_again() {
     let mut w = super::World::new().await;
+    // Short enough for the broken canary, long enough for the good
+    // replaces after it on a loaded machine.
     w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_PROVISION_TIMEOUT", "15s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
     ]);
     let mut ids = Vec::new();
@@ -235,7 +238,7 @@ async fn a_berth_killed_between_putting_the_canary_back_and_halting_tries_no_sec
 async fn a_halt_puts_back_the_digest_the_pin_named_not_a_crash_loopers_older_one() {
     let mut w = super::World::new().await;
     w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_PROVISION_TIMEOUT", "15s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
     ]);
     // A workspace crash looping by itself stays on v1 through a good pin.
@@ -289,7 +292,7 @@ async fn a_workspace_undone_by_its_own_edit_halts_no_later_good_pin() {
     // swings back and forth.
     let mut w = super::World::new().await;
     w.start(&[
-        ("BERTH_PROVISION_TIMEOUT", "8s"),
+        ("BERTH_PROVISION_TIMEOUT", "15s"),
         ("BERTH_ROLLOUT_CANARY", "1"),
     ]);
     let ids = online_all(&w, 2).await;
