@@ -132,11 +132,14 @@ fn unhealthy(f: &Facts, c: &ObservedContainer, now: DateTime<Utc>, p: &mut Plan)
 }
 
 /// Rules 6 and 9 for the container that matches the spec (or serves after
-/// a rolled-back change).
+/// a rolled-back change). `spec` is `None` for the container of the last
+/// spec of a row that makes none now (an edit berth refuses): it is looked
+/// after all the same, without the files a restart writes again; the
+/// caller passes only a container that has run.
 pub(super) fn current(
     f: &Facts,
     row: &WorkspaceRow,
-    spec: &ContainerSpec,
+    spec: Option<&ContainerSpec>,
     c: &ObservedContainer,
     rolled_back: bool,
     now: DateTime<Utc>,
@@ -208,7 +211,7 @@ pub(super) fn current(
     // auth_token, config_files or template reaches the workspace with it,
     // as the Go provisioner's restart did.
     let rewrite = |p: &mut Plan| {
-        if !spec.files.is_empty() {
+        if let Some(spec) = spec.filter(|s| !s.files.is_empty()) {
             p.push(
                 Op::WriteFiles {
                     target: target(),
@@ -242,7 +245,11 @@ pub(super) fn current(
             Op::Connect {
                 target: target(),
                 network: network.to_string(),
-                aliases: spec.material.network_aliases.clone(),
+                aliases: spec
+                    .map(|s| &s.material)
+                    .or(c.material.as_ref())
+                    .map(|m| m.network_aliases.clone())
+                    .unwrap_or_default(),
             },
             Why::Detached {
                 network: network.to_string(),
@@ -267,9 +274,11 @@ pub(super) fn current(
             if timed_out_now {
                 return timed_out(f, Phase::Start, p);
             }
-            fill_created(spec, c, now, p, |fl| {
-                StatusUpdate::reason(fl.reason, Some(fl.message.clone()))
-            });
+            if let Some(spec) = spec {
+                fill_created(spec, c, now, p, |fl| {
+                    StatusUpdate::reason(fl.reason, Some(fl.message.clone()))
+                });
+            }
         }
         ContainerState::Created | ContainerState::Exited => {
             if timed_out_now {

@@ -184,11 +184,8 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
         match (own, &f.spec) {
             (Some(c), Some(Ok(spec))) if !stopped => {
                 let wanted = super::change::change(f, row, spec, c, &mine).is_some();
-                super::current::current(f, row, spec, c, false, now, &mut p);
-                let plain_online = p.status.as_ref().is_some_and(|s| {
-                    s.status == Status::Online && s.reason.is_none() && s.detail.is_none()
-                });
-                if plain_online {
+                super::current::current(f, row, Some(spec), c, false, now, &mut p);
+                if plain_online(&p) {
                     p.status = Some(serves_on(wanted));
                 } else {
                     p.notes
@@ -212,20 +209,32 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
         Some(Err(e)) => {
             // A row edited into one that makes no spec leaves the
             // container of its last spec serving: the change is blocked,
-            // the workspace has not failed.
-            let serving = mine
+            // the workspace has not failed. That container is looked
+            // after in place (started when down, restarted for its epoch
+            // or a failing check: none of it needs the new spec); one
+            // that never ran served nothing and is not started.
+            let own = mine
                 .containers
                 .iter()
-                .any(|c| c.name == row.id.container_name() && c.state == ContainerState::Running);
-            p.status = Some(if serving {
-                let detail = format!(
-                    "{}: the {} change cannot be made; the container of the last spec serves on",
-                    e.message, e.reason
-                );
-                StatusUpdate::reason(Reason::ChangeBlocked, Some(detail)).steady()
-            } else {
-                StatusUpdate::reason(e.reason, Some(e.message.clone()))
-            });
+                .find(|c| c.name == row.id.container_name() && c.started_at.is_some())
+                .copied();
+            let blocked = format!(
+                "{}: the {} change cannot be made; the container of the last spec serves on",
+                e.message, e.reason
+            );
+            match own {
+                Some(c) => {
+                    super::current::current(f, row, None, c, false, now, &mut p);
+                    if plain_online(&p) {
+                        p.status = Some(
+                            StatusUpdate::reason(Reason::ChangeBlocked, Some(blocked)).steady(),
+                        );
+                    } else {
+                        p.notes.push(blocked);
+                    }
+                }
+                None => p.status = Some(StatusUpdate::reason(e.reason, Some(e.message.clone()))),
+            }
             return p;
         }
         None => {
@@ -255,6 +264,14 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
         _ => running::running(f, row, spec, main, &mine, now, &mut p),
     }
     p
+}
+
+/// Whether the plan says plainly online: no reason, no detail (what a
+/// blocked change then words instead).
+fn plain_online(p: &Plan) -> bool {
+    p.status
+        .as_ref()
+        .is_some_and(|s| s.status == Status::Online && s.reason.is_none() && s.detail.is_none())
 }
 
 /// How long a row must say `removed` before its volumes go.

@@ -102,7 +102,7 @@ pub(super) fn running(
             if p.memory
                 .undid(&spec.hash, super::facts::wanted_image(f, spec).as_deref()) =>
         {
-            current(f, row, spec, c, true, now, p);
+            current(f, row, Some(spec), c, true, now, p);
         }
         Some(change) => {
             p.memory.forget_rollback_for(&spec.hash);
@@ -110,7 +110,7 @@ pub(super) fn running(
         }
         None => {
             p.memory.forget_rollback_for(&spec.hash);
-            current(f, row, spec, c, false, now, p);
+            current(f, row, Some(spec), c, false, now, p);
         }
     }
 }
@@ -323,7 +323,7 @@ fn replace(
     if !f.observed_complete {
         p.notes
             .push("replace waits for a complete container list".into());
-        return current(f, row, spec, old, false, now, p);
+        return current(f, row, Some(spec), old, false, now, p);
     }
     // A container paused in Docker was frozen on purpose: no replace
     // stops it; the change waits until it is unpaused.
@@ -347,7 +347,7 @@ fn replace(
     if blocked && (old.state != ContainerState::Running || old.health == Health::Unhealthy) {
         let failure = p.memory.failure.clone();
         p.memory.provisioning_since = None;
-        current(f, row, spec, old, false, now, p);
+        current(f, row, Some(spec), old, false, now, p);
         p.memory.failure = failure;
         if let Some(at) = retry_at {
             p.requeue(since(now, at));

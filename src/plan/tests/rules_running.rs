@@ -316,7 +316,7 @@ fn a_dead_container_is_removed_to_be_created_again() {
 }
 
 #[test]
-fn an_invalid_edit_of_a_serving_row_is_a_blocked_change_and_its_container_left_alone() {
+fn an_invalid_edit_of_a_serving_row_is_a_blocked_change_and_its_container_left_running() {
     let s = Settings::test();
     let r = row(1).with_env(json!({"": "x"}));
     let cs = [container_for(&built(&row(1), &s), "c1")];
@@ -330,12 +330,41 @@ fn an_invalid_edit_of_a_serving_row_is_a_blocked_change_and_its_container_left_a
     );
     assert!(detail.contains("serves on"), "{detail}");
 
-    // Without a serving container the row has failed.
-    let mut stopped = cs[0].clone();
-    stopped.state = ContainerState::Exited;
-    let p = plan_at(&facts_for(&s, &r, &[stopped], &[]), t0());
+    // A container that never ran served nothing: the row has failed.
+    let mut made = cs[0].clone();
+    made.state = ContainerState::Created;
+    made.started_at = None;
+    let p = plan_at(&facts_for(&s, &r, &[made], &[]), t0());
     assert!(p.actions.is_empty());
     assert_eq!(reason(&p), Some(Reason::InvalidSpec));
+}
+
+#[test]
+fn the_last_specs_container_of_an_invalid_edit_is_started_when_down_and_restarted_for_its_epoch() {
+    let s = Settings::test();
+    let mut r = row(1).with_env(json!({"A=B": "x"}));
+    r.desired_changed_at = t0() + mins(1);
+    let serving = container_for(&built(&row(1), &s), "c1");
+
+    // Stopped (a crash, a `docker stop`): started again, as any container
+    // of the workspace is; the row still says why nothing else changes.
+    let mut down = serving.clone();
+    down.state = ContainerState::Exited;
+    down.exit_code = Some(0);
+    let p = plan_at(&facts_for(&s, &r, &[down], &[]), t0() + mins(2));
+    assert_eq!(ops(&p), ["start"]);
+    assert!(
+        p.notes.iter().any(|n| n.contains("change cannot be made")),
+        "{:?}",
+        p.notes
+    );
+
+    // A restart asked for: the container is restarted, without the files
+    // a spec it cannot make would write.
+    r.restart_epoch = 1;
+    r.restart_requested_at = Some(t0() + mins(1));
+    let p = plan_at(&facts_for(&s, &r, &[serving], &[]), t0() + mins(2));
+    assert_eq!(ops(&p), ["restart"]);
 }
 
 #[test]

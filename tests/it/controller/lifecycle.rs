@@ -305,6 +305,22 @@ async fn an_invalid_row_fails_while_the_others_converge() {
         .await;
     assert_eq!(blocked, 2);
     assert_eq!(w.row(good).await.container_id, serving);
+
+    // Stopped by hand while the change is blocked, that container is
+    // started again: it is the workspace's, whatever its row asks.
+    w.stop_by_hand(good).await;
+    w.wait_container(good, 30, "the last spec's container started again", running)
+        .await;
+    let row = w
+        .wait_row(good, 30, "blocked, serving again", |r| {
+            r.is("degraded", Some("change_blocked"))
+        })
+        .await;
+    assert_eq!(
+        row.container_id, serving,
+        "the same container, not a new one"
+    );
+    assert_eq!(w.count_events(good, "start").await, 1);
 }
 
 #[tokio::test]
