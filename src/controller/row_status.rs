@@ -94,7 +94,11 @@ pub(super) fn status_write(
             .and_then(|c| c.label(LABEL_IMAGE_DIGEST))
             .map(str::to_string),
         runtime_image_id: running.map(|c| c.image_id.clone()),
-        url: None,
+        // The URL the row shows for this very container, until
+        // [`with_url`] reads it again from a spec.
+        url: running
+            .filter(|c| row.container_id.as_deref() == Some(c.id.as_str()))
+            .and(row.url.clone()),
         observed_generation: if converged {
             row.generation
         } else {
@@ -109,7 +113,10 @@ pub(super) fn status_write(
 }
 
 /// Fills the URL from the container's published port (or the spec's fixed
-/// URL) while the status is one a client may reach.
+/// URL) while the status is one a client may reach, and clears it while
+/// not. Without a spec (a row edited into one berth refuses, whose last
+/// spec's container serves on) the URL stays the one the row shows for
+/// that container.
 pub(super) async fn with_url(
     mut w: StatusWrite,
     executor: &Executor,
@@ -119,7 +126,9 @@ pub(super) async fn with_url(
         w.status,
         Status::Online | Status::Provisioning | Status::Degraded
     );
-    if let (Some(c), Some(spec), true) = (&w.container_id, spec, reachable) {
+    if !reachable {
+        w.url = None;
+    } else if let (Some(c), Some(spec)) = (&w.container_id, spec) {
         w.url = executor.url(c, spec).await.ok().flatten();
     }
     w

@@ -262,8 +262,10 @@ async fn an_invalid_row_fails_while_the_others_converge() {
     assert_eq!(w.count_events(bad, "status").await, 2);
 
     // An invalid edit of a serving workspace blocks the change; the
-    // container of its last spec serves on, untouched.
-    let serving = w.row(good).await.container_id;
+    // container of its last spec serves on, untouched, at its URL.
+    let before = w.row(good).await;
+    let serving = before.container_id.clone();
+    assert!(before.url.is_some(), "{before:?}");
     w.exec(
         r#"UPDATE workspaces SET env = '{"BAD=KEY": "y"}' WHERE id = $1"#,
         good,
@@ -280,6 +282,7 @@ async fn an_invalid_row_fails_while_the_others_converge() {
         "{error}"
     );
     assert_eq!(row.container_id, serving);
+    assert_eq!(row.url, before.url, "the platform still reaches it");
     assert!(running(w.container(good).await.as_ref()));
     // Each blocked edit is on the trail, the second with its own cause,
     // however many passes see them.
