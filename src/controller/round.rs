@@ -245,24 +245,25 @@ impl Controller {
                     // container do not. One that replaces it (an env
                     // edit) goes with the image: a replace onto the held
                     // spec would be undone as soon as the pass after it
-                    // plans on the real one.
-                    let held_plan = shown
+                    // plans on the real one. Meanwhile that container is
+                    // looked after as it is.
+                    let ix = held_ix
+                        .get_or_insert_with(|| plan::PassIndex::new(&snapshot, &self.settings));
+                    let held_plan = match shown
                         .as_ref()
-                        .map(held_image)
-                        .map(|image| {
-                            held_ix
-                                .get_or_insert_with(|| {
-                                    plan::PassIndex::new(&snapshot, &self.settings)
-                                })
-                                .plan_held(id, &image, now)
-                        })
-                        .filter(|(p, _)| {
-                            p.guarded_removals() == 0
-                                && !p
-                                    .actions
-                                    .iter()
-                                    .any(|a| matches!(a.why, plan::Why::Replace(_)))
-                        });
+                        .map(|c| ix.plan_held(id, &held_image(c), now))
+                    {
+                        Some((p, _)) if p.guarded_removals() > 0 => None,
+                        Some((p, _))
+                            if p.actions
+                                .iter()
+                                .any(|a| matches!(a.why, plan::Why::Replace(_))) =>
+                        {
+                            let why = kept_words(what, &replace.key.to);
+                            Some((ix.plan_kept(id, why, now), None))
+                        }
+                        held => held,
+                    };
                     let wait = |p: Option<&Plan>| {
                         p.and_then(|p| p.requeue_after)
                             .map_or(after, |a| a.min(after))
@@ -420,6 +421,22 @@ pub fn probe(row: &WorkspaceRow) -> Probes {
             .as_deref()
             .map(|dir| std::fs::read_dir(dir).is_ok()),
         ..Probes::default()
+    }
+}
+
+/// What a row whose own change waits for the image `to` shows while its
+/// container serves on (`what`: the rollout is "waiting" for the wave, or
+/// "halted").
+fn kept_words(what: &str, to: &crate::model::Digest) -> String {
+    let to = to.short();
+    if what == "halted" {
+        format!(
+            "its change goes with the image {to}, whose rollout halted; its container serves on as it is"
+        )
+    } else {
+        format!(
+            "its change goes with the image {to}, in its rollout wave; its container serves on as it is until then"
+        )
     }
 }
 

@@ -11,8 +11,8 @@ use crate::act::{ActError, Executor, Outcome, Run};
 use crate::desired::{self, Event, Lease};
 use crate::metrics::Metrics;
 use crate::model::{
-    ContainerSpec, ImageRef, ImageSource, ObservedContainer, Reason, ResolvedImage, Status,
-    WorkspaceId, WorkspaceRow,
+    ContainerSpec, ImageRef, ImageSource, ObservedContainer, Reason, ResolvedImage, WorkspaceId,
+    WorkspaceRow,
 };
 use crate::observed::Observed;
 use crate::plan::{Action, Op, Phase, Plan, StatusUpdate};
@@ -571,8 +571,9 @@ impl Pass<'_> {
         } else {
             self.observed.main_container(id, &self.held.host)
         };
-        // A paused row's desired change is not acted on: not observed.
-        let converged = done.plan.actions.is_empty() && update.status != Status::Paused;
+        // A change not acted on (paused, waiting for its wave) is not
+        // observed.
+        let converged = done.plan.actions.is_empty() && !update.unobserved;
         // The row says where the pass got: past the pull or build, to the
         // wait for readiness, not the phase it began in.
         let reached = StatusUpdate::reason(Reason::WaitingReady, None);

@@ -292,6 +292,10 @@ pub struct Facts<'a> {
     /// names: a legacy object under such a name is no row's (DESIGN §1.3:
     /// it belongs to the row its name names only when exactly one does).
     pub shared_name: bool,
+    /// The row's change waits, and why (a rollout holds back the image
+    /// the change goes with): the container that is there is looked after
+    /// as it is (started, restarted for its epoch), nothing replaces it.
+    pub held_change: Option<String>,
 }
 
 impl<'a> Facts<'a> {
@@ -309,6 +313,7 @@ impl<'a> Facts<'a> {
             image: ResolvedImage::default(),
             refresh_failure: None,
             shared_name: false,
+            held_change: None,
             desired_complete: true,
             observed_complete: true,
             memory: Memory::default(),

@@ -226,6 +226,17 @@ impl<'s> PassIndex<'s> {
         (plan(&facts, now), spec)
     }
 
+    /// Plans a workspace whose own change (an env edit) waits for the
+    /// image a rollout holds back, the change going with the image in its
+    /// wave: only its container as it is, looked after in place (started
+    /// when down, restarted for its epoch), the row showing `why` while it
+    /// serves. No removal is planned.
+    pub fn plan_kept(&self, id: WorkspaceId, why: String, now: DateTime<Utc>) -> Plan {
+        let mut facts = self.facts_holding(id, None);
+        facts.held_change = Some(why);
+        plan(&facts, now)
+    }
+
     /// The facts for one key, with its image held at `held` (see
     /// [`PassIndex::plan_held`]) when given.
     fn facts_holding(&self, id: WorkspaceId, held: Option<&ResolvedImage>) -> Facts<'s> {

@@ -204,36 +204,27 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
     if p.status.is_some() {
         return p;
     }
+    if let Some(why) = &f.held_change {
+        let serving = StatusUpdate::with_detail(Status::Online, why.clone());
+        serve_on(f, row, &mine, now, &mut p, serving);
+        // Whatever the container does meanwhile, the row's change is not
+        // acted on.
+        p.status = p.status.map(StatusUpdate::unobserved);
+        return p;
+    }
     let spec = match &f.spec {
         Some(Ok(spec)) => spec,
         Some(Err(e)) => {
             // A row edited into one that makes no spec leaves the
             // container of its last spec serving: the change is blocked,
-            // the workspace has not failed. That container is looked
-            // after in place (started when down, restarted for its epoch
-            // or a failing check: none of it needs the new spec); one
-            // that never ran served nothing and is not started.
-            let own = mine
-                .containers
-                .iter()
-                .find(|c| c.name == row.id.container_name() && c.started_at.is_some())
-                .copied();
+            // the workspace has not failed.
             let blocked = format!(
                 "{}: the {} change cannot be made; the container of the last spec serves on",
                 e.message, e.reason
             );
-            match own {
-                Some(c) => {
-                    super::current::current(f, row, None, c, false, now, &mut p);
-                    if plain_online(&p) {
-                        p.status = Some(
-                            StatusUpdate::reason(Reason::ChangeBlocked, Some(blocked)).steady(),
-                        );
-                    } else {
-                        p.notes.push(blocked);
-                    }
-                }
-                None => p.status = Some(StatusUpdate::reason(e.reason, Some(e.message.clone()))),
+            let serving = StatusUpdate::reason(Reason::ChangeBlocked, Some(blocked)).steady();
+            if !serve_on(f, row, &mine, now, &mut p, serving) {
+                p.status = Some(StatusUpdate::reason(e.reason, Some(e.message.clone())));
             }
             return p;
         }
@@ -264,6 +255,37 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
         _ => running::running(f, row, spec, main, &mine, now, &mut p),
     }
     p
+}
+
+/// Looks after the workspace's own container as it is, for a row whose
+/// change is not made now (refused, or waiting): started when down,
+/// restarted for its epoch or a failing check, none of which needs the
+/// row's new spec. Once it serves plainly the row shows `serving`, whose
+/// words otherwise go to the notes beside what `current` says (starting,
+/// crash looping). A container that never ran served nothing and is not
+/// started: whether there is one that ran.
+fn serve_on(
+    f: &Facts,
+    row: &WorkspaceRow,
+    mine: &Mine,
+    now: DateTime<Utc>,
+    p: &mut Plan,
+    serving: StatusUpdate,
+) -> bool {
+    let Some(c) = mine
+        .containers
+        .iter()
+        .find(|c| c.name == row.id.container_name() && c.started_at.is_some())
+    else {
+        return false;
+    };
+    super::current::current(f, row, None, c, false, now, p);
+    if plain_online(p) {
+        p.status = Some(serving);
+    } else if let Some(why) = serving.detail {
+        p.notes.push(why);
+    }
+    true
 }
 
 /// Whether the plan says plainly online: no reason, no detail (what a

@@ -53,6 +53,10 @@ pub struct StatusUpdate {
     /// detail under the same reason is a new cause. Other details count
     /// restarts or seconds.
     pub steady: bool,
+    /// The row's change is not acted on yet (paused, or waiting for the
+    /// rollout wave of the image it goes with): its generation stays
+    /// unobserved.
+    pub unobserved: bool,
 }
 
 impl StatusUpdate {
@@ -62,6 +66,7 @@ impl StatusUpdate {
             reason: None,
             detail: None,
             steady: false,
+            unobserved: status == Status::Paused,
         }
     }
 
@@ -71,6 +76,16 @@ impl StatusUpdate {
             reason: Some(reason),
             detail: detail.map(clip_error),
             steady: reason.is_refusal(),
+            unobserved: false,
+        }
+    }
+
+    /// This update for a row whose change waits: its generation stays
+    /// [`unobserved`](Self::unobserved).
+    pub fn unobserved(self) -> Self {
+        StatusUpdate {
+            unobserved: true,
+            ..self
         }
     }
 
@@ -82,14 +97,14 @@ impl StatusUpdate {
         }
     }
 
-    /// Whether `row` already shows this update. A paused row's generation
-    /// stays unobserved until it is unpaused and acted on: it is not
-    /// waiting for a write.
+    /// Whether `row` already shows this update. The generation of a row
+    /// whose change is not acted on (paused, waiting) stays unobserved
+    /// until it is: it is not waiting for a write.
     pub fn shown_by(&self, row: &crate::model::WorkspaceRow) -> bool {
         row.status == Some(self.status)
             && row.status_reason == self.reason
             && row.last_error == self.detail
-            && (row.observed_generation == row.generation || self.status == Status::Paused)
+            && (row.observed_generation == row.generation || self.unobserved)
     }
 
     /// `plain`, with a `last_error` that says something still worth

@@ -452,3 +452,33 @@ fn a_crash_loop_the_row_shows_stands_for_a_berth_that_just_started() {
     let p = plan_at(&facts_for(&s, &r, &cs, &[]), t0());
     assert_ne!(reason(&p), Some(Reason::CrashLoop), "{:?}", p.status);
 }
+
+#[test]
+fn a_change_held_for_its_wave_keeps_the_container_as_it_is_and_leaves_the_generation_unobserved() {
+    let s = Settings::test();
+    let r = row(1).with_env(json!({"EDITED": "1"}));
+    let serving = container_for(&built(&row(1), &s), "c1");
+    let why = "its change goes with the image, in its rollout wave".to_string();
+
+    let mut f = facts_for(&s, &r, std::slice::from_ref(&serving), &[]);
+    f.held_change = Some(why.clone());
+    let p = plan_at(&f, t0() + mins(2));
+    assert!(p.actions.is_empty(), "no replace: {:?}", whys(&p));
+    let status = p.status.clone().unwrap();
+    assert_eq!(status.status, Status::Online);
+    assert_eq!(status.detail.as_deref(), Some(why.as_str()));
+    assert!(status.unobserved, "the edit is not observed while it waits");
+
+    // Stopped meanwhile: started again as it is, without the edit.
+    let mut down = serving.clone();
+    down.state = ContainerState::Exited;
+    let mut f = facts_for(&s, &r, std::slice::from_ref(&down), &[]);
+    f.held_change = Some(why.clone());
+    let p = plan_at(&f, t0() + mins(2));
+    assert_eq!(ops(&p), ["start"]);
+    assert!(p.status.unwrap().unobserved);
+
+    // Without the hold the same facts replace the container.
+    let f = facts_for(&s, &r, std::slice::from_ref(&serving), &[]);
+    assert!(ops(&plan_at(&f, t0() + mins(2))).contains(&"create"));
+}

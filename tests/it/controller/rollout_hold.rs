@@ -1,6 +1,7 @@
 //! A workspace whose image change waits for its wave is held on the image
 //! it runs, not frozen: a container stopped by hand is started again and
-//! an unpaused row says so at once. A canary paused while it is judged
+//! an unpaused row says so at once, also when its own change (an env
+//! edit) waits to go with the image. A canary paused while it is judged
 //! keeps its place: no second workspace gets the image meanwhile.
 
 use std::time::Duration;
@@ -83,12 +84,43 @@ async fn a_workspace_waiting_for_its_wave_is_started_and_unpaused_meanwhile() {
         w.has_prev(canary).await,
         "the canary is still judged: the two did not wait for the wave"
     );
+    // The edited one says its change waits, not converged; paused and
+    // unpaused, it says so again at once, and its container, stopped by
+    // hand, is started again as it is.
+    let waits = |r: &super::RowView| {
+        r.is("online", None)
+            && !r.converged()
+            && r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("in its rollout wave"))
+    };
+    w.wait_row(edited, 20, "its change waiting, said", waits)
+        .await;
+    w.exec("UPDATE workspaces SET paused = true WHERE id = $1", edited)
+        .await;
+    w.wait_row(edited, 20, "paused", |r| r.is("paused", None))
+        .await;
+    w.exec("UPDATE workspaces SET paused = false WHERE id = $1", edited)
+        .await;
+    w.wait_row(edited, 20, "unpaused, its change waiting", waits)
+        .await;
+    w.stop_by_hand(edited).await;
+    w.poll(
+        20,
+        "the edited one's container started again",
+        Duration::from_millis(200),
+        || async { running(&w, edited).await.then_some(()) },
+    )
+    .await;
+    assert!(
+        w.has_prev(canary).await,
+        "the canary is still judged: the edited one did not wait for the wave"
+    );
     assert_eq!(
         w.container(edited).await.and_then(|c| c.id),
         edited_before,
         "the edited workspace waits for its wave"
     );
-    assert!(running(&w, edited).await);
     assert_eq!(replaced(&w).await, vec![canary.0], "only the canary got v2");
 }
 
