@@ -73,7 +73,8 @@ pub enum Ops {
     /// Show a workspace's audit trail, oldest first.
     #[command(after_long_help = EXIT_CODES)]
     Events {
-        /// The workspace's id, container name (ws-<id12>) or row name. A
+        /// The workspace's id, container name (ws-<id12>), those 12
+        /// characters alone (as `berth status` shows them) or row name. A
         /// name several rows share lists them (exit 64).
         workspace: String,
         /// Show at most this many of the latest events (at least 1).

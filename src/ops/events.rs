@@ -87,8 +87,9 @@ async fn resolve(pool: &PgPool, key: &str) -> Result<(uuid::Uuid, Option<String>
             .await?;
         return Ok((id.0, name));
     }
-    let id12 = key
-        .strip_prefix("ws-")
+    // The container name, or the 12 characters of the id it is made of
+    // (what `berth status` shows).
+    let id12 = Some(key.strip_prefix("ws-").unwrap_or(key))
         .filter(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
     let candidates: Vec<Candidate> = sqlx::query_as(concat!(
         "SELECT id, name, host, runtime, status, ",

@@ -450,6 +450,11 @@ async fn events_find_a_deleted_workspace_by_its_container_name() {
         out.contains("(row gone)") && out.contains("why remove"),
         "{out}"
     );
+    // The 12 characters `berth status` shows find it as well.
+    let id12 = container.trim_start_matches("ws-");
+    let (code, out, err) = berth(&["events", id12, "--json"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out, &err)["workspace"], gone.to_string());
 
     let (code, out, err) = berth(&["events", "ws-0f8fad5b-d9c"], &env).await;
     assert_eq!(code, 64, "{out}");
