@@ -1,7 +1,8 @@
 //! What a berth takes up from the trail when it starts, or takes the host
 //! back after another instance held it: the delete guard's latch (see
-//! `guard`) and the rollbacks the rows still show, so that neither a
-//! withheld removal nor an undone change is tried again before its time.
+//! `guard`), the rollbacks the rows still show, so that neither a
+//! withheld removal nor an undone change is tried again before its time,
+//! and the notes last made, so that they are not made again.
 
 use super::{Controller, State};
 use crate::desired;
@@ -33,12 +34,30 @@ impl Controller {
                         "rows show changes undone earlier: not tried again until the row changes"
                     );
                 }
+                self.read_notes(state).await;
                 state.trail_read = true;
                 true
             }
             Err(error) => {
                 tracing::warn!(%error, "reading the rollbacks on the trail failed; no round until it is read");
                 false
+            }
+        }
+    }
+
+    /// Takes up the notes this host last put on each workspace's trail as
+    /// made by this process: a restart does not make them again while
+    /// they hold (volumes kept without a row, a name in the way). A
+    /// failed read only costs the repeat.
+    async fn read_notes(&self, state: &mut State) {
+        match desired::last_notes(&self.pool, &self.settings.host_id).await {
+            Ok(notes) => {
+                for (id, note) in notes {
+                    state.noted.entry(id).or_default().push(note);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the notes on the trail failed; notes still holding are made again");
             }
         }
     }

@@ -28,7 +28,7 @@ pub use session::{
     parse_notification, release, session_application_name, still_holds,
 };
 pub use write::{
-    Event, PinHalted, RolledBack, StatusWrite, Written, guard_latch, halt_pin, mark_stable,
-    prune_events, record_events, record_late_events, record_with_status, rolled_back,
+    Event, PinHalted, RolledBack, StatusWrite, Written, guard_latch, halt_pin, last_notes,
+    mark_stable, prune_events, record_events, record_late_events, record_with_status, rolled_back,
     write_rollout, write_status,
 };

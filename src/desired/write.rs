@@ -463,6 +463,32 @@ pub struct RolledBack {
     pub rollout: Option<serde_json::Value>,
 }
 
+/// The notes `host` last put on each workspace's trail (the latest pass
+/// that made new ones): what a restarted berth does not say again while
+/// they still hold.
+pub async fn last_notes(
+    pool: &PgPool,
+    host: &str,
+) -> Result<Vec<(WorkspaceId, String)>, sqlx::Error> {
+    let notes: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT e.workspace_id, e.reason
+           FROM workspace_events e
+           JOIN (SELECT workspace_id, max(at) AS at FROM workspace_events
+                  WHERE host = $1 AND action = 'note' GROUP BY workspace_id) latest
+             ON e.workspace_id = latest.workspace_id AND e.at = latest.at
+          WHERE e.host = $1 AND e.action = 'note'
+          ORDER BY e.workspace_id, e.id",
+    )
+    .bind(host)
+    .fetch_all(pool)
+    .bounded()
+    .await?;
+    Ok(notes
+        .into_iter()
+        .map(|(id, note)| (WorkspaceId(id), note))
+        .collect())
+}
+
 /// The delete guard's latch as the trail of the last hour left it on
 /// `host`: the workspaces whose latest guard note holds a removal back,
 /// and the largest limit those notes tripped under. A guard that let go

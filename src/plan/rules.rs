@@ -312,8 +312,11 @@ fn is_up(c: &ObservedContainer) -> bool {
 fn orphan(f: &Facts, mine: &Mine, now: DateTime<Utc>, p: &mut Plan) {
     if !mine.volumes.is_empty() {
         let names: Vec<&str> = mine.volumes.iter().map(|v| v.name.as_str()).collect();
-        p.notes
-            .push(format!("volumes kept without a row: {}", names.join(", ")));
+        p.notes.push(format!(
+            "volumes kept without a row: {} (berth never deletes them; a row with this id \
+             takes them up again, `docker volume rm` removes them once their data is not wanted)",
+            names.join(", ")
+        ));
     }
     if mine.containers.is_empty() {
         p.memory = super::Memory::default();

@@ -358,6 +358,15 @@ async fn a_deleted_rows_container_goes_after_the_grace_period_and_its_volumes_st
         1,
         "one note for the kept volumes"
     );
+    // Nor again by a restarted berth: the trail has said it.
+    w.berth.take().unwrap().kill().await;
+    w.start(&[("BERTH_ORPHAN_GRACE", "6s")]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        w.count_events_like(id, "note", "volumes kept%").await,
+        1,
+        "the restarted berth noted the kept volumes again"
+    );
 }
 
 #[tokio::test]
