@@ -230,6 +230,14 @@ impl HostPlan {
             "\n{} workspace(s) with pending changes{withheld}",
             self.pending()
         );
+        // Said above already when nothing else is listed.
+        if self.stuck > 0 && !self.workspaces.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} workspace(s) are failed or degraded with nothing to do now (`berth status` says why)",
+                self.stuck
+            );
+        }
         out
     }
 }

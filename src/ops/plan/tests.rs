@@ -272,3 +272,28 @@ fn a_row_that_stays_failed_is_not_said_to_be_in_line() {
     assert!(!t.contains("every workspace is in line"), "{t}");
     assert!(t.contains("1 workspace(s) are failed or degraded"), "{t}");
 }
+
+#[test]
+fn a_failed_row_is_counted_beside_other_workspaces_listed() {
+    let settings = Settings::test();
+    let mut invalid = WorkspaceRow::test(id(1), Utc::now()).with_env(json!({"BAD=KEY": "v"}));
+    let first = plan::plan_pass(
+        &snapshot(vec![invalid.clone()], vec![]),
+        &settings,
+        Utc::now(),
+    );
+    let update = first.plans[0].status.clone().unwrap();
+    invalid.status = Some(update.status);
+    invalid.status_reason = update.reason;
+    invalid.last_error = update.detail;
+    invalid.observed_generation = invalid.generation;
+    // A new row beside it: the plan lists its create.
+    let new = WorkspaceRow::test(id(2), Utc::now());
+    let plan = run(snapshot(vec![invalid, new], vec![]), &settings);
+    assert_eq!(plan.workspaces.len(), 1, "{plan:#?}");
+    let t = plan.render();
+    assert!(
+        t.contains("1 workspace(s) are failed or degraded with nothing to do now"),
+        "{t}"
+    );
+}
