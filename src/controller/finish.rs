@@ -232,7 +232,8 @@ impl Controller {
     /// showing the row in its desired state (online, stopped, removed; not
     /// rolled back) for a generation not yet reached observes the time
     /// since the desired change, once. A row that already showed it (a
-    /// restarted berth) is taken as reached without a sample.
+    /// restarted berth) is taken as reached without a sample; one whose
+    /// change waits (its generation unobserved) has not reached it.
     fn time_convergence(&self, state: &mut State, done: &Done) {
         let (Some(update), Some(row)) = (&done.plan.status, done.row.as_ref()) else {
             return;
@@ -240,7 +241,8 @@ impl Controller {
         let reached = matches!(
             update.status,
             Status::Online | Status::Stopped | Status::Removed
-        ) && update.reason != Some(crate::model::Reason::RolledBack);
+        ) && update.reason != Some(crate::model::Reason::RolledBack)
+            && !update.unobserved;
         if !reached || done.failure.is_some() || done.write_error.is_some() || done.lost_lease {
             return;
         }

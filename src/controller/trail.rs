@@ -50,7 +50,8 @@ impl Controller {
     /// they hold (volumes kept without a row, a name in the way). A
     /// failed read only costs the repeat.
     async fn read_notes(&self, state: &mut State) {
-        match desired::last_notes(&self.pool, &self.settings.host_id).await {
+        let read = desired::last_notes(&self.pool, &self.settings.host_id);
+        match desired::within(desired::LOOP_READ_DEADLINE, read).await {
             Ok(notes) => {
                 for (id, note) in notes {
                     state.noted.entry(id).or_default().push(note);

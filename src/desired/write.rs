@@ -463,9 +463,11 @@ pub struct RolledBack {
     pub rollout: Option<serde_json::Value>,
 }
 
-/// The notes `host` last put on each workspace's trail (the latest pass
-/// that made new ones): what a restarted berth does not say again while
-/// they still hold.
+/// The notes `host` last put on each workspace's trail within the last
+/// day (the latest pass that made new ones): what a restarted berth does
+/// not say again while they still hold. The delete guard's notes are not
+/// among them: writing them again is what keeps its hold (see
+/// [`guard_latch`]) past an hour.
 pub async fn last_notes(
     pool: &PgPool,
     host: &str,
@@ -474,9 +476,11 @@ pub async fn last_notes(
         "SELECT e.workspace_id, e.reason
            FROM workspace_events e
            JOIN (SELECT workspace_id, max(at) AS at FROM workspace_events
-                  WHERE host = $1 AND action = 'note' GROUP BY workspace_id) latest
+                  WHERE host = $1 AND action = 'note' AND at > now() - interval '1 day'
+                    AND NOT detail ? 'delete_guard'
+                  GROUP BY workspace_id) latest
              ON e.workspace_id = latest.workspace_id AND e.at = latest.at
-          WHERE e.host = $1 AND e.action = 'note'
+          WHERE e.host = $1 AND e.action = 'note' AND NOT e.detail ? 'delete_guard'
           ORDER BY e.workspace_id, e.id",
     )
     .bind(host)

@@ -223,7 +223,12 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
                 e.message, e.reason
             );
             let serving = StatusUpdate::reason(Reason::ChangeBlocked, Some(blocked)).steady();
-            if !serve_on(f, row, &mine, now, &mut p, serving) {
+            // A container its row stopped is not brought back by the
+            // same edit that makes no spec: it would run what the operator
+            // just edited away from.
+            let stopped_before = row.status == Some(Status::Stopped);
+            if stopped_before || !serve_on(f, row, &mine, now, &mut p, serving) {
+                p.actions.clear();
                 p.status = Some(StatusUpdate::reason(e.reason, Some(e.message.clone())));
             }
             return p;
@@ -260,10 +265,12 @@ pub fn plan(f: &Facts, now: DateTime<Utc>) -> Plan {
 /// Looks after the workspace's own container as it is, for a row whose
 /// change is not made now (refused, or waiting): started when down,
 /// restarted for its epoch or a failing check, none of which needs the
-/// row's new spec. Once it serves plainly the row shows `serving`, whose
-/// words otherwise go to the notes beside what `current` says (starting,
-/// crash looping). A container that never ran served nothing and is not
-/// started: whether there is one that ran.
+/// row's new spec. Once it serves plainly the row shows `serving`;
+/// otherwise what `current` says (starting, crash looping) carries
+/// `serving`'s words after its own, so the row never hides why its
+/// change is not made. A container that never ran served nothing, and one
+/// the engine holds (dead, being removed) is no container to serve on:
+/// whether there is one that serves or is brought back.
 fn serve_on(
     f: &Facts,
     row: &WorkspaceRow,
@@ -282,8 +289,16 @@ fn serve_on(
     super::current::current(f, row, None, c, false, now, p);
     if plain_online(p) {
         p.status = Some(serving);
-    } else if let Some(why) = serving.detail {
-        p.notes.push(why);
+        return true;
+    }
+    let Some(status) = p.status.as_mut() else {
+        return false;
+    };
+    if let Some(why) = serving.detail {
+        status.detail = Some(match status.detail.take() {
+            Some(own) => format!("{own}; {why}"),
+            None => why,
+        });
     }
     true
 }

@@ -351,13 +351,24 @@ fn the_last_specs_container_of_an_invalid_edit_is_started_when_down_and_restarte
     let mut down = serving.clone();
     down.state = ContainerState::Exited;
     down.exit_code = Some(0);
-    let p = plan_at(&facts_for(&s, &r, &[down], &[]), t0() + mins(2));
+    let p = plan_at(
+        &facts_for(&s, &r, std::slice::from_ref(&down), &[]),
+        t0() + mins(2),
+    );
     assert_eq!(ops(&p), ["start"]);
     assert!(
-        p.notes.iter().any(|n| n.contains("change cannot be made")),
-        "{:?}",
-        p.notes
+        detail(&p).contains("change cannot be made"),
+        "the row still says why: {:?}",
+        p.status
     );
+
+    // Stopped by its row before the edit: the edit that makes no spec
+    // does not bring back what it edited away from.
+    let mut was_stopped = r.clone();
+    was_stopped.status = Some(Status::Stopped);
+    let p = plan_at(&facts_for(&s, &was_stopped, &[down], &[]), t0() + mins(2));
+    assert!(p.actions.is_empty(), "{:?}", whys(&p));
+    assert_eq!(reason(&p), Some(Reason::InvalidSpec));
 
     // A restart asked for: the container is restarted, without the files
     // a spec it cannot make would write.
