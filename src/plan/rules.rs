@@ -425,8 +425,11 @@ fn settle<'a>(
     }
     // A replace's old container renamed away from `-prev` (by hand, say)
     // is still the way back while the new one is unproven: the newest
-    // stopped container made before it, to another spec, serves as
-    // `-prev` (finished or restored as one), not as a duplicate.
+    // container made before it, to another spec than the new one's,
+    // serves as `-prev` (finished or restored as one), not as a
+    // duplicate. So it does when the row changed again meanwhile (the new
+    // one is then restored away) and when it runs again (started by
+    // hand): no container goes for one not yet proven.
     let unproven = |c: &ObservedContainer| {
         p.memory.ready_container.as_deref() != Some(c.id.as_str())
             && super::ready::readiness(c, row.last_heartbeat_at, f.settings, now)
@@ -434,11 +437,14 @@ fn settle<'a>(
     };
     if row.desired_state == DesiredState::Running
         && prev.is_none()
-        && let Some(new) = main.filter(|c| matches_spec(c, spec) && unproven(c))
+        && let Some(new) = main.filter(|c| unproven(c))
         && let Some(at) = others
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.created < new.created && !matches_spec(c, spec) && !is_up(c))
+            .filter(|(_, c)| {
+                let hash = crate::model::LABEL_SPEC_HASH;
+                c.created < new.created && c.label(hash) != new.label(hash)
+            })
             .max_by_key(|(_, c)| c.created)
             .map(|(at, _)| at)
     {

@@ -378,3 +378,40 @@ fn a_replaces_old_container_renamed_away_is_still_the_way_back_not_a_duplicate()
     assert_eq!(ops(&dup), ["remove_container"]);
     assert_eq!(dup.actions[0].op.target(), Some(&Target::Id("copy".into())));
 }
+
+#[test]
+fn a_renamed_old_container_stays_the_way_back_when_the_row_changes_again_or_it_runs() {
+    let s = Settings::test();
+    let first_edit = row(1).with_env(json!({"B": "1"}));
+    let mut new = container_for(&built(&first_edit, &s), "new");
+    new.health = crate::model::Health::Unhealthy;
+    let mut old = container_for(&built(&row(1).with_env(json!({"A": "1"})), &s), "old");
+    old.name = "renamed-by-hand".into();
+    old.state = ContainerState::Exited;
+    old.created = new.created - mins(5);
+
+    // The row changed again while the new one was unproven: the old one is
+    // brought back, the new one goes; the old one is never a duplicate.
+    let again = row(1).with_env(json!({"B": "2"}));
+    let cs = [new.clone(), old.clone()];
+    let p = plan_at(&facts_for(&s, &again, &cs, &[]), t0());
+    assert_eq!(
+        ops(&p),
+        ["remove_container", "rename", "start"],
+        "{:?}",
+        whys(&p)
+    );
+    assert_eq!(p.actions[0].op.target(), Some(&Target::Id("new".into())));
+    assert_eq!(p.actions[2].op.target(), Some(&Target::Id("old".into())));
+
+    // Started again by hand beside the unproven new one: kept, and the
+    // way back once the new one runs out of time.
+    old.state = ContainerState::Running;
+    let cs = [new.clone(), old.clone()];
+    let f = facts_for(&s, &first_edit, &cs, &[]);
+    let waiting = plan_at(&f, t0());
+    assert!(waiting.actions.is_empty(), "{:?}", whys(&waiting));
+    let late = plan_at(&f, t0() + f.provision_timeout + mins(1));
+    assert_eq!(ops(&late), ["remove_container", "rename", "start"]);
+    assert_eq!(late.actions[0].op.target(), Some(&Target::Id("new".into())));
+}
