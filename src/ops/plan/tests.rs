@@ -249,15 +249,14 @@ fn image_replaces_are_summed_up_by_rollout_with_the_waves_berth_run_keeps() {
     );
 }
 
-#[test]
-fn a_row_that_stays_failed_is_not_said_to_be_in_line() {
-    let settings = Settings::test();
+/// A row berth refuses (an env key with `=`) that already shows what a
+/// pass would write for it.
+fn failed_as_shown(settings: &Settings) -> WorkspaceRow {
     let mut invalid =
         WorkspaceRow::test(id(1), Utc::now()).with_env(json!({"BAD=KEY": "canary-value"}));
-    // The row already shows what the pass would write.
     let first = plan::plan_pass(
         &snapshot(vec![invalid.clone()], vec![]),
-        &settings,
+        settings,
         Utc::now(),
     );
     let update = first.plans[0].status.clone().unwrap();
@@ -265,6 +264,13 @@ fn a_row_that_stays_failed_is_not_said_to_be_in_line() {
     invalid.status_reason = update.reason;
     invalid.last_error = update.detail;
     invalid.observed_generation = invalid.generation;
+    invalid
+}
+
+#[test]
+fn a_row_that_stays_failed_is_not_said_to_be_in_line() {
+    let settings = Settings::test();
+    let invalid = failed_as_shown(&settings);
     let plan = run(snapshot(vec![invalid], vec![]), &settings);
     assert!(plan.workspaces.is_empty(), "{plan:#?}");
     assert_eq!(plan.stuck, 1);
@@ -276,17 +282,7 @@ fn a_row_that_stays_failed_is_not_said_to_be_in_line() {
 #[test]
 fn a_failed_row_is_counted_beside_other_workspaces_listed() {
     let settings = Settings::test();
-    let mut invalid = WorkspaceRow::test(id(1), Utc::now()).with_env(json!({"BAD=KEY": "v"}));
-    let first = plan::plan_pass(
-        &snapshot(vec![invalid.clone()], vec![]),
-        &settings,
-        Utc::now(),
-    );
-    let update = first.plans[0].status.clone().unwrap();
-    invalid.status = Some(update.status);
-    invalid.status_reason = update.reason;
-    invalid.last_error = update.detail;
-    invalid.observed_generation = invalid.generation;
+    let invalid = failed_as_shown(&settings);
     // A new row beside it: the plan lists its create.
     let new = WorkspaceRow::test(id(2), Utc::now());
     let plan = run(snapshot(vec![invalid, new], vec![]), &settings);
