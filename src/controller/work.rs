@@ -203,20 +203,17 @@ pub async fn carry_out(
         let (lease, held) = (lease.clone(), held.clone());
         std::sync::Arc::new(move || desired::still_holds(&lease, &held))
     };
-    let mut done = crate::act::fenced(
-        fence,
-        steps::steps(
-            work,
-            executor,
-            pool,
-            lease,
-            metrics,
-            observed,
-            &mut events,
-            cut,
-        ),
-    )
-    .await;
+    let pass = steps::Pass {
+        id: work.plan.id,
+        held: held.clone(),
+        executor,
+        pool,
+        lease,
+        metrics,
+        observed,
+        cut,
+    };
+    let mut done = crate::act::fenced(fence, steps::steps(&pass, work, &mut events)).await;
     if !events.is_empty() {
         done.unrecorded = Some((held, events));
     }

@@ -25,48 +25,29 @@ use super::{
 
 /// What the steps of one pass share: the host they act for, the lease
 /// they act under and the parts they act through.
-struct Pass<'a> {
-    id: WorkspaceId,
-    held: Lease,
-    executor: &'a Executor,
-    pool: &'a PgPool,
-    lease: &'a watch::Receiver<Option<Lease>>,
-    metrics: &'a Metrics,
-    observed: &'a Observed,
-    cut: &'a CutShort,
+pub(super) struct Pass<'a> {
+    pub(super) id: WorkspaceId,
+    pub(super) held: Lease,
+    pub(super) executor: &'a Executor,
+    pub(super) pool: &'a PgPool,
+    pub(super) lease: &'a watch::Receiver<Option<Lease>>,
+    pub(super) metrics: &'a Metrics,
+    pub(super) observed: &'a Observed,
+    pub(super) cut: &'a CutShort,
 }
 
-/// The steps of [`carry_out`](super::carry_out); `events` ends with those
-/// not recorded.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn steps(
-    work: Work,
-    executor: &Executor,
-    pool: &PgPool,
-    lease: &watch::Receiver<Option<Lease>>,
-    metrics: &Metrics,
-    observed: &Observed,
-    events: &mut Vec<Event>,
-    cut: &CutShort,
-) -> Done {
+/// The steps of [`carry_out`](super::carry_out) for `work`, under the
+/// lease `pass` holds; `events` ends with those not recorded.
+pub(super) async fn steps(pass: &Pass<'_>, work: Work, events: &mut Vec<Event>) -> Done {
     let Work {
         plan,
         row,
         spec,
         current,
-        lease: held,
+        lease: _,
         rollout,
     } = work;
-    let pass = Pass {
-        id: plan.id,
-        held,
-        executor,
-        pool,
-        lease,
-        metrics,
-        observed,
-        cut,
-    };
+    let pool = pass.pool;
     let mut done = Done {
         id: pass.id,
         plan,
